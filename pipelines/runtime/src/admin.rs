@@ -1,0 +1,216 @@
+//! `mailfleet topics apply`: make the broker's topics match the topology,
+//! idempotently. Missing topics are created, partitions are raised (never
+//! lowered), and retention and clean-up policy are set.
+
+use std::time::Duration;
+
+use rdkafka::{
+    admin::{
+        AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+        TopicReplication,
+    },
+    client::DefaultClientContext,
+    ClientConfig,
+};
+
+use crate::{
+    config::KafkaConfig,
+    error::RuntimeError,
+    topology::{TopicSpec, Topology},
+};
+
+/// What `apply` did to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicChange {
+    Created,
+    PartitionsRaised {
+        from: i32,
+        to: i32,
+    },
+    ConfigUpdated,
+    Unchanged,
+    /// The broker has more partitions than declared; Kafka cannot lower them.
+    MorePartitionsThanDeclared {
+        actual: i32,
+        declared: i32,
+    },
+}
+
+/// Build a librdkafka client config with the common settings.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        if let Some(v) = value.as_str() {
+            cfg.set(key, v);
+        }
+    }
+    cfg
+}
+
+/// Create or update every topic of the topology.
+pub async fn apply(
+    kafka: &KafkaConfig,
+    topology: &Topology,
+) -> Result<Vec<(String, TopicChange)>, RuntimeError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(kafka)
+            .create()
+            .map_err(|source| RuntimeError::CreateClient {
+                what: "admin",
+                source,
+            })?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let existing = partition_counts(&admin)?;
+    let mut report = Vec::new();
+    for (name, spec) in &topology.topics {
+        let change = match existing.iter().find(|(t, _)| t == name) {
+            None => create(&admin, &opts, name, spec).await?,
+            Some((_, actual)) => update(&admin, &opts, name, spec, *actual).await?,
+        };
+        report.push((name.clone(), change));
+    }
+    Ok(report)
+}
+
+fn partition_counts(
+    admin: &AdminClient<DefaultClientContext>,
+) -> Result<Vec<(String, i32)>, RuntimeError> {
+    let md = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(15))
+        .map_err(|source| RuntimeError::Kafka {
+            op: "fetch metadata",
+            source,
+        })?;
+    Ok(md
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+fn configs(spec: &TopicSpec) -> [(&'static str, String); 2] {
+    [
+        ("retention.ms", spec.retention_ms.to_string()),
+        ("cleanup.policy", spec.cleanup_policy.as_kafka().to_string()),
+    ]
+}
+
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    opts: &AdminOptions,
+    name: &str,
+    spec: &TopicSpec,
+) -> Result<TopicChange, RuntimeError> {
+    let cfgs = configs(spec);
+    let mut topic = NewTopic::new(
+        name,
+        spec.partitions,
+        TopicReplication::Fixed(spec.replication_factor),
+    );
+    for (k, v) in &cfgs {
+        topic = topic.set(k, v);
+    }
+    let results = admin
+        .create_topics([&topic], opts)
+        .await
+        .map_err(|source| RuntimeError::Kafka {
+            op: "create topics",
+            source,
+        })?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            // Another process created it between metadata and now: fine.
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(RuntimeError::ApplyTopic {
+                    topic: t,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(TopicChange::Created)
+}
+
+async fn update(
+    admin: &AdminClient<DefaultClientContext>,
+    opts: &AdminOptions,
+    name: &str,
+    spec: &TopicSpec,
+    actual: i32,
+) -> Result<TopicChange, RuntimeError> {
+    let mut change = TopicChange::Unchanged;
+    if actual < spec.partitions {
+        let np = NewPartitions::new(name, spec.partitions as usize);
+        for r in admin
+            .create_partitions([&np], opts)
+            .await
+            .map_err(|source| RuntimeError::Kafka {
+                op: "create partitions",
+                source,
+            })?
+        {
+            r.map_err(|(t, code)| RuntimeError::ApplyTopic {
+                topic: t,
+                reason: code.to_string(),
+            })?;
+        }
+        change = TopicChange::PartitionsRaised {
+            from: actual,
+            to: spec.partitions,
+        };
+    } else if actual > spec.partitions {
+        change = TopicChange::MorePartitionsThanDeclared {
+            actual,
+            declared: spec.partitions,
+        };
+    }
+    if config_differs(admin, opts, name, spec).await? {
+        let cfgs = configs(spec);
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
+        for (k, v) in &cfgs {
+            alter = alter.set(k, v);
+        }
+        for r in admin
+            .alter_configs([&alter], opts)
+            .await
+            .map_err(|source| RuntimeError::Kafka {
+                op: "alter configs",
+                source,
+            })?
+        {
+            r.map_err(|(_, code)| RuntimeError::ApplyTopic {
+                topic: name.to_string(),
+                reason: code.to_string(),
+            })?;
+        }
+        if change == TopicChange::Unchanged {
+            change = TopicChange::ConfigUpdated;
+        }
+    }
+    Ok(change)
+}
+
+async fn config_differs(
+    admin: &AdminClient<DefaultClientContext>,
+    opts: &AdminOptions,
+    name: &str,
+    spec: &TopicSpec,
+) -> Result<bool, RuntimeError> {
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(name)], opts)
+        .await
+        .map_err(|source| RuntimeError::Kafka {
+            op: "describe configs",
+            source,
+        })?;
+    let Some(Ok(resource)) = described.into_iter().next() else {
+        return Ok(true);
+    };
+    Ok(configs(spec)
+        .iter()
+        .any(|(k, v)| resource.get(k).and_then(|e| e.value.as_deref()) != Some(v.as_str())))
+}

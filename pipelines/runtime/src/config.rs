@@ -1,0 +1,328 @@
+//! Runtime settings, and loading one TOML file with environment overrides.
+//!
+//! Every key can be overridden by an environment variable: `MAILFLEET_`
+//! then the key path in upper case with `__` between levels, e.g.
+//! `MAILFLEET_KAFKA__BROKERS=127.0.0.1:9092` or
+//! `MAILFLEET_RUNTIME__BATCH_MAX_EVENTS=500`. Values that parse as TOML
+//! (numbers, booleans, arrays) are taken as such, anything else as a string.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::RuntimeError;
+
+/// The environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "MAILFLEET_";
+
+/// How to reach Kafka.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Extra librdkafka properties for every client, e.g. `{"socket.timeout.ms" = "10000"}`.
+    pub properties: toml::Table,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            properties: toml::Table::new(),
+        }
+    }
+}
+
+/// How the consumer runtime batches, retries and stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Folder holding one RocksDB per consumer.
+    pub data_dir: PathBuf,
+    /// Most events decided and committed in one batch.
+    pub batch_max_events: usize,
+    /// Longest a batch waits to fill before it is processed, ms.
+    pub batch_max_wait_ms: u64,
+    /// Where undecodable and rejected inputs go.
+    pub deadletter_topic: String,
+    /// First backoff after a transient failure, ms; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    /// Longest backoff, ms.
+    pub retry_max_ms: u64,
+    /// fsync every commit (survives power loss, not only `kill -9`).
+    pub sync_writes: bool,
+    /// Static group membership id of this process (e.g. its host name). A
+    /// restarted process then gets its partitions back at once, without a
+    /// rebalance of the whole fleet. Unset: dynamic membership.
+    pub instance_id: Option<String>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("run/state"),
+            batch_max_events: 2000,
+            batch_max_wait_ms: 20,
+            deadletter_topic: "deadletter".into(),
+            retry_initial_ms: 200,
+            retry_max_ms: 30_000,
+            sync_writes: false,
+            instance_id: None,
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `/metrics` on; empty turns the exporter off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Problems with these settings, each naming its key and value.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.brokers.trim().is_empty() {
+            out.push("kafka.brokers is empty".to_string());
+        }
+        for (key, value) in &self.properties {
+            if !value.is_str() {
+                out.push(format!(
+                    "kafka.properties.{key} = {value}: must be a string"
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl RuntimeConfig {
+    /// Problems with these settings, each naming its key and value.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.data_dir.as_os_str().is_empty() {
+            out.push("runtime.data_dir is empty".to_string());
+        }
+        if !(1..=100_000).contains(&self.batch_max_events) {
+            out.push(format!(
+                "runtime.batch_max_events = {}: must be 1..=100000",
+                self.batch_max_events
+            ));
+        }
+        if self.batch_max_wait_ms > 10_000 {
+            out.push(format!(
+                "runtime.batch_max_wait_ms = {}: must be at most 10000",
+                self.batch_max_wait_ms
+            ));
+        }
+        if let Err(e) = check_topic_name(&self.deadletter_topic) {
+            out.push(format!(
+                "runtime.deadletter_topic = {:?}: {e}",
+                self.deadletter_topic
+            ));
+        }
+        if self.retry_initial_ms == 0 || self.retry_initial_ms > self.retry_max_ms {
+            out.push(format!(
+                "runtime.retry_initial_ms = {}: must be > 0 and <= retry_max_ms ({})",
+                self.retry_initial_ms, self.retry_max_ms
+            ));
+        }
+        out
+    }
+}
+
+impl MetricsConfig {
+    /// Problems with these settings, each naming its key and value.
+    pub fn problems(&self) -> Vec<String> {
+        match self.listen.as_str() {
+            "" => vec![],
+            s => match s.parse::<SocketAddr>() {
+                Ok(_) => vec![],
+                Err(e) => vec![format!("metrics.listen = {s:?}: {e}")],
+            },
+        }
+    }
+
+    /// The address to serve on, if enabled.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
+/// Kafka's rules for a topic name.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 249 {
+        return Err(format!("length {} is not 1..=249", name.len()));
+    }
+    if name == "." || name == ".." {
+        return Err("'.' and '..' are not topic names".into());
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "character {c:?} is not allowed (only a-z A-Z 0-9 . _ -)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Read a TOML file (if given) and apply `MAILFLEET_` environment overrides.
+pub fn load_document(
+    path: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<toml::Table, RuntimeError> {
+    let shown = path.map_or("<defaults>".to_string(), |p| p.display().to_string());
+    let mut doc = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| RuntimeError::ReadConfig {
+                path: shown.clone(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| RuntimeError::ParseConfig {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(RuntimeError::ParseConfig {
+                path: shown,
+                message: format!("environment variable {name}: empty key segment"),
+            });
+        }
+        set_path(&mut doc, &path, parse_env_value(&value)).map_err(|message| {
+            RuntimeError::ParseConfig {
+                path: shown.clone(),
+                message: format!("environment variable {name}: {message}"),
+            }
+        })?;
+    }
+    Ok(doc)
+}
+
+/// Deserialize a loaded document into a typed config, naming the bad key.
+pub fn from_document<T: serde::de::DeserializeOwned>(
+    doc: toml::Table,
+    shown: &str,
+) -> Result<T, RuntimeError> {
+    T::deserialize(toml::Value::Table(doc)).map_err(|e| RuntimeError::ParseConfig {
+        path: shown.to_string(),
+        message: e.to_string().trim().to_string(),
+    })
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("no key")?;
+    let mut table = doc;
+    for part in parents {
+        let entry = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a table"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[serde(default)]
+        kafka: KafkaConfig,
+        #[serde(default)]
+        runtime: RuntimeConfig,
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_values_with_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kafka]\nbrokers = \"file:1\"\n").unwrap();
+        let doc = load_document(
+            Some(&path),
+            env(&[
+                ("MAILFLEET_KAFKA__BROKERS", "env:2"),
+                ("MAILFLEET_RUNTIME__BATCH_MAX_EVENTS", "500"),
+                ("MAILFLEET_RUNTIME__SYNC_WRITES", "true"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        let cfg: Doc = from_document(doc, "c.toml").unwrap();
+        assert_eq!(cfg.kafka.brokers, "env:2");
+        assert_eq!(cfg.runtime.batch_max_events, 500);
+        assert!(cfg.runtime.sync_writes);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let doc = load_document(None, env(&[("MAILFLEET_KAFKA__BROKER", "x")])).unwrap();
+        let err = from_document::<Doc>(doc, "c.toml").unwrap_err().to_string();
+        assert!(err.contains("broker"), "{err}");
+
+        let rt = RuntimeConfig {
+            batch_max_events: 0,
+            deadletter_topic: "dead letters".into(),
+            ..RuntimeConfig::default()
+        };
+        let problems = rt.problems().join("\n");
+        assert!(
+            problems.contains("runtime.batch_max_events = 0"),
+            "{problems}"
+        );
+        assert!(problems.contains("\"dead letters\""), "{problems}");
+        let m = MetricsConfig {
+            listen: "localhost".into(),
+        };
+        assert!(m.problems()[0].contains("\"localhost\""));
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = load_document(Some(std::path::Path::new("/nonexistent/x.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/x.toml"), "{err}");
+    }
+}

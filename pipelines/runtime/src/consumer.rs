@@ -1,0 +1,200 @@
+//! The API a topic consumer implements: a pure decision, an optional effect.
+
+use std::{future::Future, time::Duration};
+
+use mailfleet_events::{AnyEvent, Event, EventError, Registry};
+
+use crate::{
+    error::StateError,
+    state::{StateKey, StateValue, StateView},
+};
+
+/// Where an input record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// Kafka's timestamp, ms. Deciders use the envelope's event time instead.
+    pub timestamp: Option<i64>,
+}
+
+/// A decoded input with its position.
+#[derive(Debug)]
+pub struct Input<E> {
+    pub event: E,
+    pub meta: RecordMeta,
+}
+
+/// How a consumer's input type is read from bytes. Implemented for every
+/// [`Event`]; a consumer of several event types implements it for an enum.
+pub trait Decode: Sized + Send {
+    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError>;
+}
+
+impl<E: Event> Decode for E {
+    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
+        registry.decode::<E>(bytes)
+    }
+}
+
+/// An output event, with the topic and key it goes to.
+pub struct Emit {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub event: Box<dyn AnyEvent>,
+}
+
+/// What the decider concluded about one input.
+#[derive(Default)]
+pub enum Verdict {
+    /// Apply the changes and send the outputs.
+    #[default]
+    Apply,
+    /// Nothing to do; the offset advances.
+    Ignore,
+    /// The input can never be handled: dead-letter it with this reason.
+    Reject(String),
+}
+
+/// A decision: state changes plus output events, or a verdict to skip.
+#[derive(Default)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub outputs: Vec<Emit>,
+}
+
+impl Decision {
+    /// An empty decision that applies (nothing yet).
+    pub fn apply() -> Self {
+        Self::default()
+    }
+
+    /// Nothing to do for this input.
+    pub fn ignore() -> Self {
+        Self {
+            verdict: Verdict::Ignore,
+            ..Self::default()
+        }
+    }
+
+    /// The input is bad for good: dead-letter it.
+    pub fn reject(reason: impl Into<String>) -> Self {
+        Self {
+            verdict: Verdict::Reject(reason.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Set a typed state value.
+    pub fn put<K: StateKey>(&mut self, key: &K, value: &K::Value) -> &mut Self {
+        self.changes
+            .push((key.to_key_bytes(), Some(value.to_bytes())));
+        self
+    }
+
+    /// Delete a typed state value.
+    pub fn delete<K: StateKey>(&mut self, key: &K) -> &mut Self {
+        self.changes.push((key.to_key_bytes(), None));
+        self
+    }
+
+    /// Send an event. The runtime stamps its `event_id` from the input's
+    /// position and the output's index, so a replay sends the same id.
+    pub fn emit<E: Event>(&mut self, topic: &str, key: impl Into<Vec<u8>>, event: E) -> &mut Self {
+        self.outputs.push(Emit {
+            topic: topic.to_string(),
+            key: key.into(),
+            event: Box::new(event),
+        });
+        self
+    }
+}
+
+/// The result of an effect. The runtime, not the consumer, decides what
+/// follows: retry with backoff, dead-letter, or commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The effect happened; commit.
+    Done,
+    /// Try the same input again after this long; nothing is committed past it.
+    Retry { after: Duration },
+    /// A dependency is down; retry with the runtime's backoff.
+    Temporary(String),
+    /// This input can never succeed; dead-letter it.
+    Permanent(String),
+    /// The effect did not apply (already done); commit.
+    Ignored,
+}
+
+/// A topic consumer: a pure decider plus an optional effect.
+///
+/// `decide` is a function of the state view and the input, using the
+/// event's time, never the wall clock. It is re-run on replay. `effect`
+/// does I/O and is skipped on replay.
+///
+/// Precondition for exactly-once state: every state key is written only by
+/// inputs of one partition (state is co-partitioned with the input key).
+pub trait Consumer: Send + Sync + 'static {
+    /// The input event type.
+    type Event: Decode;
+
+    /// The consumer's name: metrics label, output id prefix, store folder.
+    fn name(&self) -> &str;
+
+    /// Decide what one input means.
+    fn decide(
+        &self,
+        state: &StateView<'_>,
+        input: &Input<Self::Event>,
+    ) -> Result<Decision, StateError>;
+
+    /// Whether [`Consumer::effect`] does anything; when false the runtime skips it.
+    fn has_effects(&self) -> bool {
+        false
+    }
+
+    /// Carry out a decision's I/O. Called only for applied decisions.
+    fn effect(
+        &self,
+        _input: &Input<Self::Event>,
+        _decision: &Decision,
+    ) -> impl Future<Output = Outcome> + Send {
+        async { Outcome::Done }
+    }
+}
+
+/// The deterministic id of a consumer's `index`-th output for one input.
+pub fn output_id(consumer: &str, meta: &RecordMeta, index: usize) -> String {
+    format!(
+        "{consumer}:{}:{}:{}:{index}",
+        meta.topic, meta.partition, meta.offset
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_ids_are_deterministic_and_distinct() {
+        let meta = RecordMeta {
+            topic: "t".into(),
+            partition: 3,
+            offset: 17,
+            key: None,
+            timestamp: None,
+        };
+        assert_eq!(output_id("counter", &meta, 0), "counter:t:3:17:0");
+        assert_eq!(
+            output_id("counter", &meta, 0),
+            output_id("counter", &meta, 0)
+        );
+        assert_ne!(
+            output_id("counter", &meta, 0),
+            output_id("counter", &meta, 1)
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! The mailfleet consumer runtime: Kafka in, pure decisions, RocksDB state
+//! and input offsets committed together, outputs with deterministic ids.
+//!
+//! Start with [`Consumer`] (what a topic consumer implements: `decide`, and
+//! optionally `effect`), then [`run`] (the batch loop, whose module doc
+//! states the delivery guarantee and its precondition). [`Topology`] says
+//! which consumer reads which topics; [`admin::apply`] creates them.
+
+pub mod admin;
+pub mod config;
+mod consumer;
+pub mod dedup;
+mod error;
+pub mod metrics;
+pub mod producer;
+mod runner;
+mod shutdown;
+mod state;
+pub mod store;
+pub mod topology;
+
+pub use consumer::{
+    output_id, Consumer, Decision, Decode, Emit, Input, Outcome, RecordMeta, Verdict,
+};
+pub use error::{RuntimeError, StateError};
+pub use runner::{run, RunSpec, RunStats};
+pub use shutdown::Shutdown;
+pub use state::{Overlay, StateKey, StateValue, StateView};
+pub use store::Store;
+pub use topology::Topology;

@@ -1,0 +1,88 @@
+//! Metric names (the telemetry contract) and the Prometheus exporter.
+//!
+//! Names follow `mailfleet_<area>_<name>_<unit>`. Every metric carries a
+//! `consumer` label; lag also carries `topic` and `partition`.
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::{config::MetricsConfig, error::RuntimeError};
+
+/// Inputs handled (applied, ignored or dead-lettered), per consumer.
+pub const EVENTS_PROCESSED: &str = "mailfleet_runtime_events_processed_total";
+/// Output events produced and acknowledged by Kafka.
+pub const OUTPUTS_PRODUCED: &str = "mailfleet_runtime_outputs_produced_total";
+/// Failures by `kind`: poll, produce, store, transient.
+pub const ERRORS: &str = "mailfleet_runtime_errors_total";
+/// Inputs sent to the dead-letter topic, by `kind`.
+pub const DEADLETTERS: &str = "mailfleet_runtime_deadletters_total";
+/// Partitions paused for a retry after a transient failure.
+pub const RETRIES: &str = "mailfleet_runtime_retries_total";
+/// Time from the first poll of a batch to its commit.
+pub const BATCH_DURATION: &str = "mailfleet_runtime_batch_duration_seconds";
+/// Events per committed batch.
+pub const BATCH_EVENTS: &str = "mailfleet_runtime_batch_events";
+/// Records between the committed offset and the partition's end.
+pub const CONSUMER_LAG: &str = "mailfleet_runtime_consumer_lag_events";
+/// Partitions currently assigned to this process.
+pub const ASSIGNED_PARTITIONS: &str = "mailfleet_runtime_assigned_partitions";
+
+/// Every name above, for the test that each is emitted.
+pub const ALL: &[&str] = &[
+    EVENTS_PROCESSED,
+    OUTPUTS_PRODUCED,
+    ERRORS,
+    DEADLETTERS,
+    RETRIES,
+    BATCH_DURATION,
+    BATCH_EVENTS,
+    CONSUMER_LAG,
+    ASSIGNED_PARTITIONS,
+];
+
+/// Serve `/metrics` on the configured address (loopback by default).
+/// Must be called inside a tokio runtime.
+pub fn install_exporter(cfg: &MetricsConfig) -> Result<(), RuntimeError> {
+    let Some(addr) = cfg.addr() else {
+        return Ok(());
+    };
+    let fail = |reason: String| RuntimeError::Metrics {
+        listen: cfg.listen.clone(),
+        reason,
+    };
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(BATCH_DURATION.to_string()),
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        )
+        .map_err(|e| fail(e.to_string()))?
+        .install()
+        .map_err(|e| fail(e.to_string()))?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        EVENTS_PROCESSED,
+        "Inputs handled: applied, ignored or dead-lettered"
+    );
+    describe_counter!(OUTPUTS_PRODUCED, "Output events acknowledged by Kafka");
+    describe_counter!(ERRORS, "Failures by kind");
+    describe_counter!(DEADLETTERS, "Inputs sent to the dead-letter topic");
+    describe_counter!(RETRIES, "Partitions paused for a retry");
+    describe_histogram!(
+        BATCH_DURATION,
+        Unit::Seconds,
+        "Poll-to-commit time of a batch"
+    );
+    describe_histogram!(BATCH_EVENTS, "Events per committed batch");
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records between committed offset and partition end"
+    );
+    describe_gauge!(ASSIGNED_PARTITIONS, "Partitions assigned to this process");
+}

@@ -1,0 +1,249 @@
+//! One batch, per input partition: decode, decide, run the effect, and
+//! gather state changes, outputs and dead letters, all still uncommitted.
+
+use std::time::Duration;
+
+use mailfleet_events::{
+    runtime::{DeadLetter, DeadLetterKind},
+    Envelope, EventError, Registry,
+};
+
+use crate::{
+    consumer::{output_id, Consumer, Decision, Decode, Input, Outcome, RecordMeta, Verdict},
+    error::StateError,
+    state::{Overlay, StateView},
+    store::Store,
+};
+
+/// A consumed record, owned so that polling can go on.
+pub struct Record {
+    pub meta: RecordMeta,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// An encoded record to produce.
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// A transient failure that stops its partition at `offset`.
+#[derive(Debug)]
+pub struct Stall {
+    pub offset: i64,
+    /// The effect asked for this delay; otherwise the runtime's backoff.
+    pub after: Option<Duration>,
+    pub reason: String,
+}
+
+/// The uncommitted work of one partition in one batch.
+#[derive(Default)]
+pub struct PartitionWork {
+    pub overlay: Overlay,
+    pub outputs: Vec<Outgoing>,
+    /// Next offset to read once this work commits.
+    pub next_offset: Option<i64>,
+    pub handled: u64,
+    pub dead_letters: Vec<DeadLetterKind>,
+    pub stall: Option<Stall>,
+}
+
+/// Everything one batch needs to decide.
+pub struct Decider<'a, C: Consumer> {
+    pub consumer: &'a C,
+    pub name: &'a str,
+    pub registry: &'a Registry,
+    pub store: &'a Store,
+    pub deadletter_topic: &'a str,
+    pub tokio: &'a tokio::runtime::Handle,
+    pub run_effects: bool,
+}
+
+impl<C: Consumer> Decider<'_, C> {
+    /// Handle one record into its partition's work.
+    pub fn handle(&self, rec: Record, work: &mut PartitionWork) {
+        if work.stall.is_some() {
+            return; // the partition is stopped at an earlier offset
+        }
+        let span = tracing::debug_span!("event", consumer = %self.name,
+            topic = %rec.meta.topic, partition = rec.meta.partition, offset = rec.meta.offset);
+        let _enter = span.enter();
+        let event = match rec.payload.as_deref() {
+            None => Err((
+                DeadLetterKind::Undecodable,
+                "record has no value".to_string(),
+            )),
+            Some(bytes) => C::Event::decode(self.registry, bytes).map_err(classify),
+        };
+        match event {
+            Ok(event) => self.decide(
+                Input {
+                    event,
+                    meta: rec.meta,
+                },
+                rec.payload,
+                work,
+            ),
+            Err((kind, reason)) => self.dead_letter(&rec.meta, rec.payload, kind, reason, work),
+        }
+    }
+
+    fn decide(&self, input: Input<C::Event>, payload: Option<Vec<u8>>, work: &mut PartitionWork) {
+        let view = StateView::new(self.store, &work.overlay);
+        let decision = match self.consumer.decide(&view, &input) {
+            Ok(d) => d,
+            Err(StateError::Read(e)) => return self.stall(&input.meta, None, e.to_string(), work),
+            Err(e @ StateError::Corrupt { .. }) => {
+                let reason = e.to_string();
+                return self.dead_letter(
+                    &input.meta,
+                    payload,
+                    DeadLetterKind::Rejected,
+                    reason,
+                    work,
+                );
+            }
+        };
+        match &decision.verdict {
+            Verdict::Ignore => self.done(&input.meta, work),
+            Verdict::Reject(reason) => {
+                let reason = reason.clone();
+                self.dead_letter(&input.meta, payload, DeadLetterKind::Rejected, reason, work)
+            }
+            Verdict::Apply => self.apply(input, payload, decision, work),
+        }
+    }
+
+    fn apply(
+        &self,
+        input: Input<C::Event>,
+        payload: Option<Vec<u8>>,
+        mut decision: Decision,
+        work: &mut PartitionWork,
+    ) {
+        // Encode first: an output that does not fit its schema must not
+        // leave half-applied state behind.
+        let mut encoded = Vec::with_capacity(decision.outputs.len());
+        for (index, emit) in decision.outputs.iter_mut().enumerate() {
+            let envelope = emit.event.envelope_mut();
+            envelope.event_id = output_id(self.name, &input.meta, index);
+            if envelope.producer.is_empty() {
+                envelope.producer = self.name.to_string();
+            }
+            match emit.event.encode() {
+                Ok(bytes) => encoded.push(Outgoing {
+                    topic: emit.topic.clone(),
+                    key: emit.key.clone(),
+                    payload: bytes,
+                }),
+                Err(e) => {
+                    let reason = format!("output {index} ({}): {e}", emit.event.name());
+                    return self.dead_letter(
+                        &input.meta,
+                        payload,
+                        DeadLetterKind::Rejected,
+                        reason,
+                        work,
+                    );
+                }
+            }
+        }
+        if self.run_effects && self.consumer.has_effects() {
+            match self.tokio.block_on(self.consumer.effect(&input, &decision)) {
+                Outcome::Done | Outcome::Ignored => {}
+                Outcome::Permanent(reason) => {
+                    return self.dead_letter(
+                        &input.meta,
+                        payload,
+                        DeadLetterKind::Rejected,
+                        reason,
+                        work,
+                    )
+                }
+                Outcome::Temporary(reason) => return self.stall(&input.meta, None, reason, work),
+                Outcome::Retry { after } => {
+                    return self.stall(&input.meta, Some(after), "retry requested".into(), work)
+                }
+            }
+        }
+        work.overlay.extend(decision.changes);
+        work.outputs.extend(encoded);
+        self.done(&input.meta, work);
+    }
+
+    fn done(&self, meta: &RecordMeta, work: &mut PartitionWork) {
+        work.next_offset = Some(meta.offset + 1);
+        work.handled += 1;
+    }
+
+    fn stall(
+        &self,
+        meta: &RecordMeta,
+        after: Option<Duration>,
+        reason: String,
+        work: &mut PartitionWork,
+    ) {
+        tracing::warn!(consumer = %self.name, topic = %meta.topic, partition = meta.partition,
+            offset = meta.offset, %reason, "transient failure: partition paused for retry");
+        work.next_offset = Some(meta.offset);
+        work.stall = Some(Stall {
+            offset: meta.offset,
+            after,
+            reason,
+        });
+    }
+
+    fn dead_letter(
+        &self,
+        meta: &RecordMeta,
+        payload: Option<Vec<u8>>,
+        kind: DeadLetterKind,
+        reason: String,
+        work: &mut PartitionWork,
+    ) {
+        tracing::warn!(consumer = %self.name, topic = %meta.topic, partition = meta.partition,
+            offset = meta.offset, ?kind, %reason, "dead letter");
+        let letter = DeadLetter {
+            envelope: Envelope::new(
+                format!(
+                    "{}:deadletter:{}:{}:{}",
+                    self.name, meta.topic, meta.partition, meta.offset
+                ),
+                meta.timestamp.unwrap_or_default(),
+                self.name,
+            ),
+            consumer: self.name.to_string(),
+            topic: meta.topic.clone(),
+            partition: meta.partition,
+            offset: meta.offset,
+            kind,
+            reason,
+            original_key: meta.key.clone(),
+            original_value: payload,
+            original_timestamp: meta.timestamp,
+        };
+        match mailfleet_events::encode(&letter) {
+            Ok(bytes) => work.outputs.push(Outgoing {
+                topic: self.deadletter_topic.to_string(),
+                key: meta.key.clone().unwrap_or_default(),
+                payload: bytes,
+            }),
+            // A DeadLetter always fits its own schema; if it ever does not,
+            // stop the partition rather than lose the record.
+            Err(e) => return self.stall(meta, None, format!("encoding dead letter: {e}"), work),
+        }
+        work.dead_letters.push(kind);
+        self.done(meta, work);
+    }
+}
+
+/// Map a decode error to its dead-letter class and reason.
+fn classify(e: EventError) -> (DeadLetterKind, String) {
+    let kind = match &e {
+        EventError::UnknownFingerprint(_) => DeadLetterKind::UnknownSchema,
+        EventError::WrongType { .. } => DeadLetterKind::WrongType,
+        _ => DeadLetterKind::Undecodable,
+    };
+    (kind, e.to_string())
+}

@@ -1,0 +1,505 @@
+//! The consumer loop.
+//!
+//! # Guarantee
+//!
+//! State changes and input offsets are committed in one RocksDB
+//! `WriteBatch`, after every output of the batch (and every dead letter) has
+//! been acknowledged by Kafka (`acks=all`, idempotent producer). Hence:
+//! - a crash before the commit re-reads the batch from the stored offsets and
+//!   decides it again from the same state, so no input is lost or applied
+//!   twice to state;
+//! - outputs of a re-decided batch are sent again with the same
+//!   deterministic event ids (consumer, topic, partition, offset, index), so
+//!   downstream consumers drop them as duplicates (see [`crate::dedup`]).
+//!
+//! Precondition: a state key is only ever written by inputs of one
+//! partition, and decisions depend only on state and input. Kafka's
+//! committed group offsets are lag telemetry and never a starting point.
+//!
+//! # The batch loop
+//! 1. poll up to `batch_max_events` records or `batch_max_wait_ms`;
+//! 2. decode and decide each record ([`batch`]), running effects if any;
+//! 3. produce outputs and dead letters, and await every acknowledgement;
+//! 4. write one `WriteBatch` with state changes and next offsets;
+//! 5. commit the offsets to Kafka asynchronously, for lag telemetry;
+//! 6. pause partitions that hit a transient failure, and seek them back
+//!    to the failed offset when their backoff ends.
+//!
+//! The loop runs on its own OS thread: RocksDB and librdkafka calls block,
+//! and are kept off the tokio workers.
+
+mod batch;
+pub mod context;
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use mailfleet_events::Registry;
+use rdkafka::{
+    consumer::{BaseConsumer, CommitMode, Consumer as _},
+    message::Message,
+    topic_partition_list::TopicPartitionList,
+    Offset,
+};
+
+use crate::{
+    admin::client_config,
+    config::{KafkaConfig, RuntimeConfig},
+    consumer::{Consumer, RecordMeta},
+    error::RuntimeError,
+    metrics as m,
+    producer::EventProducer,
+    shutdown::Shutdown,
+    store::{Commit, Store},
+};
+
+use batch::{Decider, PartitionWork, Record};
+use context::{RuntimeContext, Shared, Tp};
+
+/// Where and how one consumer runs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Consumer group id (from the topology).
+    pub group: String,
+    /// Input topics (from the topology).
+    pub inputs: Vec<String>,
+    pub kafka: KafkaConfig,
+    pub runtime: RuntimeConfig,
+    /// Run effects (false when replaying for an audit).
+    pub run_effects: bool,
+    /// Stop by itself once this many inputs were handled (demo, benchmarks).
+    pub stop_after: Option<u64>,
+}
+
+/// Totals of one run, for reports and benchmarks.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunStats {
+    pub events: u64,
+    pub outputs: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+}
+
+/// Run a consumer until `shutdown` trips, on a dedicated thread.
+pub async fn run<C: Consumer>(
+    consumer: C,
+    spec: RunSpec,
+    shutdown: Shutdown,
+) -> Result<RunStats, RuntimeError> {
+    let name = consumer.name().to_string();
+    let tokio = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("consume-{name}"))
+        .spawn(move || {
+            let result = Runner::start(consumer, spec, tokio).and_then(|mut r| r.run(&shutdown));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| RuntimeError::Thread {
+            consumer: name.clone(),
+            reason: e.to_string(),
+        })?;
+    rx.await.map_err(|_| RuntimeError::Thread {
+        consumer: name,
+        reason: "panicked".into(),
+    })?
+}
+
+fn set_default(cfg: &mut rdkafka::ClientConfig, key: &str, value: &str) {
+    if cfg.get(key).is_none() {
+        cfg.set(key, value);
+    }
+}
+
+struct Paused {
+    resume_at: Instant,
+    offset: i64,
+}
+
+struct Runner<C: Consumer> {
+    consumer: C,
+    name: String,
+    spec: RunSpec,
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    kc: BaseConsumer<RuntimeContext>,
+    producer: EventProducer,
+    tokio: tokio::runtime::Handle,
+    paused: HashMap<Tp, Paused>,
+    failures: HashMap<Tp, u32>,
+    stats: RunStats,
+}
+
+impl<C: Consumer> Runner<C> {
+    fn start(
+        consumer: C,
+        spec: RunSpec,
+        tokio: tokio::runtime::Handle,
+    ) -> Result<Self, RuntimeError> {
+        let name = consumer.name().to_string();
+        let dir = spec.runtime.data_dir.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::ReadConfig {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        let store = Arc::new(Store::open(&dir, spec.runtime.sync_writes)?);
+        let shared = Arc::new(Shared::default());
+        let ctx = RuntimeContext {
+            consumer: name.clone(),
+            store: store.clone(),
+            shared: shared.clone(),
+        };
+        let mut consumer_cfg = client_config(&spec.kafka);
+        consumer_cfg
+            .set("group.id", &spec.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        if let Some(id) = &spec.runtime.instance_id {
+            consumer_cfg.set("group.instance.id", format!("{id}-{name}"));
+        }
+        // Defaults an operator may override in `kafka.properties`.
+        set_default(&mut consumer_cfg, "client.id", &format!("mailfleet-{name}"));
+        set_default(
+            &mut consumer_cfg,
+            "partition.assignment.strategy",
+            "range,roundrobin",
+        );
+        set_default(&mut consumer_cfg, "statistics.interval.ms", "5000");
+        set_default(&mut consumer_cfg, "session.timeout.ms", "10000");
+        set_default(&mut consumer_cfg, "heartbeat.interval.ms", "1000");
+        let kc: BaseConsumer<RuntimeContext> =
+            consumer_cfg
+                .create_with_context(ctx)
+                .map_err(|source| RuntimeError::CreateClient {
+                    what: "consumer",
+                    source,
+                })?;
+        let topics: Vec<&str> = spec.inputs.iter().map(String::as_str).collect();
+        kc.subscribe(&topics)
+            .map_err(|source| RuntimeError::Kafka {
+                op: "subscribe",
+                source,
+            })?;
+        let producer = EventProducer::new(&spec.kafka, &format!("mailfleet-{name}-out"))?;
+        tracing::info!(consumer = %name, group = %spec.group, inputs = ?spec.inputs,
+            store = %dir.display(), "consumer started");
+        Ok(Self {
+            consumer,
+            name,
+            spec,
+            store,
+            shared,
+            kc,
+            producer,
+            tokio,
+            paused: HashMap::new(),
+            failures: HashMap::new(),
+            stats: RunStats::default(),
+        })
+    }
+
+    fn run(&mut self, shutdown: &Shutdown) -> Result<RunStats, RuntimeError> {
+        while !shutdown.is_triggered() && !self.reached_stop() {
+            self.resume_due();
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            let (records, started) = self.collect();
+            if let Some(reason) = self
+                .shared
+                .fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                return Err(RuntimeError::Thread {
+                    consumer: self.name.clone(),
+                    reason,
+                });
+            }
+            if self.shared.generation.load(Ordering::SeqCst) != generation {
+                // An assignment change resets pauses: assigned partitions
+                // start at their stored offsets again.
+                self.paused.clear();
+            }
+            if !records.is_empty() {
+                self.process(records, started, shutdown)?;
+            }
+        }
+        tracing::info!(consumer = %self.name, stats = ?self.stats, "stopping: leaving the group");
+        self.kc.unsubscribe();
+        Ok(self.stats.clone())
+    }
+
+    fn reached_stop(&self) -> bool {
+        self.spec.stop_after.is_some_and(|n| self.stats.events >= n)
+    }
+
+    /// Poll records until the batch is full or its time is up.
+    fn collect(&mut self) -> (Vec<Record>, Instant) {
+        let max = self.spec.runtime.batch_max_events;
+        let wait = Duration::from_millis(self.spec.runtime.batch_max_wait_ms);
+        let mut records = Vec::with_capacity(max.min(4096));
+        let mut started = Instant::now();
+        let mut deadline: Option<Instant> = None;
+        while records.len() < max {
+            let timeout = match deadline {
+                None => Duration::from_millis(100),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            let Some(polled) = self.kc.poll(timeout) else {
+                break;
+            };
+            let msg = match polled {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::warn!(consumer = %self.name, error = %e, "poll error");
+                    metrics::counter!(m::ERRORS, "consumer" => self.name.clone(), "kind" => "poll")
+                        .increment(1);
+                    break;
+                }
+            };
+            let tp: Tp = (msg.topic().to_string(), msg.partition());
+            if self.paused.contains_key(&tp) || !self.admit(&tp, msg.offset()) {
+                continue;
+            }
+            if deadline.is_none() {
+                started = Instant::now();
+                deadline = Some(started + wait);
+            }
+            records.push(Record {
+                meta: RecordMeta {
+                    topic: tp.0,
+                    partition: tp.1,
+                    offset: msg.offset(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    timestamp: msg.timestamp().to_millis(),
+                },
+                payload: msg.payload().map(<[u8]>::to_vec),
+            });
+        }
+        (records, started)
+    }
+
+    /// Admit a record unless its offset was already handled; note it in flight.
+    fn admit(&self, tp: &Tp, offset: i64) -> bool {
+        let mut positions = self
+            .shared
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if positions.get(tp).is_some_and(|&next| offset < next) {
+            return false;
+        }
+        positions.insert(tp.clone(), offset + 1);
+        drop(positions);
+        self.shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tp.clone(), offset + 1);
+        true
+    }
+
+    fn process(
+        &mut self,
+        records: Vec<Record>,
+        started: Instant,
+        shutdown: &Shutdown,
+    ) -> Result<(), RuntimeError> {
+        let count = records.len();
+        let decider = Decider {
+            consumer: &self.consumer,
+            name: &self.name,
+            registry: Registry::builtin(),
+            store: &self.store,
+            deadletter_topic: &self.spec.runtime.deadletter_topic,
+            tokio: &self.tokio,
+            run_effects: self.spec.run_effects,
+        };
+        let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
+        for rec in records {
+            let tp = (rec.meta.topic.clone(), rec.meta.partition);
+            decider.handle(rec, work.entry(tp).or_default());
+        }
+        self.send(&work, shutdown)?;
+        self.commit(&work)?;
+        self.after_commit(work, count, started);
+        Ok(())
+    }
+
+    /// Produce every output and dead letter; return once Kafka acked all.
+    /// A failed send is retried with backoff; nothing is committed until
+    /// all succeed, and a shutdown during retries commits nothing.
+    fn send(
+        &self,
+        work: &HashMap<Tp, PartitionWork>,
+        shutdown: &Shutdown,
+    ) -> Result<(), RuntimeError> {
+        let mut pending: Vec<&batch::Outgoing> = work.values().flat_map(|w| &w.outputs).collect();
+        let mut backoff = Duration::from_millis(self.spec.runtime.retry_initial_ms);
+        while !pending.is_empty() {
+            let sends = pending
+                .iter()
+                .map(|o| self.producer.send_raw(&o.topic, &o.key, &o.payload));
+            let results = self.tokio.block_on(join_all(sends));
+            let mut failed = Vec::new();
+            for (out, result) in pending.into_iter().zip(results) {
+                if let Err(e) = result {
+                    tracing::warn!(consumer = %self.name, topic = %out.topic, error = %e, "produce failed");
+                    metrics::counter!(m::ERRORS, "consumer" => self.name.clone(), "kind" => "produce")
+                        .increment(1);
+                    failed.push(out);
+                }
+            }
+            pending = failed;
+            if !pending.is_empty() {
+                if shutdown.is_triggered() {
+                    return Err(RuntimeError::Thread {
+                        consumer: self.name.clone(),
+                        reason: "shut down while outputs were failing; batch not committed".into(),
+                    });
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(self.spec.runtime.retry_max_ms));
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, work: &HashMap<Tp, PartitionWork>) -> Result<(), RuntimeError> {
+        let mut commit = Commit::default();
+        for ((topic, partition), w) in work {
+            commit
+                .state
+                .extend(w.overlay.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if let Some(next) = w.next_offset {
+                commit.offsets.push((topic.clone(), *partition, next));
+            }
+        }
+        self.store.commit(&commit)
+    }
+
+    fn after_commit(&mut self, work: HashMap<Tp, PartitionWork>, count: usize, started: Instant) {
+        let mut tpl = TopicPartitionList::new();
+        let mut inflight = self
+            .shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for ((topic, partition), w) in &work {
+            if let Some(next) = w.next_offset {
+                inflight.insert((topic.clone(), *partition), next);
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next));
+            }
+        }
+        drop(inflight);
+        if tpl.count() > 0 {
+            if let Err(e) = self.kc.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(consumer = %self.name, error = %e, "telemetry offset commit");
+            }
+        }
+        let name = self.name.clone();
+        let (mut handled, mut outputs) = (0, 0);
+        for (tp, w) in work {
+            handled += w.handled;
+            outputs += (w.outputs.len() - w.dead_letters.len()) as u64;
+            for kind in &w.dead_letters {
+                metrics::counter!(m::DEADLETTERS, "consumer" => name.clone(), "kind" => format!("{kind:?}"))
+                    .increment(1);
+            }
+            self.stats.dead_letters += w.dead_letters.len() as u64;
+            match w.stall {
+                Some(stall) => self.pause(tp, stall),
+                None => {
+                    self.failures.remove(&tp);
+                }
+            }
+        }
+        self.stats.events += handled;
+        self.stats.outputs += outputs;
+        self.stats.batches += 1;
+        metrics::counter!(m::EVENTS_PROCESSED, "consumer" => name.clone()).increment(handled);
+        metrics::counter!(m::OUTPUTS_PRODUCED, "consumer" => name.clone()).increment(outputs);
+        metrics::histogram!(m::BATCH_DURATION, "consumer" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::BATCH_EVENTS, "consumer" => name).record(count as f64);
+    }
+
+    /// Stop a partition at its failed offset until its backoff ends.
+    fn pause(&mut self, tp: Tp, stall: batch::Stall) {
+        let n = self.failures.entry(tp.clone()).or_insert(0);
+        *n += 1;
+        let backoff = stall.after.unwrap_or_else(|| {
+            let base = self
+                .spec
+                .runtime
+                .retry_initial_ms
+                .saturating_mul(1 << (*n - 1).min(20));
+            Duration::from_millis(base.min(self.spec.runtime.retry_max_ms))
+        });
+        metrics::counter!(m::RETRIES, "consumer" => self.name.clone()).increment(1);
+        metrics::counter!(m::ERRORS, "consumer" => self.name.clone(), "kind" => "transient")
+            .increment(1);
+        tracing::warn!(consumer = %self.name, topic = %tp.0, partition = tp.1, offset = stall.offset,
+            reason = %stall.reason, backoff_ms = backoff.as_millis() as u64, "partition paused");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.0, tp.1);
+        if let Err(e) = self.kc.pause(&tpl) {
+            tracing::warn!(consumer = %self.name, error = %e, "pause");
+        }
+        self.shared
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tp.clone(), stall.offset);
+        self.paused.insert(
+            tp,
+            Paused {
+                resume_at: Instant::now() + backoff,
+                offset: stall.offset,
+            },
+        );
+    }
+
+    /// Seek paused partitions back to their failed offset and resume them.
+    fn resume_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Tp> = self
+            .paused
+            .iter()
+            .filter(|(_, p)| p.resume_at <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            let Some(p) = self.paused.remove(&tp) else {
+                continue;
+            };
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.0, tp.1);
+            let seek = self.kc.seek(
+                &tp.0,
+                tp.1,
+                Offset::Offset(p.offset),
+                Duration::from_secs(5),
+            );
+            match seek.and_then(|_| self.kc.resume(&tpl)) {
+                Ok(()) => tracing::info!(consumer = %self.name, topic = %tp.0, partition = tp.1,
+                    offset = p.offset, "partition resumed"),
+                Err(e) => {
+                    tracing::warn!(consumer = %self.name, error = %e, "resume failed; retrying");
+                    self.paused.insert(
+                        tp,
+                        Paused {
+                            resume_at: now + Duration::from_millis(500),
+                            ..p
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

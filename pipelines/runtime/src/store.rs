@@ -1,0 +1,195 @@
+//! The consumer's RocksDB: its state and its input offsets, in one database
+//! so that one `WriteBatch` commits both.
+//!
+//! Column families and their profiles:
+//! - `state`: point lookups by typed key (bloom filter, block cache);
+//! - `offsets`: a handful of keys, `topic \0 partition` → next offset to read.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
+
+use crate::error::RuntimeError;
+
+const CF_STATE: &str = "state";
+const CF_OFFSETS: &str = "offsets";
+
+/// One consumer's local store.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    sync: bool,
+}
+
+/// What one batch commits: state changes and the next offset per partition.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Key → new value, or `None` to delete.
+    pub state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// (topic, partition, next offset to read).
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 5);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+fn parse_offset_entry(key: &[u8], value: &[u8]) -> Option<(String, i32, i64)> {
+    let sep = key.iter().position(|&b| b == 0)?;
+    let topic = String::from_utf8(key[..sep].to_vec()).ok()?;
+    let partition = i32::from_be_bytes(key[sep + 1..].try_into().ok()?);
+    let next = i64::from_le_bytes(value.try_into().ok()?);
+    Some((topic, partition, next))
+}
+
+impl Store {
+    /// Open (or create) the store at `path`. With `sync`, every commit is
+    /// fsynced (survives a machine crash); without it, the WAL still makes a
+    /// commit survive a process crash (`kill -9`).
+    pub fn open(path: &Path, sync: bool) -> Result<Store, RuntimeError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+
+        let mut state_opts = Options::default();
+        let mut block = BlockBasedOptions::default();
+        block.set_bloom_filter(10.0, false);
+        block.set_cache_index_and_filter_blocks(true);
+        state_opts.set_block_based_table_factory(&block);
+        state_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_STATE, state_opts),
+            ColumnFamilyDescriptor::new(CF_OFFSETS, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| {
+            RuntimeError::OpenStore {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            sync,
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Both families are created on open, so they always exist.
+        self.db
+            .cf_handle(name)
+            .expect("column family created on open")
+    }
+
+    /// The next offset to read for a partition, if this store has consumed it.
+    pub fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, RuntimeError> {
+        let raw = self
+            .db
+            .get_cf(self.cf(CF_OFFSETS), offset_key(topic, partition))
+            .map_err(|source| RuntimeError::Store {
+                op: "read offset",
+                source,
+            })?;
+        Ok(raw.and_then(|v| v.try_into().ok().map(i64::from_le_bytes)))
+    }
+
+    /// Every stored (topic, partition, next offset).
+    pub fn offsets(&self) -> Vec<(String, i32, i64)> {
+        self.db
+            .iterator_cf(self.cf(CF_OFFSETS), IteratorMode::Start)
+            .flatten()
+            .filter_map(|(k, v)| parse_offset_entry(&k, &v))
+            .collect()
+    }
+
+    /// One raw state value.
+    pub fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.db.get_cf(self.cf(CF_STATE), key)
+    }
+
+    /// Every raw state entry whose key starts with `prefix`.
+    pub fn scan_state(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.db
+            .iterator_cf(
+                self.cf(CF_STATE),
+                IteratorMode::From(prefix, Direction::Forward),
+            )
+            .flatten()
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    /// Write the batch's state changes and offsets atomically.
+    pub fn commit(&self, commit: &Commit) -> Result<(), RuntimeError> {
+        let mut batch = WriteBatch::default();
+        let state = self.cf(CF_STATE);
+        for (key, value) in &commit.state {
+            match value {
+                Some(v) => batch.put_cf(state, key, v),
+                None => batch.delete_cf(state, key),
+            }
+        }
+        let offsets = self.cf(CF_OFFSETS);
+        for (topic, partition, next) in &commit.offsets {
+            batch.put_cf(offsets, offset_key(topic, *partition), next.to_le_bytes());
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.sync);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|source| RuntimeError::Store {
+                op: "commit batch",
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_and_offsets_commit_together_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), false).unwrap();
+            assert_eq!(store.offset("t", 0).unwrap(), None);
+            let commit = Commit {
+                state: vec![
+                    (b"ca".to_vec(), Some(vec![1])),
+                    (b"cb".to_vec(), Some(vec![2])),
+                ],
+                offsets: vec![("t".into(), 0, 42), ("t".into(), 3, 7)],
+            };
+            store.commit(&commit).unwrap();
+            let delete = Commit {
+                state: vec![(b"cb".to_vec(), None)],
+                offsets: vec![],
+            };
+            store.commit(&delete).unwrap();
+        }
+        let store = Store::open(dir.path(), true).unwrap();
+        assert_eq!(store.offset("t", 0).unwrap(), Some(42));
+        assert_eq!(store.offset("t", 3).unwrap(), Some(7));
+        assert_eq!(store.offset("u", 0).unwrap(), None);
+        assert_eq!(store.scan_state(b"c"), vec![(b"ca".to_vec(), vec![1])]);
+        let mut all = store.offsets();
+        all.sort();
+        assert_eq!(all, vec![("t".into(), 0, 42), ("t".into(), 3, 7)]);
+    }
+}

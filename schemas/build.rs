@@ -1,0 +1,42 @@
+//! Embeds every `.avsc` under this folder into the crate, so the registry is
+//! built from `schemas/` itself: adding a schema version is adding a file.
+
+use std::{env, fs, path::Path};
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    collect(root, root, &mut files);
+    files.sort();
+    let mut out =
+        String::from("/// Every schema file under `schemas/`, as (relative path, JSON).\n");
+    out.push_str("pub static SCHEMA_FILES: &[(&str, &str)] = &[\n");
+    for rel in &files {
+        let abs = root.join(rel);
+        out.push_str(&format!(
+            "    ({rel:?}, include_str!({:?})),\n",
+            abs.display().to_string()
+        ));
+    }
+    out.push_str("];\n");
+    let dest = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schema_files.rs");
+    fs::write(dest, out).expect("write schema_files.rs");
+    println!("cargo:rerun-if-changed={}", root.display());
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.is_dir() && name != "src" && name != "target" && name != "tests" {
+            println!("cargo:rerun-if-changed={}", path.display());
+            collect(root, &path, out);
+        } else if path.extension().is_some_and(|e| e == "avsc") {
+            let rel = path.strip_prefix(root).expect("under root");
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The schema registry: every version of every event schema under `schemas/`,
+//! looked up by fingerprint (to read) or by name (to write the newest).
+
+use std::{collections::HashMap, sync::LazyLock};
+
+use apache_avro::{rabin::Rabin, schema::Name, Schema};
+
+use crate::{framing, Event, EventError};
+
+mod files {
+    include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));
+}
+
+/// One version of one event schema, from one `.avsc` file.
+#[derive(Debug)]
+pub struct SchemaVersion {
+    /// Avro full name, e.g. `mailfleet.runtime.TestEvent`.
+    pub name: String,
+    /// The `N` of `Name.vN.avsc`.
+    pub version: u32,
+    /// Path under `schemas/`.
+    pub path: String,
+    /// The parsed schema.
+    pub schema: Schema,
+    /// CRC-64-AVRO fingerprint of the canonical form, little-endian.
+    pub fingerprint: [u8; 8],
+}
+
+/// All schema versions, indexed by fingerprint and by name.
+#[derive(Debug)]
+pub struct Registry {
+    versions: Vec<SchemaVersion>,
+    by_fingerprint: HashMap<[u8; 8], usize>,
+    newest: HashMap<String, usize>,
+}
+
+static BUILTIN: LazyLock<Registry> = LazyLock::new(|| {
+    // The files are compiled in and checked by this crate's tests, so a
+    // failure here is a broken build, not bad input.
+    Registry::from_files(files::SCHEMA_FILES).expect("schemas/ embedded in the build are valid")
+});
+
+impl Registry {
+    /// The registry of the schemas compiled into this build.
+    pub fn builtin() -> &'static Registry {
+        &BUILTIN
+    }
+
+    /// Build a registry from (path, JSON) pairs named `dir/Name.vN.avsc`.
+    pub fn from_files(files: &[(&str, &str)]) -> Result<Registry, EventError> {
+        let mut reg = Registry {
+            versions: Vec::new(),
+            by_fingerprint: HashMap::new(),
+            newest: HashMap::new(),
+        };
+        for (path, json) in files {
+            reg.add(load(path, json)?)?;
+        }
+        Ok(reg)
+    }
+
+    fn add(&mut self, v: SchemaVersion) -> Result<(), EventError> {
+        let clash = |other: &SchemaVersion, what: &str| EventError::LoadSchema {
+            path: v.path.clone(),
+            reason: format!("same {what} as {}", other.path),
+        };
+        if let Some(&i) = self.by_fingerprint.get(&v.fingerprint) {
+            return Err(clash(&self.versions[i], "fingerprint"));
+        }
+        let idx = self.versions.len();
+        match self.newest.get(&v.name).copied() {
+            Some(i) if self.versions[i].version == v.version => {
+                return Err(clash(&self.versions[i], "name and version"));
+            }
+            Some(i) if self.versions[i].version > v.version => {}
+            _ => {
+                self.newest.insert(v.name.clone(), idx);
+            }
+        }
+        self.by_fingerprint.insert(v.fingerprint, idx);
+        self.versions.push(v);
+        Ok(())
+    }
+
+    /// The schema version with this fingerprint.
+    pub fn by_fingerprint(&self, fp: &[u8; 8]) -> Option<&SchemaVersion> {
+        self.by_fingerprint.get(fp).map(|&i| &self.versions[i])
+    }
+
+    /// The newest version of the schema with this full name.
+    pub fn newest(&self, name: &str) -> Option<&SchemaVersion> {
+        self.newest.get(name).map(|&i| &self.versions[i])
+    }
+
+    /// Every version of one schema, oldest first.
+    pub fn versions_of(&self, name: &str) -> Vec<&SchemaVersion> {
+        let mut all: Vec<_> = self.versions.iter().filter(|v| v.name == name).collect();
+        all.sort_by_key(|v| v.version);
+        all
+    }
+
+    /// Every schema full name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<_> = self.newest.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Which schema version wrote these bytes.
+    pub fn writer_of(&self, bytes: &[u8]) -> Result<&SchemaVersion, EventError> {
+        let (fp, _) = framing::split(bytes)?;
+        self.by_fingerprint(&fp)
+            .ok_or_else(|| EventError::UnknownFingerprint(framing::fingerprint_hex(&fp)))
+    }
+
+    /// Encode an event with the newest version of its schema.
+    pub fn encode<E: Event>(&self, event: &E) -> Result<Vec<u8>, EventError> {
+        let v = self
+            .newest(E::NAME)
+            .ok_or_else(|| EventError::UnknownSchema(E::NAME.to_string()))?;
+        let mut out = framing::header(&v.fingerprint, 128);
+        apache_avro::write_avro_datum_ref(&v.schema, event, &mut out).map_err(|e| {
+            EventError::Encode {
+                name: E::NAME,
+                source: Box::new(e),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Decode bytes written with any known version of `E`'s schema into `E`.
+    pub fn decode<E: Event>(&self, bytes: &[u8]) -> Result<E, EventError> {
+        let writer = self.writer_of(bytes)?;
+        if writer.name != E::NAME {
+            return Err(EventError::WrongType {
+                expected: E::NAME,
+                actual: writer.name.clone(),
+            });
+        }
+        let reader = self.newest(E::NAME).filter(|r| r.version != writer.version);
+        let mut body = &bytes[framing::HEADER_LEN..];
+        let fail = |e| EventError::Decode {
+            name: writer.name.clone(),
+            version: writer.version,
+            source: Box::new(e),
+        };
+        let value =
+            apache_avro::from_avro_datum(&writer.schema, &mut body, reader.map(|r| &r.schema))
+                .map_err(fail)?;
+        if !body.is_empty() {
+            return Err(EventError::Framing(format!(
+                "{} bytes left over after the {} body",
+                body.len(),
+                writer.name
+            )));
+        }
+        apache_avro::from_value(&value).map_err(fail)
+    }
+}
+
+fn load(path: &str, json: &str) -> Result<SchemaVersion, EventError> {
+    let bad = |reason: String| EventError::LoadSchema {
+        path: path.to_string(),
+        reason,
+    };
+    let schema = Schema::parse_str(json).map_err(|e| bad(e.to_string()))?;
+    let name = match &schema {
+        Schema::Record(r) => full_name(&r.name),
+        other => return Err(bad(format!("top level is {other:?}, expected a record"))),
+    };
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let (stem, version) =
+        parse_file_name(file).ok_or_else(|| bad("file name must be Name.vN.avsc".to_string()))?;
+    if !name.ends_with(&format!(".{stem}")) && name != stem {
+        return Err(bad(format!(
+            "file is named {stem} but the record is {name}"
+        )));
+    }
+    let fp = schema.fingerprint::<Rabin>();
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&fp.bytes);
+    Ok(SchemaVersion {
+        name,
+        version,
+        path: path.to_string(),
+        schema,
+        fingerprint,
+    })
+}
+
+fn full_name(name: &Name) -> String {
+    match &name.namespace {
+        Some(ns) => format!("{ns}.{}", name.name),
+        None => name.name.clone(),
+    }
+}
+
+fn parse_file_name(file: &str) -> Option<(&str, u32)> {
+    let stem = file.strip_suffix(".avsc")?;
+    let (name, version) = stem.rsplit_once(".v")?;
+    Some((name, version.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests;

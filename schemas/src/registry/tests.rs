@@ -1,0 +1,198 @@
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use serde::Serialize;
+
+use super::*;
+use crate::greylist::*;
+use crate::runtime::*;
+use crate::Envelope;
+
+fn env(id: &str) -> Envelope {
+    Envelope::new(id, 1_700_000_000_000, "test")
+}
+
+fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: E) {
+    let bytes = crate::encode(&event).unwrap();
+    assert_eq!(bytes[..2], framing::MAGIC);
+    let back: E = Registry::builtin().decode(&bytes).unwrap();
+    assert_eq!(back, event);
+}
+
+#[test]
+fn every_schema_file_loads() {
+    let names = Registry::builtin().names();
+    for expected in [
+        "mailfleet.greylist.DeliveryAttempted",
+        "mailfleet.greylist.GreylistDecided",
+        "mailfleet.runtime.Counted",
+        "mailfleet.runtime.DeadLetter",
+        "mailfleet.runtime.TestEvent",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert_eq!(
+        Registry::builtin()
+            .newest("mailfleet.runtime.TestEvent")
+            .unwrap()
+            .version,
+        2
+    );
+}
+
+#[test]
+fn every_event_type_round_trips() {
+    round_trip(TestEvent {
+        envelope: env("t1"),
+        key: "k".into(),
+        payload: vec![0, 1, 255],
+        weight: 3,
+    });
+    round_trip(Counted {
+        envelope: env("c1"),
+        key: "k".into(),
+        count: 7,
+    });
+    round_trip(DeadLetter {
+        envelope: Envelope {
+            causation_id: Some("x".into()),
+            ..env("d1")
+        },
+        consumer: "counter".into(),
+        topic: "t".into(),
+        partition: 2,
+        offset: 99,
+        kind: DeadLetterKind::UnknownSchema,
+        reason: "unknown schema fingerprint 0102".into(),
+        original_key: None,
+        original_value: Some(vec![0xde, 0xad]),
+        original_timestamp: Some(5),
+    });
+    round_trip(DeliveryAttempted {
+        envelope: env("a1"),
+        client_address: Some("192.0.2.1".into()),
+        client_name: Some("mx.example.net".into()),
+        reverse_client_name: None,
+        helo_name: Some("mx.example.net".into()),
+        sender: Some("a@example.net".into()),
+        recipient: Some("b@example.org".into()),
+        instance: Some("123.456".into()),
+        size: Some(1024),
+        queue_id: None,
+        policy_host: "mx1".into(),
+    });
+    round_trip(GreylistDecided {
+        envelope: env("g1"),
+        triplet: Some("192.0.2/a@example.net/b@example.org".into()),
+        verdict: GreylistVerdict::Defer,
+        reason: GreylistReason::New,
+        action: "DEFER_IF_PERMIT Greylisted".into(),
+        delay_seconds: 300,
+        policy_host: "mx1".into(),
+    });
+}
+
+/// The v1 shape of TestEvent, as an old producer would still write it.
+#[derive(Serialize)]
+struct TestEventV1 {
+    envelope: Envelope,
+    key: String,
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    payload: Vec<u8>,
+}
+
+fn encode_v1(key: &str) -> Vec<u8> {
+    let v1 = &Registry::builtin().versions_of("mailfleet.runtime.TestEvent")[0];
+    assert_eq!(v1.version, 1);
+    let mut out = framing::header(&v1.fingerprint, 64);
+    let old = TestEventV1 {
+        envelope: env("old"),
+        key: key.into(),
+        payload: vec![9],
+    };
+    apache_avro::write_avro_datum_ref(&v1.schema, &old, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn older_versions_decode_into_the_current_type() {
+    let bytes = encode_v1("legacy");
+    let event: TestEvent = Registry::builtin().decode(&bytes).unwrap();
+    assert_eq!(event.key, "legacy");
+    assert_eq!(event.payload, vec![9]);
+    assert_eq!(event.weight, 1, "v1 events read with v2's default");
+}
+
+/// A reader of each newer version must read data of every older one.
+#[test]
+fn every_newer_version_reads_every_older_one() {
+    let reg = Registry::builtin();
+    let mut pairs = 0;
+    for name in reg.names() {
+        let versions = reg.versions_of(name);
+        for (i, older) in versions.iter().enumerate() {
+            for newer in &versions[i + 1..] {
+                SchemaCompatibility::can_read(&older.schema, &newer.schema)
+                    .unwrap_or_else(|e| panic!("{} cannot read {}: {e}", newer.path, older.path));
+                pairs += 1;
+            }
+        }
+    }
+    assert!(pairs >= 1, "at least TestEvent v1 -> v2 is checked");
+}
+
+#[test]
+fn the_compatibility_check_rejects_a_field_without_default() {
+    let v1 = &Registry::builtin().versions_of("mailfleet.runtime.TestEvent")[0];
+    let json = include_str!("../../runtime/TestEvent.v2.avsc").replace(r#""default": 1, "#, "");
+    let broken = Schema::parse_str(&json).unwrap();
+    assert!(SchemaCompatibility::can_read(&v1.schema, &broken).is_err());
+}
+
+#[test]
+fn bad_bytes_are_named() {
+    let reg = Registry::builtin();
+    let err = reg.decode::<TestEvent>(b"garbage bytes").unwrap_err();
+    assert!(matches!(err, EventError::Framing(_)), "{err}");
+
+    let mut unknown = framing::header(&[1, 2, 3, 4, 5, 6, 7, 8], 0);
+    unknown.push(0);
+    let err = reg.decode::<TestEvent>(&unknown).unwrap_err().to_string();
+    assert!(err.contains("0102030405060708"), "{err}");
+
+    let counted = crate::encode(&Counted {
+        envelope: env("c"),
+        key: "k".into(),
+        count: 1,
+    })
+    .unwrap();
+    let err = reg.decode::<TestEvent>(&counted).unwrap_err();
+    assert!(matches!(err, EventError::WrongType { .. }), "{err}");
+
+    let mut truncated = encode_v1("k");
+    truncated.truncate(truncated.len() - 3);
+    assert!(matches!(
+        reg.decode::<TestEvent>(&truncated),
+        Err(EventError::Decode { .. })
+    ));
+
+    let mut trailing = encode_v1("k");
+    trailing.push(7);
+    assert!(matches!(
+        reg.decode::<TestEvent>(&trailing),
+        Err(EventError::Framing(_))
+    ));
+}
+
+#[test]
+fn misnamed_and_duplicate_files_are_refused() {
+    let json = include_str!("../../runtime/Counted.v1.avsc");
+    let err = Registry::from_files(&[("runtime/Other.v1.avsc", json)]).unwrap_err();
+    assert!(err.to_string().contains("Other"), "{err}");
+    let err = Registry::from_files(&[("runtime/Counted.avsc", json)]).unwrap_err();
+    assert!(err.to_string().contains("Name.vN.avsc"), "{err}");
+    let err = Registry::from_files(&[("a/Counted.v1.avsc", json), ("b/Counted.v2.avsc", json)])
+        .unwrap_err();
+    assert!(err.to_string().contains("same fingerprint"), "{err}");
+}

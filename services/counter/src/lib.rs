@@ -1,0 +1,13 @@
+//! The counting consumer: the worked example of a mailfleet topic consumer
+//! (see `docs/adding-a-consumer.md`).
+//!
+//! It reads `TestEvent`s, keeps a count per key in its RocksDB state, and
+//! emits a `Counted` event with the running count for each one. The runtime
+//! tests and the consume benchmark run it. Start at [`decide`].
+
+mod config;
+mod decide;
+pub mod traffic;
+
+pub use config::CounterConfig;
+pub use decide::{CountKey, Counter};

@@ -1,0 +1,44 @@
+//! The registered consumers: one line each in [`run_consumer`]. Adding a
+//! consumer is adding its crate, its route in `pipelines/topology.toml`,
+//! its config table in [`crate::config::ConsumersConfig`], and one arm here.
+
+use mailfleet_counter::Counter;
+use mailfleet_runtime::{run, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
+
+use crate::config::Config;
+
+/// Every consumer `mailfleet run` knows.
+pub const NAMES: &[&str] = &["counter"];
+
+/// Run one consumer until shutdown.
+pub async fn run_consumer(
+    name: &str,
+    cfg: &Config,
+    topology: &Topology,
+    shutdown: Shutdown,
+) -> Result<RunStats, RuntimeError> {
+    let route = topology.route(name)?;
+    let spec = RunSpec {
+        group: route.group.clone(),
+        inputs: route.reads.clone(),
+        kafka: cfg.kafka.clone(),
+        runtime: cfg.runtime.clone(),
+        run_effects: true,
+        stop_after: None,
+    };
+    let first_output = || route.writes.first().cloned().unwrap_or_default();
+    match name {
+        "counter" => {
+            run(
+                Counter::new(cfg.consumers.counter.clone(), first_output()),
+                spec,
+                shutdown,
+            )
+            .await
+        }
+        other => Err(RuntimeError::InvalidConfig(vec![format!(
+            "unknown consumer {other:?} (known: {})",
+            NAMES.join(", ")
+        )])),
+    }
+}

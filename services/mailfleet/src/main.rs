@@ -1,0 +1,138 @@
+//! `mailfleet`: the one binary. Each subcommand is config → build → run
+//! until done or SIGTERM. Start at [`Command`].
+
+mod bench;
+mod config;
+mod consumers;
+mod demo;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailfleet_runtime::{admin, metrics, Shutdown};
+
+use config::{Config, LogFormat};
+
+/// mailfleet: the event-sourced mail service pipeline on Kafka.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The TOML config file (every key can also be set as MAILFLEET_SECTION__KEY).
+    #[arg(short, long, env = "MAILFLEET_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run consumers in this process until SIGTERM (several share one process on small installs).
+    Run {
+        /// Consumer names, e.g. `counter`.
+        #[arg(required = true)]
+        consumers: Vec<String>,
+    },
+    /// Manage the topics of the topology.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Benchmarks; the last line of each is machine-readable.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Bench,
+    },
+    /// Produce demo traffic, run the counting pipeline on it and print what happened.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create or update every topic of the topology (idempotent).
+    Apply,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("mailfleet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailfleet: starting tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailfleet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Run { consumers } => run(consumers, cfg).await,
+        Command::Topics {
+            action: TopicsAction::Apply,
+        } => {
+            let topology = cfg.topology()?;
+            for (topic, change) in admin::apply(&cfg.kafka, &topology).await? {
+                println!("{topic}: {change:?}");
+            }
+            Ok(())
+        }
+        Command::Bench { which } => bench::run(which, &cfg).await,
+        Command::Demo(args) => demo::run(args, &cfg).await,
+    }
+}
+
+async fn run(names: Vec<String>, cfg: Config) -> anyhow::Result<()> {
+    let topology = cfg.topology()?;
+    for name in &names {
+        topology.route(name)?;
+        anyhow::ensure!(
+            consumers::NAMES.contains(&name.as_str()),
+            "unknown consumer {name:?} (known: {})",
+            consumers::NAMES.join(", ")
+        );
+    }
+    metrics::install_exporter(&cfg.metrics)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let runs = names.iter().map(|name| {
+        let (cfg, topology, shutdown) = (&cfg, &topology, shutdown.clone());
+        async move {
+            let result = consumers::run_consumer(name, cfg, topology, shutdown.clone()).await;
+            // One consumer failing stops the process, so a supervisor restarts it whole.
+            shutdown.trigger();
+            result.with_context(|| format!("consumer {name}"))
+        }
+    });
+    for (name, result) in names.iter().zip(futures::future::join_all(runs).await) {
+        let stats = result?;
+        tracing::info!(consumer = %name, ?stats, "stopped");
+    }
+    Ok(())
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFLEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,354 @@
+//! Helpers for the integration tests, which run against the real Kafka
+//! broker that `ops/kafka start` runs (127.0.0.1:9092, or
+//! `MAILFLEET_TEST_BROKERS`). Each test makes its own topics, groups and
+//! state folders (`{test}-{random}`), so tests never see each other.
+//!
+//! Tests that run `mailfleet` as a child process need the binary built
+//! first (`cargo build --workspace --bins`; `ops/test` does it).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use mailfleet_runtime::{
+    admin,
+    config::{KafkaConfig, RuntimeConfig},
+    topology::{CleanupPolicy, Route, TopicSpec},
+    Topology,
+};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    Message, Offset, TopicPartitionList,
+};
+
+/// The broker under test.
+pub fn kafka() -> KafkaConfig {
+    KafkaConfig {
+        brokers: std::env::var("MAILFLEET_TEST_BROKERS")
+            .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        ..KafkaConfig::default()
+    }
+}
+
+/// `{name}-{random}`.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{:08x}", rand::random::<u32>())
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fresh folder under `run/tests/` (never /tmp).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = repo_root().join("run").join("tests").join(unique(name));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// One test's private world: topics, a consumer route, a state folder.
+pub struct TestWorld {
+    pub name: String,
+    pub input: String,
+    pub output: String,
+    pub deadletter: String,
+    pub group: String,
+    pub dir: PathBuf,
+    pub topology: Topology,
+}
+
+impl TestWorld {
+    /// Create the topics (`partitions` each) on the real broker.
+    pub async fn new(name: &str, partitions: i32) -> anyhow::Result<TestWorld> {
+        let name = unique(name);
+        let (input, output, deadletter) = (
+            format!("{name}.in"),
+            format!("{name}.out"),
+            format!("{name}.dead"),
+        );
+        let spec = |p| TopicSpec {
+            partitions: p,
+            replication_factor: 1,
+            retention_ms: 3_600_000,
+            cleanup_policy: CleanupPolicy::Delete,
+            doc: String::new(),
+        };
+        let topology = Topology {
+            topics: BTreeMap::from([
+                (input.clone(), spec(partitions)),
+                (output.clone(), spec(partitions)),
+                (deadletter.clone(), spec(1)),
+            ]),
+            consumers: BTreeMap::from([(
+                "counter".to_string(),
+                Route {
+                    group: format!("{name}-group"),
+                    reads: vec![input.clone()],
+                    writes: vec![output.clone()],
+                },
+            )]),
+        };
+        admin::apply(&kafka(), &topology)
+            .await
+            .context("creating test topics")?;
+        Ok(TestWorld {
+            group: format!("{name}-group"),
+            dir: scratch_dir(&name),
+            name,
+            input,
+            output,
+            deadletter,
+            topology,
+        })
+    }
+
+    /// Runtime settings pointing at this world's folder and dead-letter topic.
+    pub fn runtime(&self, data: &str) -> RuntimeConfig {
+        RuntimeConfig {
+            data_dir: self.dir.join(data),
+            deadletter_topic: self.deadletter.clone(),
+            batch_max_events: 500,
+            retry_initial_ms: 50,
+            retry_max_ms: 500,
+            ..RuntimeConfig::default()
+        }
+    }
+
+    /// Write a config + topology for a `mailfleet run counter` child using
+    /// state folder `data` and metrics port `metrics_port`.
+    pub fn write_config(&self, data: &str, metrics_port: u16) -> anyhow::Result<PathBuf> {
+        let topo_path = self.dir.join("topology.toml");
+        let mut topo = String::new();
+        for (name, t) in &self.topology.topics {
+            topo += &format!(
+                "[topics.\"{name}\"]\npartitions = {}\nretention_ms = {}\ncleanup_policy = \"delete\"\n\n",
+                t.partitions, t.retention_ms
+            );
+        }
+        topo += &format!(
+            "[consumers.counter]\ngroup = \"{}\"\nreads = [\"{}\"]\nwrites = [\"{}\"]\n",
+            self.group, self.input, self.output
+        );
+        std::fs::write(&topo_path, topo)?;
+        let cfg_path = self.dir.join(format!("{data}.toml"));
+        let mut f = std::fs::File::create(&cfg_path)?;
+        writeln!(f, "topology = {:?}", topo_path.display().to_string())?;
+        writeln!(f, "[kafka]\nbrokers = {:?}", kafka().brokers)?;
+        writeln!(
+            f,
+            "[runtime]\ndata_dir = {:?}\ndeadletter_topic = {:?}\nbatch_max_events = 500",
+            self.dir.join(data).display().to_string(),
+            self.deadletter
+        )?;
+        writeln!(f, "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"")?;
+        Ok(cfg_path)
+    }
+}
+
+/// The `mailfleet` binary built next to this test executable.
+pub fn mailfleet_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MAILFLEET_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("mailfleet");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --workspace --bins` (ops/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Start `mailfleet run counter` with a config file; its log goes to `log`.
+pub fn spawn_counter(config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Command::new(mailfleet_bin())
+        .args(["--config"])
+        .arg(config)
+        .args(["run", "counter"])
+        .env("MAILFLEET_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("spawning mailfleet")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Fetch the Prometheus text of a child, if it answers.
+pub fn scrape(port: u16) -> Option<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Sum of a metric's samples whose line contains every `label` fragment.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Read every record of a topic from the beginning (all partitions), until
+/// `want` records were read or nothing new came for `idle`.
+pub fn read_topic(
+    topic: &str,
+    want: usize,
+    idle: Duration,
+) -> anyhow::Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+    let consumer: BaseConsumer = admin::client_config(&kafka())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while out.len() < want && last.elapsed() < idle {
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = msg?;
+            out.push((
+                msg.key().map(<[u8]>::to_vec),
+                msg.payload().unwrap_or_default().to_vec(),
+            ));
+            last = Instant::now();
+        }
+    }
+    Ok(out)
+}
+
+/// Expected final count per key for `events` events over `keys` keys.
+pub fn expected_counts(events: u64, keys: u64) -> HashMap<String, u64> {
+    let mut m = HashMap::new();
+    for i in 0..events {
+        *m.entry(format!("key-{}", i % keys)).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The counting consumer's count per key in a (closed) state folder.
+pub fn stored_counts(data_dir: &Path) -> anyhow::Result<HashMap<String, u64>> {
+    use mailfleet_runtime::StateValue;
+    let store = mailfleet_runtime::Store::open(&data_dir.join("counter"), false)?;
+    store
+        .scan_state(b"c")
+        .into_iter()
+        .map(|(k, v)| {
+            let count = u64::from_bytes(&v).map_err(anyhow::Error::msg)?;
+            Ok((String::from_utf8_lossy(&k[1..]).into_owned(), count))
+        })
+        .collect()
+}
+
+/// Produce `TestEvent`s `from..to` of run `run` over `keys` keys.
+pub async fn produce_events(
+    topic: &str,
+    run: &str,
+    from: u64,
+    to: u64,
+    keys: u64,
+) -> anyhow::Result<()> {
+    let producer = mailfleet_runtime::producer::EventProducer::new(&kafka(), run)?;
+    let records = (from..to).map(|i| {
+        let e = mailfleet_counter::traffic::test_event(run, i, keys, 16);
+        let payload = mailfleet_events::encode(&e).expect("test events fit their schema");
+        mailfleet_runtime::producer::RawRecord {
+            topic: topic.to_string(),
+            key: e.key.into_bytes(),
+            payload,
+        }
+    });
+    producer.send_all(records, 2_000, |_| {}).await?;
+    Ok(())
+}
+
+/// Decode `Counted` outputs, dropping duplicates by event id; returns the
+/// distinct (key, count) pairs and how many duplicates were dropped.
+pub fn dedup_counted(
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+) -> anyhow::Result<(std::collections::HashSet<(String, i64)>, usize)> {
+    use mailfleet_events::runtime::Counted;
+    let mut ids = std::collections::HashSet::new();
+    let mut pairs = std::collections::HashSet::new();
+    let mut dups = 0;
+    for (_, bytes) in records {
+        let c: Counted = mailfleet_events::Registry::builtin().decode(bytes)?;
+        if ids.insert(c.envelope.event_id.clone()) {
+            anyhow::ensure!(
+                pairs.insert((c.key.clone(), c.count)),
+                "two ids for {} = {}: double count",
+                c.key,
+                c.count
+            );
+        } else {
+            dups += 1;
+        }
+    }
+    Ok((pairs, dups))
+}
+
+/// The (key, count) pairs a correct run emits.
+pub fn expected_pairs(counts: &HashMap<String, u64>) -> std::collections::HashSet<(String, i64)> {
+    counts
+        .iter()
+        .flat_map(|(k, &n)| (1..=n as i64).map(move |c| (k.clone(), c)))
+        .collect()
+}
+
+/// SIGTERM a child and wait: a graceful stop must exit 0.
+pub fn terminate(child: &mut Child) -> anyhow::Result<()> {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "graceful shutdown exited with {status}");
+    Ok(())
+}
+
+/// Poll `ok` every 250 ms until it holds, or fail naming `what`.
+pub async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !ok() {
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
