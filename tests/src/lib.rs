@@ -121,8 +121,14 @@ impl TestWorld {
     }
 
     /// Write a config + topology for a `mailfleet run counter` child using
-    /// state folder `data` and metrics port `metrics_port`.
-    pub fn write_config(&self, data: &str, metrics_port: u16) -> anyhow::Result<PathBuf> {
+    /// state folder `data`, metrics port `metrics_port` and, if given, a
+    /// static group membership id.
+    pub fn write_config(
+        &self,
+        data: &str,
+        metrics_port: u16,
+        instance_id: Option<&str>,
+    ) -> anyhow::Result<PathBuf> {
         let topo_path = self.dir.join("topology.toml");
         let mut topo = String::new();
         for (name, t) in &self.topology.topics {
@@ -138,7 +144,11 @@ impl TestWorld {
         std::fs::write(&topo_path, topo)?;
         let cfg_path = self.dir.join(format!("{data}.toml"));
         let mut f = std::fs::File::create(&cfg_path)?;
-        writeln!(f, "topology = {:?}", topo_path.display().to_string())?;
+        writeln!(
+            f,
+            "[pipelines]\ntopology = {:?}",
+            topo_path.display().to_string()
+        )?;
         writeln!(f, "[kafka]\nbrokers = {:?}", kafka().brokers)?;
         writeln!(
             f,
@@ -146,6 +156,9 @@ impl TestWorld {
             self.dir.join(data).display().to_string(),
             self.deadletter
         )?;
+        if let Some(id) = instance_id {
+            writeln!(f, "instance_id = {id:?}")?;
+        }
         writeln!(f, "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"")?;
         Ok(cfg_path)
     }

@@ -23,12 +23,8 @@ const KILLS: usize = 10;
 async fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() -> anyhow::Result<()> {
     let world = TestWorld::new("crash", 6).await?;
     let port = free_port();
-    let config = world.write_config("state", port)?;
     // Static membership: a restarted process takes its partitions back at once.
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config)? + "instance_id = \"crash-test\"\n",
-    )?;
+    let config = world.write_config("state", port, Some("crash-test"))?;
     let log = world.dir.join("child.log");
 
     let (input, name) = (world.input.clone(), world.name.clone());

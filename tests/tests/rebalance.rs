@@ -21,8 +21,14 @@ fn processed(port: u16) -> f64 {
 async fn the_survivor_takes_over_and_restores_state_by_replay() -> anyhow::Result<()> {
     let world = TestWorld::new("rebalance", 6).await?;
     let (pa, pb) = (free_port(), free_port());
-    let mut a = spawn_counter(&world.write_config("a", pa)?, &world.dir.join("a.log"))?;
-    let mut b = spawn_counter(&world.write_config("b", pb)?, &world.dir.join("b.log"))?;
+    let mut a = spawn_counter(
+        &world.write_config("a", pa, None)?,
+        &world.dir.join("a.log"),
+    )?;
+    let mut b = spawn_counter(
+        &world.write_config("b", pb, None)?,
+        &world.dir.join("b.log"),
+    )?;
 
     wait_until(
         "both processes to hold 3 partitions",

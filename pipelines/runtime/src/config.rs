@@ -3,7 +3,9 @@
 //! Every key can be overridden by an environment variable: `MAILFLEET_`
 //! then the key path in upper case with `__` between levels, e.g.
 //! `MAILFLEET_KAFKA__BROKERS=127.0.0.1:9092` or
-//! `MAILFLEET_RUNTIME__BATCH_MAX_EVENTS=500`. Values that parse as TOML
+//! `MAILFLEET_RUNTIME__BATCH_MAX_EVENTS=500`. Only names with a `__` are
+//! overrides (every key lives in a section), so `MAILFLEET_CONFIG` and
+//! `MAILFLEET_LOG` keep their own meaning. Values that parse as TOML
 //! (numbers, booleans, arrays) are taken as such, anything else as a string.
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -203,6 +205,9 @@ pub fn load_document(
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
+        if !rest.contains("__") {
+            continue;
+        }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if path.iter().any(String::is_empty) {
             return Err(RuntimeError::ParseConfig {
@@ -286,6 +291,7 @@ mod tests {
                 ("MAILFLEET_RUNTIME__BATCH_MAX_EVENTS", "500"),
                 ("MAILFLEET_RUNTIME__SYNC_WRITES", "true"),
                 ("OTHER", "ignored"),
+                ("MAILFLEET_LOG", "debug"),
             ]),
         )
         .unwrap();

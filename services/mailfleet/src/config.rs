@@ -24,10 +24,18 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Log format and level.
     pub log: LogConfig,
-    /// A topology file to use instead of the built-in `pipelines/topology.toml`.
-    pub topology: Option<PathBuf>,
+    /// Where the topology comes from.
+    pub pipelines: PipelinesConfig,
     /// Per-consumer settings.
     pub consumers: ConsumersConfig,
+}
+
+/// `[pipelines]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// A topology file to use instead of the built-in `pipelines/topology.toml`.
+    pub topology: Option<PathBuf>,
 }
 
 /// `[log]`.
@@ -87,7 +95,7 @@ impl Config {
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             out.push(format!("log.level = {:?}: {e}", self.log.level));
         }
-        if let Some(p) = &self.topology {
+        if let Some(p) = &self.pipelines.topology {
             if !p.is_file() {
                 out.push(format!(
                     "topology = {:?}: no such file",
@@ -100,7 +108,7 @@ impl Config {
 
     /// The topology this config points to.
     pub fn topology(&self) -> Result<Topology, RuntimeError> {
-        Topology::load(self.topology.as_deref())
+        Topology::load(self.pipelines.topology.as_deref())
     }
 }
 
@@ -113,7 +121,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.runtime.batch_max_events = 0;
         cfg.metrics.listen = "nowhere".into();
-        cfg.topology = Some("/no/such/topology.toml".into());
+        cfg.pipelines.topology = Some("/no/such/topology.toml".into());
         let problems = cfg.problems().join("\n");
         assert!(problems.contains("batch_max_events = 0"), "{problems}");
         assert!(problems.contains("\"nowhere\""), "{problems}");
