@@ -12,6 +12,7 @@
 //! canonical form, then the Avro binary body. Any language with an Avro
 //! library and the `.avsc` files can read the topics.
 
+pub mod clock;
 mod envelope;
 mod error;
 pub mod framing;

@@ -185,6 +185,11 @@ pub fn mailfleet_bin() -> PathBuf {
 
 /// Start `mailfleet run counter` with a config file; its log goes to `log`.
 pub fn spawn_counter(config: &Path, log: &Path) -> anyhow::Result<Child> {
+    spawn_mailfleet(config, &["run", "counter"], log)
+}
+
+/// Start `mailfleet --config <config> <args>`; its log goes to `log`.
+pub fn spawn_mailfleet(config: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -192,7 +197,7 @@ pub fn spawn_counter(config: &Path, log: &Path) -> anyhow::Result<Child> {
     Command::new(mailfleet_bin())
         .args(["--config"])
         .arg(config)
-        .args(["run", "counter"])
+        .args(args)
         .env("MAILFLEET_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -272,16 +277,8 @@ pub fn expected_counts(events: u64, keys: u64) -> HashMap<String, u64> {
 
 /// The counting consumer's count per key in a (closed) state folder.
 pub fn stored_counts(data_dir: &Path) -> anyhow::Result<HashMap<String, u64>> {
-    use mailfleet_runtime::StateValue;
     let store = mailfleet_runtime::Store::open(&data_dir.join("counter"), false)?;
-    store
-        .scan_state(b"c")
-        .into_iter()
-        .map(|(k, v)| {
-            let count = u64::from_bytes(&v).map_err(anyhow::Error::msg)?;
-            Ok((String::from_utf8_lossy(&k[1..]).into_owned(), count))
-        })
-        .collect()
+    Ok(mailfleet_counter::stored_counts(&store)?)
 }
 
 /// Produce `TestEvent`s `from..to` of run `run` over `keys` keys.

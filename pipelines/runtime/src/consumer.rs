@@ -2,7 +2,7 @@
 
 use std::{future::Future, time::Duration};
 
-use mailfleet_events::{AnyEvent, Event, EventError, Registry};
+use mailfleet_events::{AnyEvent, Envelope, Event, EventError, Registry};
 
 use crate::{
     error::StateError,
@@ -30,12 +30,18 @@ pub struct Input<E> {
 /// How a consumer's input type is read from bytes. Implemented for every
 /// [`Event`]; a consumer of several event types implements it for an enum.
 pub trait Decode: Sized + Send {
+    /// Read one input from its bytes.
     fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError>;
+    /// The input's envelope, for tracing and causation.
+    fn envelope(&self) -> &Envelope;
 }
 
 impl<E: Event> Decode for E {
     fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
         registry.decode::<E>(bytes)
+    }
+    fn envelope(&self) -> &Envelope {
+        Event::envelope(self)
     }
 }
 

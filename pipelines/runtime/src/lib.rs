@@ -25,6 +25,6 @@ pub use consumer::{
 pub use error::{RuntimeError, StateError};
 pub use runner::{run, RunSpec, RunStats};
 pub use shutdown::Shutdown;
-pub use state::{Overlay, StateKey, StateValue, StateView};
+pub use state::{partition_key, split_partition_key, Overlay, StateKey, StateValue, StateView};
 pub use store::Store;
 pub use topology::Topology;

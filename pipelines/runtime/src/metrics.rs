@@ -26,7 +26,27 @@ pub const CONSUMER_LAG: &str = "mailfleet_runtime_consumer_lag_events";
 /// Partitions currently assigned to this process.
 pub const ASSIGNED_PARTITIONS: &str = "mailfleet_runtime_assigned_partitions";
 
-/// Every name above, for the test that each is emitted.
+/// Policy requests answered, by `result`: decided, timeout, not_rcpt.
+pub const POLICY_REQUESTS: &str = "mailfleet_policy_requests_total";
+/// Time from an RCPT request to its answer.
+pub const POLICY_REQUEST_DURATION: &str = "mailfleet_policy_request_duration_seconds";
+/// Requests refused as malformed, oversized or too slow (connection closed).
+pub const POLICY_MALFORMED: &str = "mailfleet_policy_malformed_total";
+/// Open Postfix connections.
+pub const POLICY_CONNECTIONS: &str = "mailfleet_policy_connections";
+/// Connections closed at once because `max_connections` were open.
+pub const POLICY_CONNECTIONS_REFUSED: &str = "mailfleet_policy_connections_refused_total";
+
+/// The policy server's names, for the test that each is emitted.
+pub const POLICY_ALL: &[&str] = &[
+    POLICY_REQUESTS,
+    POLICY_REQUEST_DURATION,
+    POLICY_MALFORMED,
+    POLICY_CONNECTIONS,
+    POLICY_CONNECTIONS_REFUSED,
+];
+
+/// The runtime's names, for the test that each is emitted.
 pub const ALL: &[&str] = &[
     EVENTS_PROCESSED,
     OUTPUTS_PRODUCED,

@@ -32,7 +32,7 @@ impl EventProducer {
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "500000")
             .create()
@@ -55,6 +55,26 @@ impl EventProducer {
             .send(record, Timeout::After(Duration::from_secs(60)))
             .await
             .map(|d| (d.partition, d.offset))
+            .map_err(|(source, _)| RuntimeError::Kafka {
+                op: "produce",
+                source,
+            })
+    }
+
+    /// Send raw bytes to one partition (clock ticks go to every partition).
+    pub async fn send_to_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        payload: &[u8],
+    ) -> Result<i64, RuntimeError> {
+        let record = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .payload(payload);
+        self.inner
+            .send(record, Timeout::After(Duration::from_secs(60)))
+            .await
+            .map(|d| d.offset)
             .map_err(|(source, _)| RuntimeError::Kafka {
                 op: "produce",
                 source,

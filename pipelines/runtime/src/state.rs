@@ -3,6 +3,10 @@
 //! A consumer declares a key type per table, each with a one-byte prefix,
 //! and reads through a [`StateView`], which sees the changes already decided
 //! in the current batch before the committed RocksDB state.
+//!
+//! In RocksDB every key is stored under its input partition
+//! (`partition as i32 big-endian ++ table prefix ++ key body`), so the
+//! state of one partition can be scanned, digested or dropped on its own.
 
 use std::collections::HashMap;
 
@@ -64,19 +68,36 @@ impl StateValue for () {
     }
 }
 
-/// Changes decided but not yet committed, per input partition.
+/// Changes decided but not yet committed, per input partition, by key
+/// (table prefix and body, without the partition).
 pub type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The stored form of a key: its partition, then the key.
+pub fn partition_key(partition: i32, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.len());
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// Split a stored key into its partition and the key.
+pub fn split_partition_key(stored: &[u8]) -> Option<(i32, &[u8])> {
+    let (p, key) = stored.split_at_checked(4)?;
+    Some((i32::from_be_bytes(p.try_into().ok()?), key))
+}
 
 /// What a decider sees: its partition's pending changes over committed state.
 pub struct StateView<'a> {
     store: Option<&'a Store>,
+    partition: i32,
     overlay: &'a Overlay,
 }
 
 impl<'a> StateView<'a> {
-    pub(crate) fn new(store: &'a Store, overlay: &'a Overlay) -> Self {
+    pub(crate) fn new(store: &'a Store, partition: i32, overlay: &'a Overlay) -> Self {
         Self {
             store: Some(store),
+            partition,
             overlay,
         }
     }
@@ -85,6 +106,7 @@ impl<'a> StateView<'a> {
     pub fn in_memory(overlay: &'a Overlay) -> Self {
         Self {
             store: None,
+            partition: 0,
             overlay,
         }
     }
@@ -95,19 +117,49 @@ impl<'a> StateView<'a> {
         let bytes = match self.overlay.get(&raw) {
             Some(pending) => pending.clone(),
             None => match self.store {
-                Some(store) => store.get_state(&raw).map_err(StateError::Read)?,
+                Some(store) => store
+                    .get_state(&partition_key(self.partition, &raw))
+                    .map_err(StateError::Read)?,
                 None => None,
             },
         };
-        bytes
-            .map(|b| {
-                K::Value::from_bytes(&b).map_err(|reason| StateError::Corrupt {
-                    key: String::from_utf8_lossy(&raw).into_owned(),
-                    reason,
-                })
-            })
-            .transpose()
+        bytes.map(|b| decode_value::<K>(&raw, &b)).transpose()
     }
+
+    /// Every entry of one table in this partition, as (key body, value),
+    /// ordered by key: for clock-driven sweeps such as expiry.
+    pub fn scan<K: StateKey>(&self) -> Result<Vec<(Vec<u8>, K::Value)>, StateError> {
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = match self.store {
+            Some(store) => store
+                .scan_state(&partition_key(self.partition, &[K::PREFIX]))
+                .map_err(StateError::Read)?
+                .into_iter()
+                .map(|(k, v)| (k[4..].to_vec(), v))
+                .collect(),
+            None => Default::default(),
+        };
+        for (k, v) in self
+            .overlay
+            .iter()
+            .filter(|(k, _)| k.first() == Some(&K::PREFIX))
+        {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        merged
+            .into_iter()
+            .map(|(k, v)| Ok((k[1..].to_vec(), decode_value::<K>(&k, &v)?)))
+            .collect()
+    }
+}
+
+fn decode_value<K: StateKey>(raw: &[u8], bytes: &[u8]) -> Result<K::Value, StateError> {
+    K::Value::from_bytes(bytes).map_err(|reason| StateError::Corrupt {
+        key: String::from_utf8_lossy(raw).into_owned(),
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -132,6 +184,44 @@ mod tests {
         assert_eq!(view.get(&Count("a")).unwrap(), Some(5));
         assert_eq!(view.get(&Count("b")).unwrap(), None);
         assert_eq!(view.get(&Count("c")).unwrap(), None);
+    }
+
+    #[test]
+    fn scan_merges_pending_changes_over_stored_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let stored = |p: i32, k: &str, v: u64| {
+            (
+                partition_key(p, &Count(k).to_key_bytes()),
+                Some(v.to_bytes()),
+            )
+        };
+        let commit = crate::store::Commit {
+            state: vec![stored(1, "a", 1), stored(1, "b", 2), stored(2, "c", 3)],
+            offsets: vec![],
+        };
+        store.commit(&commit).unwrap();
+        let mut overlay = Overlay::new();
+        overlay.insert(Count("b").to_key_bytes(), None);
+        overlay.insert(Count("d").to_key_bytes(), Some(4u64.to_bytes()));
+        let view = StateView::new(&store, 1, &overlay);
+        let all = view.scan::<Count>().unwrap();
+        assert_eq!(
+            all,
+            vec![(b"a".to_vec(), 1), (b"d".to_vec(), 4)],
+            "partition 2's key is not seen"
+        );
+        assert_eq!(view.get(&Count("a")).unwrap(), Some(1));
+        assert_eq!(
+            StateView::new(&store, 2, &overlay)
+                .get(&Count("a"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            split_partition_key(&partition_key(7, b"xy")),
+            Some((7, &b"xy"[..]))
+        );
     }
 
     #[test]

@@ -121,17 +121,38 @@ impl Store {
         self.db.get_cf(self.cf(CF_STATE), key)
     }
 
-    /// Every raw state entry whose key starts with `prefix`.
-    pub fn scan_state(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.db
-            .iterator_cf(
-                self.cf(CF_STATE),
-                IteratorMode::From(prefix, Direction::Forward),
-            )
-            .flatten()
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect()
+    /// Every raw state entry whose stored key starts with `prefix`.
+    pub fn scan_state(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_STATE),
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        for entry in iter {
+            let (k, v) = entry?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every entry of one table across all partitions, as
+    /// (partition, key body, value): for tools and tests.
+    pub fn scan_table(&self, table: u8) -> Result<Vec<(i32, Vec<u8>, Vec<u8>)>, RuntimeError> {
+        let all = self.scan_state(&[]).map_err(|source| RuntimeError::Store {
+            op: "scan state",
+            source,
+        })?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let (partition, key) = crate::state::split_partition_key(&k)?;
+                let body = key.strip_prefix(&[table])?;
+                Some((partition, body.to_vec(), v))
+            })
+            .collect())
     }
 
     /// Write the batch's state changes and offsets atomically.
@@ -187,7 +208,10 @@ mod tests {
         assert_eq!(store.offset("t", 0).unwrap(), Some(42));
         assert_eq!(store.offset("t", 3).unwrap(), Some(7));
         assert_eq!(store.offset("u", 0).unwrap(), None);
-        assert_eq!(store.scan_state(b"c"), vec![(b"ca".to_vec(), vec![1])]);
+        assert_eq!(
+            store.scan_state(b"c").unwrap(),
+            vec![(b"ca".to_vec(), vec![1])]
+        );
         let mut all = store.offsets();
         all.sort();
         assert_eq!(all, vec![("t".into(), 0, 42), ("t".into(), 3, 7)]);

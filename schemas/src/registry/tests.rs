@@ -21,6 +21,7 @@ fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: E) {
 fn every_schema_file_loads() {
     let names = Registry::builtin().names();
     for expected in [
+        "mailfleet.clock.ClockTicked",
         "mailfleet.greylist.DeliveryAttempted",
         "mailfleet.greylist.GreylistDecided",
         "mailfleet.runtime.Counted",

@@ -2,7 +2,11 @@ use mailfleet_events::{
     runtime::{Counted, TestEvent},
     Envelope,
 };
-use mailfleet_runtime::{Consumer, Decision, Input, StateError, StateKey, StateView};
+use std::collections::HashMap;
+
+use mailfleet_runtime::{
+    Consumer, Decision, Input, RuntimeError, StateError, StateKey, StateValue, StateView, Store,
+};
 
 use crate::CounterConfig;
 
@@ -15,6 +19,23 @@ impl StateKey for CountKey<'_> {
     fn encode_key(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.0.as_bytes());
     }
+}
+
+/// Every key's count in a counter's store (all partitions): for the demo
+/// report and the tests.
+pub fn stored_counts(store: &Store) -> Result<HashMap<String, u64>, RuntimeError> {
+    let mut counts = HashMap::new();
+    for (_, key, value) in store.scan_table(CountKey::PREFIX)? {
+        let key = String::from_utf8_lossy(&key).into_owned();
+        let count = u64::from_bytes(&value).map_err(|reason| {
+            RuntimeError::InvalidConfig(vec![format!(
+                "count of {key:?} in {}: {reason}",
+                store.path().display()
+            )])
+        })?;
+        counts.insert(key, count);
+    }
+    Ok(counts)
 }
 
 /// The counting consumer.

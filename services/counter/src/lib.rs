@@ -10,4 +10,4 @@ mod decide;
 pub mod traffic;
 
 pub use config::CounterConfig;
-pub use decide::{CountKey, Counter};
+pub use decide::{stored_counts, CountKey, Counter};

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use mailfleet_counter::CounterConfig;
+use mailfleet_greylist::GreylistConfig;
+use mailfleet_policy::PolicyConfig;
 use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
     RuntimeError, Topology,
@@ -26,8 +28,33 @@ pub struct Config {
     pub log: LogConfig,
     /// Where the topology comes from.
     pub pipelines: PipelinesConfig,
+    /// The Postfix policy server.
+    pub policy: PolicyConfig,
+    /// The clock that writes ticks into clocked topics.
+    pub clock: ClockConfig,
     /// Per-consumer settings.
     pub consumers: ConsumersConfig,
+}
+
+/// `[clock]`: ticks are written into every partition of each listed topic,
+/// so that the consumers reading it fire timers at the same log positions
+/// on replay (time is an event).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// Topics to tick.
+    pub topics: Vec<String>,
+    /// Seconds between ticks.
+    pub every_s: u64,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            topics: vec!["smtp.attempts".into()],
+            every_s: 3600,
+        }
+    }
 }
 
 /// `[pipelines]`.
@@ -71,6 +98,8 @@ pub enum LogFormat {
 pub struct ConsumersConfig {
     /// The counting consumer.
     pub counter: CounterConfig,
+    /// The greylist consumer (postgrey's options).
+    pub greylist: GreylistConfig,
 }
 
 impl Config {
@@ -92,6 +121,11 @@ impl Config {
         let mut out = self.kafka.problems();
         out.extend(self.runtime.problems());
         out.extend(self.metrics.problems());
+        out.extend(self.policy.problems());
+        out.extend(self.consumers.greylist.problems());
+        if self.clock.every_s == 0 {
+            out.push("clock.every_s = 0: must be > 0".into());
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             out.push(format!("log.level = {:?}: {e}", self.log.level));
         }

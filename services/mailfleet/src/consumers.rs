@@ -2,13 +2,16 @@
 //! consumer is adding its crate, its route in `pipelines/topology.toml`,
 //! its config table in [`crate::config::ConsumersConfig`], and one arm here.
 
+use std::time::Duration;
+
 use mailfleet_counter::Counter;
+use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_runtime::{run, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
 
 use crate::config::Config;
 
 /// Every consumer `mailfleet run` knows.
-pub const NAMES: &[&str] = &["counter"];
+pub const NAMES: &[&str] = &["counter", "greylist"];
 
 /// Run one consumer until shutdown.
 pub async fn run_consumer(
@@ -31,6 +34,19 @@ pub async fn run_consumer(
         "counter" => {
             run(
                 Counter::new(cfg.consumers.counter.clone(), first_output()),
+                spec,
+                shutdown,
+            )
+            .await
+        }
+        "greylist" => {
+            let g = &cfg.consumers.greylist;
+            let lists =
+                WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())
+                    .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
+            lists.watch(Duration::from_secs(g.whitelist_reload_s));
+            run(
+                Greylist::new(g.clone(), lists, first_output()),
                 spec,
                 shutdown,
             )

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use mailfleet_counter::{traffic, Counter};
+use mailfleet_counter::{stored_counts, traffic, Counter};
 use mailfleet_events::runtime::DeadLetter;
-use mailfleet_runtime::{admin, producer::EventProducer, RunSpec, Shutdown, StateValue, Store};
+use mailfleet_runtime::{admin, producer::EventProducer, RunSpec, Shutdown, Store};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message,
@@ -88,16 +88,7 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
 
 fn print_counts(cfg: &Config) -> anyhow::Result<()> {
     let store = Store::open(&cfg.runtime.data_dir.join("counter"), false)?;
-    let mut counts: Vec<(String, u64)> = store
-        .scan_state(b"c")
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                String::from_utf8_lossy(&k[1..]).into_owned(),
-                u64::from_bytes(&v).ok()?,
-            ))
-        })
-        .collect();
+    let mut counts: Vec<(String, u64)> = stored_counts(&store)?.into_iter().collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let total: u64 = counts.iter().map(|c| c.1).sum();
     println!(

@@ -2,6 +2,7 @@
 //! until done or SIGTERM. Start at [`Command`].
 
 mod bench;
+mod clock;
 mod config;
 mod consumers;
 mod demo;
@@ -32,6 +33,14 @@ enum Command {
         /// Consumer names, e.g. `counter`.
         #[arg(required = true)]
         consumers: Vec<String>,
+    },
+    /// The Postfix policy server (greylisting through the greylist consumer).
+    Policy,
+    /// Write clock ticks into the clocked topics (time is an event).
+    Clock {
+        /// Tick once and exit (for cron) instead of every `clock.every_s`.
+        #[arg(long)]
+        once: bool,
     },
     /// Manage the topics of the topology.
     Topics {
@@ -90,6 +99,18 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                 println!("{topic}: {change:?}");
             }
             Ok(())
+        }
+        Command::Policy => {
+            metrics::install_exporter(&cfg.metrics)?;
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            let grouping = cfg.consumers.greylist.grouping();
+            Ok(mailfleet_policy::serve(cfg.policy.clone(), grouping, &cfg.kafka, shutdown).await?)
+        }
+        Command::Clock { once } => {
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            clock::run(&cfg, once, shutdown).await
         }
         Command::Bench { which } => bench::run(which, &cfg).await,
         Command::Demo(args) => demo::run(args, &cfg).await,

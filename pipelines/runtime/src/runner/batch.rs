@@ -67,7 +67,8 @@ impl<C: Consumer> Decider<'_, C> {
             return; // the partition is stopped at an earlier offset
         }
         let span = tracing::debug_span!("event", consumer = %self.name,
-            topic = %rec.meta.topic, partition = rec.meta.partition, offset = rec.meta.offset);
+            topic = %rec.meta.topic, partition = rec.meta.partition, offset = rec.meta.offset,
+            event_id = tracing::field::Empty);
         let _enter = span.enter();
         let event = match rec.payload.as_deref() {
             None => Err((
@@ -76,6 +77,9 @@ impl<C: Consumer> Decider<'_, C> {
             )),
             Some(bytes) => C::Event::decode(self.registry, bytes).map_err(classify),
         };
+        if let Ok(event) = &event {
+            span.record("event_id", event.envelope().event_id.as_str());
+        }
         match event {
             Ok(event) => self.decide(
                 Input {
@@ -90,7 +94,7 @@ impl<C: Consumer> Decider<'_, C> {
     }
 
     fn decide(&self, input: Input<C::Event>, payload: Option<Vec<u8>>, work: &mut PartitionWork) {
-        let view = StateView::new(self.store, &work.overlay);
+        let view = StateView::new(self.store, input.meta.partition, &work.overlay);
         let decision = match self.consumer.decide(&view, &input) {
             Ok(d) => d,
             Err(StateError::Read(e)) => return self.stall(&input.meta, None, e.to_string(), work),

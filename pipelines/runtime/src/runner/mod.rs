@@ -54,6 +54,7 @@ use crate::{
     metrics as m,
     producer::EventProducer,
     shutdown::Shutdown,
+    state::partition_key,
     store::{Commit, Store},
 };
 
@@ -373,9 +374,11 @@ impl<C: Consumer> Runner<C> {
     fn commit(&self, work: &HashMap<Tp, PartitionWork>) -> Result<(), RuntimeError> {
         let mut commit = Commit::default();
         for ((topic, partition), w) in work {
-            commit
-                .state
-                .extend(w.overlay.iter().map(|(k, v)| (k.clone(), v.clone())));
+            commit.state.extend(
+                w.overlay
+                    .iter()
+                    .map(|(k, v)| (partition_key(*partition, k), v.clone())),
+            );
             if let Some(next) = w.next_offset {
                 commit.offsets.push((topic.clone(), *partition, next));
             }

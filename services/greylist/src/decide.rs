@@ -1,0 +1,281 @@
+//! The greylist decider: postgrey 1.37's `smtpd_access_policy` as a pure
+//! function of state and event, with the event's time as "now".
+
+use std::{net::IpAddr, sync::Arc};
+
+use mailfleet_events::{
+    clock::ClockTicked,
+    greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
+    Envelope, EventError, Registry,
+};
+use mailfleet_runtime::{Consumer, Decision, Decode, Input, StateError, StateView};
+
+use crate::{
+    date::rfc2822_utc,
+    state::{Awl, AwlKey, InstanceKey, Seen, TripletKey},
+    triplet::{client_net, triplet},
+    whitelist::WhitelistFiles,
+    GreylistConfig,
+};
+
+/// What the greylist consumer reads from `smtp.attempts`.
+pub enum GreylistInput {
+    Attempt(DeliveryAttempted),
+    Tick(ClockTicked),
+}
+
+impl Decode for GreylistInput {
+    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
+        match registry.writer_of(bytes)?.name.as_str() {
+            "mailfleet.clock.ClockTicked" => registry.decode(bytes).map(Self::Tick),
+            _ => registry.decode(bytes).map(Self::Attempt),
+        }
+    }
+    fn envelope(&self) -> &Envelope {
+        match self {
+            Self::Attempt(a) => &a.envelope,
+            Self::Tick(t) => &t.envelope,
+        }
+    }
+}
+
+/// The answer to one attempt, before it becomes an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub verdict: GreylistVerdict,
+    pub reason: GreylistReason,
+    pub action: String,
+    pub delay_seconds: i64,
+    pub triplet: Option<String>,
+}
+
+impl Answer {
+    fn dunno(reason: GreylistReason, triplet: Option<String>) -> Self {
+        Self {
+            verdict: GreylistVerdict::Pass,
+            reason,
+            action: "DUNNO".into(),
+            delay_seconds: 0,
+            triplet,
+        }
+    }
+}
+
+/// The greylist consumer.
+pub struct Greylist {
+    config: GreylistConfig,
+    whitelists: Arc<WhitelistFiles>,
+    decisions_topic: String,
+}
+
+const HOUR: i64 = 3600;
+const INSTANCE_TTL: i64 = 86_400;
+
+impl Greylist {
+    pub fn new(
+        config: GreylistConfig,
+        whitelists: Arc<WhitelistFiles>,
+        decisions_topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            config,
+            whitelists,
+            decisions_topic: decisions_topic.into(),
+        }
+    }
+
+    /// Judge one attempt at `now` (seconds), recording state changes in `d`.
+    pub fn judge(
+        &self,
+        state: &StateView<'_>,
+        a: &DeliveryAttempted,
+        now: i64,
+        d: &mut Decision,
+    ) -> Result<Answer, StateError> {
+        let c = &self.config;
+        let (Some(addr), Some(name), Some(rcpt), Some(sender)) =
+            (&a.client_address, &a.client_name, &a.recipient, &a.sender)
+        else {
+            return Ok(Answer::dunno(GreylistReason::MissingAttributes, None));
+        };
+        let Ok(ip) = addr.parse::<IpAddr>() else {
+            return Ok(Answer::dunno(GreylistReason::MissingAttributes, None));
+        };
+        let lists = self.whitelists.get();
+        if lists.client(Some(ip), name) {
+            return Ok(Answer::dunno(GreylistReason::WhitelistedClient, None));
+        }
+        if lists.recipient(rcpt) {
+            return Ok(Answer::dunno(GreylistReason::WhitelistedRecipient, None));
+        }
+        let awl_key = AwlKey(ip.to_string());
+        let awl = if c.auto_whitelist_clients > 0 {
+            state.get(&awl_key)?
+        } else {
+            None
+        };
+        if let Some(awl) = awl.filter(|w| w.count >= c.auto_whitelist_clients) {
+            if now >= awl.last + HOUR || awl.last > now {
+                d.put(
+                    &awl_key,
+                    &Awl {
+                        count: awl.count + 1,
+                        last: now,
+                    },
+                );
+            }
+            return Ok(Answer::dunno(GreylistReason::AutoWhitelisted, None));
+        }
+
+        let key = triplet(&client_net(ip, c.grouping()), sender, rcpt);
+        let tkey = TripletKey(key.clone());
+        let (mut first, mut passed_before, mut restarted) = (now, false, false);
+        if let Some(seen) = state.get(&tkey)? {
+            first = seen.first;
+            passed_before = seen.last - seen.first >= c.delay_s;
+            if !passed_before && now - first > c.retry_window_s {
+                (first, restarted) = (now, true);
+            }
+            first = first.min(now);
+        }
+        d.put(&tkey, &Seen { first, last: now });
+        let diff = c.delay_s - (now - first);
+
+        if c.auto_whitelist_clients > 0
+            && diff <= 0
+            && !passed_before
+            && awl.is_none_or(|w| now >= w.last + HOUR)
+        {
+            let count = awl.map_or(0, |w| w.count) + 1;
+            d.put(&awl_key, &Awl { count, last: now });
+        }
+        if diff > 0 {
+            let reason = match (now == first, restarted) {
+                (true, true) => GreylistReason::RetryWindowExpired,
+                (true, false) => GreylistReason::New,
+                (false, _) => GreylistReason::TooEarly,
+            };
+            let domain = rcpt.rsplit_once('@').map_or(rcpt.as_str(), |(_, d)| d);
+            let text = c
+                .greylist_text
+                .replace("%s", &diff.to_string())
+                .replace("%r", domain);
+            return Ok(Answer {
+                verdict: GreylistVerdict::Defer,
+                reason,
+                action: format!("{} {text}", c.greylist_action),
+                delay_seconds: diff,
+                triplet: Some(key),
+            });
+        }
+        if !passed_before && self.new_instance(state, a.instance.as_deref(), now, d)? {
+            let delay = now - first;
+            let header = c
+                .x_greylist_header
+                .replace("%t", &delay.to_string())
+                .replace("%h", &c.hostname)
+                .replace("%v", env!("CARGO_PKG_VERSION"))
+                .replace("%d", &rfc2822_utc(now));
+            return Ok(Answer {
+                verdict: GreylistVerdict::Pass,
+                reason: GreylistReason::Passed,
+                action: format!("PREPEND {header}"),
+                delay_seconds: delay,
+                triplet: Some(key),
+            });
+        }
+        Ok(Answer::dunno(GreylistReason::Passed, Some(key)))
+    }
+
+    /// One header per message: a recipient of an instance already given
+    /// the header gets DUNNO.
+    fn new_instance(
+        &self,
+        state: &StateView<'_>,
+        instance: Option<&str>,
+        now: i64,
+        d: &mut Decision,
+    ) -> Result<bool, StateError> {
+        let Some(instance) = instance else {
+            return Ok(true);
+        };
+        let key = InstanceKey(instance.to_string());
+        if state.get(&key)?.is_some() {
+            return Ok(false);
+        }
+        d.put(&key, &now);
+        Ok(true)
+    }
+
+    /// Forget what postgrey's nightly clean-up forgets, at the tick's time.
+    pub fn sweep(
+        &self,
+        state: &StateView<'_>,
+        now: i64,
+        d: &mut Decision,
+    ) -> Result<usize, StateError> {
+        let c = &self.config;
+        let max_age = c.max_age_days * 86_400;
+        let mut removed = 0;
+        for (key, seen) in state.scan::<TripletKey>()? {
+            let never_passed = seen.last - seen.first < c.delay_s;
+            if now - seen.last > max_age || (never_passed && now - seen.last > c.retry_window_s) {
+                d.delete(&TripletKey(String::from_utf8_lossy(&key).into_owned()));
+                removed += 1;
+            }
+        }
+        for (key, awl) in state.scan::<AwlKey>()? {
+            if now - awl.last > max_age {
+                d.delete(&AwlKey(String::from_utf8_lossy(&key).into_owned()));
+                removed += 1;
+            }
+        }
+        for (key, seen) in state.scan::<InstanceKey>()? {
+            if now - seen > INSTANCE_TTL {
+                d.delete(&InstanceKey(String::from_utf8_lossy(&key).into_owned()));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Consumer for Greylist {
+    type Event = GreylistInput;
+
+    fn name(&self) -> &str {
+        "greylist"
+    }
+
+    fn decide(
+        &self,
+        state: &StateView<'_>,
+        input: &Input<GreylistInput>,
+    ) -> Result<Decision, StateError> {
+        let mut d = Decision::apply();
+        match &input.event {
+            GreylistInput::Tick(tick) => {
+                self.sweep(state, tick.envelope.event_time.div_euclid(1000), &mut d)?;
+            }
+            GreylistInput::Attempt(a) => {
+                let answer =
+                    self.judge(state, a, a.envelope.event_time.div_euclid(1000), &mut d)?;
+                let decided = GreylistDecided {
+                    envelope: Envelope::caused_by(&a.envelope, "greylist"),
+                    triplet: answer.triplet,
+                    verdict: answer.verdict,
+                    reason: answer.reason,
+                    action: answer.action,
+                    delay_seconds: answer.delay_seconds,
+                    policy_host: a.policy_host.clone(),
+                };
+                let key = input.meta.key.clone().unwrap_or_default();
+                d.emit(&self.decisions_topic, key, decided);
+            }
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,16 @@
+//! The greylist consumer: postgrey 1.37's rules over `smtp.attempts`.
+//!
+//! A `DeliveryAttempted` (from `mailfleet policy`) is judged against the
+//! whitelists, the client auto-whitelist and the triplet's history, and the
+//! answer goes out as `GreylistDecided`. `ClockTicked` events in the same
+//! topic drive expiry. Start at [`Greylist::judge`].
+
+mod config;
+mod date;
+mod decide;
+pub mod state;
+pub mod triplet;
+pub mod whitelist;
+
+pub use config::GreylistConfig;
+pub use decide::{Answer, Greylist, GreylistInput};

@@ -1,0 +1,51 @@
+//! `mailfleet clock`: time as an event. Every `every_s`, a `ClockTicked`
+//! goes into every partition of each clocked topic, stamped with the tick's
+//! boundary time and a deterministic id, so a restarted clock re-sends the
+//! same tick rather than a new one.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mailfleet_events::{clock::ClockTicked, Envelope};
+use mailfleet_runtime::{producer::EventProducer, Shutdown};
+
+use crate::config::Config;
+
+/// Tick once, or every period until shutdown.
+pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result<()> {
+    let topology = cfg.topology()?;
+    let producer = EventProducer::new(&cfg.kafka, "mailfleet-clock")?;
+    let period_ms = cfg.clock.every_s as i64 * 1000;
+    loop {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+        let tick_ms = now_ms - now_ms.rem_euclid(period_ms);
+        for topic in &cfg.clock.topics {
+            let spec = topology
+                .topics
+                .get(topic)
+                .ok_or_else(|| anyhow::anyhow!("clock.topics: {topic:?} is not in the topology"))?;
+            for partition in 0..spec.partitions {
+                let tick = ClockTicked {
+                    envelope: Envelope::new(
+                        format!("clock:{topic}:{partition}:{tick_ms}"),
+                        tick_ms,
+                        "clock",
+                    ),
+                    clock: format!("every-{}s", cfg.clock.every_s),
+                    period_ms,
+                };
+                producer
+                    .send_to_partition(topic, partition, &mailfleet_events::encode(&tick)?)
+                    .await?;
+            }
+            tracing::info!(%topic, partitions = spec.partitions, tick_ms, "ticked");
+        }
+        if once {
+            return Ok(());
+        }
+        let wait = Duration::from_millis((tick_ms + period_ms - now_ms).max(1) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+use serde::Deserialize;
+
+/// What the policy server answers when no decision comes in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Let the mail through (`DUNNO`): greylisting fails open.
+    Dunno,
+    /// Ask the client to retry (`DEFER_IF_PERMIT`): fails closed.
+    DeferIfPermit,
+}
+
+impl FailMode {
+    /// The Postfix action.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Dunno => "DUNNO",
+            Self::DeferIfPermit => {
+                "DEFER_IF_PERMIT Greylisting service unavailable, try again later"
+            }
+        }
+    }
+}
+
+/// `[policy]`: the Postfix policy server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// `host:port` to listen on (Postfix: `check_policy_service inet:127.0.0.1:10023`).
+    pub listen: String,
+    /// This server's name in events, so that its replies find it; unique per MX host.
+    pub host: String,
+    /// How long to wait for the greylist decision, ms.
+    pub timeout_ms: u64,
+    /// The answer when the decision does not come in time.
+    pub fail_mode: FailMode,
+    /// Most simultaneous connections; more are closed at once.
+    pub max_connections: usize,
+    /// Longest request line, bytes.
+    pub max_line_bytes: usize,
+    /// Largest request, bytes.
+    pub max_request_bytes: usize,
+    /// Seconds a connection may sit idle between requests (Postfix keeps
+    /// them up to `smtpd_policy_service_max_idle`, 300 s).
+    pub idle_timeout_s: u64,
+    /// Seconds a started request may take to arrive whole (slow clients).
+    pub request_timeout_s: u64,
+    /// Take the event time from a `policy_test_time` attribute (Unix
+    /// seconds) when a request carries one, as postgrey's policy-test does.
+    /// For tests only: never enable it where Postfix clients connect.
+    pub accept_test_time: bool,
+    /// Topic the attempts go to.
+    pub attempts_topic: String,
+    /// Topic the decisions come from.
+    pub decisions_topic: String,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:10023".into(),
+            host: "mx1".into(),
+            timeout_ms: 2000,
+            fail_mode: FailMode::Dunno,
+            max_connections: 1000,
+            max_line_bytes: 16 * 1024,
+            max_request_bytes: 64 * 1024,
+            idle_timeout_s: 330,
+            request_timeout_s: 10,
+            accept_test_time: false,
+            attempts_topic: "smtp.attempts".into(),
+            decisions_topic: "greylist.decisions".into(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Every problem, naming the key and value.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = self.listen.parse::<std::net::SocketAddr>() {
+            out.push(format!("policy.listen = {:?}: {e}", self.listen));
+        }
+        if self.host.is_empty() {
+            out.push("policy.host is empty".into());
+        }
+        for (key, v) in [
+            ("timeout_ms", self.timeout_ms as usize),
+            ("max_connections", self.max_connections),
+            ("max_line_bytes", self.max_line_bytes),
+            ("idle_timeout_s", self.idle_timeout_s as usize),
+            ("request_timeout_s", self.request_timeout_s as usize),
+        ] {
+            if v == 0 {
+                out.push(format!("policy.{key} = 0: must be > 0"));
+            }
+        }
+        if self.max_request_bytes < self.max_line_bytes {
+            out.push(format!(
+                "policy.max_request_bytes = {}: must be >= max_line_bytes ({})",
+                self.max_request_bytes, self.max_line_bytes
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,204 @@
+//! The listener: one task per Postfix connection, many requests each.
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mailfleet_events::{greylist::DeliveryAttempted, Envelope};
+use mailfleet_greylist::triplet::{client_net, Grouping};
+use mailfleet_runtime::{
+    config::KafkaConfig, metrics as m, producer::EventProducer, RuntimeError, Shutdown,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::timeout,
+};
+
+use crate::{
+    protocol::{read_request, reply, Limits, Request},
+    waiter::{self, Waiters},
+    PolicyConfig,
+};
+
+struct Server {
+    cfg: PolicyConfig,
+    grouping: Grouping,
+    limits: Limits,
+    producer: EventProducer,
+    waiters: Waiters,
+}
+
+/// Serve until shutdown. `grouping` must match the greylist consumer's, as
+/// attempts are keyed (partitioned) by client network.
+pub async fn serve(
+    cfg: PolicyConfig,
+    grouping: Grouping,
+    kafka: &KafkaConfig,
+    shutdown: Shutdown,
+) -> Result<(), RuntimeError> {
+    let waiters = Waiters::default();
+    waiter::follow(
+        kafka,
+        &cfg.decisions_topic,
+        &cfg.host,
+        waiters.clone(),
+        shutdown.clone(),
+    )?;
+    let listener =
+        TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|source| RuntimeError::ReadConfig {
+                path: format!("policy.listen {}", cfg.listen),
+                source,
+            })?;
+    tracing::info!(listen = %cfg.listen, host = %cfg.host, "policy server listening");
+    let server = Arc::new(Server {
+        limits: Limits {
+            max_line: cfg.max_line_bytes,
+            max_request: cfg.max_request_bytes,
+            ..Limits::default()
+        },
+        producer: EventProducer::new(kafka, &format!("mailfleet-policy-{}", cfg.host))?,
+        grouping,
+        waiters,
+        cfg,
+    });
+    let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept");
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!(m::POLICY_CONNECTIONS_REFUSED).increment(1);
+            tracing::warn!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            metrics::gauge!(m::POLICY_CONNECTIONS).increment(1.0);
+            server.connection(stream).await;
+            metrics::gauge!(m::POLICY_CONNECTIONS).decrement(1.0);
+            drop(slot);
+        });
+    }
+    Ok(())
+}
+
+impl Server {
+    async fn connection(&self, stream: TcpStream) {
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        let idle = Duration::from_secs(self.cfg.idle_timeout_s);
+        let whole = Duration::from_secs(self.cfg.request_timeout_s);
+        loop {
+            // Idle between requests may be long; a started request must be quick.
+            match timeout(idle, read.fill_buf()).await {
+                Ok(Ok(buf)) if !buf.is_empty() => {}
+                Ok(_) => return,
+                Err(_) => return tracing::debug!(%peer, "idle connection closed"),
+            }
+            let request = match timeout(whole, read_request(&mut read, self.limits)).await {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    metrics::counter!(m::POLICY_MALFORMED).increment(1);
+                    return tracing::warn!(%peer, error = %e, "malformed policy request; closing");
+                }
+                Err(_) => {
+                    metrics::counter!(m::POLICY_MALFORMED).increment(1);
+                    return tracing::warn!(%peer, "request not complete in time; closing");
+                }
+            };
+            let action = self.answer(&request).await;
+            if write.write_all(reply(&action).as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The action for one request.
+    async fn answer(&self, req: &Request) -> String {
+        let rcpt = req
+            .get("protocol_state")
+            .is_some_and(|s| s.eq_ignore_ascii_case("RCPT"));
+        if !rcpt {
+            metrics::counter!(m::POLICY_REQUESTS, "result" => "not_rcpt").increment(1);
+            return "DUNNO".into();
+        }
+        let started = Instant::now();
+        let attempt = self.attempt(req);
+        let id = attempt.envelope.event_id.clone();
+        let key = attempt
+            .client_address
+            .as_deref()
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .map(|ip| client_net(ip, self.grouping))
+            .unwrap_or_default();
+        let reply = self.waiters.register(&id);
+        let round_trip = async {
+            self.producer
+                .send(&self.cfg.attempts_topic, key.as_bytes(), &attempt)
+                .await
+                .ok()?;
+            reply.await.ok()
+        };
+        let answer = timeout(Duration::from_millis(self.cfg.timeout_ms), round_trip).await;
+        metrics::histogram!(m::POLICY_REQUEST_DURATION).record(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(Some(decided)) => {
+                metrics::counter!(m::POLICY_REQUESTS, "result" => "decided").increment(1);
+                decided.action
+            }
+            _ => {
+                self.waiters.forget(&id);
+                metrics::counter!(m::POLICY_REQUESTS, "result" => "timeout").increment(1);
+                tracing::warn!(attempt = %id, "no greylist decision in time; answering the fail mode");
+                self.cfg.fail_mode.action().to_string()
+            }
+        }
+    }
+
+    fn attempt(&self, req: &Request) -> DeliveryAttempted {
+        let get = |k: &str| req.get(k).cloned();
+        let test_time = req
+            .get("policy_test_time")
+            .filter(|_| self.cfg.accept_test_time)
+            .and_then(|t| t.parse::<i64>().ok())
+            .map(|secs| secs * 1000);
+        let now_ms = test_time.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        let id = format!("{}:{:032x}", self.cfg.host, rand::random::<u128>());
+        DeliveryAttempted {
+            envelope: Envelope::new(id, now_ms, format!("policy@{}", self.cfg.host)),
+            client_address: get("client_address"),
+            client_name: get("client_name"),
+            reverse_client_name: get("reverse_client_name"),
+            helo_name: get("helo_name"),
+            sender: get("sender"),
+            recipient: get("recipient"),
+            instance: get("instance"),
+            size: req.get("size").and_then(|s| s.parse().ok()),
+            queue_id: get("queue_id").filter(|q| !q.is_empty()),
+            policy_host: self.cfg.host.clone(),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `topics apply` against the real broker: create, idempotent re-apply,
+//! raise partitions, update retention, refuse to lower partitions.
+
+use std::{collections::BTreeMap, process::Command};
+
+use mailfleet_runtime::{
+    admin::{apply, TopicChange},
+    topology::{CleanupPolicy, TopicSpec},
+    Topology,
+};
+use mailfleet_tests::*;
+
+fn topology(name: &str, partitions: i32, retention_ms: i64) -> Topology {
+    let spec = TopicSpec {
+        partitions,
+        replication_factor: 1,
+        retention_ms,
+        cleanup_policy: CleanupPolicy::Delete,
+        doc: String::new(),
+    };
+    Topology {
+        topics: BTreeMap::from([(name.to_string(), spec)]),
+        consumers: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_creates_then_converges_idempotently() -> anyhow::Result<()> {
+    let name = unique("topics");
+    let change = |t: &Topology| {
+        let t = t.clone();
+        async move { apply(&kafka(), &t).await.map(|r| r[0].1.clone()) }
+    };
+    assert_eq!(
+        change(&topology(&name, 2, 3_600_000)).await?,
+        TopicChange::Created
+    );
+    assert_eq!(
+        change(&topology(&name, 2, 3_600_000)).await?,
+        TopicChange::Unchanged
+    );
+    assert_eq!(
+        change(&topology(&name, 4, 3_600_000)).await?,
+        TopicChange::PartitionsRaised { from: 2, to: 4 }
+    );
+    assert_eq!(
+        change(&topology(&name, 4, 7_200_000)).await?,
+        TopicChange::ConfigUpdated
+    );
+    assert_eq!(
+        change(&topology(&name, 4, 7_200_000)).await?,
+        TopicChange::Unchanged
+    );
+    assert_eq!(
+        change(&topology(&name, 3, 7_200_000)).await?,
+        TopicChange::MorePartitionsThanDeclared {
+            actual: 4,
+            declared: 3
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn the_cli_applies_the_built_in_topology_twice() -> anyhow::Result<()> {
+    let run = || -> anyhow::Result<String> {
+        let out = Command::new(mailfleet_bin())
+            .args(["topics", "apply"])
+            .env("MAILFLEET_KAFKA__BROKERS", kafka().brokers)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    run()?;
+    let second = run()?;
+    for topic in Topology::load(None)?.topics.keys() {
+        assert!(
+            second.contains(&format!("{topic}: Unchanged")),
+            "{topic} not converged:\n{second}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bad_config_value_is_named_and_nothing_starts() -> anyhow::Result<()> {
+    let out = Command::new(mailfleet_bin())
+        .args(["topics", "apply"])
+        .env("MAILFLEET_RUNTIME__BATCH_MAX_EVENTS", "0")
+        .env("MAILFLEET_METRICS__LISTEN", "everywhere")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("runtime.batch_max_events = 0"), "{err}");
+    assert!(err.contains("metrics.listen = \"everywhere\""), "{err}");
+    Ok(())
+}
