@@ -36,7 +36,8 @@ pub struct GreylistConfig {
     pub x_greylist_header: String,
     /// Host name in the header.
     pub hostname: String,
-    /// Client whitelist files (postgrey `--whitelist-clients`).
+    /// Client whitelist files (postgrey `--whitelist-clients`); relative
+    /// paths are from the working directory. Checked when the consumer starts.
     pub whitelist_clients: Vec<PathBuf>,
     /// Recipient whitelist files (postgrey `--whitelist-recipients`).
     pub whitelist_recipients: Vec<PathBuf>,
@@ -108,18 +109,6 @@ impl GreylistConfig {
         }
         if self.greylist_action.trim().is_empty() {
             out.push(format!("{k}.greylist_action is empty"));
-        }
-        for p in self
-            .whitelist_clients
-            .iter()
-            .chain(&self.whitelist_recipients)
-        {
-            if !p.is_file() {
-                out.push(format!(
-                    "{k}: whitelist file {:?} does not exist",
-                    p.display().to_string()
-                ));
-            }
         }
         out
     }

@@ -6,7 +6,7 @@ use mailfleet_runtime::Overlay;
 use super::*;
 use crate::whitelist::Whitelists;
 
-const T0: i64 = 1_795_881_600; // 2026-11-28 00:00 UTC
+const T0: i64 = 1_795_881_600; // 2026-11-28 16:00 UTC
 const DAY: i64 = 86_400;
 
 fn greylist(config: GreylistConfig) -> Greylist {
@@ -84,7 +84,7 @@ fn a_new_triplet_is_deferred_then_passes_after_the_delay_with_one_header() {
         (pass.verdict, pass.reason, pass.delay_seconds),
         (GreylistVerdict::Pass, R::Passed, 300)
     );
-    assert_eq!(pass.action, "PREPEND X-Greylist: delayed 300 seconds by mailfleet at localhost; Sat, 28 Nov 2026 00:05:00 UTC");
+    assert_eq!(pass.action, "PREPEND X-Greylist: delayed 300 seconds by mailfleet at localhost; Sat, 28 Nov 2026 16:05:00 UTC");
 
     let later = step(&g, &mut s, &a, T0 + 4000);
     assert_eq!((later.action.as_str(), later.reason), ("DUNNO", R::Passed));
