@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use apache_avro::{rabin::Rabin, schema::Name, Schema};
+use apache_avro::{rabin::Rabin, schema::Name, GenericSingleObjectReader, Schema};
 
 use crate::{framing, Event, EventError};
 
@@ -12,7 +12,6 @@ mod files {
 }
 
 /// One version of one event schema, from one `.avsc` file.
-#[derive(Debug)]
 pub struct SchemaVersion {
     /// Avro full name, e.g. `mailfleet.runtime.TestEvent`.
     pub name: String,
@@ -24,6 +23,19 @@ pub struct SchemaVersion {
     pub schema: Schema,
     /// CRC-64-AVRO fingerprint of the canonical form, little-endian.
     pub fingerprint: [u8; 8],
+    /// A reader with the schema's names resolved once, for the fast path.
+    reader: GenericSingleObjectReader,
+}
+
+impl std::fmt::Debug for SchemaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaVersion")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .field("fingerprint", &framing::fingerprint_hex(&self.fingerprint))
+            .finish()
+    }
 }
 
 /// All schema versions, indexed by fingerprint and by name.
@@ -138,15 +150,22 @@ impl Registry {
             });
         }
         let reader = self.newest(E::NAME).filter(|r| r.version != writer.version);
-        let mut body = &bytes[framing::HEADER_LEN..];
         let fail = |e| EventError::Decode {
             name: writer.name.clone(),
             version: writer.version,
             source: Box::new(e),
         };
-        let value =
-            apache_avro::from_avro_datum(&writer.schema, &mut body, reader.map(|r| &r.schema))
-                .map_err(fail)?;
+        let mut body = bytes;
+        let value = match reader {
+            // The newest version: names were resolved once, at load.
+            None => writer.reader.read_value(&mut body).map_err(fail)?,
+            // An older version: resolve it into the newest.
+            Some(r) => {
+                body = &bytes[framing::HEADER_LEN..];
+                apache_avro::from_avro_datum(&writer.schema, &mut body, Some(&r.schema))
+                    .map_err(fail)?
+            }
+        };
         if !body.is_empty() {
             return Err(EventError::Framing(format!(
                 "{} bytes left over after the {} body",
@@ -179,12 +198,14 @@ fn load(path: &str, json: &str) -> Result<SchemaVersion, EventError> {
     let fp = schema.fingerprint::<Rabin>();
     let mut fingerprint = [0u8; 8];
     fingerprint.copy_from_slice(&fp.bytes);
+    let reader = GenericSingleObjectReader::new(schema.clone()).map_err(|e| bad(e.to_string()))?;
     Ok(SchemaVersion {
         name,
         version,
         path: path.to_string(),
         schema,
         fingerprint,
+        reader,
     })
 }
 

@@ -234,13 +234,12 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// A consumed record: (key, value).
+pub type Consumed = (Option<Vec<u8>>, Vec<u8>);
+
 /// Read every record of a topic from the beginning (all partitions), until
 /// `want` records were read or nothing new came for `idle`.
-pub fn read_topic(
-    topic: &str,
-    want: usize,
-    idle: Duration,
-) -> anyhow::Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+pub fn read_topic(topic: &str, want: usize, idle: Duration) -> anyhow::Result<Vec<Consumed>> {
     let consumer: BaseConsumer = admin::client_config(&kafka())
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
@@ -306,7 +305,7 @@ pub async fn produce_events(
 /// Decode `Counted` outputs, dropping duplicates by event id; returns the
 /// distinct (key, count) pairs and how many duplicates were dropped.
 pub fn dedup_counted(
-    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    records: &[Consumed],
 ) -> anyhow::Result<(std::collections::HashSet<(String, i64)>, usize)> {
     use mailfleet_events::runtime::Counted;
     let mut ids = std::collections::HashSet::new();

@@ -82,7 +82,7 @@ fn wait_for_outputs(
     topic: &str,
     want: usize,
     limit: Duration,
-) -> anyhow::Result<(usize, Vec<(Option<Vec<u8>>, Vec<u8>)>)> {
+) -> anyhow::Result<(usize, Vec<Consumed>)> {
     let consumer: BaseConsumer = mailfleet_runtime::admin::client_config(&kafka())
         .set("group.id", unique("crash-reader"))
         .set("auto.offset.reset", "earliest")

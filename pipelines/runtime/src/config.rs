@@ -64,8 +64,8 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("run/state"),
-            batch_max_events: 2000,
-            batch_max_wait_ms: 20,
+            batch_max_events: 5000,
+            batch_max_wait_ms: 5,
             deadletter_topic: "deadletter".into(),
             retry_initial_ms: 200,
             retry_max_ms: 30_000,

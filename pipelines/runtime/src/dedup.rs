@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn a_remembered_id_is_a_duplicate() {
         let envelope = Envelope::new("up:t:0:5:0", 10, "up");
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         assert!(!is_duplicate(&StateView::in_memory(&overlay), &envelope).unwrap());
         let mut decision = Decision::apply();
         remember(&mut decision, &envelope);

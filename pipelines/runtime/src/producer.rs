@@ -107,7 +107,7 @@ impl EventProducer {
         while let Some(result) = sends.next().await {
             result?;
             acked += 1;
-            if acked % 1000 == 0 {
+            if acked.is_multiple_of(1000) {
                 progress(acked);
             }
         }

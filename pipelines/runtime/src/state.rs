@@ -8,7 +8,7 @@
 //! (`partition as i32 big-endian ++ table prefix ++ key body`), so the
 //! state of one partition can be scanned, digested or dropped on its own.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::{error::StateError, store::Store};
 
@@ -70,7 +70,10 @@ impl StateValue for () {
 
 /// Changes decided but not yet committed, per input partition, by key
 /// (table prefix and body, without the partition).
-pub type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
+pub type Overlay = FxHashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A table scan: (key body, value) pairs in key order.
+pub type Scanned<V> = Vec<(Vec<u8>, V)>;
 
 /// The stored form of a key: its partition, then the key.
 pub fn partition_key(partition: i32, key: &[u8]) -> Vec<u8> {
@@ -128,7 +131,7 @@ impl<'a> StateView<'a> {
 
     /// Every entry of one table in this partition, as (key body, value),
     /// ordered by key: for clock-driven sweeps such as expiry.
-    pub fn scan<K: StateKey>(&self) -> Result<Vec<(Vec<u8>, K::Value)>, StateError> {
+    pub fn scan<K: StateKey>(&self) -> Result<Scanned<K::Value>, StateError> {
         let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = match self.store {
             Some(store) => store
                 .scan_state(&partition_key(self.partition, &[K::PREFIX]))
@@ -177,7 +180,7 @@ mod tests {
 
     #[test]
     fn overlay_values_and_deletes_are_seen() {
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         overlay.insert(Count("a").to_key_bytes(), Some(5u64.to_bytes()));
         overlay.insert(Count("b").to_key_bytes(), None);
         let view = StateView::in_memory(&overlay);
@@ -201,7 +204,7 @@ mod tests {
             offsets: vec![],
         };
         store.commit(&commit).unwrap();
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         overlay.insert(Count("b").to_key_bytes(), None);
         overlay.insert(Count("d").to_key_bytes(), Some(4u64.to_bytes()));
         let view = StateView::new(&store, 1, &overlay);
@@ -226,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_value_names_its_key() {
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         overlay.insert(Count("bad").to_key_bytes(), Some(vec![1, 2, 3]));
         let err = StateView::in_memory(&overlay)
             .get(&Count("bad"))

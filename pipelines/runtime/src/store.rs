@@ -5,7 +5,12 @@
 //! - `state`: point lookups by typed key (bloom filter, block cache);
 //! - `offsets`: a handful of keys, `topic \0 partition` → next offset to read.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use rustc_hash::FxHashMap;
 
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
@@ -17,11 +22,25 @@ use crate::error::RuntimeError;
 const CF_STATE: &str = "state";
 const CF_OFFSETS: &str = "offsets";
 
+/// Entries the read cache holds before it starts over.
+const CACHE_ENTRIES: usize = 1 << 18;
+
+/// A raw state entry: (stored key, value).
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+/// A table entry: (partition, key body, value).
+pub type TableEntry = (i32, Vec<u8>, Vec<u8>);
+
 /// One consumer's local store.
+///
+/// Reads go through a small cache of state values (misses included) that
+/// every commit updates, so it always equals RocksDB: hot keys are served
+/// without a memtable search. When it holds `CACHE_ENTRIES` it is emptied
+/// and refills, which bounds its memory without bookkeeping per entry.
 pub struct Store {
     db: DB,
     path: PathBuf,
     sync: bool,
+    cache: Mutex<FxHashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 /// What one batch commits: state changes and the next offset per partition.
@@ -80,6 +99,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             sync,
+            cache: Mutex::new(FxHashMap::default()),
         })
     }
 
@@ -118,11 +138,24 @@ impl Store {
 
     /// One raw state value.
     pub fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
-        self.db.get_cf(self.cf(CF_STATE), key)
+        if let Some(hit) = self.cache().get(key) {
+            return Ok(hit.clone());
+        }
+        let value = self.db.get_cf(self.cf(CF_STATE), key)?;
+        let mut cache = self.cache();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, FxHashMap<Vec<u8>, Option<Vec<u8>>>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every raw state entry whose stored key starts with `prefix`.
-    pub fn scan_state(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+    pub fn scan_state(&self, prefix: &[u8]) -> Result<Vec<RawEntry>, rocksdb::Error> {
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
             self.cf(CF_STATE),
@@ -140,7 +173,7 @@ impl Store {
 
     /// Every entry of one table across all partitions, as
     /// (partition, key body, value): for tools and tests.
-    pub fn scan_table(&self, table: u8) -> Result<Vec<(i32, Vec<u8>, Vec<u8>)>, RuntimeError> {
+    pub fn scan_table(&self, table: u8) -> Result<Vec<TableEntry>, RuntimeError> {
         let all = self.scan_state(&[]).map_err(|source| RuntimeError::Store {
             op: "scan state",
             source,

@@ -117,7 +117,7 @@ mod tests {
     }
 
     fn decide_all(counter: &Counter, inputs: &[Input<TestEvent>]) -> (Overlay, Vec<Decision>) {
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         let mut decisions = Vec::new();
         for i in inputs {
             let d = counter.decide(&StateView::in_memory(&overlay), i).unwrap();

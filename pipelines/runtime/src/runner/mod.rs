@@ -132,8 +132,12 @@ struct Runner<C: Consumer> {
     tokio: tokio::runtime::Handle,
     paused: HashMap<Tp, Paused>,
     failures: HashMap<Tp, u32>,
+    telemetry: HashMap<Tp, i64>,
+    telemetry_at: Instant,
     stats: RunStats,
 }
+
+const TELEMETRY_EVERY: Duration = Duration::from_secs(1);
 
 impl<C: Consumer> Runner<C> {
     fn start(
@@ -200,6 +204,8 @@ impl<C: Consumer> Runner<C> {
             tokio,
             paused: HashMap::new(),
             failures: HashMap::new(),
+            telemetry: HashMap::new(),
+            telemetry_at: Instant::now(),
             stats: RunStats::default(),
         })
     }
@@ -230,6 +236,7 @@ impl<C: Consumer> Runner<C> {
                 self.process(records, started, shutdown)?;
             }
         }
+        self.commit_telemetry(true);
         tracing::info!(consumer = %self.name, stats = ?self.stats, "stopping: leaving the group");
         self.kc.unsubscribe();
         Ok(self.stats.clone())
@@ -387,7 +394,6 @@ impl<C: Consumer> Runner<C> {
     }
 
     fn after_commit(&mut self, work: HashMap<Tp, PartitionWork>, count: usize, started: Instant) {
-        let mut tpl = TopicPartitionList::new();
         let mut inflight = self
             .shared
             .inflight
@@ -396,15 +402,11 @@ impl<C: Consumer> Runner<C> {
         for ((topic, partition), w) in &work {
             if let Some(next) = w.next_offset {
                 inflight.insert((topic.clone(), *partition), next);
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next));
+                self.telemetry.insert((topic.clone(), *partition), next);
             }
         }
         drop(inflight);
-        if tpl.count() > 0 {
-            if let Err(e) = self.kc.commit(&tpl, CommitMode::Async) {
-                tracing::debug!(consumer = %self.name, error = %e, "telemetry offset commit");
-            }
-        }
+        self.commit_telemetry(false);
         let name = self.name.clone();
         let (mut handled, mut outputs) = (0, 0);
         for (tp, w) in work {
@@ -430,6 +432,23 @@ impl<C: Consumer> Runner<C> {
         metrics::histogram!(m::BATCH_DURATION, "consumer" => name.clone())
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::BATCH_EVENTS, "consumer" => name).record(count as f64);
+    }
+
+    /// Commit the stored offsets to Kafka, for lag telemetry only, at most
+    /// once a second: every commit is a coordinator round trip, and a
+    /// closing consumer waits for all of them.
+    fn commit_telemetry(&mut self, now: bool) {
+        if self.telemetry.is_empty() || (!now && self.telemetry_at.elapsed() < TELEMETRY_EVERY) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in self.telemetry.drain() {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
+        }
+        if let Err(e) = self.kc.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(consumer = %self.name, error = %e, "telemetry offset commit");
+        }
+        self.telemetry_at = Instant::now();
     }
 
     /// Stop a partition at its failed offset until its backoff ends.

@@ -54,7 +54,7 @@ fn tick(g: &Greylist, state: &mut Overlay, now: i64) -> usize {
 fn defaults() -> (Greylist, Overlay, DeliveryAttempted) {
     (
         greylist(GreylistConfig::default()),
-        Overlay::new(),
+        Overlay::default(),
         attempt("192.0.2.10", "alice@example.net", "bob@example.org"),
     )
 }
@@ -182,7 +182,7 @@ fn the_auto_whitelist_needs_the_fifth_counted_pass_and_zero_turns_it_off() {
             auto_whitelist_clients: awl,
             ..GreylistConfig::default()
         });
-        let mut s = Overlay::new();
+        let mut s = Overlay::default();
         for n in 0..4 {
             let a = attempt(
                 "192.0.2.10",
@@ -237,7 +237,7 @@ fn lookup_by_host_uses_the_full_address() {
         lookup_by_host: true,
         ..GreylistConfig::default()
     });
-    let mut s = Overlay::new();
+    let mut s = Overlay::default();
     step(
         &g,
         &mut s,
@@ -388,7 +388,7 @@ fn the_texts_are_configurable() {
         ..GreylistConfig::default()
     };
     let g = greylist(config);
-    let mut s = Overlay::new();
+    let mut s = Overlay::default();
     let answer = step(
         &g,
         &mut s,

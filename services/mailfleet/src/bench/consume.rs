@@ -7,8 +7,6 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use mailfleet_counter::{traffic, Counter, CounterConfig};
 use mailfleet_runtime::{
     admin,
@@ -21,62 +19,77 @@ use rdkafka::{
     Message,
 };
 
+use super::{median, progress_bar};
 use crate::config::Config;
 
-#[derive(Subcommand)]
-pub enum Bench {
-    /// Raw rdkafka consume loop vs the runtime with the counting consumer (RocksDB state).
-    Consume {
-        /// Events to produce and then read twice.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        /// Encoded size of each event, bytes.
-        #[arg(long, default_value_t = 200)]
-        event_bytes: usize,
-        /// Partitions of the benchmark topic.
-        #[arg(long, default_value_t = 6)]
-        partitions: i32,
-        /// Distinct counting keys.
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-    },
+/// The benchmark topic's contents.
+pub struct Shape {
+    pub events: u64,
+    pub event_bytes: usize,
+    pub partitions: i32,
+    pub keys: u64,
 }
 
-pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
-    match which {
-        Bench::Consume {
-            events,
-            event_bytes,
-            partitions,
-            keys,
-        } => consume(cfg, events, event_bytes, partitions, keys).await,
-    }
-}
-
-async fn consume(
-    cfg: &Config,
-    events: u64,
-    event_bytes: usize,
-    partitions: i32,
-    keys: u64,
-) -> anyhow::Result<()> {
+/// Both readers in alternation over one topic, so that broker and page
+/// cache conditions are shared; the medians are compared.
+pub async fn consume(cfg: &Config, shape: Shape, rounds: usize) -> anyhow::Result<()> {
     let run_id = format!("bench-consume-{}", rand::random::<u32>());
     let topic = run_id.clone();
-    create_topic(cfg, &topic, partitions).await?;
-    produce(cfg, &run_id, &topic, events, event_bytes, keys).await?;
-
-    let raw = raw_loop(cfg, &topic, &format!("{run_id}-raw"), events)?;
-    let raw_eps = events as f64 / raw.as_secs_f64();
+    create_topic(cfg, &topic, shape.partitions).await?;
+    produce(
+        cfg,
+        &run_id,
+        &topic,
+        shape.events,
+        shape.event_bytes,
+        shape.keys,
+    )
+    .await?;
+    let (mut raw, mut runtime) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let secs =
+            raw_loop(cfg, &topic, &format!("{run_id}-raw-{round}"), shape.events)?.as_secs_f64();
+        raw.push(shape.events as f64 / secs);
+        println!(
+            "round {round}: raw rdkafka loop {:.0} events/s ({secs:.2}s)",
+            raw[round - 1]
+        );
+        let secs = runtime_run(cfg, &run_id, &topic, round, shape.events).await?;
+        runtime.push(shape.events as f64 / secs);
+        println!(
+            "round {round}: runtime + counter {:.0} events/s ({secs:.2}s)",
+            runtime[round - 1]
+        );
+    }
+    let (raw_eps, runtime_eps) = (median(&mut raw), median(&mut runtime));
     println!(
-        "raw rdkafka loop: {events} events in {:.2}s = {raw_eps:.0} events/s",
-        raw.as_secs_f64()
+        "medians over {rounds} rounds, {} events of {} bytes, {} partitions, {} keys, batch {}",
+        shape.events, shape.event_bytes, shape.partitions, shape.keys, cfg.runtime.batch_max_events
     );
+    println!(
+        "raw_eps={raw_eps:.0} runtime_eps={runtime_eps:.0} ratio={:.2}",
+        runtime_eps / raw_eps
+    );
+    Ok(())
+}
 
-    let state_dir = cfg.runtime.data_dir.join("bench").join(&run_id);
-    let started = Instant::now();
+/// The runtime with the counting consumer keeping RocksDB state, from a
+/// fresh group and a fresh store; returns the seconds it took.
+async fn runtime_run(
+    cfg: &Config,
+    run_id: &str,
+    topic: &str,
+    round: usize,
+    events: u64,
+) -> anyhow::Result<f64> {
+    let state_dir = cfg
+        .runtime
+        .data_dir
+        .join("bench")
+        .join(format!("{run_id}-{round}"));
     let spec = RunSpec {
-        group: format!("{run_id}-runtime"),
-        inputs: vec![topic.clone()],
+        group: format!("{run_id}-runtime-{round}"),
+        inputs: vec![topic.to_string()],
         kafka: cfg.kafka.clone(),
         runtime: mailfleet_runtime::config::RuntimeConfig {
             data_dir: state_dir.clone(),
@@ -85,28 +98,24 @@ async fn consume(
         run_effects: true,
         stop_after: Some(events),
     };
-    let counter = Counter::new(CounterConfig { emit: false }, "");
-    let stats = mailfleet_runtime::run(counter, spec, Shutdown::new()).await?;
-    let rt = started.elapsed();
-    let runtime_eps = stats.events as f64 / rt.as_secs_f64();
-    println!(
-        "runtime + counter (RocksDB state, batch {}): {} events in {:.2}s = {runtime_eps:.0} events/s, {} batches",
-        cfg.runtime.batch_max_events, stats.events, rt.as_secs_f64(), stats.batches
-    );
+    let started = Instant::now();
+    let stats = mailfleet_runtime::run(
+        Counter::new(CounterConfig { emit: false }, ""),
+        spec,
+        Shutdown::new(),
+    )
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         stats.events == events,
         "runtime handled {} of {events} events",
         stats.events
     );
     let _ = std::fs::remove_dir_all(&state_dir);
-    println!(
-        "raw_eps={raw_eps:.0} runtime_eps={runtime_eps:.0} ratio={:.2}",
-        runtime_eps / raw_eps
-    );
-    Ok(())
+    Ok(secs)
 }
 
-async fn create_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow::Result<()> {
+pub(super) async fn create_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let topology = Topology {
         topics: BTreeMap::from([(
             topic.to_string(),
@@ -193,15 +202,4 @@ fn raw_loop(cfg: &Config, topic: &str, group: &str, events: u64) -> anyhow::Resu
     let elapsed = started.elapsed();
     std::hint::black_box(bytes);
     Ok(elapsed)
-}
-
-pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(what.to_string());
-    bar
 }
