@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist, GreylistConfig};
-use mailfleet_policy::{FailMode, PolicyConfig};
+use mailfleet_policy::{client::PolicyClient, FailMode, PolicyConfig};
 use mailfleet_runtime::{
     admin,
     topology::{CleanupPolicy, TopicSpec},
@@ -12,7 +12,7 @@ use mailfleet_runtime::{
 };
 use mailfleet_tests::*;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -98,15 +98,19 @@ impl Grey {
         tweak(&mut cfg);
         let grouping = GreylistConfig::default().grouping();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(
-            async move { mailfleet_policy::serve(cfg, grouping, &kafka(), shutdown).await },
-        );
+        let server = tokio::spawn(async move {
+            mailfleet_policy::serve(cfg, grouping, &kafka(), shutdown).await
+        });
         wait_until(
             "the policy server to listen",
-            Duration::from_secs(20),
-            || std::net::TcpStream::connect(&listen).is_ok(),
+            Duration::from_secs(60),
+            || server.is_finished() || std::net::TcpStream::connect(&listen).is_ok(),
         )
         .await?;
+        if server.is_finished() {
+            server.await??;
+            anyhow::bail!("the policy server stopped at once");
+        }
         Ok(listen)
     }
 }
@@ -119,37 +123,16 @@ impl Drop for Grey {
 }
 
 /// A Postfix-like client on one persistent connection.
-struct Client {
-    stream: BufReader<TcpStream>,
-}
+struct Client(PolicyClient);
 
 impl Client {
     async fn connect(addr: &str) -> anyhow::Result<Client> {
-        Ok(Client {
-            stream: BufReader::new(TcpStream::connect(addr).await?),
-        })
+        Ok(Client(PolicyClient::connect(addr).await?))
     }
 
     async fn ask(&mut self, attrs: &[(&str, String)]) -> anyhow::Result<String> {
-        let mut req = String::from("request=smtpd_access_policy\nprotocol_name=ESMTP\n");
-        for (k, v) in attrs {
-            req += &format!("{k}={v}\n");
-        }
-        req += "\n";
-        self.stream.get_mut().write_all(req.as_bytes()).await?;
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(15), self.stream.read_line(&mut line)).await??;
-        let mut blank = String::new();
-        self.stream.read_line(&mut blank).await?;
-        anyhow::ensure!(
-            blank == "\n",
-            "reply not ended by an empty line: {line:?} {blank:?}"
-        );
-        Ok(line
-            .trim_end()
-            .strip_prefix("action=")
-            .unwrap_or(&line)
-            .to_string())
+        let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Ok(self.0.ask(&attrs, Duration::from_secs(15)).await?)
     }
 }
 
@@ -402,6 +385,9 @@ async fn closed_without_answer(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_limit_closes_the_offending_connection_and_nothing_else() -> anyhow::Result<()> {
+    // The only test of this binary that installs a recorder: the policy
+    // server's metrics are checked at the end.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let grey = Grey::start("grey-limits", config()).await?;
     let addr = grey
         .policy("mx1", |c| {
@@ -489,5 +475,18 @@ async fn every_limit_closes_the_offending_connection_and_nothing_else() -> anyho
         .ask(&again)
         .await?
         .starts_with("PREPEND"));
+
+    let text = recorder.render();
+    for name in mailfleet_runtime::metrics::POLICY_ALL {
+        assert!(text.contains(name), "{name} was never emitted:\n{text}");
+    }
+    let malformed = metric_sum(&text, mailfleet_runtime::metrics::POLICY_MALFORMED, &[]);
+    assert!(malformed >= 5.0, "{text}");
+    let refused = metric_sum(
+        &text,
+        mailfleet_runtime::metrics::POLICY_CONNECTIONS_REFUSED,
+        &[],
+    );
+    assert!(refused >= 1.0, "{text}");
     Ok(())
 }
