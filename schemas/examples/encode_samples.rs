@@ -4,6 +4,7 @@
 //! and only the `.avsc` files, and compares.
 
 use mailfleet_events::{
+    clock::ClockTicked,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
     runtime::{Counted, DeadLetter, DeadLetterKind, TestEvent},
     Envelope, Event,
@@ -21,6 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         causation_id: Some("cause-1".into()),
         ..Envelope::new(id, 1_764_340_000_123, "samples")
     };
+    let tick = ClockTicked {
+        envelope: env("k1"),
+        clock: "hourly".into(),
+        period_ms: 3_600_000,
+    };
+    println!("{}", line(&tick)?);
     println!(
         "{}",
         line(&TestEvent {

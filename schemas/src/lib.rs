@@ -22,7 +22,7 @@ pub mod runtime;
 
 pub use envelope::Envelope;
 pub use error::EventError;
-pub use registry::{Registry, SchemaVersion};
+pub use registry::{canonical_form, Registry, SchemaVersion};
 
 use serde::{de::DeserializeOwned, Serialize};
 

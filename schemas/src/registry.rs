@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use apache_avro::{rabin::Rabin, schema::Name, GenericSingleObjectReader, Schema};
+use apache_avro::{schema::Name, GenericSingleObjectReader, Schema};
 
 use crate::{framing, Event, EventError};
 
@@ -195,10 +195,11 @@ fn load(path: &str, json: &str) -> Result<SchemaVersion, EventError> {
             "file is named {stem} but the record is {name}"
         )));
     }
-    let fp = schema.fingerprint::<Rabin>();
-    let mut fingerprint = [0u8; 8];
-    fingerprint.copy_from_slice(&fp.bytes);
-    let reader = GenericSingleObjectReader::new(schema.clone()).map_err(|e| bad(e.to_string()))?;
+    let fingerprint = framing::crc64_avro(canonical_form(&schema).as_bytes());
+    let header = framing::header(&fingerprint, 0);
+    let reader =
+        GenericSingleObjectReader::new_with_header_builder(schema.clone(), FixedHeader(header))
+            .map_err(|e| bad(e.to_string()))?;
     Ok(SchemaVersion {
         name,
         version,
@@ -207,6 +208,34 @@ fn load(path: &str, json: &str) -> Result<SchemaVersion, EventError> {
         fingerprint,
         reader,
     })
+}
+
+/// The Parsing Canonical Form of the Avro specification.
+///
+/// apache-avro 0.21 leaves a primitive with a logical type as
+/// `{"type":"long"}` after stripping `logicalType`, where the
+/// specification's [PRIMITIVES] rule reduces it to `"long"` (as Java and
+/// fastavro do). The fingerprint must match theirs, so the form is mended.
+pub fn canonical_form(schema: &Schema) -> String {
+    let mut form = schema.canonical_form();
+    for primitive in [
+        "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+    ] {
+        form = form.replace(
+            &format!("{{\"type\":\"{primitive}\"}}"),
+            &format!("\"{primitive}\""),
+        );
+    }
+    form
+}
+
+/// A single-object header fixed at load.
+struct FixedHeader(Vec<u8>);
+
+impl apache_avro::headers::HeaderBuilder for FixedHeader {
+    fn build_header(&self) -> Vec<u8> {
+        self.0.clone()
+    }
 }
 
 fn full_name(name: &Name) -> String {

@@ -151,6 +151,24 @@ fn the_compatibility_check_rejects_a_field_without_default() {
     assert!(SchemaCompatibility::can_read(&v1.schema, &broken).is_err());
 }
 
+/// The specification reduces a primitive with a logical type to its name.
+#[test]
+fn the_canonical_form_follows_the_specification() {
+    let v = Registry::builtin()
+        .newest("mailfleet.runtime.Counted")
+        .unwrap();
+    let form = canonical_form(&v.schema);
+    assert!(
+        form.contains(r#"{"name":"event_time","type":"long"}"#),
+        "{form}"
+    );
+    assert!(
+        !form.contains("logicalType") && !form.contains("doc"),
+        "{form}"
+    );
+    assert_eq!(v.fingerprint, framing::crc64_avro(form.as_bytes()));
+}
+
 #[test]
 fn bad_bytes_are_named() {
     let reg = Registry::builtin();
