@@ -204,18 +204,53 @@ impl Store {
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(self.sync);
-        self.db
+        let written = self
+            .db
             .write_opt(batch, &opts)
             .map_err(|source| RuntimeError::Store {
                 op: "commit batch",
                 source,
-            })
+            });
+        let mut cache = self.cache();
+        match written {
+            // Keep the cache equal to what is now committed.
+            Ok(()) => {
+                for (key, value) in &commit.state {
+                    if cache.contains_key(key) || cache.len() < CACHE_ENTRIES {
+                        cache.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            Err(_) => cache.clear(),
+        }
+        written
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_cache_follows_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let put = |v: Option<u8>| Commit {
+            state: vec![(b"k".to_vec(), v.map(|v| vec![v]))],
+            offsets: vec![],
+        };
+        assert_eq!(store.get_state(b"k").unwrap(), None, "a miss is cached...");
+        store.commit(&put(Some(1))).unwrap();
+        assert_eq!(
+            store.get_state(b"k").unwrap(),
+            Some(vec![1]),
+            "...and replaced by the commit"
+        );
+        store.commit(&put(Some(2))).unwrap();
+        assert_eq!(store.get_state(b"k").unwrap(), Some(vec![2]));
+        store.commit(&put(None)).unwrap();
+        assert_eq!(store.get_state(b"k").unwrap(), None);
+    }
 
     #[test]
     fn state_and_offsets_commit_together_and_reopen() {

@@ -111,6 +111,14 @@ async fn runtime_run(
         "runtime handled {} of {events} events",
         stats.events
     );
+    // A fast wrong answer is no result: the counts must add up.
+    let store = mailfleet_runtime::Store::open(&state_dir.join("counter"), false)?;
+    let counted: u64 = mailfleet_counter::stored_counts(&store)?.values().sum();
+    anyhow::ensure!(
+        counted == events,
+        "the runtime counted {counted} of {events} events"
+    );
+    drop(store);
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(secs)
 }
