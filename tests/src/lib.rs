@@ -18,7 +18,7 @@ use anyhow::Context;
 use mailfleet_runtime::{
     admin,
     config::{KafkaConfig, RuntimeConfig},
-    topology::{CleanupPolicy, Route, TopicSpec},
+    topology::{Route, TopicSpec},
     Topology,
 };
 use rdkafka::{
@@ -72,13 +72,7 @@ impl TestWorld {
             format!("{name}.out"),
             format!("{name}.dead"),
         );
-        let spec = |p| TopicSpec {
-            partitions: p,
-            replication_factor: 1,
-            retention_ms: 3_600_000,
-            cleanup_policy: CleanupPolicy::Delete,
-            doc: String::new(),
-        };
+        let spec = TopicSpec::scratch;
         let topology = Topology {
             topics: BTreeMap::from([
                 (input.clone(), spec(partitions)),

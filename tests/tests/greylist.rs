@@ -5,11 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist, GreylistConfig};
 use mailfleet_policy::{client::PolicyClient, FailMode, PolicyConfig};
-use mailfleet_runtime::{
-    admin,
-    topology::{CleanupPolicy, TopicSpec},
-    RunSpec, Shutdown, Topology,
-};
+use mailfleet_runtime::{admin, topology::TopicSpec, RunSpec, Shutdown, Topology};
 use mailfleet_tests::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -33,13 +29,7 @@ impl Grey {
             format!("{name}.decisions"),
             format!("{name}.dead"),
         );
-        let spec = |p| TopicSpec {
-            partitions: p,
-            replication_factor: 1,
-            retention_ms: 3_600_000,
-            cleanup_policy: CleanupPolicy::Delete,
-            doc: String::new(),
-        };
+        let spec = TopicSpec::scratch;
         let topology = Topology {
             topics: BTreeMap::from([
                 (attempts.clone(), spec(3)),

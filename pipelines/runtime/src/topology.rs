@@ -63,6 +63,19 @@ fn one() -> i32 {
     1
 }
 
+impl TopicSpec {
+    /// A short-lived topic (one hour, delete): tests and benchmarks.
+    pub fn scratch(partitions: i32) -> TopicSpec {
+        TopicSpec {
+            partitions,
+            replication_factor: 1,
+            retention_ms: 3_600_000,
+            cleanup_policy: CleanupPolicy::Delete,
+            doc: String::new(),
+        }
+    }
+}
+
 /// A consumer's group and topics.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,14 +21,7 @@ pub async fn run_consumer(
     shutdown: Shutdown,
 ) -> Result<RunStats, RuntimeError> {
     let route = topology.route(name)?;
-    let spec = RunSpec {
-        group: route.group.clone(),
-        inputs: route.reads.clone(),
-        kafka: cfg.kafka.clone(),
-        runtime: cfg.runtime.clone(),
-        run_effects: true,
-        stop_after: None,
-    };
+    let spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
     let first_output = || route.writes.first().cloned().unwrap_or_default();
     match name {
         "counter" => {

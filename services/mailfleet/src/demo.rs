@@ -64,12 +64,8 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let spec = RunSpec {
-        group: route.group.clone(),
-        inputs: route.reads.clone(),
-        kafka: cfg.kafka.clone(),
-        runtime: cfg.runtime.clone(),
-        run_effects: true,
         stop_after: Some(sent),
+        ..RunSpec::for_route(route, &cfg.kafka, &cfg.runtime)
     };
     let counter = Counter::new(cfg.consumers.counter.clone(), output);
     let stats = mailfleet_runtime::run(counter, spec, Shutdown::new()).await?;

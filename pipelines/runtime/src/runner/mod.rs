@@ -76,6 +76,24 @@ pub struct RunSpec {
     pub stop_after: Option<u64>,
 }
 
+impl RunSpec {
+    /// A live run of a topology route: its group and inputs, effects on.
+    pub fn for_route(
+        route: &crate::topology::Route,
+        kafka: &KafkaConfig,
+        runtime: &RuntimeConfig,
+    ) -> RunSpec {
+        RunSpec {
+            group: route.group.clone(),
+            inputs: route.reads.clone(),
+            kafka: kafka.clone(),
+            runtime: runtime.clone(),
+            run_effects: true,
+            stop_after: None,
+        }
+    }
+}
+
 /// Totals of one run, for reports and benchmarks.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunStats {

@@ -11,7 +11,7 @@ use mailfleet_counter::{traffic, Counter, CounterConfig};
 use mailfleet_runtime::{
     admin,
     producer::{EventProducer, RawRecord},
-    topology::{CleanupPolicy, TopicSpec},
+    topology::TopicSpec,
     RunSpec, Shutdown, Topology,
 };
 use rdkafka::{
@@ -125,16 +125,7 @@ async fn runtime_run(
 
 pub(super) async fn create_topic(cfg: &Config, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let topology = Topology {
-        topics: BTreeMap::from([(
-            topic.to_string(),
-            TopicSpec {
-                partitions,
-                replication_factor: 1,
-                retention_ms: 3_600_000,
-                cleanup_policy: CleanupPolicy::Delete,
-                doc: "benchmark".into(),
-            },
-        )]),
+        topics: BTreeMap::from([(topic.to_string(), TopicSpec::scratch(partitions))]),
         consumers: BTreeMap::new(),
     };
     admin::apply(&cfg.kafka, &topology)
