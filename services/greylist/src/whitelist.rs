@@ -102,16 +102,20 @@ fn domain_match(set: &HashSet<String>, name: &str) -> bool {
     }
 }
 
+fn line_error(path: &str, line: usize, entry: &str, reason: String) -> WhitelistError {
+    WhitelistError::Line {
+        path: path.to_string(),
+        line,
+        text: entry.to_string(),
+        reason,
+    }
+}
+
 impl Whitelists {
     /// Add the entries of a client whitelist file's text.
     pub fn add_clients(&mut self, path: &str, text: &str) -> Result<(), WhitelistError> {
         for (line, entry) in entries(text) {
-            let bad = |reason: String| WhitelistError::Line {
-                path: path.to_string(),
-                line,
-                text: entry.to_string(),
-                reason,
-            };
+            let bad = |reason: String| line_error(path, line, entry, reason);
             if let Some(re) = entry.strip_prefix('/').and_then(|e| e.strip_suffix('/')) {
                 self.client_regexes.push(regex(re).map_err(bad)?);
             } else if let Some(net) = parse_net(entry) {
@@ -131,12 +135,7 @@ impl Whitelists {
     /// Add the entries of a recipient whitelist file's text.
     pub fn add_recipients(&mut self, path: &str, text: &str) -> Result<(), WhitelistError> {
         for (line, entry) in entries(text) {
-            let bad = |reason: String| WhitelistError::Line {
-                path: path.to_string(),
-                line,
-                text: entry.to_string(),
-                reason,
-            };
+            let bad = |reason: String| line_error(path, line, entry, reason);
             let lower = entry.to_ascii_lowercase();
             if let Some(re) = entry.strip_prefix('/').and_then(|e| e.strip_suffix('/')) {
                 self.recipient_regexes.push(regex(re).map_err(bad)?);
