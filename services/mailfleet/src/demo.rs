@@ -1,5 +1,5 @@
 //! `mailfleet demo`: demo traffic through the fleet, and what happened.
-//! For now the fleet is the counting pipeline; later consumers join it.
+//! The fleet so far: the counting pipeline, and greylisting.
 
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
     );
     print_counts(cfg)?;
     print_dead_letters(cfg, 3)?;
-    Ok(())
+    crate::demo_greylist::run(cfg, &topology, &run_id).await
 }
 
 fn print_counts(cfg: &Config) -> anyhow::Result<()> {

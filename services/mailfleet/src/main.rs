@@ -6,6 +6,7 @@ mod clock;
 mod config;
 mod consumers;
 mod demo;
+mod demo_greylist;
 
 use std::{path::PathBuf, process::ExitCode};
 

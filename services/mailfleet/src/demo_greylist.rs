@@ -1,0 +1,179 @@
+//! The greylisting part of `mailfleet demo`: a day of SMTP traffic through
+//! the policy server and the greylist consumer on the real topics, with the
+//! event times a day would have (the demo's own policy server takes them
+//! from `policy_test_time`), and a tally of what Postfix would have been told.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
+use mailfleet_policy::{client::PolicyClient, PolicyConfig};
+use mailfleet_runtime::{RunSpec, Shutdown, Topology};
+
+use crate::config::Config;
+
+/// Who sends, and how they behave.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Sender {
+    /// A real MTA: deferred, retries ten minutes later, passes.
+    Retrying,
+    /// A spam bot: one attempt, never retries.
+    FireAndForget,
+    /// Gmail and friends: whitelisted by name.
+    BigProvider,
+    /// Mail to postmaster@: whitelisted recipient.
+    ToPostmaster,
+    /// A mailing-list server: passes 5 times, two hours apart, then is auto-whitelisted.
+    MailingList,
+}
+
+/// Run the greylist demo; returns the tally of answers per kind of sender.
+pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Result<()> {
+    let route = topology.route("greylist")?;
+    let (attempts, decisions) = (
+        route.reads[0].clone(),
+        route.writes.first().cloned().unwrap_or_default(),
+    );
+    let g = cfg.consumers.greylist.clone();
+    let lists = WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())?;
+    let shutdown = Shutdown::new();
+    let spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
+    tokio::spawn(mailfleet_runtime::run(
+        Greylist::new(g.clone(), lists, decisions.clone()),
+        spec,
+        shutdown.clone(),
+    ));
+    let listen = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    );
+    let policy = PolicyConfig {
+        listen: listen.clone(),
+        host: format!("demo-{run_id}"),
+        accept_test_time: true,
+        timeout_ms: 10_000,
+        attempts_topic: attempts,
+        decisions_topic: decisions,
+        ..cfg.policy.clone()
+    };
+    let (kafka, sd, grouping) = (cfg.kafka.clone(), shutdown.clone(), g.grouping());
+    tokio::spawn(async move { mailfleet_policy::serve(policy, grouping, &kafka, sd).await });
+    let mut client = connect(&listen).await?;
+
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let mut tally: BTreeMap<(Sender, String), u32> = BTreeMap::new();
+    let mut ask = async |kind: Sender,
+                         ip: &str,
+                         name: &str,
+                         from: &str,
+                         to: &str,
+                         at: i64|
+           -> anyhow::Result<()> {
+        let at = at.to_string();
+        let attrs = [
+            ("protocol_state", "RCPT"),
+            ("client_address", ip),
+            ("client_name", name),
+            ("sender", from),
+            ("recipient", to),
+            ("policy_test_time", at.as_str()),
+        ];
+        let action = client.ask(&attrs, Duration::from_secs(15)).await?;
+        let verb = action
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        *tally.entry((kind, verb)).or_default() += 1;
+        Ok(())
+    };
+    for i in 0..200u32 {
+        let (ip, from, to) = (
+            format!("198.18.{}.{}", i / 200, i % 200 + 1),
+            format!("u{i}@mta{i}.{run_id}.example"),
+            format!("user{i}@example.test"),
+        );
+        let at = day + i64::from(i) * 60;
+        ask(Sender::Retrying, &ip, "mta.example", &from, &to, at).await?;
+        ask(Sender::Retrying, &ip, "mta.example", &from, &to, at + 600).await?;
+    }
+    for i in 0..300u32 {
+        let ip = format!("203.0.{}.{}", 113 + i / 250, i % 250 + 1);
+        ask(
+            Sender::FireAndForget,
+            &ip,
+            "unknown",
+            &format!("x{i}@bot.{run_id}.example"),
+            &format!("user{i}@example.test"),
+            day + i64::from(i) * 30,
+        )
+        .await?;
+    }
+    for i in 0..100u32 {
+        let name = format!("mail-wm1-f{i}.google.com");
+        ask(
+            Sender::BigProvider,
+            "209.85.128.10",
+            &name,
+            &format!("g{i}@gmail.com"),
+            &format!("user{i}@example.test"),
+            day + i64::from(i),
+        )
+        .await?;
+    }
+    for i in 0..20u32 {
+        ask(
+            Sender::ToPostmaster,
+            "192.0.2.200",
+            "unknown",
+            &format!("r{i}@{run_id}.example"),
+            "postmaster@example.test",
+            day + i64::from(i),
+        )
+        .await?;
+    }
+    for n in 0..7i64 {
+        let (from, to, at) = (
+            format!("news@list.{run_id}.example"),
+            format!("reader{n}@example.test"),
+            day + n * 7200,
+        );
+        ask(
+            Sender::MailingList,
+            "192.0.2.77",
+            "lists.example",
+            &from,
+            &to,
+            at,
+        )
+        .await?;
+        ask(
+            Sender::MailingList,
+            "192.0.2.77",
+            "lists.example",
+            &from,
+            &to,
+            at + 300,
+        )
+        .await?;
+    }
+    shutdown.trigger();
+    println!("== greylisting: a day of SMTP traffic through `mailfleet policy` and the greylist consumer");
+    for ((kind, verb), n) in &tally {
+        println!("  {kind:?}: {n} x {verb}");
+    }
+    Ok(())
+}
+
+async fn connect(addr: &str) -> anyhow::Result<PolicyClient> {
+    for _ in 0..100 {
+        if let Ok(c) = PolicyClient::connect(addr).await {
+            return Ok(c);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("the demo policy server did not start on {addr}")
+}
