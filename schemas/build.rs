@@ -24,11 +24,10 @@ fn main() {
         String::from("/// Every schema file under `schemas/`, as (relative path, JSON).\n");
     out.push_str("pub static SCHEMA_FILES: &[(&str, &str)] = &[\n");
     for rel in &files {
-        let abs = root.join(rel);
-        out.push_str(&format!(
-            "    ({rel:?}, include_str!({:?})),\n",
-            abs.display().to_string()
-        ));
+        // The JSON itself, not an include_str! of an absolute path: the
+        // output stays right if another checkout reuses it.
+        let json = fs::read_to_string(root.join(rel)).expect("read schema file");
+        out.push_str(&format!("    ({rel:?}, {json:?}),\n"));
     }
     out.push_str("];\n");
     let dest = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schema_files.rs");
