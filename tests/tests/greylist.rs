@@ -139,6 +139,17 @@ fn rcpt(ip: &str, name: &str, sender: &str, rcpt: &str, at: i64) -> Vec<(&'stati
     ]
 }
 
+/// The attempt most tests make: one client, sender and recipient, at `at`.
+fn usual(at: i64) -> Vec<(&'static str, String)> {
+    rcpt(
+        "192.0.2.1",
+        "mx.sender.example",
+        "a@sender.example",
+        "b@example.test",
+        at,
+    )
+}
+
 fn config() -> GreylistConfig {
     let root = repo_root();
     GreylistConfig {
@@ -152,54 +163,22 @@ fn config() -> GreylistConfig {
 async fn first_attempt_is_deferred_and_a_retry_after_the_delay_passes() -> anyhow::Result<()> {
     let grey = Grey::start("grey-basic", config()).await?;
     let mut c = Client::connect(&grey.policy("mx1", |_| {}).await?).await?;
-    let first = c
-        .ask(&rcpt(
-            "192.0.2.1",
-            "mx.sender.example",
-            "a@sender.example",
-            "b@example.test",
-            T0,
-        ))
-        .await?;
+    let first = c.ask(&usual(T0)).await?;
     assert_eq!(
         first,
         "DEFER_IF_PERMIT Greylisted, try again in 300 seconds"
     );
-    let early = c
-        .ask(&rcpt(
-            "192.0.2.1",
-            "mx.sender.example",
-            "a@sender.example",
-            "b@example.test",
-            T0 + 60,
-        ))
-        .await?;
+    let early = c.ask(&usual(T0 + 60)).await?;
     assert_eq!(
         early,
         "DEFER_IF_PERMIT Greylisted, try again in 240 seconds"
     );
-    let pass = c
-        .ask(&rcpt(
-            "192.0.2.1",
-            "mx.sender.example",
-            "a@sender.example",
-            "b@example.test",
-            T0 + 301,
-        ))
-        .await?;
+    let pass = c.ask(&usual(T0 + 301)).await?;
     assert!(
         pass.starts_with("PREPEND X-Greylist: delayed 301 seconds by mailfleet"),
         "{pass}"
     );
-    let later = c
-        .ask(&rcpt(
-            "192.0.2.1",
-            "mx.sender.example",
-            "a@sender.example",
-            "b@example.test",
-            T0 + 400,
-        ))
-        .await?;
+    let later = c.ask(&usual(T0 + 400)).await?;
     assert_eq!(later, "DUNNO");
     // Other protocol states are not greylisted.
     let mut data = rcpt(
@@ -342,13 +321,7 @@ async fn without_a_decision_the_fail_mode_answers() -> anyhow::Result<()> {
             c.fail_mode = FailMode::DeferIfPermit;
         })
         .await?;
-    let ask = rcpt(
-        "192.0.2.1",
-        "mx.sender.example",
-        "a@sender.example",
-        "b@example.test",
-        T0,
-    );
+    let ask = usual(T0);
     assert_eq!(Client::connect(&open).await?.ask(&ask).await?, "DUNNO");
     assert!(Client::connect(&closed)
         .await?
@@ -388,13 +361,7 @@ async fn every_limit_closes_the_offending_connection_and_nothing_else() -> anyho
             c.max_request_bytes = 16_384;
         })
         .await?;
-    let ask = rcpt(
-        "192.0.2.1",
-        "mx.sender.example",
-        "a@sender.example",
-        "b@example.test",
-        T0,
-    );
+    let ask = usual(T0);
     let one_mb_line = format!("sender={}\n\n", "x".repeat(1 << 20));
     assert!(
         closed_without_answer(&addr, one_mb_line.as_bytes(), Duration::ZERO).await?,
@@ -453,13 +420,7 @@ async fn every_limit_closes_the_offending_connection_and_nothing_else() -> anyho
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     // The server is still there and still right.
-    let again = rcpt(
-        "192.0.2.1",
-        "mx.sender.example",
-        "a@sender.example",
-        "b@example.test",
-        T0 + 301,
-    );
+    let again = usual(T0 + 301);
     assert!(Client::connect(&addr)
         .await?
         .ask(&again)

@@ -61,6 +61,13 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
     tokio::spawn(async move { mailfleet_policy::serve(policy, grouping, &kafka, sd).await });
     let mut client = connect(&listen).await?;
 
+    // The greylist's state persists across demo runs (auto-whitelisted
+    // clients are remembered for max-age), so this run's list server gets
+    // an address of its own: it earns its auto-whitelisting afresh.
+    let salt = run_id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let list_ip = format!("100.64.{}.{}", salt % 256, salt / 256 % 254 + 1);
     let day = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
@@ -97,8 +104,9 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
             format!("user{i}@example.test"),
         );
         let at = day + i64::from(i) * 60;
-        ask(Sender::Retrying, &ip, "mta.example", &from, &to, at).await?;
-        ask(Sender::Retrying, &ip, "mta.example", &from, &to, at + 600).await?;
+        for retry in [0, 600] {
+            ask(Sender::Retrying, &ip, "mta.example", &from, &to, at + retry).await?;
+        }
     }
     for i in 0..300u32 {
         let ip = format!("203.0.{}.{}", 113 + i / 250, i % 250 + 1);
@@ -141,24 +149,17 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
             format!("reader{n}@example.test"),
             day + n * 7200,
         );
-        ask(
-            Sender::MailingList,
-            "192.0.2.77",
-            "lists.example",
-            &from,
-            &to,
-            at,
-        )
-        .await?;
-        ask(
-            Sender::MailingList,
-            "192.0.2.77",
-            "lists.example",
-            &from,
-            &to,
-            at + 300,
-        )
-        .await?;
+        for retry in [0, 300] {
+            ask(
+                Sender::MailingList,
+                &list_ip,
+                "lists.example",
+                &from,
+                &to,
+                at + retry,
+            )
+            .await?;
+        }
     }
     shutdown.trigger();
     println!("== greylisting: a day of SMTP traffic through `mailfleet policy` and the greylist consumer");
