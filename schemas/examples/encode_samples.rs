@@ -4,8 +4,11 @@
 //! and only the `.avsc` files, and compares.
 
 use mailfleet_events::{
+    accounts::{AccountBlocked, BlockReason},
+    admin::{AdminAlert, AlertSeverity},
     clock::ClockTicked,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
+    mail::{BodyType, MessageReceived, MessageScanned, ScanVerdict},
     runtime::{Counted, DeadLetter, DeadLetterKind, TestEvent},
     Envelope, Event,
 };
@@ -86,6 +89,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             action: "DEFER_IF_PERMIT Greylisted, try again in 120 seconds".into(),
             delay_seconds: 120,
             policy_host: "mx1".into(),
+        })?
+    );
+    print_mail_samples(&env)
+}
+
+fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std::error::Error>> {
+    let blob_id = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    println!(
+        "{}",
+        line(&MessageReceived {
+            envelope: env("m1"),
+            account: "bob@example.org".into(),
+            recipient: "Bob@example.org".into(),
+            sender: String::new(),
+            blob_id: blob_id.into(),
+            size: 20_480,
+            received_at: 1_764_340_000_000,
+            body_type: BodyType::EightBitMime,
+            lhlo: "mx1.example.org".into(),
+            session_id: "lmtp-1".into(),
+            recipient_count: 1,
+            message_id: Some("1@example.net".into()),
+            header_from: Some("Zoë <zoe@example.net>".into()),
+            subject: None,
+            header_date: Some("Sat, 28 Nov 2026 10:00:00 +0000".into()),
+        })?
+    );
+    println!(
+        "{}",
+        line(&MessageScanned {
+            envelope: env("s1"),
+            account: "bob@example.org".into(),
+            recipient: "bob@example.org".into(),
+            sender: "zoe@example.net".into(),
+            blob_id: blob_id.into(),
+            size: 20_480,
+            received_at: 1_764_340_000_000,
+            message_id: None,
+            verdict: ScanVerdict::Infected,
+            signature: Some("Mailfleet.Test.EICAR.UNOFFICIAL".into()),
+            file: None,
+            rule: None,
+            scanner: "ClamAV 1.4.3".into(),
+        })?
+    );
+    println!(
+        "{}",
+        line(&AccountBlocked {
+            envelope: env("b1"),
+            account: "zoe@example.org".into(),
+            reason: BlockReason::Virus,
+            message_id: None,
+            blob_id: Some(blob_id.into()),
+            detail: "Mailfleet.Test.EICAR.UNOFFICIAL".into(),
+        })?
+    );
+    println!(
+        "{}",
+        line(&AdminAlert {
+            envelope: env("al1"),
+            severity: AlertSeverity::Warning,
+            kind: "virus-from-local-sender".into(),
+            account: None,
+            summary: "a local account sent a virus".into(),
+            detail: Some(format!("blob {blob_id}")),
         })?
     );
     Ok(())

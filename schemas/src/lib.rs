@@ -12,11 +12,14 @@
 //! canonical form, then the Avro binary body. Any language with an Avro
 //! library and the `.avsc` files can read the topics.
 
+pub mod accounts;
+pub mod admin;
 pub mod clock;
 mod envelope;
 mod error;
 pub mod framing;
 pub mod greylist;
+pub mod mail;
 mod registry;
 pub mod runtime;
 

@@ -21,6 +21,8 @@ use mailfleet_runtime::{
     topology::{Route, TopicSpec},
     Topology,
 };
+pub mod ingest;
+
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message, Offset, TopicPartitionList,
@@ -234,7 +236,17 @@ pub type Consumed = (Option<Vec<u8>>, Vec<u8>);
 /// Read every record of a topic from the beginning (all partitions), until
 /// `want` records were read or nothing new came for `idle`.
 pub fn read_topic(topic: &str, want: usize, idle: Duration) -> anyhow::Result<Vec<Consumed>> {
-    let consumer: BaseConsumer = admin::client_config(&kafka())
+    read_topic_from(&kafka(), topic, want, idle)
+}
+
+/// [`read_topic`] on another broker.
+pub fn read_topic_from(
+    kafka: &KafkaConfig,
+    topic: &str,
+    want: usize,
+    idle: Duration,
+) -> anyhow::Result<Vec<Consumed>> {
+    let consumer: BaseConsumer = admin::client_config(kafka)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()?;

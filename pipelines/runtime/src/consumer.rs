@@ -110,21 +110,43 @@ impl Decision {
     /// Send an event. The runtime stamps its `event_id` from the input's
     /// position and the output's index, so a replay sends the same id.
     pub fn emit<E: Event>(&mut self, topic: &str, key: impl Into<Vec<u8>>, event: E) -> &mut Self {
-        self.outputs.push(Emit {
+        self.outputs.push(Emit::new(topic, key, event));
+        self
+    }
+}
+
+impl Emit {
+    /// `event` to `topic` under `key`.
+    pub fn new<E: Event>(topic: &str, key: impl Into<Vec<u8>>, event: E) -> Self {
+        Self {
             topic: topic.to_string(),
             key: key.into(),
             event: Box::new(event),
-        });
-        self
+        }
+    }
+}
+
+impl std::fmt::Debug for Emit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emit")
+            .field("topic", &self.topic)
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("event", &self.event.name())
+            .finish()
     }
 }
 
 /// The result of an effect. The runtime, not the consumer, decides what
 /// follows: retry with backoff, dead-letter, or commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// The effect happened; commit.
     Done,
+    /// The effect happened and observed these outputs (a scan verdict, a
+    /// stored file's name); commit. They are sent with the batch after the
+    /// decision's own outputs, with the same deterministic ids, so an
+    /// effect retried after a crash sends the same ids again.
+    Emitted(Vec<Emit>),
     /// Try the same input again after this long; nothing is committed past it.
     Retry { after: Duration },
     /// A dependency is down; retry with the runtime's backoff.

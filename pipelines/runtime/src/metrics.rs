@@ -46,6 +46,40 @@ pub const POLICY_ALL: &[&str] = &[
     POLICY_CONNECTIONS_REFUSED,
 ];
 
+/// LMTP messages (DATA phases), by `result`: accepted, partial (some
+/// recipients got 451), too_big, storage_failed, kafka_failed.
+pub const LMTP_MESSAGES: &str = "mailfleet_lmtp_messages_total";
+/// LMTP recipients answered after DATA, by `result`: accepted, deferred, rejected.
+pub const LMTP_RECIPIENTS: &str = "mailfleet_lmtp_recipients_total";
+/// Raw bytes of accepted messages.
+pub const LMTP_BYTES: &str = "mailfleet_lmtp_received_bytes_total";
+/// Time from the end of DATA to the replies: blob fsync plus Kafka acks.
+pub const LMTP_ACK_DURATION: &str = "mailfleet_lmtp_ack_duration_seconds";
+/// Open LMTP connections.
+pub const LMTP_CONNECTIONS: &str = "mailfleet_lmtp_connections";
+/// DATA phases cut off by the client before the final dot.
+pub const LMTP_ABORTED: &str = "mailfleet_lmtp_aborted_total";
+
+/// The LMTP server's names, for the test that each is emitted.
+pub const LMTP_ALL: &[&str] = &[
+    LMTP_MESSAGES,
+    LMTP_RECIPIENTS,
+    LMTP_BYTES,
+    LMTP_ACK_DURATION,
+    LMTP_CONNECTIONS,
+    LMTP_ABORTED,
+];
+
+/// Messages scanned, by `verdict`: clean, infected, banned.
+pub const SCANNER_VERDICTS: &str = "mailfleet_scanner_verdicts_total";
+/// Time to scan one message (blob read, clamd, attachment policy).
+pub const SCANNER_DURATION: &str = "mailfleet_scanner_scan_duration_seconds";
+/// Scans that could not finish, by `kind`: clamd, blob.
+pub const SCANNER_FAILURES: &str = "mailfleet_scanner_failures_total";
+
+/// The scanner's names, for the test that each is emitted.
+pub const SCANNER_ALL: &[&str] = &[SCANNER_VERDICTS, SCANNER_DURATION, SCANNER_FAILURES];
+
 /// The runtime's names, for the test that each is emitted.
 pub const ALL: &[&str] = &[
     EVENTS_PROCESSED,

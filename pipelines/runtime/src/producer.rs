@@ -28,7 +28,30 @@ pub struct RawRecord {
 impl EventProducer {
     /// A producer named `client_id`.
     pub fn new(kafka: &KafkaConfig, client_id: &str) -> Result<Self, RuntimeError> {
-        let inner = client_config(kafka)
+        Self::build(kafka, client_id, None)
+    }
+
+    /// A producer whose sends fail after `timeout` without an
+    /// acknowledgement (librdkafka's `message.timeout.ms`, 300 s by
+    /// default), for edge services that must answer their client in time.
+    pub fn with_delivery_timeout(
+        kafka: &KafkaConfig,
+        client_id: &str,
+        timeout: Duration,
+    ) -> Result<Self, RuntimeError> {
+        Self::build(kafka, client_id, Some(timeout))
+    }
+
+    fn build(
+        kafka: &KafkaConfig,
+        client_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Self, RuntimeError> {
+        let mut config = client_config(kafka);
+        if let Some(timeout) = timeout {
+            config.set("message.timeout.ms", timeout.as_millis().max(1).to_string());
+        }
+        let inner = config
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")

@@ -2,7 +2,10 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use serde::Serialize;
 
 use super::*;
+use crate::accounts::*;
+use crate::admin::*;
 use crate::greylist::*;
+use crate::mail::*;
 use crate::runtime::*;
 use crate::Envelope;
 
@@ -27,6 +30,10 @@ fn every_schema_file_loads() {
         "mailfleet.runtime.Counted",
         "mailfleet.runtime.DeadLetter",
         "mailfleet.runtime.TestEvent",
+        "mailfleet.mail.MessageReceived",
+        "mailfleet.mail.MessageScanned",
+        "mailfleet.accounts.AccountBlocked",
+        "mailfleet.admin.AdminAlert",
     ] {
         assert!(
             names.contains(&expected),
@@ -92,6 +99,58 @@ fn every_event_type_round_trips() {
         delay_seconds: 300,
         policy_host: "mx1".into(),
     });
+    round_trip(received("r1"));
+    round_trip(MessageScanned {
+        envelope: env("s1"),
+        account: "bob@example.org".into(),
+        recipient: "Bob@Example.org".into(),
+        sender: String::new(),
+        blob_id: "ab".repeat(32),
+        size: 512,
+        received_at: 1_700_000_000_000,
+        message_id: None,
+        verdict: ScanVerdict::Banned,
+        signature: None,
+        file: Some("a.zip/x.exe".into()),
+        rule: Some("banned-extension".into()),
+        scanner: "policy-only".into(),
+    });
+    round_trip(AccountBlocked {
+        envelope: env("b1"),
+        account: "alice@example.org".into(),
+        reason: BlockReason::Virus,
+        message_id: Some("m1@example.org".into()),
+        blob_id: None,
+        detail: "Eicar-Signature FOUND".into(),
+    });
+    round_trip(AdminAlert {
+        envelope: env("al1"),
+        severity: AlertSeverity::Critical,
+        kind: "virus-from-local-sender".into(),
+        account: Some("alice@example.org".into()),
+        summary: "alice@example.org sent a virus".into(),
+        detail: None,
+    });
+}
+
+fn received(id: &str) -> MessageReceived {
+    MessageReceived {
+        envelope: env(id),
+        account: "bob@example.org".into(),
+        recipient: "bob@example.org".into(),
+        sender: "alice@example.net".into(),
+        blob_id: "0f".repeat(32),
+        size: 20_480,
+        received_at: 1_700_000_000_000,
+        body_type: BodyType::EightBitMime,
+        lhlo: "mx1.example.org".into(),
+        session_id: "s-1".into(),
+        recipient_count: 2,
+        message_id: Some("abc@example.net".into()),
+        header_from: Some("Alice <alice@example.net>".into()),
+        subject: Some("Grüße".into()),
+        header_date: Some("Sat, 28 Nov 2026 10:00:00 +0000".into()),
+    }
 }
 
 /// The v1 shape of TestEvent, as an old producer would still write it.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mailfleet_counter::CounterConfig;
 use mailfleet_greylist::GreylistConfig;
+use mailfleet_ingest::{lmtp::LmtpConfig, scanner::ScannerConfig, BlobConfig};
 use mailfleet_policy::PolicyConfig;
 use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
@@ -32,6 +33,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The clock that writes ticks into clocked topics.
     pub clock: ClockConfig,
+    /// The LMTP server Postfix delivers to.
+    pub lmtp: LmtpConfig,
+    /// Where raw messages are kept.
+    pub blobs: BlobConfig,
     /// Per-consumer settings.
     pub consumers: ConsumersConfig,
 }
@@ -100,6 +105,8 @@ pub struct ConsumersConfig {
     pub counter: CounterConfig,
     /// The greylist consumer (postgrey's options).
     pub greylist: GreylistConfig,
+    /// The scanner (clamd and the attachment policy).
+    pub scanner: ScannerConfig,
 }
 
 impl Config {
@@ -123,6 +130,11 @@ impl Config {
         out.extend(self.metrics.problems());
         out.extend(self.policy.problems());
         out.extend(self.consumers.greylist.problems());
+        out.extend(self.consumers.scanner.problems());
+        out.extend(self.lmtp.problems());
+        if self.blobs.dir.is_empty() {
+            out.push("blobs.dir is empty".into());
+        }
         if self.clock.every_s == 0 {
             out.push("clock.every_s = 0: must be > 0".into());
         }

@@ -2,16 +2,17 @@
 //! consumer is adding its crate, its route in `pipelines/topology.toml`,
 //! its config table in [`crate::config::ConsumersConfig`], and one arm here.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use mailfleet_counter::Counter;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
+use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
 use mailfleet_runtime::{run, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
 
 use crate::config::Config;
 
 /// Every consumer `mailfleet run` knows.
-pub const NAMES: &[&str] = &["counter", "greylist"];
+pub const NAMES: &[&str] = &["counter", "greylist", "scanner"];
 
 /// Run one consumer until shutdown.
 pub async fn run_consumer(
@@ -44,6 +45,12 @@ pub async fn run_consumer(
                 shutdown,
             )
             .await
+        }
+        "scanner" => {
+            let blobs = BlobStore::open(&cfg.blobs.dir)
+                .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
+            let scanner = Scanner::new(cfg.consumers.scanner.clone(), Arc::new(blobs));
+            run(scanner, spec, shutdown).await
         }
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",

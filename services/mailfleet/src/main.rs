@@ -7,6 +7,7 @@ mod config;
 mod consumers;
 mod demo;
 mod demo_greylist;
+mod scan;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -37,6 +38,10 @@ enum Command {
     },
     /// The Postfix policy server (greylisting through the greylist consumer).
     Policy,
+    /// The LMTP server Postfix delivers to (`virtual_transport = lmtp:inet:127.0.0.1:2424`).
+    Lmtp,
+    /// Scan one message file as the scanner consumer would; the last line is one JSON verdict.
+    Scan(scan::ScanArgs),
     /// Write clock ticks into the clocked topics (time is an event).
     Clock {
         /// Tick once and exit (for cron) instead of every `clock.every_s`.
@@ -108,6 +113,8 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             let grouping = cfg.consumers.greylist.grouping();
             Ok(mailfleet_policy::serve(cfg.policy.clone(), grouping, &cfg.kafka, shutdown).await?)
         }
+        Command::Lmtp => lmtp(cfg).await,
+        Command::Scan(args) => scan::run(args, &cfg).await,
         Command::Clock { once } => {
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
@@ -116,6 +123,29 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Bench { which } => bench::run(which, &cfg).await,
         Command::Demo(args) => demo::run(args, &cfg).await,
     }
+}
+
+async fn lmtp(cfg: Config) -> anyhow::Result<()> {
+    use mailfleet_ingest::{blob::BlobStore, lmtp};
+    metrics::install_exporter(&cfg.metrics)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let blobs = BlobStore::open(&cfg.blobs.dir)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.lmtp.listen)
+        .await
+        .with_context(|| format!("lmtp.listen = {:?}", cfg.lmtp.listen))?;
+    // Until the accounts projection exists, every well-formed recipient is accepted.
+    let recipients = std::sync::Arc::new(lmtp::AcceptAll);
+    let blobs = std::sync::Arc::new(blobs);
+    Ok(lmtp::serve(
+        cfg.lmtp.clone(),
+        listener,
+        blobs,
+        &cfg.kafka,
+        recipients,
+        shutdown,
+    )
+    .await?)
 }
 
 async fn run(names: Vec<String>, cfg: Config) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use mailfleet_events::{
 };
 
 use crate::{
-    consumer::{output_id, Consumer, Decision, Decode, Input, Outcome, RecordMeta, Verdict},
+    consumer::{output_id, Consumer, Decision, Decode, Emit, Input, Outcome, RecordMeta, Verdict},
     error::StateError,
     state::{Overlay, StateView},
     store::Store,
@@ -99,21 +99,14 @@ impl<C: Consumer> Decider<'_, C> {
             Ok(d) => d,
             Err(StateError::Read(e)) => return self.stall(&input.meta, None, e.to_string(), work),
             Err(e @ StateError::Corrupt { .. }) => {
-                let reason = e.to_string();
-                return self.dead_letter(
-                    &input.meta,
-                    payload,
-                    DeadLetterKind::Rejected,
-                    reason,
-                    work,
-                );
+                return self.reject(&input.meta, payload, e.to_string(), work)
             }
         };
         match &decision.verdict {
             Verdict::Ignore => self.done(&input.meta, work),
             Verdict::Reject(reason) => {
                 let reason = reason.clone();
-                self.dead_letter(&input.meta, payload, DeadLetterKind::Rejected, reason, work)
+                self.reject(&input.meta, payload, reason, work)
             }
             Verdict::Apply => self.apply(input, payload, decision, work),
         }
@@ -128,42 +121,22 @@ impl<C: Consumer> Decider<'_, C> {
     ) {
         // Encode first: an output that does not fit its schema must not
         // leave half-applied state behind.
-        let mut encoded = Vec::with_capacity(decision.outputs.len());
-        for (index, emit) in decision.outputs.iter_mut().enumerate() {
-            let envelope = emit.event.envelope_mut();
-            envelope.event_id = output_id(self.name, &input.meta, index);
-            if envelope.producer.is_empty() {
-                envelope.producer = self.name.to_string();
-            }
-            match emit.event.encode() {
-                Ok(bytes) => encoded.push(Outgoing {
-                    topic: emit.topic.clone(),
-                    key: emit.key.clone(),
-                    payload: bytes,
-                }),
-                Err(e) => {
-                    let reason = format!("output {index} ({}): {e}", emit.event.name());
-                    return self.dead_letter(
-                        &input.meta,
-                        payload,
-                        DeadLetterKind::Rejected,
-                        reason,
-                        work,
-                    );
-                }
-            }
-        }
+        let mut encoded = match self.encode(&input.meta, &mut decision.outputs, 0) {
+            Ok(encoded) => encoded,
+            Err(reason) => return self.reject(&input.meta, payload, reason, work),
+        };
         if self.run_effects && self.consumer.has_effects() {
             match self.tokio.block_on(self.consumer.effect(&input, &decision)) {
                 Outcome::Done | Outcome::Ignored => {}
+                Outcome::Emitted(mut observed) => {
+                    let first = decision.outputs.len();
+                    match self.encode(&input.meta, &mut observed, first) {
+                        Ok(more) => encoded.extend(more),
+                        Err(reason) => return self.reject(&input.meta, payload, reason, work),
+                    }
+                }
                 Outcome::Permanent(reason) => {
-                    return self.dead_letter(
-                        &input.meta,
-                        payload,
-                        DeadLetterKind::Rejected,
-                        reason,
-                        work,
-                    )
+                    return self.reject(&input.meta, payload, reason, work)
                 }
                 Outcome::Temporary(reason) => return self.stall(&input.meta, None, reason, work),
                 Outcome::Retry { after } => {
@@ -174,6 +147,45 @@ impl<C: Consumer> Decider<'_, C> {
         work.overlay.extend(decision.changes);
         work.outputs.extend(encoded);
         self.done(&input.meta, work);
+    }
+
+    /// Stamp deterministic ids on outputs numbered from `first` and encode
+    /// them; the error names the output that does not fit its schema.
+    fn encode(
+        &self,
+        meta: &RecordMeta,
+        outputs: &mut [Emit],
+        first: usize,
+    ) -> Result<Vec<Outgoing>, String> {
+        let mut encoded = Vec::with_capacity(outputs.len());
+        for (offset, emit) in outputs.iter_mut().enumerate() {
+            let index = first + offset;
+            let envelope = emit.event.envelope_mut();
+            envelope.event_id = output_id(self.name, meta, index);
+            if envelope.producer.is_empty() {
+                envelope.producer = self.name.to_string();
+            }
+            let payload = emit
+                .event
+                .encode()
+                .map_err(|e| format!("output {index} ({}): {e}", emit.event.name()))?;
+            encoded.push(Outgoing {
+                topic: emit.topic.clone(),
+                key: emit.key.clone(),
+                payload,
+            });
+        }
+        Ok(encoded)
+    }
+
+    fn reject(
+        &self,
+        meta: &RecordMeta,
+        payload: Option<Vec<u8>>,
+        reason: String,
+        work: &mut PartitionWork,
+    ) {
+        self.dead_letter(meta, payload, DeadLetterKind::Rejected, reason, work)
     }
 
     fn done(&self, meta: &RecordMeta, work: &mut PartitionWork) {

@@ -1,0 +1,77 @@
+//! Mail events: a message accepted over LMTP, and the scanner's verdict.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{impl_event, Envelope};
+
+/// The MAIL FROM `BODY=` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BodyType {
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// `mailfleet.mail.MessageReceived`: one recipient of one accepted message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReceived {
+    pub envelope: Envelope,
+    /// Lower-cased recipient address: the record key.
+    pub account: String,
+    /// As given in RCPT TO.
+    pub recipient: String,
+    /// MAIL FROM; empty for the null sender.
+    pub sender: String,
+    /// sha256 hex of the raw message: its blob-store key.
+    pub blob_id: String,
+    pub size: i64,
+    /// Accepted at, ms since the epoch.
+    pub received_at: i64,
+    pub body_type: BodyType,
+    pub lhlo: String,
+    /// The LMTP transaction.
+    pub session_id: String,
+    pub recipient_count: i32,
+    pub message_id: Option<String>,
+    pub header_from: Option<String>,
+    pub subject: Option<String>,
+    pub header_date: Option<String>,
+}
+impl_event!(MessageReceived, "mailfleet.mail.MessageReceived");
+
+/// Clean, a virus, or banned by the attachment policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ScanVerdict {
+    Clean,
+    Infected,
+    Banned,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// `mailfleet.mail.MessageScanned`: the verdict on one MessageReceived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageScanned {
+    pub envelope: Envelope,
+    pub account: String,
+    pub recipient: String,
+    pub sender: String,
+    pub blob_id: String,
+    pub size: i64,
+    pub received_at: i64,
+    pub message_id: Option<String>,
+    pub verdict: ScanVerdict,
+    /// Infected: the signature.
+    pub signature: Option<String>,
+    /// Banned: the decoded file name.
+    pub file: Option<String>,
+    /// Banned: the policy rule.
+    pub rule: Option<String>,
+    /// The clamd version string, or `policy-only`.
+    pub scanner: String,
+}
+impl_event!(MessageScanned, "mailfleet.mail.MessageScanned");

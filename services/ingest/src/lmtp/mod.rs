@@ -1,0 +1,119 @@
+//! `mailfleet lmtp`: the LMTP server (RFC 2033) Postfix delivers to.
+//!
+//! A message is acknowledged per recipient only once it is durable: the raw
+//! bytes in the [`crate::blob::BlobStore`] (fsynced) and that recipient's
+//! `MessageReceived` acknowledged by Kafka (`acks=all`). A failure of
+//! either answers `452 4.3.1` (disk) or `451 4.3.0` (Kafka), so Postfix
+//! keeps the mail and retries. A connection lost during DATA announces
+//! nothing. Read [`session`] for the protocol, [`server`] for the I/O.
+
+mod command;
+pub mod data;
+mod server;
+pub mod session;
+
+use serde::Deserialize;
+
+pub use server::serve;
+pub use session::{AcceptAll, RcptStatus, RecipientCheck};
+
+/// `[lmtp]`: the LMTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmtpConfig {
+    /// `host:port` to listen on (Postfix: `virtual_transport = lmtp:inet:127.0.0.1:2424`).
+    pub listen: String,
+    /// This server's name in its greeting and LHLO reply.
+    pub hostname: String,
+    /// Largest message accepted, bytes; larger gets `552 5.3.4`.
+    pub max_message_bytes: u64,
+    /// Most recipients per transaction; more get `452 4.5.3` and Postfix
+    /// sends them in another transaction.
+    pub max_recipients: usize,
+    /// Most simultaneous connections; more are answered `421` and closed.
+    pub max_connections: usize,
+    /// Bad commands before the server hangs up.
+    pub max_errors: u32,
+    /// Seconds a connection may wait between commands (Postfix's
+    /// `lmtp_*_timeout` are 300 s).
+    pub idle_timeout_s: u64,
+    /// Seconds the DATA phase may take in all.
+    pub data_timeout_s: u64,
+    /// How long to wait for Kafka's acknowledgement, ms, before answering
+    /// `451 4.3.0` (also librdkafka's `message.timeout.ms` for this producer).
+    pub ack_timeout_ms: u64,
+    /// Topic the `MessageReceived` events go to.
+    pub topic: String,
+}
+
+impl Default for LmtpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2424".into(),
+            hostname: "localhost".into(),
+            max_message_bytes: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            max_connections: 200,
+            max_errors: 20,
+            idle_timeout_s: 300,
+            data_timeout_s: 600,
+            ack_timeout_ms: 30_000,
+            topic: "mail.received".into(),
+        }
+    }
+}
+
+impl LmtpConfig {
+    /// Every problem, naming the key and value.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            out.push(format!("lmtp.listen = {:?}: not an ip:port", self.listen));
+        }
+        let positive = [
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_recipients", self.max_recipients as u64),
+            ("max_connections", self.max_connections as u64),
+            ("max_errors", u64::from(self.max_errors)),
+            ("idle_timeout_s", self.idle_timeout_s),
+            ("data_timeout_s", self.data_timeout_s),
+            ("ack_timeout_ms", self.ack_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                out.push(format!("lmtp.{key} = 0: must be > 0"));
+            }
+        }
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            out.push(format!(
+                "lmtp.hostname = {:?}: must be one word",
+                self.hostname
+            ));
+        }
+        if self.topic.is_empty() {
+            out.push("lmtp.topic is empty".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_problems_name_the_key() {
+        assert!(LmtpConfig::default().problems().is_empty());
+        let bad = LmtpConfig {
+            listen: "localhost".into(),
+            max_recipients: 0,
+            ..LmtpConfig::default()
+        };
+        let problems = bad.problems().join("\n");
+        assert!(
+            problems.contains("lmtp.listen = \"localhost\""),
+            "{problems}"
+        );
+        assert!(problems.contains("lmtp.max_recipients = 0"), "{problems}");
+    }
+}

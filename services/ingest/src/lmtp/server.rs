@@ -1,0 +1,334 @@
+//! The listener and one task per connection: read commands, answer them
+//! (flushing only when no pipelined command is waiting), read DATA, make
+//! the message durable and answer once per recipient.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use mailfleet_events::{mail::MessageReceived, Envelope};
+use mailfleet_runtime::{config::KafkaConfig, metrics as m, producer::EventProducer, Shutdown};
+use tokio::{
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::timeout,
+};
+
+use super::{
+    data::{read_data, DataEnd},
+    session::{reply, Limits, RecipientCheck, Session, Step, Transaction},
+    LmtpConfig,
+};
+use crate::{blob::BlobStore, message::summarize, IngestError};
+
+/// Longest command line, bytes (RFC 5321 allows 512; be lenient).
+const MAX_COMMAND: usize = 4096;
+
+struct Server {
+    cfg: LmtpConfig,
+    blobs: Arc<BlobStore>,
+    producer: EventProducer,
+    recipients: Arc<dyn RecipientCheck>,
+    /// Unique per process: host and pid, for session ids.
+    instance: String,
+    sessions: AtomicU64,
+}
+
+/// Serve LMTP on `listener` until shutdown.
+pub async fn serve(
+    cfg: LmtpConfig,
+    listener: TcpListener,
+    blobs: Arc<BlobStore>,
+    kafka: &KafkaConfig,
+    recipients: Arc<dyn RecipientCheck>,
+    shutdown: Shutdown,
+) -> Result<(), IngestError> {
+    let instance = format!("{}-{}", cfg.hostname, std::process::id());
+    let ack = Duration::from_millis(cfg.ack_timeout_ms);
+    let producer =
+        EventProducer::with_delivery_timeout(kafka, &format!("mailfleet-lmtp-{instance}"), ack)?;
+    let server = Arc::new(Server {
+        cfg,
+        blobs,
+        producer,
+        recipients,
+        instance,
+        sessions: AtomicU64::new(0),
+    });
+    // Exported from the start, so that rates work before the first event.
+    metrics::counter!(m::LMTP_ABORTED).increment(0);
+    metrics::counter!(m::LMTP_BYTES).increment(0);
+    metrics::gauge!(m::LMTP_CONNECTIONS).set(0.0);
+    let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
+    tracing::info!(listen = %server.cfg.listen, "LMTP server listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        let slot = slots.clone().try_acquire_owned();
+        tokio::spawn(async move {
+            let Ok(_slot) = slot else {
+                tracing::warn!(%peer, "connection limit reached; answering 421");
+                return refuse_busy(stream).await;
+            };
+            metrics::gauge!(m::LMTP_CONNECTIONS).increment(1.0);
+            if let Err(e) = server.connection(stream, &shutdown).await {
+                tracing::debug!(%peer, error = %e, "LMTP connection ended with an error");
+            }
+            metrics::gauge!(m::LMTP_CONNECTIONS).decrement(1.0);
+        });
+    }
+    Ok(())
+}
+
+async fn refuse_busy(mut stream: TcpStream) {
+    let busy = reply(421, "4.3.2", "Too many connections, try again later");
+    let _ = stream.write_all(busy.as_bytes()).await;
+}
+
+/// One command line read.
+enum Line {
+    Command,
+    TooLong,
+    Eof,
+}
+
+impl Server {
+    async fn connection(&self, stream: TcpStream, shutdown: &Shutdown) -> std::io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let mut reader = BufReader::with_capacity(64 * 1024, read);
+        let mut writer = BufWriter::new(write);
+        let mut session = Session::new(
+            &self.cfg.hostname,
+            Limits {
+                max_message_bytes: self.cfg.max_message_bytes,
+                max_recipients: self.cfg.max_recipients,
+                max_errors: self.cfg.max_errors,
+            },
+        );
+        writer.write_all(session.greeting().as_bytes()).await?;
+        let idle = Duration::from_secs(self.cfg.idle_timeout_s);
+        let mut line = Vec::with_capacity(512);
+        loop {
+            // Pipelining: answers go out together once no command is waiting.
+            if reader.buffer().is_empty() {
+                writer.flush().await?;
+            }
+            line.clear();
+            let read = tokio::select! {
+                read = timeout(idle, read_line(&mut reader, &mut line)) => read,
+                _ = shutdown.wait() => {
+                    return close(&mut writer, &reply(421, "4.3.2", "Shutting down")).await;
+                }
+            };
+            let step = match read {
+                Err(_) => return close(&mut writer, &reply(421, "4.4.2", "Idle timeout")).await,
+                Ok(read) => match read? {
+                    Line::Eof => return Ok(()),
+                    Line::TooLong => session.line_too_long(),
+                    Line::Command => session.handle(trim_eol(&line), self.recipients.as_ref()),
+                },
+            };
+            match step {
+                Step::Reply(text) => writer.write_all(text.as_bytes()).await?,
+                Step::Close(text) => return close(&mut writer, &text).await,
+                Step::Data(tx) => {
+                    writer
+                        .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                        .await?;
+                    writer.flush().await?;
+                    let Some(answers) = self.data(&mut reader, &session, tx).await? else {
+                        return Ok(()); // cut off during DATA: nothing was announced
+                    };
+                    for answer in answers {
+                        writer.write_all(answer.as_bytes()).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read the message and answer per recipient; `None` if the client
+    /// went away before the final dot.
+    async fn data<R: AsyncBufRead + Unpin>(
+        &self,
+        reader: &mut R,
+        session: &Session,
+        tx: Transaction,
+    ) -> std::io::Result<Option<Vec<String>>> {
+        let whole = Duration::from_secs(self.cfg.data_timeout_s);
+        let end = match timeout(whole, read_data(reader, self.cfg.max_message_bytes)).await {
+            Ok(end) => end?,
+            Err(_) => DataEnd::Eof,
+        };
+        match end {
+            DataEnd::Eof => {
+                metrics::counter!(m::LMTP_ABORTED).increment(1);
+                tracing::info!(lhlo = %session.lhlo(), "DATA cut off before the final dot; nothing announced");
+                Ok(None)
+            }
+            DataEnd::TooBig { size } => {
+                metrics::counter!(m::LMTP_MESSAGES, "result" => "too_big").increment(1);
+                let max = self.cfg.max_message_bytes;
+                let text = format!("Message size {size} exceeds fixed limit {max}");
+                Ok(Some(each(&tx, |_| reply(552, "5.3.4", &text))))
+            }
+            DataEnd::Complete(raw) => Ok(Some(self.deliver(session, tx, raw).await)),
+        }
+    }
+
+    /// Make the message durable, then answer each recipient by its ack.
+    async fn deliver(&self, session: &Session, tx: Transaction, raw: Vec<u8>) -> Vec<String> {
+        let started = Instant::now();
+        let summary = summarize(&raw);
+        let size = raw.len() as i64;
+        let blobs = self.blobs.clone();
+        let stored = tokio::task::spawn_blocking(move || blobs.put(&raw))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|put| put.map_err(|e| e.to_string()));
+        let blob_id = match stored {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::error!(%error, "storing a message failed; answering 452");
+                metrics::counter!(m::LMTP_MESSAGES, "result" => "storage_failed").increment(1);
+                return each(&tx, |_| reply(452, "4.3.1", "Insufficient system storage"));
+            }
+        };
+        let n = self.sessions.fetch_add(1, Ordering::Relaxed);
+        let session_id = format!("{}-{n}", self.instance);
+        let now = now_ms();
+        let sends = tx.recipients.iter().map(|rcpt| {
+            let event = MessageReceived {
+                // Derived from content and account: a message Postfix
+                // retries after a 451 gets the same id, and downstream
+                // drops the duplicate.
+                envelope: Envelope::new(
+                    format!("lmtp:{blob_id}:{}", rcpt.account),
+                    now,
+                    format!("lmtp@{}", self.cfg.hostname),
+                ),
+                account: rcpt.account.clone(),
+                recipient: rcpt.address.clone(),
+                sender: tx.sender.clone(),
+                blob_id: blob_id.clone(),
+                size,
+                received_at: now,
+                body_type: tx.body,
+                lhlo: session.lhlo().to_string(),
+                session_id: session_id.clone(),
+                recipient_count: tx.recipients.len() as i32,
+                message_id: summary.message_id.clone(),
+                header_from: summary.from.clone(),
+                subject: summary.subject.clone(),
+                header_date: summary.date.clone(),
+            };
+            async move {
+                self.producer
+                    .send(&self.cfg.topic, rcpt.account.as_bytes(), &event)
+                    .await
+            }
+        });
+        let acks = join_all(sends).await;
+        let mut failed = 0;
+        let answers = tx
+            .recipients
+            .iter()
+            .zip(acks)
+            .map(|(rcpt, ack)| match ack {
+                Ok(_) => {
+                    metrics::counter!(m::LMTP_RECIPIENTS, "result" => "accepted").increment(1);
+                    let queued = &blob_id[..16];
+                    reply(250, "2.0.0", &format!("<{}> Ok, queued as {queued}", rcpt.address))
+                }
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(recipient = %rcpt.address, error = %e, "Kafka did not acknowledge; answering 451");
+                    metrics::counter!(m::LMTP_RECIPIENTS, "result" => "deferred").increment(1);
+                    let text = format!("<{}> Temporary failure, try again later", rcpt.address);
+                    reply(451, "4.3.0", &text)
+                }
+            })
+            .collect();
+        let result = match failed {
+            0 => "accepted",
+            f if f == tx.recipients.len() => "kafka_failed",
+            _ => "partial",
+        };
+        metrics::counter!(m::LMTP_MESSAGES, "result" => result).increment(1);
+        if failed < tx.recipients.len() {
+            metrics::counter!(m::LMTP_BYTES).increment(size as u64);
+        }
+        metrics::histogram!(m::LMTP_ACK_DURATION).record(started.elapsed().as_secs_f64());
+        answers
+    }
+}
+
+fn each(tx: &Transaction, answer: impl Fn(&str) -> String) -> Vec<String> {
+    tx.recipients.iter().map(|r| answer(&r.address)).collect()
+}
+
+async fn close<W: AsyncWrite + Unpin>(writer: &mut W, text: &str) -> std::io::Result<()> {
+    writer.write_all(text.as_bytes()).await?;
+    writer.flush().await
+}
+
+/// Read one line (through its LF) into `line`, keeping at most
+/// [`MAX_COMMAND`] bytes: a longer line is read to its end and reported.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Line> {
+    let mut too_long = false;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + used > MAX_COMMAND {
+            too_long = true;
+        } else {
+            line.extend_from_slice(&buf[..used]);
+        }
+        reader.consume(used);
+        if done {
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Command
+            });
+        }
+    }
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,73 @@
+//! The scanner consumer: for each `MessageReceived`, scan the stored
+//! message (clamd, then the attachment policy) and emit `MessageScanned`.
+//!
+//! It is an effector: the verdict comes from I/O, so `decide` only checks
+//! the input and the effect returns the verdict's events
+//! ([`Outcome::Emitted`]). clamd down is `Temporary`: the partition waits
+//! and retries, and no verdict is ever invented. A virus sent by one of
+//! our own accounts also emits `AccountBlocked` and an `AdminAlert`.
+
+mod config;
+pub mod decide;
+mod effects;
+
+use std::{future::Future, sync::Arc};
+
+use mailfleet_events::mail::MessageReceived;
+use mailfleet_runtime::{Consumer, Decision, Input, Outcome, StateError, StateView};
+use mailfleet_scan::clamd::Clamd;
+
+pub use config::ScannerConfig;
+
+use crate::blob::BlobStore;
+
+/// The consumer's name: its metrics label, output ids and store folder.
+pub const NAME: &str = "scanner";
+
+/// The scanner consumer.
+pub struct Scanner {
+    cfg: ScannerConfig,
+    blobs: Arc<BlobStore>,
+    clamd: Option<Clamd>,
+    version: effects::VersionCache,
+}
+
+impl Scanner {
+    pub fn new(cfg: ScannerConfig, blobs: Arc<BlobStore>) -> Self {
+        let clamd = cfg.use_clamd.then(|| Clamd::new(cfg.clamd.clone()));
+        Self {
+            cfg,
+            blobs,
+            clamd,
+            version: effects::VersionCache::default(),
+        }
+    }
+}
+
+impl Consumer for Scanner {
+    type Event = MessageReceived;
+
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn decide(
+        &self,
+        _state: &StateView<'_>,
+        input: &Input<MessageReceived>,
+    ) -> Result<Decision, StateError> {
+        Ok(decide::check(&input.event))
+    }
+
+    fn has_effects(&self) -> bool {
+        true
+    }
+
+    fn effect(
+        &self,
+        input: &Input<MessageReceived>,
+        _decision: &Decision,
+    ) -> impl Future<Output = Outcome> + Send {
+        self.scan(&input.event)
+    }
+}

@@ -1,0 +1,63 @@
+//! Message scanning as Amavis with ClamAV did it for the original service.
+//!
+//! Start with [`scan`]: it runs the virus scan ([`clamd`], the real clamd
+//! over INSTREAM) and then the attachment policy ([`policy`]: banned file
+//! names and types, also inside zip archives) over one raw message, and
+//! returns one [`Verdict`]. The scanner consumer and `mailfleet scan` both
+//! call it, so the operator tool and the pipeline never disagree.
+
+pub mod clamd;
+pub mod policy;
+
+use serde::Serialize;
+
+/// What scanning one message concluded.
+///
+/// Serialised as the one JSON object `mailfleet scan` prints, e.g.
+/// `{"verdict":"banned","file":"invoice.pdf.exe","rule":"double-extension"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    /// No virus and nothing the attachment policy bans.
+    Clean,
+    /// clamd reported a signature (`stream: <signature> FOUND`).
+    Infected { signature: String },
+    /// The attachment policy banned a part: the (decoded) file name, or
+    /// `archive.zip/inner.exe` for a member of an archive, and the rule.
+    Banned { file: String, rule: String },
+}
+
+/// Why a message could not be scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("virus scan: {0}")]
+    Clamd(#[from] clamd::ClamdError),
+}
+
+impl ScanError {
+    /// Whether trying again later may succeed (clamd down), as opposed to
+    /// never (the message is more than clamd accepts).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Clamd(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Scan one raw message: clamd first (a virus outranks a banned name, as
+/// in Amavis), then the attachment policy. Without `clamd`, the policy
+/// alone. A failed virus scan is an error, never a verdict.
+pub async fn scan(
+    raw: &[u8],
+    policy: &policy::PolicyConfig,
+    clamd: Option<&clamd::Clamd>,
+) -> Result<Verdict, ScanError> {
+    if let Some(clamd) = clamd {
+        if let clamd::ClamdReply::Found { signature } = clamd.scan(raw).await? {
+            return Ok(Verdict::Infected { signature });
+        }
+    }
+    Ok(policy::check(raw, policy)
+        .banned
+        .map_or(Verdict::Clean, Verdict::from))
+}
