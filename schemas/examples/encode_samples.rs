@@ -4,11 +4,15 @@
 //! and only the `.avsc` files, and compares.
 
 use mailfleet_events::{
-    accounts::{AccountBlocked, BlockReason},
+    accounts::{AccountBlocked, BlockReason, PlanChanged, QuotaChanged, UsageChanged},
     admin::{AdminAlert, AlertSeverity},
     clock::ClockTicked,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
-    mail::{BodyType, MessageReceived, MessageScanned, ScanVerdict},
+    mail::{
+        BodyType, MessageQuarantined, MessageReceived, MessageRejected, MessageScanned,
+        MessageStored, MessagesPurged, PurgeRequested, QuarantineReason, RejectReason, ScanVerdict,
+    },
+    notify::NotificationRequested,
     runtime::{Counted, DeadLetter, DeadLetterKind, TestEvent},
     Envelope, Event,
 };
@@ -110,6 +114,7 @@ fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std:
             lhlo: "mx1.example.org".into(),
             session_id: "lmtp-1".into(),
             recipient_count: 1,
+            recipient_index: 0,
             message_id: Some("1@example.net".into()),
             header_from: Some("Zoë <zoe@example.net>".into()),
             subject: None,
@@ -156,5 +161,95 @@ fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std:
             detail: Some(format!("blob {blob_id}")),
         })?
     );
+    print_storage_samples(env, blob_id)
+}
+
+fn print_storage_samples(
+    env: &dyn Fn(&str) -> Envelope,
+    blob_id: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let account = || "bob@example.org".to_string();
+    let samples = [
+        line(&MessageStored {
+            envelope: env("st1"),
+            account: account(),
+            delivery_id: format!("lmtp:{blob_id}:bob@example.org"),
+            folder: "Spam".into(),
+            file: "1764340000.M9f86d081884c7d65P0.mx1,S=20480,W=20800".into(),
+            size: 20_480,
+            stored_bytes: 6_000,
+            blob_id: blob_id.into(),
+            received_at: 1_764_340_000_000,
+            message_id: Some("1@example.net".into()),
+        })?,
+        line(&MessageQuarantined {
+            envelope: env("q1"),
+            account: account(),
+            delivery_id: "lmtp:x:bob@example.org".into(),
+            reason: QuarantineReason::Infected,
+            detail: "Mailfleet.Test.EICAR.UNOFFICIAL".into(),
+            path: format!("2026-11-28/{blob_id}.eml"),
+            size: 900,
+            blob_id: blob_id.into(),
+            sender: "zoe@example.net".into(),
+            message_id: None,
+        })?,
+        line(&MessageRejected {
+            envelope: env("rj1"),
+            account: account(),
+            delivery_id: "lmtp:y:bob@example.org".into(),
+            reason: RejectReason::OverQuota,
+            size: 20_480,
+            used_bytes: 10_737_418_240,
+            quota_bytes: 10_737_418_240,
+            sender: "zoe@example.net".into(),
+            blob_id: blob_id.into(),
+            message_id: None,
+        })?,
+        line(&PurgeRequested {
+            envelope: env("p1"),
+            account: account(),
+            folder: "Trash".into(),
+            received_before: None,
+            job: "trash-cleanup:2026-11-28".into(),
+        })?,
+        line(&MessagesPurged {
+            envelope: env("pd1"),
+            account: account(),
+            folder: "Trash".into(),
+            count: 1,
+            bytes: 20_480,
+            files: vec!["1764340000.M1P0.mx1".into()],
+            job: "trash-cleanup:2026-11-28".into(),
+        })?,
+        line(&QuotaChanged {
+            envelope: env("qc1"),
+            account: account(),
+            quota_bytes: Some(53_687_091_200),
+        })?,
+        line(&PlanChanged {
+            envelope: env("pc1"),
+            account: account(),
+            plan: "plus".into(),
+        })?,
+        line(&UsageChanged {
+            envelope: env("u1"),
+            account: account(),
+            used_bytes: 20_480,
+            messages: 1,
+            quota_bytes: 10_737_418_240,
+            over_quota: false,
+        })?,
+        line(&NotificationRequested {
+            envelope: env("n1"),
+            to: "zoe@example.net".into(),
+            template: "over-quota-sender".into(),
+            account: Some(account()),
+            params: [("recipient".to_string(), account())].into(),
+        })?,
+    ];
+    for sample in samples {
+        println!("{sample}");
+    }
     Ok(())
 }

@@ -29,3 +29,33 @@ pub struct AccountBlocked {
     pub detail: String,
 }
 impl_event!(AccountBlocked, "mailfleet.accounts.AccountBlocked");
+
+/// `mailfleet.accounts.QuotaChanged`: an explicit quota, or back to the plan's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaChanged {
+    pub envelope: Envelope,
+    pub account: String,
+    pub quota_bytes: Option<i64>,
+}
+impl_event!(QuotaChanged, "mailfleet.accounts.QuotaChanged");
+
+/// `mailfleet.accounts.PlanChanged`: the account's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChanged {
+    pub envelope: Envelope,
+    pub account: String,
+    pub plan: String,
+}
+impl_event!(PlanChanged, "mailfleet.accounts.PlanChanged");
+
+/// `mailfleet.accounts.UsageChanged`: storage use, the latest per account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageChanged {
+    pub envelope: Envelope,
+    pub account: String,
+    pub used_bytes: i64,
+    pub messages: i64,
+    pub quota_bytes: i64,
+    pub over_quota: bool,
+}
+impl_event!(UsageChanged, "mailfleet.accounts.UsageChanged");

@@ -20,6 +20,7 @@ mod error;
 pub mod framing;
 pub mod greylist;
 pub mod mail;
+pub mod notify;
 mod registry;
 pub mod runtime;
 

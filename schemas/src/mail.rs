@@ -35,6 +35,8 @@ pub struct MessageReceived {
     /// The LMTP transaction.
     pub session_id: String,
     pub recipient_count: i32,
+    /// Place in the transaction, from 0.
+    pub recipient_index: i32,
     pub message_id: Option<String>,
     pub header_from: Option<String>,
     pub subject: Option<String>,
@@ -75,3 +77,100 @@ pub struct MessageScanned {
     pub scanner: String,
 }
 impl_event!(MessageScanned, "mailfleet.mail.MessageScanned");
+
+/// `mailfleet.mail.MessageStored`: a clean message is in the Maildir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageStored {
+    pub envelope: Envelope,
+    pub account: String,
+    /// The MessageReceived id: the idempotence key.
+    pub delivery_id: String,
+    /// IMAP folder: INBOX, Spam, ...
+    pub folder: String,
+    /// The Maildir file name in `new/`.
+    pub file: String,
+    pub size: i64,
+    pub stored_bytes: i64,
+    pub blob_id: String,
+    pub received_at: i64,
+    pub message_id: Option<String>,
+}
+impl_event!(MessageStored, "mailfleet.mail.MessageStored");
+
+/// Why a message is in quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QuarantineReason {
+    Infected,
+    Banned,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// `mailfleet.mail.MessageQuarantined`: kept for admins only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageQuarantined {
+    pub envelope: Envelope,
+    pub account: String,
+    pub delivery_id: String,
+    pub reason: QuarantineReason,
+    pub detail: String,
+    /// Relative to the quarantine folder.
+    pub path: String,
+    pub size: i64,
+    pub blob_id: String,
+    pub sender: String,
+    pub message_id: Option<String>,
+}
+impl_event!(MessageQuarantined, "mailfleet.mail.MessageQuarantined");
+
+/// Why a message was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectReason {
+    OverQuota,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// `mailfleet.mail.MessageRejected`: not written (over quota).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRejected {
+    pub envelope: Envelope,
+    pub account: String,
+    pub delivery_id: String,
+    pub reason: RejectReason,
+    pub size: i64,
+    pub used_bytes: i64,
+    pub quota_bytes: i64,
+    pub sender: String,
+    pub blob_id: String,
+    pub message_id: Option<String>,
+}
+impl_event!(MessageRejected, "mailfleet.mail.MessageRejected");
+
+/// `mailfleet.mail.PurgeRequested`: clean a folder out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRequested {
+    pub envelope: Envelope,
+    pub account: String,
+    pub folder: String,
+    /// Only messages received before this (ms); `None`: all.
+    pub received_before: Option<i64>,
+    pub job: String,
+}
+impl_event!(PurgeRequested, "mailfleet.mail.PurgeRequested");
+
+/// `mailfleet.mail.MessagesPurged`: what a purge removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagesPurged {
+    pub envelope: Envelope,
+    pub account: String,
+    pub folder: String,
+    pub count: i64,
+    pub bytes: i64,
+    /// Base names of the removed files.
+    pub files: Vec<String>,
+    pub job: String,
+}
+impl_event!(MessagesPurged, "mailfleet.mail.MessagesPurged");

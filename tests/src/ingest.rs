@@ -5,12 +5,13 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},
     net::TcpStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::Context;
 use mailfleet_events::{Event, Registry};
+pub use mailfleet_ingest::lmtp::client::dot_stuff;
 use mailfleet_runtime::{
     admin,
     config::KafkaConfig,
@@ -30,6 +31,10 @@ pub struct MailWorld {
     pub accounts: String,
     pub alerts: String,
     pub deadletter: String,
+    pub stored: String,
+    pub purge: String,
+    pub usage: String,
+    pub notify: String,
     pub lmtp_port: u16,
 }
 
@@ -45,6 +50,10 @@ impl MailWorld {
             accounts: topic("accounts"),
             alerts: topic("alerts"),
             deadletter: topic("dead"),
+            stored: topic("stored"),
+            purge: topic("purge"),
+            usage: topic("usage"),
+            notify: topic("notify"),
             lmtp_port: free_port(),
             kafka,
             name,
@@ -62,24 +71,51 @@ impl MailWorld {
             &self.accounts,
             &self.alerts,
             &self.deadletter,
+            &self.stored,
+            &self.purge,
+            &self.usage,
+            &self.notify,
         ];
         Topology {
             topics: topics
                 .iter()
                 .map(|t| (t.to_string(), TopicSpec::scratch(3)))
                 .collect::<BTreeMap<_, _>>(),
-            consumers: BTreeMap::from([(
-                "scanner".to_string(),
-                Route {
-                    group: format!("{}-scanner", self.name),
-                    reads: vec![self.received.clone()],
-                    writes: vec![
-                        self.scanned.clone(),
-                        self.accounts.clone(),
-                        self.alerts.clone(),
-                    ],
-                },
-            )]),
+            consumers: BTreeMap::from([
+                (
+                    "scanner".to_string(),
+                    Route {
+                        group: format!("{}-scanner", self.name),
+                        reads: vec![self.received.clone()],
+                        writes: vec![
+                            self.scanned.clone(),
+                            self.accounts.clone(),
+                            self.alerts.clone(),
+                        ],
+                    },
+                ),
+                (
+                    "storage".to_string(),
+                    Route {
+                        group: format!("{}-storage", self.name),
+                        reads: vec![
+                            self.scanned.clone(),
+                            self.accounts.clone(),
+                            self.purge.clone(),
+                            self.stored.clone(),
+                        ],
+                        writes: vec![self.stored.clone(), self.usage.clone(), self.notify.clone()],
+                    },
+                ),
+                (
+                    "index".to_string(),
+                    Route {
+                        group: format!("{}-index", self.name),
+                        reads: vec![self.stored.clone()],
+                        writes: vec![],
+                    },
+                ),
+            ]),
         }
     }
 
@@ -99,11 +135,12 @@ impl MailWorld {
                 t.partitions, t.retention_ms
             );
         }
-        let route = &self.topology().consumers["scanner"];
-        text += &format!(
-            "[consumers.scanner]\ngroup = {:?}\nreads = {:?}\nwrites = {:?}\n",
-            route.group, route.reads, route.writes
-        );
+        for (name, route) in &self.topology().consumers {
+            text += &format!(
+                "[consumers.{name}]\ngroup = {:?}\nreads = {:?}\nwrites = {:?}\n",
+                route.group, route.reads, route.writes
+            );
+        }
         std::fs::write(&topo, text)?;
         let dir = |d: &str| self.dir.join(d).display().to_string();
         let config = format!(
@@ -138,6 +175,28 @@ impl MailWorld {
             self.accounts,
             self.alerts,
             clamd_address()
+        )
+    }
+
+    /// The `[consumers.storage]` table: this world's topics, `mail_root`,
+    /// the mail owner (`uid:gid`) if any, and extra lines.
+    pub fn storage_table(
+        &self,
+        mail_root: &Path,
+        owner: Option<(u32, u32)>,
+        extra: &str,
+    ) -> String {
+        let owner = owner.map_or(String::new(), |(u, g)| {
+            format!("mail_uid = {u}\nmail_gid = {g}\n")
+        });
+        format!(
+            "[consumers.storage]\nmail_root = {:?}\nquarantine_dir = {:?}\nhostname = \"test\"\n{owner}\
+             stored_topic = {:?}\nusage_topic = {:?}\nnotify_topic = {:?}\n{extra}\n",
+            mail_root.display().to_string(),
+            self.dir.join("quarantine").display().to_string(),
+            self.stored,
+            self.usage,
+            self.notify,
         )
     }
 
@@ -248,24 +307,11 @@ impl LmtpClient {
         }
         let go = self.command("DATA")?;
         anyhow::ensure!(go.starts_with("354"), "DATA: {go}");
-        self.send(&dot_stuff(message))?;
+        self.send(&dot_stuff(message.as_bytes()))?;
         (0..accepted)
             .map(|_| Ok(self.reply()?.join("\n")))
             .collect()
     }
-}
-
-/// A message as sent after DATA: CRLF lines, dots stuffed, the final dot.
-pub fn dot_stuff(message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 16);
-    for line in message.split_inclusive("\r\n") {
-        if line.starts_with('.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line.as_bytes());
-    }
-    out.extend_from_slice(b".\r\n");
-    out
 }
 
 /// A small RFC 5322 message with a unique subject.
@@ -313,4 +359,77 @@ pub fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Dovecot as `ops/dovecot start` runs it: its mail root and mail owner.
+pub fn dovecot() -> anyhow::Result<(PathBuf, (u32, u32))> {
+    let dir = crate::repo_root().join("run/dovecot");
+    let root = std::fs::read_to_string(dir.join("mail_root"))
+        .context("Dovecot is not set up: run `ops/dovecot start` (ops/test does)")?;
+    let owner = std::fs::read_to_string(dir.join("mail_owner"))?;
+    let (uid, gid) = owner
+        .trim()
+        .split_once(':')
+        .context("mail_owner is uid:gid")?;
+    anyhow::ensure!(
+        TcpStream::connect("127.0.0.1:1143").is_ok(),
+        "Dovecot is not listening on 127.0.0.1:1143: run `ops/dovecot start` (ops/test does)"
+    );
+    Ok((PathBuf::from(root.trim()), (uid.parse()?, gid.parse()?)))
+}
+
+/// Create a Dovecot user with a random password (only its hash is
+/// written); returns the password for this test's IMAP login.
+pub fn dovecot_user(address: &str) -> anyhow::Result<String> {
+    use std::process::{Command, Stdio};
+    let password = format!("{:032x}", rand::random::<u128>());
+    let mut pw = Command::new("doveadm")
+        .args(["pw", "-s", "SHA512-CRYPT"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    pw.stdin
+        .take()
+        .context("doveadm stdin")?
+        .write_all(format!("{password}\n{password}\n").as_bytes())?;
+    let hash = String::from_utf8(pw.wait_with_output()?.stdout)?
+        .trim()
+        .to_string();
+    let status = Command::new(crate::repo_root().join("ops/dovecot"))
+        .args(["adduser", address, &hash])
+        .status()?;
+    anyhow::ensure!(status.success(), "ops/dovecot adduser {address} failed");
+    Ok(password)
+}
+
+/// Fetch every message of `folder` over IMAP (Python's imaplib, the
+/// client side of the end-to-end tests), raw, in UID order.
+pub fn imap_fetch(address: &str, password: &str, folder: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let script = crate::repo_root().join("tests/python/imap_fetch.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([address, folder])
+        .env("IMAP_PASSWORD", password)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "imap_fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)?
+        .lines()
+        .map(hex_decode)
+        .collect()
+}
+
+fn hex_decode(hex: &str) -> anyhow::Result<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            Ok(u8::from_str_radix(
+                hex.get(i..i + 2).context("odd hex")?,
+                16,
+            )?)
+        })
+        .collect()
 }

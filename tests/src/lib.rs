@@ -341,6 +341,30 @@ pub fn expected_pairs(counts: &HashMap<String, u64>) -> std::collections::HashSe
         .collect()
 }
 
+/// Child processes killed when dropped, so that a failing test leaves
+/// nothing running (ports stay free for the next test).
+#[derive(Default)]
+pub struct Children(pub Vec<Child>);
+
+impl Children {
+    /// Stop each gracefully (SIGTERM; each must exit 0).
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        for mut child in self.0.drain(..) {
+            terminate(&mut child)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// SIGTERM a child and wait: a graceful stop must exit 0.
 pub fn terminate(child: &mut Child) -> anyhow::Result<()> {
     Command::new("kill")

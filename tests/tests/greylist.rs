@@ -58,6 +58,7 @@ impl Grey {
             },
             run_effects: true,
             stop_after: None,
+            stop_at: None,
         };
         let greylist = Greylist::new(config, lists, decisions.clone());
         tokio::spawn(mailfleet_runtime::run(greylist, spec, shutdown.clone()));

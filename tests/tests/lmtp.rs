@@ -70,7 +70,7 @@ async fn pipelined_transaction_with_mixed_recipients_and_dot_stuffing() -> anyho
     assert_eq!(c.reply()?, ["250 2.1.5 Ok"]);
     assert!(c.reply()?[0].starts_with("354"));
     let message = "Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nnot the end\r\n";
-    c.send(&dot_stuff(message))?;
+    c.send(&dot_stuff(message.as_bytes()))?;
     let bob = c.reply()?;
     let carol = c.reply()?;
     assert!(
@@ -92,6 +92,9 @@ async fn pipelined_transaction_with_mixed_recipients_and_dot_stuffing() -> anyho
     let mut accounts: Vec<_> = events.iter().map(|e| e.account.as_str()).collect();
     accounts.sort();
     assert_eq!(accounts, ["bob@example.test", "carol@example.test"]);
+    let mut indexes: Vec<_> = events.iter().map(|e| e.recipient_index).collect();
+    indexes.sort();
+    assert_eq!(indexes, [0, 1]);
     let e = &events[0];
     assert_eq!(e.body_type, BodyType::EightBitMime);
     assert_eq!(e.sender, "alice@example.net");

@@ -1,97 +1,128 @@
-//! End to end with real Postfix and real clamd: swaks → Postfix
-//! (127.0.0.1:2525, `virtual_transport = lmtp:inet:127.0.0.1:2424`, as
-//! `ops/test` starts it) → `mailfleet lmtp` → Kafka → `mailfleet run
-//! scanner` → `MessageScanned`.
+//! End to end with real Postfix, real clamd and real Dovecot: swaks →
+//! Postfix (127.0.0.1:2525, `virtual_transport = lmtp:inet:127.0.0.1:2424`,
+//! as `ops/test` starts it) → `mailfleet lmtp` → Kafka → `mailfleet run
+//! scanner` → `mailfleet run storage` → Maildir → Dovecot IMAP, where the
+//! message is fetched byte for byte; the virus never reaches a folder.
 
-use std::{process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
-use mailfleet_events::mail::{MessageReceived, MessageScanned, ScanVerdict};
+use mailfleet_events::{
+    mail::{MessageReceived, MessageScanned, MessageStored, ScanVerdict},
+    Registry,
+};
 use mailfleet_tests::{ingest::*, *};
 
 /// Where ops/postfix's virtual_transport delivers in the test setup.
 const LMTP_PORT: u16 = 2424;
 
-fn swaks(subject: &str, attach: Option<&str>) -> anyhow::Result<String> {
-    let mut cmd = Command::new("swaks");
-    cmd.args([
-        "--server",
-        "127.0.0.1:2525",
-        "--local-interface",
-        "127.0.0.2",
-    ])
-    .args(["--from", "sender@example.net", "--to", "user@example.test"])
-    .args(["--header", &format!("Subject: {subject}")])
-    .args(["--header", &format!("Message-ID: <{subject}@example.net>")])
-    .args([
-        "--body",
-        "a message through the whole chain",
-        "--timeout",
-        "30",
-    ]);
-    if let Some(path) = attach {
-        cmd.args(["--attach", path]);
-    }
-    let out = cmd.output()?;
+fn swaks(to: &str, data: &Path) -> anyhow::Result<String> {
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            "127.0.0.1:2525",
+            "--local-interface",
+            "127.0.0.2",
+        ])
+        .args([
+            "--from",
+            "sender@example.net",
+            "--to",
+            to,
+            "--timeout",
+            "30",
+        ])
+        .arg("--data")
+        .arg(format!("@{}", data.display()))
+        .output()?;
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(out.status.success(), "swaks failed:\n{text}");
     Ok(text)
 }
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// This run's events of type `E` on `topic` (by Message-ID prefix).
+fn ours<E: mailfleet_events::Event>(
+    topic: &str,
+    tag: &str,
+    message_id: impl Fn(&E) -> Option<&str>,
+) -> anyhow::Result<Vec<E>> {
+    let records = read_topic(topic, usize::MAX, Duration::from_secs(1))?;
+    Ok(records
+        .iter()
+        .filter_map(|(_, b)| Registry::builtin().decode::<E>(b).ok())
+        .filter(|e| message_id(e).is_some_and(|m| m.starts_with(tag)))
+        .collect())
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn postfix_delivers_over_lmtp_into_the_pipeline_and_it_is_scanned() -> anyhow::Result<()> {
+async fn postfix_delivers_over_lmtp_and_dovecot_serves_it() -> anyhow::Result<()> {
     anyhow::ensure!(
         std::net::TcpStream::connect("127.0.0.1:2525").is_ok(),
         "Postfix is not listening on 127.0.0.1:2525: run \
          `MAILFLEET_POSTFIX_TRANSPORT=lmtp:inet:127.0.0.1:2424 ops/postfix start` (ops/test does)"
     );
     require_clamd()?;
+    let (mail_root, owner) = dovecot()?;
     let mut world = MailWorld::new("postfix-lmtp", kafka()).await?;
     world.lmtp_port = LMTP_PORT;
-    let table = world.scanner_table(true, &[]);
+    let tables = world.scanner_table(true, &[]) + &world.storage_table(&mail_root, Some(owner), "");
     let log = world.dir.join("children.log");
-    let lmtp_cfg = world.write_config("lmtp.toml", free_port(), &table)?;
-    let mut lmtp = spawn_mailfleet(&lmtp_cfg, &["lmtp"], &log)?;
-    let scan_cfg = world.write_config("scanner.toml", free_port(), &table)?;
-    let mut scanner = spawn_mailfleet(&scan_cfg, &["run", "scanner"], &log)?;
+    let mut children = Children::default();
+    let roles: [(&str, &[&str]); 3] = [
+        ("lmtp", &["lmtp"]),
+        ("scanner", &["run", "scanner"]),
+        ("storage", &["run", "storage", "index"]),
+    ];
+    for (name, args) in roles {
+        let cfg = world.write_config(&format!("{name}.toml"), free_port(), &tables)?;
+        children.0.push(spawn_mailfleet(&cfg, args, &log)?);
+    }
     wait_until("the LMTP server on 2424", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", LMTP_PORT)).is_ok()
     })
     .await?;
 
     let tag = unique("e2e");
+    let user = format!("{tag}@example.test");
+    let password = dovecot_user(&user)?;
     let (clean, infected) = (format!("{tag}-clean"), format!("{tag}-virus"));
-    let eicar_file = world.dir.join("eicar.txt");
-    std::fs::write(&eicar_file, eicar())?;
-    swaks(&clean, None)?;
-    swaks(&infected, Some(&eicar_file.display().to_string()))?;
+    let clean_mail = simple_message(&clean, "through the whole chain\r\n.a leading dot");
+    let virus_mail = message_with_attachment(&infected, "eicar.txt", eicar().as_bytes());
+    for (name, mail) in [("clean.eml", &clean_mail), ("virus.eml", &virus_mail)] {
+        let path = world.dir.join(name);
+        std::fs::write(&path, mail)?;
+        swaks(&user, &path)?;
+    }
 
     // Postfix queues and delivers asynchronously; mail left in its queue by
     // earlier runs may arrive too, so look for this run's Message-IDs.
-    let ours = |id: &Option<String>| id.as_deref().is_some_and(|m| m.starts_with(&tag));
-    let mut received: Vec<MessageReceived> = Vec::new();
-    let mut verdicts: Vec<MessageScanned> = Vec::new();
+    let (mut received, mut verdicts, mut stored) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..60 {
-        received = decode_all(&read_topic(
-            &world.received,
-            usize::MAX,
-            Duration::from_secs(1),
-        )?)?;
-        received.retain(|e| ours(&e.message_id));
-        verdicts = decode_all(&read_topic(
-            &world.scanned,
-            usize::MAX,
-            Duration::from_secs(1),
-        )?)?;
-        verdicts.retain(|e| ours(&e.message_id));
-        if verdicts.len() >= 2 {
+        received = ours::<MessageReceived>(&world.received, &tag, |e| e.message_id.as_deref())?;
+        verdicts = ours::<MessageScanned>(&world.scanned, &tag, |e| e.message_id.as_deref())?;
+        stored = ours::<MessageStored>(&world.stored, &tag, |e| e.message_id.as_deref())?;
+        if verdicts.len() >= 2 && !stored.is_empty() {
             break;
         }
     }
     assert_eq!(received.len(), 2, "{received:?}");
     assert!(received
         .iter()
-        .all(|e| e.account == "user@example.test" && e.sender == "sender@example.net"));
+        .all(|e| e.account == user && e.sender == "sender@example.net"));
     let verdict_of = |subject: &str| {
         verdicts
             .iter()
@@ -104,6 +135,52 @@ async fn postfix_delivers_over_lmtp_into_the_pipeline_and_it_is_scanned() -> any
         Some(ScanVerdict::Infected),
         "{verdicts:?}"
     );
-    terminate(&mut scanner)?;
-    terminate(&mut lmtp)
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the clean message is stored: {stored:?}"
+    );
+
+    // Dovecot serves what Postfix received from swaks, byte for byte, after
+    // the Received header Postfix puts in front.
+    let inbox = imap_fetch(&user, &password, "INBOX")?;
+    assert_eq!(inbox.len(), 1, "exactly one message in INBOX");
+    // (swaks ends DATA with CRLF . CRLF after the file's own last CRLF,
+    // so what it sent is the file plus an empty line.)
+    let sent = format!("{clean_mail}\r\n");
+    let delivered =
+        mailfleet_ingest::blob::BlobStore::open(world.blob_dir())?.get(&stored[0].blob_id)?;
+    assert_eq!(
+        inbox[0], delivered,
+        "IMAP serves exactly what Postfix delivered over LMTP"
+    );
+    assert!(
+        inbox[0].ends_with(sent.as_bytes()),
+        "fetched message differs from the one sent:\n{}",
+        String::from_utf8_lossy(&inbox[0])
+    );
+    assert!(
+        inbox[0].starts_with(b"Received: "),
+        "{}",
+        String::from_utf8_lossy(&inbox[0])
+    );
+    // The virus is in no folder of the mailbox, only in the quarantine.
+    let (local, domain) = user.split_once('@').unwrap_or_default();
+    let needle = format!("Message-ID: <{infected}@example.net>");
+    let files = walk(&mail_root.join(domain).join(local));
+    assert!(!files.is_empty());
+    for file in files {
+        let text = String::from_utf8_lossy(&std::fs::read(&file)?).into_owned();
+        assert!(
+            !text.contains(&needle),
+            "the virus is in {}",
+            file.display()
+        );
+    }
+    assert_eq!(
+        walk(&world.dir.join("quarantine")).len(),
+        1,
+        "one quarantined copy"
+    );
+    children.terminate()
 }

@@ -18,6 +18,7 @@ fn spec(world: &TestWorld, data: &str, stop_after: u64) -> RunSpec {
         runtime: world.runtime(data),
         run_effects: true,
         stop_after: Some(stop_after),
+        stop_at: None,
     }
 }
 

@@ -30,7 +30,8 @@ async fn verdicts_from_real_clamd_and_the_policy() -> anyhow::Result<()> {
     let config = world.write_config("mail.toml", metrics, &scanner_table)?;
     let log = world.dir.join("children.log");
     let mut lmtp = spawn_mailfleet(&config, &["lmtp"], &log)?;
-    let cfg2 = world.write_config("scanner.toml", free_port(), &scanner_table)?;
+    let scanner_metrics = free_port();
+    let cfg2 = world.write_config("scanner.toml", scanner_metrics, &scanner_table)?;
     let mut scanner = spawn_mailfleet(&cfg2, &["run", "scanner"], &log)?;
     wait_port(world.lmtp_port).await?;
 
@@ -91,6 +92,19 @@ async fn verdicts_from_real_clamd_and_the_policy() -> anyhow::Result<()> {
     assert_eq!(
         alerts[0].envelope.causation_id, blocked[0].envelope.causation_id,
         "both caused by the same MessageReceived"
+    );
+    let text = scrape(scanner_metrics).unwrap_or_default();
+    for name in mailfleet_runtime::metrics::SCANNER_ALL {
+        assert!(text.contains(name), "{name} not emitted:\n{text}");
+    }
+    let verdicts_of = |v: &str| metric_sum(&text, "mailfleet_scanner_verdicts_total", &[v]);
+    assert_eq!(
+        (
+            verdicts_of("clean"),
+            verdicts_of("infected"),
+            verdicts_of("banned")
+        ),
+        (1.0, 2.0, 1.0)
     );
     terminate(&mut scanner)?;
     terminate(&mut lmtp)

@@ -70,6 +70,9 @@ pub struct Decision {
     pub verdict: Verdict,
     pub changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub outputs: Vec<Emit>,
+    /// What the effect is to do, as the pure decision worked it out (for
+    /// consumers with effects): see [`Decision::intend`].
+    pub intent: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Decision {
@@ -92,6 +95,18 @@ impl Decision {
             verdict: Verdict::Reject(reason.into()),
             ..Self::default()
         }
+    }
+
+    /// Hand the effect its plan: the decision decides, the effect only
+    /// carries it out ([`Decision::intent_as`] reads it back).
+    pub fn intend<T: std::any::Any + Send + Sync>(&mut self, intent: T) -> &mut Self {
+        self.intent = Some(Box::new(intent));
+        self
+    }
+
+    /// The plan set by [`Decision::intend`], if it is a `T`.
+    pub fn intent_as<T: std::any::Any>(&self) -> Option<&T> {
+        self.intent.as_ref()?.downcast_ref()
     }
 
     /// Set a typed state value.

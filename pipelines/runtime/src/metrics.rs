@@ -80,6 +80,15 @@ pub const SCANNER_FAILURES: &str = "mailfleet_scanner_failures_total";
 /// The scanner's names, for the test that each is emitted.
 pub const SCANNER_ALL: &[&str] = &[SCANNER_VERDICTS, SCANNER_DURATION, SCANNER_FAILURES];
 
+/// Messages in the index, per input `partition` (sum for the total).
+pub const INDEX_MESSAGES: &str = "mailfleet_index_messages";
+/// Bytes of the indexed messages, per input `partition`.
+pub const INDEX_BYTES: &str = "mailfleet_index_bytes";
+/// Bytes stored, per `plan` and input `partition` (sum over partitions).
+pub const STORAGE_BYTES: &str = "mailfleet_storage_bytes";
+/// Storage writer results, by `result`: stored, quarantined, rejected, purged.
+pub const STORAGE_MESSAGES: &str = "mailfleet_storage_messages_total";
+
 /// The runtime's names, for the test that each is emitted.
 pub const ALL: &[&str] = &[
     EVENTS_PROCESSED,

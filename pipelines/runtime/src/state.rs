@@ -59,6 +59,20 @@ impl StateValue for i64 {
     }
 }
 
+/// Two numbers, for the many (count, total) and (first, last) values.
+impl StateValue for (i64, i64) {
+    fn to_bytes(&self) -> Vec<u8> {
+        [self.0.to_le_bytes(), self.1.to_le_bytes()].concat()
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() != 16 {
+            return Err(format!("{} bytes, expected 16", bytes.len()));
+        }
+        let (a, b) = bytes.split_at(8);
+        Ok((i64::from_bytes(a)?, i64::from_bytes(b)?))
+    }
+}
+
 impl StateValue for () {
     fn to_bytes(&self) -> Vec<u8> {
         Vec::new()

@@ -103,6 +103,25 @@ impl Store {
         })
     }
 
+    /// Open an existing store read-only, beside the process that owns it
+    /// (for tools: `mailfleet index show`); it sees what was committed.
+    pub fn open_read_only(path: &Path) -> Result<Store, RuntimeError> {
+        let cfs = [CF_STATE, CF_OFFSETS];
+        let db =
+            DB::open_cf_for_read_only(&Options::default(), path, cfs, false).map_err(|source| {
+                RuntimeError::OpenStore {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            sync: false,
+            cache: Mutex::new(FxHashMap::default()),
+        })
+    }
+
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path

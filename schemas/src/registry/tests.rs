@@ -133,6 +133,87 @@ fn every_event_type_round_trips() {
     });
 }
 
+#[test]
+fn storage_and_account_events_round_trip() {
+    round_trip(MessageStored {
+        envelope: env("st1"),
+        account: "bob@example.org".into(),
+        delivery_id: "lmtp:ab:bob@example.org".into(),
+        folder: "INBOX".into(),
+        file: "1700000000.M1P2.mx,S=10,W=11".into(),
+        size: 10,
+        stored_bytes: 9,
+        blob_id: "ab".repeat(32),
+        received_at: 1_700_000_000_000,
+        message_id: None,
+    });
+    round_trip(MessageQuarantined {
+        envelope: env("q1"),
+        account: "bob@example.org".into(),
+        delivery_id: "d".into(),
+        reason: QuarantineReason::Banned,
+        detail: "x.exe banned-extension".into(),
+        path: "2026-11-28/ab.eml".into(),
+        size: 10,
+        blob_id: "ab".repeat(32),
+        sender: String::new(),
+        message_id: Some("m@x".into()),
+    });
+    round_trip(MessageRejected {
+        envelope: env("rj1"),
+        account: "bob@example.org".into(),
+        delivery_id: "d".into(),
+        reason: RejectReason::OverQuota,
+        size: 10,
+        used_bytes: 100,
+        quota_bytes: 100,
+        sender: "a@example.net".into(),
+        blob_id: "ab".repeat(32),
+        message_id: None,
+    });
+    round_trip(PurgeRequested {
+        envelope: env("p1"),
+        account: "bob@example.org".into(),
+        folder: "Trash".into(),
+        received_before: Some(1_700_000_000_000),
+        job: "trash-cleanup".into(),
+    });
+    round_trip(MessagesPurged {
+        envelope: env("pd1"),
+        account: "bob@example.org".into(),
+        folder: "Trash".into(),
+        count: 2,
+        bytes: 20,
+        files: vec!["a".into(), "b".into()],
+        job: "trash-cleanup".into(),
+    });
+    round_trip(QuotaChanged {
+        envelope: env("qc1"),
+        account: "bob@example.org".into(),
+        quota_bytes: None,
+    });
+    round_trip(PlanChanged {
+        envelope: env("pc1"),
+        account: "bob@example.org".into(),
+        plan: "plus".into(),
+    });
+    round_trip(UsageChanged {
+        envelope: env("u1"),
+        account: "bob@example.org".into(),
+        used_bytes: 5,
+        messages: 1,
+        quota_bytes: 10,
+        over_quota: false,
+    });
+    round_trip(crate::notify::NotificationRequested {
+        envelope: env("n1"),
+        to: "a@example.net".into(),
+        template: "over-quota-sender".into(),
+        account: Some("bob@example.org".into()),
+        params: [("size".to_string(), "10".to_string())].into(),
+    });
+}
+
 fn received(id: &str) -> MessageReceived {
     MessageReceived {
         envelope: env(id),
@@ -146,6 +227,7 @@ fn received(id: &str) -> MessageReceived {
         lhlo: "mx1.example.org".into(),
         session_id: "s-1".into(),
         recipient_count: 2,
+        recipient_index: 0,
         message_id: Some("abc@example.net".into()),
         header_from: Some("Alice <alice@example.net>".into()),
         subject: Some("Grüße".into()),

@@ -48,11 +48,7 @@ impl StateKey for InstanceKey {
 }
 
 fn two_i64(bytes: &[u8]) -> Result<(i64, i64), String> {
-    if bytes.len() != 16 {
-        return Err(format!("{} bytes, expected 16", bytes.len()));
-    }
-    let (a, b) = bytes.split_at(8);
-    Ok((i64::from_bytes(a)?, i64::from_bytes(b)?))
+    <(i64, i64)>::from_bytes(bytes)
 }
 
 impl StateValue for Seen {

@@ -17,6 +17,9 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+/// Temporary files older than this are leftovers of a crash.
+pub const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The zstd level: 3 is zstd's default, fast enough for ingest.
 const LEVEL: i32 = 3;
 
@@ -68,15 +71,24 @@ pub struct BlobStore {
 
 impl BlobStore {
     /// Open (and create) a store at `root`, removing temporary files a
-    /// crash may have left.
+    /// crash left more than [`STALE_TMP`] ago. Younger ones may be another
+    /// process's write in progress: the LMTP servers and scanners of a host
+    /// share the store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
         let root = root.into();
         let tmp = root.join("tmp");
         create_dir(&tmp)?;
         if let Ok(entries) = fs::read_dir(&tmp) {
             for entry in entries.flatten() {
-                // Unfinished writes of a previous process: never announced.
-                let _ = fs::remove_file(entry.path());
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|age| age > STALE_TMP) {
+                    // An unfinished write of a dead process: never announced.
+                    let _ = fs::remove_file(entry.path());
+                }
             }
         }
         Ok(Self {
@@ -122,7 +134,20 @@ impl BlobStore {
             return Ok(()); // content-addressed: the same bytes are already there
         }
         let folder = path.parent().unwrap_or(&self.root);
-        create_dir(folder)?;
+        if !folder.is_dir() {
+            create_dir(folder)?;
+            // A new shard folder must survive a power cut too: sync the
+            // folders that now name it.
+            for parent in [folder.parent(), Some(self.root.as_path())]
+                .into_iter()
+                .flatten()
+            {
+                sync_dir(parent).map_err(|source| BlobError::Write {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
         let compressed = compress(id, raw)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{id}.{}.{n}", std::process::id()));
@@ -275,11 +300,24 @@ mod tests {
     }
 
     #[test]
-    fn stale_temporary_files_are_removed_on_open() {
+    fn only_stale_temporary_files_are_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        fs::write(dir.path().join("tmp/half-written"), b"x").unwrap();
+        let (stale, live) = (
+            dir.path().join("tmp/crashed"),
+            dir.path().join("tmp/in-progress"),
+        );
+        fs::write(&stale, b"x").unwrap();
+        fs::write(&live, b"x").unwrap();
+        let old = std::time::SystemTime::now() - STALE_TMP - std::time::Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         BlobStore::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert!(!stale.exists(), "a crash's leftover goes");
+        assert!(live.exists(), "another process's write in progress stays");
     }
 }

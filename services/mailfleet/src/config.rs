@@ -12,6 +12,7 @@ use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
     RuntimeError, Topology,
 };
+use mailfleet_storage::writer::StorageConfig;
 use serde::Deserialize;
 
 /// The whole config. Every section is optional; defaults live in each
@@ -107,6 +108,8 @@ pub struct ConsumersConfig {
     pub greylist: GreylistConfig,
     /// The scanner (clamd and the attachment policy).
     pub scanner: ScannerConfig,
+    /// The storage writer (Maildirs, quota, quarantine, purges).
+    pub storage: StorageConfig,
 }
 
 impl Config {
@@ -131,6 +134,7 @@ impl Config {
         out.extend(self.policy.problems());
         out.extend(self.consumers.greylist.problems());
         out.extend(self.consumers.scanner.problems());
+        out.extend(self.consumers.storage.problems());
         out.extend(self.lmtp.problems());
         if self.blobs.dir.is_empty() {
             out.push("blobs.dir is empty".into());

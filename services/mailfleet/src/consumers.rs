@@ -8,11 +8,12 @@ use mailfleet_counter::Counter;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
 use mailfleet_runtime::{run, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
+use mailfleet_storage::{index::Indexer, writer::StorageWriter};
 
 use crate::config::Config;
 
 /// Every consumer `mailfleet run` knows.
-pub const NAMES: &[&str] = &["counter", "greylist", "scanner"];
+pub const NAMES: &[&str] = &["counter", "greylist", "scanner", "storage", "index"];
 
 /// Run one consumer until shutdown.
 pub async fn run_consumer(
@@ -52,6 +53,13 @@ pub async fn run_consumer(
             let scanner = Scanner::new(cfg.consumers.scanner.clone(), Arc::new(blobs));
             run(scanner, spec, shutdown).await
         }
+        "storage" => {
+            let blobs = BlobStore::open(&cfg.blobs.dir)
+                .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
+            let writer = StorageWriter::new(cfg.consumers.storage.clone(), Arc::new(blobs));
+            run(writer, spec, shutdown).await
+        }
+        "index" => run(Indexer, spec, shutdown).await,
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",
             NAMES.join(", ")

@@ -1,5 +1,6 @@
 //! `mailfleet demo`: demo traffic through the fleet, and what happened.
-//! The fleet so far: the counting pipeline, and greylisting.
+//! The fleet so far: the counting pipeline, greylisting, and mail ingest
+//! with scanning.
 
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,8 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
     );
     print_counts(cfg)?;
     print_dead_letters(cfg, 3)?;
-    crate::demo_greylist::run(cfg, &topology, &run_id).await
+    crate::demo_greylist::run(cfg, &topology, &run_id).await?;
+    crate::demo_mail::run(cfg, &topology, &run_id).await
 }
 
 fn print_counts(cfg: &Config) -> anyhow::Result<()> {

@@ -7,6 +7,8 @@ mod config;
 mod consumers;
 mod demo;
 mod demo_greylist;
+mod demo_mail;
+mod index;
 mod scan;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -42,6 +44,11 @@ enum Command {
     Lmtp,
     /// Scan one message file as the scanner consumer would; the last line is one JSON verdict.
     Scan(scan::ScanArgs),
+    /// The mailbox index: show an account, or rebuild it from the log.
+    Index {
+        #[command(subcommand)]
+        action: index::IndexAction,
+    },
     /// Write clock ticks into the clocked topics (time is an event).
     Clock {
         /// Tick once and exit (for cron) instead of every `clock.every_s`.
@@ -114,6 +121,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(mailfleet_policy::serve(cfg.policy.clone(), grouping, &cfg.kafka, shutdown).await?)
         }
         Command::Lmtp => lmtp(cfg).await,
+        Command::Index { action } => index::run(action, &cfg).await,
         Command::Scan(args) => scan::run(args, &cfg).await,
         Command::Clock { once } => {
             let shutdown = Shutdown::new();
@@ -127,6 +135,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
 
 async fn lmtp(cfg: Config) -> anyhow::Result<()> {
     use mailfleet_ingest::{blob::BlobStore, lmtp};
+    use mailfleet_storage::usage::UsageProjection;
     metrics::install_exporter(&cfg.metrics)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
@@ -134,8 +143,14 @@ async fn lmtp(cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.lmtp.listen)
         .await
         .with_context(|| format!("lmtp.listen = {:?}", cfg.lmtp.listen))?;
-    // Until the accounts projection exists, every well-formed recipient is accepted.
-    let recipients = std::sync::Arc::new(lmtp::AcceptAll);
+    // Over-quota accounts get 552 5.2.2 at RCPT. Until the accounts
+    // projection exists (F5), every other well-formed recipient is accepted.
+    let usage_topic = &cfg.consumers.storage.usage_topic;
+    let recipients = std::sync::Arc::new(UsageProjection::follow(
+        &cfg.kafka,
+        usage_topic,
+        shutdown.clone(),
+    )?);
     let blobs = std::sync::Arc::new(blobs);
     Ok(lmtp::serve(
         cfg.lmtp.clone(),

@@ -37,10 +37,12 @@ pub struct Stall {
     pub reason: String,
 }
 
-/// The uncommitted work of one partition in one batch.
+/// The uncommitted work of one input partition in one batch. (The state
+/// changes are kept per partition number instead, in an [`Overlay`]
+/// shared by co-partitioned topics: a consumer reading two topics sees
+/// either's changes decided earlier in the batch.)
 #[derive(Default)]
 pub struct PartitionWork {
-    pub overlay: Overlay,
     pub outputs: Vec<Outgoing>,
     /// Next offset to read once this work commits.
     pub next_offset: Option<i64>,
@@ -62,7 +64,7 @@ pub struct Decider<'a, C: Consumer> {
 
 impl<C: Consumer> Decider<'_, C> {
     /// Handle one record into its partition's work.
-    pub fn handle(&self, rec: Record, work: &mut PartitionWork) {
+    pub fn handle(&self, rec: Record, work: &mut PartitionWork, overlay: &mut Overlay) {
         if work.stall.is_some() {
             return; // the partition is stopped at an earlier offset
         }
@@ -88,13 +90,20 @@ impl<C: Consumer> Decider<'_, C> {
                 },
                 rec.payload,
                 work,
+                overlay,
             ),
             Err((kind, reason)) => self.dead_letter(&rec.meta, rec.payload, kind, reason, work),
         }
     }
 
-    fn decide(&self, input: Input<C::Event>, payload: Option<Vec<u8>>, work: &mut PartitionWork) {
-        let view = StateView::new(self.store, input.meta.partition, &work.overlay);
+    fn decide(
+        &self,
+        input: Input<C::Event>,
+        payload: Option<Vec<u8>>,
+        work: &mut PartitionWork,
+        overlay: &mut Overlay,
+    ) {
+        let view = StateView::new(self.store, input.meta.partition, overlay);
         let decision = match self.consumer.decide(&view, &input) {
             Ok(d) => d,
             Err(StateError::Read(e)) => return self.stall(&input.meta, None, e.to_string(), work),
@@ -108,7 +117,7 @@ impl<C: Consumer> Decider<'_, C> {
                 let reason = reason.clone();
                 self.reject(&input.meta, payload, reason, work)
             }
-            Verdict::Apply => self.apply(input, payload, decision, work),
+            Verdict::Apply => self.apply(input, payload, decision, work, overlay),
         }
     }
 
@@ -118,6 +127,7 @@ impl<C: Consumer> Decider<'_, C> {
         payload: Option<Vec<u8>>,
         mut decision: Decision,
         work: &mut PartitionWork,
+        overlay: &mut Overlay,
     ) {
         // Encode first: an output that does not fit its schema must not
         // leave half-applied state behind.
@@ -144,7 +154,7 @@ impl<C: Consumer> Decider<'_, C> {
                 }
             }
         }
-        work.overlay.extend(decision.changes);
+        overlay.extend(decision.changes);
         work.outputs.extend(encoded);
         self.done(&input.meta, work);
     }

@@ -32,7 +32,7 @@ mod batch;
 pub mod context;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
@@ -54,7 +54,7 @@ use crate::{
     metrics as m,
     producer::EventProducer,
     shutdown::Shutdown,
-    state::partition_key,
+    state::{partition_key, Overlay},
     store::{Commit, Store},
 };
 
@@ -74,6 +74,10 @@ pub struct RunSpec {
     pub run_effects: bool,
     /// Stop by itself once this many inputs were handled (demo, benchmarks).
     pub stop_after: Option<u64>,
+    /// Read each listed partition only up to this offset (exclusive), and
+    /// stop once every one is there: a rebuild or an audit "as of" these
+    /// offsets. Other partitions are not read.
+    pub stop_at: Option<BTreeMap<(String, i32), i64>>,
 }
 
 impl RunSpec {
@@ -90,6 +94,7 @@ impl RunSpec {
             runtime: runtime.clone(),
             run_effects: true,
             stop_after: None,
+            stop_at: None,
         }
     }
 }
@@ -160,7 +165,7 @@ const TELEMETRY_EVERY: Duration = Duration::from_secs(1);
 impl<C: Consumer> Runner<C> {
     fn start(
         consumer: C,
-        spec: RunSpec,
+        mut spec: RunSpec,
         tokio: tokio::runtime::Handle,
     ) -> Result<Self, RuntimeError> {
         let name = consumer.name().to_string();
@@ -208,6 +213,15 @@ impl<C: Consumer> Runner<C> {
                 op: "subscribe",
                 source,
             })?;
+        if let Some(stops) = spec.stop_at.as_mut() {
+            // A stop that retention already removed is reached from the start.
+            for ((topic, partition), stop) in stops.iter_mut() {
+                let wm = kc.fetch_watermarks(topic, *partition, Duration::from_secs(10));
+                if wm.is_ok_and(|(low, _)| low >= *stop) {
+                    *stop = 0;
+                }
+            }
+        }
         let producer = EventProducer::new(&spec.kafka, &format!("mailfleet-{name}-out"))?;
         tracing::info!(consumer = %name, group = %spec.group, inputs = ?spec.inputs,
             store = %dir.display(), "consumer started");
@@ -261,7 +275,21 @@ impl<C: Consumer> Runner<C> {
     }
 
     fn reached_stop(&self) -> bool {
-        self.spec.stop_after.is_some_and(|n| self.stats.events >= n)
+        if self.spec.stop_after.is_some_and(|n| self.stats.events >= n) {
+            return true;
+        }
+        let Some(stop_at) = &self.spec.stop_at else {
+            return false;
+        };
+        stop_at.iter().all(|((topic, partition), &stop)| {
+            let next = self
+                .store
+                .offset(topic, *partition)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            next >= stop
+        })
     }
 
     /// Poll records until the batch is full or its time is up.
@@ -289,6 +317,9 @@ impl<C: Consumer> Runner<C> {
                 }
             };
             let tp: Tp = (msg.topic().to_string(), msg.partition());
+            if self.past_stop(&tp, msg.offset()) {
+                continue;
+            }
             if self.paused.contains_key(&tp) || !self.admit(&tp, msg.offset()) {
                 continue;
             }
@@ -308,6 +339,15 @@ impl<C: Consumer> Runner<C> {
             });
         }
         (records, started)
+    }
+
+    /// Whether `stop_at` excludes this record (at or past its partition's
+    /// stop, or a partition it does not list).
+    fn past_stop(&self, tp: &Tp, offset: i64) -> bool {
+        self.spec
+            .stop_at
+            .as_ref()
+            .is_some_and(|stops| stops.get(tp).is_none_or(|&stop| offset >= stop))
     }
 
     /// Admit a record unless its offset was already handled; note it in flight.
@@ -347,12 +387,14 @@ impl<C: Consumer> Runner<C> {
             run_effects: self.spec.run_effects,
         };
         let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
+        let mut overlays: HashMap<i32, Overlay> = HashMap::new();
         for rec in records {
             let tp = (rec.meta.topic.clone(), rec.meta.partition);
-            decider.handle(rec, work.entry(tp).or_default());
+            let overlay = overlays.entry(rec.meta.partition).or_default();
+            decider.handle(rec, work.entry(tp).or_default(), overlay);
         }
         self.send(&work, shutdown)?;
-        self.commit(&work)?;
+        self.commit(&work, &overlays)?;
         self.after_commit(work, count, started);
         Ok(())
     }
@@ -396,14 +438,22 @@ impl<C: Consumer> Runner<C> {
         Ok(())
     }
 
-    fn commit(&self, work: &HashMap<Tp, PartitionWork>) -> Result<(), RuntimeError> {
+    /// One WriteBatch: every partition's state changes and every input
+    /// partition's next offset.
+    fn commit(
+        &self,
+        work: &HashMap<Tp, PartitionWork>,
+        overlays: &HashMap<i32, Overlay>,
+    ) -> Result<(), RuntimeError> {
         let mut commit = Commit::default();
-        for ((topic, partition), w) in work {
+        for (partition, overlay) in overlays {
             commit.state.extend(
-                w.overlay
+                overlay
                     .iter()
                     .map(|(k, v)| (partition_key(*partition, k), v.clone())),
             );
+        }
+        for ((topic, partition), w) in work {
             if let Some(next) = w.next_offset {
                 commit.offsets.push((topic.clone(), *partition, next));
             }

@@ -7,6 +7,7 @@
 //! keeps the mail and retries. A connection lost during DATA announces
 //! nothing. Read [`session`] for the protocol, [`server`] for the I/O.
 
+pub mod client;
 mod command;
 pub mod data;
 mod server;

@@ -215,7 +215,7 @@ impl Server {
         let n = self.sessions.fetch_add(1, Ordering::Relaxed);
         let session_id = format!("{}-{n}", self.instance);
         let now = now_ms();
-        let sends = tx.recipients.iter().map(|rcpt| {
+        let sends = tx.recipients.iter().enumerate().map(|(index, rcpt)| {
             let event = MessageReceived {
                 // Derived from content and account: a message Postfix
                 // retries after a 451 gets the same id, and downstream
@@ -235,6 +235,7 @@ impl Server {
                 lhlo: session.lhlo().to_string(),
                 session_id: session_id.clone(),
                 recipient_count: tx.recipients.len() as i32,
+                recipient_index: index as i32,
                 message_id: summary.message_id.clone(),
                 header_from: summary.from.clone(),
                 subject: summary.subject.clone(),

@@ -46,7 +46,11 @@ impl ScannerConfig {
             out.extend(self.clamd.problems().into_iter().map(prefix));
         }
         if let Err(problems) = self.policy.validate() {
-            out.extend(problems.into_iter().map(prefix));
+            out.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("consumers.scanner.policy.{p}")),
+            );
         }
         for domain in &self.local_domains {
             if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {

@@ -76,7 +76,9 @@ pub fn verdict_events(
     let Some(signature) = signature else {
         return out;
     };
-    if !cfg.is_local(&received.sender) {
+    // Once per message, not per recipient: the first recipient's input
+    // blocks the sender.
+    if !cfg.is_local(&received.sender) || received.recipient_index != 0 {
         return out;
     }
     let sender = received.sender.to_lowercase();
@@ -132,6 +134,7 @@ mod tests {
             lhlo: "mx".into(),
             session_id: "s".into(),
             recipient_count: 1,
+            recipient_index: 0,
             message_id: Some("m@x".into()),
             header_from: None,
             subject: None,
@@ -183,6 +186,10 @@ mod tests {
         assert_eq!(outside.len(), 1, "remote senders are not our accounts");
         let bounce = verdict_events(&cfg(), &received(""), &v, "ClamAV");
         assert_eq!(bounce.len(), 1, "the null sender is nobody");
+        let mut second = received("alice@example.org");
+        second.recipient_index = 1;
+        let again = verdict_events(&cfg(), &second, &v, "ClamAV");
+        assert_eq!(again.len(), 1, "the sender is blocked once per message");
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod effects;
 use std::{future::Future, sync::Arc};
 
 use mailfleet_events::mail::MessageReceived;
-use mailfleet_runtime::{Consumer, Decision, Input, Outcome, StateError, StateView};
+use mailfleet_runtime::{metrics as m, Consumer, Decision, Input, Outcome, StateError, StateView};
 use mailfleet_scan::clamd::Clamd;
 
 pub use config::ScannerConfig;
@@ -35,6 +35,10 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(cfg: ScannerConfig, blobs: Arc<BlobStore>) -> Self {
         let clamd = cfg.use_clamd.then(|| Clamd::new(cfg.clamd.clone()));
+        // Exported from the start, so that alerts on failures have a series.
+        for kind in ["clamd", "blob"] {
+            metrics::counter!(m::SCANNER_FAILURES, "kind" => kind).increment(0);
+        }
         Self {
             cfg,
             blobs,

@@ -97,6 +97,7 @@ async fn runtime_run(
         },
         run_effects: true,
         stop_after: Some(events),
+        stop_at: None,
     };
     let started = Instant::now();
     let stats = mailfleet_runtime::run(

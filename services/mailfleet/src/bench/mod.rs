@@ -2,10 +2,23 @@
 //! benchmarks, not tests; results go to `docs/benchmarks.md`.
 
 mod consume;
+mod corpus;
+mod cpu;
+mod lmtp;
 mod policy;
+mod scan;
 
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
+use mailfleet_events::{Event, Registry};
+use mailfleet_runtime::admin;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    Message, Offset, TopicPartitionList,
+};
 
 use crate::config::Config;
 
@@ -15,6 +28,10 @@ pub use consume::traffic_records;
 pub enum Bench {
     /// postgrey vs mailfleet's policy path: throughput flat out, and p99 at a fixed rate.
     Policy(policy::PolicyLoad),
+    /// smtp-sink (LMTP, discards) vs `mailfleet lmtp` (fsync + Kafka acks), both driven by smtp-source.
+    Lmtp(lmtp::LmtpLoad),
+    /// Raw clamd INSTREAM vs `mailfleet_scan::scan`, the policy alone, and the scanner consumer.
+    Scan(scan::ScanLoad),
     /// Raw rdkafka consume loop vs the runtime with the counting consumer (RocksDB state).
     Consume {
         /// Events to produce and then read twice.
@@ -38,6 +55,8 @@ pub enum Bench {
 pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
     match which {
         Bench::Policy(load) => policy::run(cfg, load).await,
+        Bench::Lmtp(load) => lmtp::run(cfg, load).await,
+        Bench::Scan(load) => scan::run(cfg, load).await,
         Bench::Consume {
             events,
             event_bytes,
@@ -71,4 +90,55 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     }
     bar.set_message(what.to_string());
     bar
+}
+
+/// A scratch folder for one bench run, beside the blob store (`run/bench/<id>`
+/// by default), so that fsyncs hit the file system of the configured store.
+pub fn scratch_dir(cfg: &Config, id: &str) -> std::path::PathBuf {
+    let blobs = std::path::Path::new(&cfg.blobs.dir);
+    blobs
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("bench")
+        .join(id)
+}
+
+/// Every record of `topic` up to its current end (high watermarks), decoded
+/// as `E`: a check reads exactly what was produced, with no idle timeout.
+pub fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
+    let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
+        .set(
+            "group.id",
+            format!("bench-reader-{}", rand::random::<u32>()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let wait = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), wait)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut total = 0i64;
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), wait)?;
+        total += high - low;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    while (out.len() as i64) < total {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "read {} of {total} records of {topic}",
+            out.len()
+        );
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = msg?;
+            let bytes = msg.payload().unwrap_or_default();
+            let event = Registry::builtin().decode::<E>(bytes).with_context(|| {
+                format!("decoding {topic}/{}@{}", msg.partition(), msg.offset())
+            })?;
+            out.push(event);
+        }
+    }
+    Ok(out)
 }

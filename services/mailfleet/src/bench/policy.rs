@@ -174,6 +174,7 @@ async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<St
         },
         run_effects: true,
         stop_after: None,
+        stop_at: None,
     };
     let grouping = g.grouping();
     tokio::spawn(mailfleet_runtime::run(

@@ -1,0 +1,158 @@
+//! The indexer's pure decider: stored, purged and quarantined messages in,
+//! the per-account index out.
+
+use mailfleet_events::{
+    mail::{MessageQuarantined, MessageStored, MessagesPurged},
+    Envelope, EventError, Registry,
+};
+use mailfleet_runtime::{Decision, Decode, StateError, StateKey, StateView};
+
+use super::state::{
+    FolderKey, MessageEntry, MessageKey, QuarantineKey, QuarantinedKey, StatsKey, Tally, TotalKey,
+};
+use crate::maildir::parse_name;
+
+/// What the indexer reads.
+#[derive(Debug)]
+pub enum IndexInput {
+    Stored(MessageStored),
+    Purged(MessagesPurged),
+    Quarantined(MessageQuarantined),
+    /// Another event on a shared topic.
+    Other(Envelope),
+}
+
+impl Decode for IndexInput {
+    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
+        Ok(match registry.writer_of(bytes)?.name.as_str() {
+            "mailfleet.mail.MessageStored" => Self::Stored(registry.decode(bytes)?),
+            "mailfleet.mail.MessagesPurged" => Self::Purged(registry.decode(bytes)?),
+            "mailfleet.mail.MessageQuarantined" => Self::Quarantined(registry.decode(bytes)?),
+            _ => Self::Other(Envelope::default()),
+        })
+    }
+    fn envelope(&self) -> &Envelope {
+        match self {
+            Self::Stored(e) => &e.envelope,
+            Self::Purged(e) => &e.envelope,
+            Self::Quarantined(e) => &e.envelope,
+            Self::Other(e) => e,
+        }
+    }
+}
+
+/// Decide one input.
+pub fn decide(state: &StateView<'_>, input: &IndexInput) -> Result<Decision, StateError> {
+    match input {
+        IndexInput::Stored(s) => stored(state, s),
+        IndexInput::Purged(p) => purged(state, p),
+        IndexInput::Quarantined(q) => quarantined(state, q),
+        IndexInput::Other(_) => Ok(Decision::ignore()),
+    }
+}
+
+fn stored(state: &StateView<'_>, s: &MessageStored) -> Result<Decision, StateError> {
+    let key = MessageKey {
+        account: s.account.clone(),
+        base: parse_name(&s.file).base.to_string(),
+    };
+    if state.get(&key)?.is_some() {
+        return Ok(Decision::ignore()); // the same file reported again
+    }
+    let mut d = Decision::apply();
+    let entry = MessageEntry {
+        folder: s.folder.clone(),
+        size: s.size,
+        received_at: s.received_at,
+        file: s.file.clone(),
+    };
+    d.put(&key, &entry);
+    let delta = Tally {
+        count: 1,
+        bytes: s.size,
+    };
+    adjust(
+        state,
+        &mut d,
+        &s.account,
+        &[(s.folder.clone(), delta)].into(),
+    )?;
+    Ok(d)
+}
+
+fn purged(state: &StateView<'_>, p: &MessagesPurged) -> Result<Decision, StateError> {
+    let mut d = Decision::apply();
+    let mut per_folder: std::collections::BTreeMap<String, Tally> = Default::default();
+    for base in &p.files {
+        let key = MessageKey {
+            account: p.account.clone(),
+            base: base.clone(),
+        };
+        let Some(entry) = state.get(&key)? else {
+            continue; // never indexed (put there by hand): nothing to undo
+        };
+        d.delete(&key);
+        let delta = per_folder.entry(entry.folder).or_default();
+        delta.count -= 1;
+        delta.bytes -= entry.size;
+    }
+    if per_folder.is_empty() {
+        return Ok(Decision::ignore());
+    }
+    adjust(state, &mut d, &p.account, &per_folder)?;
+    Ok(d)
+}
+
+fn quarantined(state: &StateView<'_>, q: &MessageQuarantined) -> Result<Decision, StateError> {
+    let seen = QuarantinedKey(q.delivery_id.clone());
+    if state.get(&seen)?.is_some() {
+        return Ok(Decision::ignore());
+    }
+    let key = QuarantineKey(q.account.clone());
+    let tally = state.get(&key)?.unwrap_or_default().plus_one(q.size);
+    let mut d = Decision::apply();
+    d.put(&seen, &()).put(&key, &tally);
+    Ok(d)
+}
+
+/// Shift folder tallies, the account's total and the partition's stats
+/// by the per-folder changes.
+fn adjust(
+    state: &StateView<'_>,
+    d: &mut Decision,
+    account: &str,
+    per_folder: &std::collections::BTreeMap<String, Tally>,
+) -> Result<(), StateError> {
+    let mut sum = Tally::default();
+    for (folder, delta) in per_folder {
+        let key = FolderKey {
+            account: account.to_string(),
+            folder: folder.clone(),
+        };
+        let tally = state.get(&key)?.unwrap_or_default().shift(*delta);
+        d.put(&key, &tally);
+        sum = Tally {
+            count: sum.count + delta.count,
+            bytes: sum.bytes + delta.bytes,
+        };
+    }
+    let total_key = TotalKey(account.to_string());
+    let total = state.get(&total_key)?.unwrap_or_default().shift(sum);
+    let stats = state.get(&StatsKey)?.unwrap_or_default().shift(sum);
+    d.put(&total_key, &total).put(&StatsKey, &stats);
+    Ok(())
+}
+
+/// The partition's index size, if this decision changed it.
+pub fn stats_change(d: &Decision) -> Option<Tally> {
+    use mailfleet_runtime::StateValue;
+    let key = StatsKey.to_key_bytes();
+    d.changes
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| Tally::from_bytes(v.as_deref()?).ok())
+}
+
+#[cfg(test)]
+mod tests;

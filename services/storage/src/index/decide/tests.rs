@@ -1,0 +1,120 @@
+use mailfleet_runtime::{Overlay, Verdict};
+
+use super::*;
+
+fn stored(file: &str, folder: &str, size: i64) -> IndexInput {
+    IndexInput::Stored(MessageStored {
+        envelope: Envelope::new(format!("st:{file}"), 1, "storage"),
+        account: "bob@x".into(),
+        delivery_id: format!("d:{file}"),
+        folder: folder.into(),
+        file: format!("{file},S={size},W={size}"),
+        size,
+        stored_bytes: size,
+        blob_id: "ab".repeat(32),
+        received_at: 1,
+        message_id: None,
+    })
+}
+
+fn purge(files: &[&str]) -> IndexInput {
+    IndexInput::Purged(MessagesPurged {
+        envelope: Envelope::new("p", 2, "storage"),
+        account: "bob@x".into(),
+        folder: "Trash".into(),
+        count: files.len() as i64,
+        bytes: 0,
+        files: files.iter().map(|f| f.to_string()).collect(),
+        job: "j".into(),
+    })
+}
+
+fn run(state: &mut Overlay, input: IndexInput) -> Decision {
+    let mut d = decide(&StateView::in_memory(state), &input).unwrap();
+    state.extend(std::mem::take(&mut d.changes));
+    d
+}
+
+fn tally<K: StateKey<Value = Tally>>(state: &Overlay, key: K) -> Tally {
+    StateView::in_memory(state)
+        .get(&key)
+        .unwrap()
+        .unwrap_or_default()
+}
+
+fn folder(name: &str) -> FolderKey {
+    FolderKey {
+        account: "bob@x".into(),
+        folder: name.into(),
+    }
+}
+
+#[test]
+fn stored_messages_are_indexed_once_per_file() {
+    let mut state = Overlay::default();
+    run(&mut state, stored("1.Ma.h", "INBOX", 10));
+    run(&mut state, stored("2.Mb.h", "Trash", 5));
+    run(&mut state, stored("3.Mc.h", "Trash", 7));
+    assert!(matches!(
+        run(&mut state, stored("3.Mc.h", "Trash", 7)).verdict,
+        Verdict::Ignore
+    ));
+    assert_eq!(
+        tally(&state, folder("Trash")),
+        Tally {
+            count: 2,
+            bytes: 12
+        }
+    );
+    assert_eq!(
+        tally(&state, TotalKey("bob@x".into())),
+        Tally {
+            count: 3,
+            bytes: 22
+        }
+    );
+    assert_eq!(
+        tally(&state, StatsKey),
+        Tally {
+            count: 3,
+            bytes: 22
+        }
+    );
+}
+
+#[test]
+fn purges_remove_exactly_the_named_files() {
+    let mut state = Overlay::default();
+    run(&mut state, stored("1.Ma.h", "INBOX", 10));
+    run(&mut state, stored("2.Mb.h", "Trash", 5));
+    run(&mut state, stored("3.Mc.h", "Trash", 7));
+    let input = purge(&["2.Mb.h", "3.Mc.h", "never-indexed"]);
+    let d = decide(&StateView::in_memory(&state), &input).unwrap();
+    assert_eq!(
+        stats_change(&d),
+        Some(Tally {
+            count: 1,
+            bytes: 10
+        })
+    );
+    state.extend(d.changes);
+    assert_eq!(tally(&state, folder("Trash")), Tally::default());
+    assert_eq!(
+        tally(&state, folder("INBOX")),
+        Tally {
+            count: 1,
+            bytes: 10
+        }
+    );
+    assert_eq!(
+        tally(&state, TotalKey("bob@x".into())),
+        Tally {
+            count: 1,
+            bytes: 10
+        }
+    );
+    assert!(
+        matches!(run(&mut state, purge(&["2.Mb.h"])).verdict, Verdict::Ignore),
+        "already gone"
+    );
+}

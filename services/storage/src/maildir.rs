@@ -1,0 +1,438 @@
+//! Maildir as Dovecot reads it: `<root>/<domain>/<user>/Maildir/` is INBOX,
+//! Maildir++ folders are `.<Name>/` inside it, each with `tmp/ new/ cur/`.
+//!
+//! A delivery writes `tmp/<name>`, fsyncs it, renames it into `new/` and
+//! fsyncs `new/`: a crash leaves the whole file in `new/` or none there
+//! (a stray file in `tmp/` at worst, which Dovecot itself cleans after
+//! 36 hours). File names follow Dovecot's
+//! `<secs>.<unique>.<host>,S=<size>,W=<vsize>`; the unique part is derived
+//! from the delivery id, so a replayed delivery finds its own file.
+
+use std::{
+    fs::{self, File},
+    io::Write,
+    os::unix::fs::chown,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+
+/// Maildir failures, each naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum MaildirError {
+    #[error("account {0:?} cannot be a mailbox path (needs user@domain, no '/', no leading dot)")]
+    BadAccount(String),
+    #[error("folder {0:?} is not a valid folder name")]
+    BadFolder(String),
+    #[error("creating {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("removing {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("compressing for {path}: zstd error {code}")]
+    Compress { path: PathBuf, code: usize },
+}
+
+/// Who owns the files: Dovecot's mail user must be able to move and index them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Owner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// A mail root.
+#[derive(Debug, Clone)]
+pub struct Maildirs {
+    root: PathBuf,
+    host: String,
+    owner: Owner,
+    compress: bool,
+}
+
+/// A message as it will be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName {
+    /// `<secs>.M<hex>.<host>`: what stays the same when Dovecot adds flags.
+    pub base: String,
+    /// The full name in `new/`, with `,S=` and `,W=`.
+    pub full: String,
+}
+
+impl Maildirs {
+    pub fn new(root: impl Into<PathBuf>, host: &str, owner: Owner, compress: bool) -> Self {
+        // ':' and '/' separate flags and paths in Maildir names.
+        let host = host.replace(['/', ':', ','], "_");
+        Self {
+            root: root.into(),
+            host,
+            owner,
+            compress,
+        }
+    }
+
+    /// The Maildir of `account` (`<root>/<domain>/<user>/Maildir`).
+    pub fn mailbox(&self, account: &str) -> Result<PathBuf, MaildirError> {
+        // Dovecot lowercases logins and LMTP recipients: so do the paths.
+        let lower = account.to_lowercase();
+        let (user, domain) = lower
+            .rsplit_once('@')
+            .filter(|(u, d)| path_safe(u) && path_safe(d))
+            .ok_or_else(|| MaildirError::BadAccount(account.to_string()))?;
+        Ok(self.root.join(domain).join(user).join("Maildir"))
+    }
+
+    /// The folder's directory: INBOX is the Maildir itself, others `.<Name>`.
+    pub fn folder(&self, account: &str, folder: &str) -> Result<PathBuf, MaildirError> {
+        let mailbox = self.mailbox(account)?;
+        if folder.eq_ignore_ascii_case("INBOX") {
+            return Ok(mailbox);
+        }
+        if !path_safe(folder) || folder.contains('.') {
+            return Err(MaildirError::BadFolder(folder.to_string()));
+        }
+        Ok(mailbox.join(format!(".{folder}")))
+    }
+
+    /// The file name for a delivery: deterministic in (delivery, time, size).
+    pub fn file_name(&self, delivery_id: &str, received_ms: i64, raw: &[u8]) -> FileName {
+        let unique = &hex::encode(Sha256::digest(delivery_id.as_bytes()))[..16];
+        let base = format!("{}.M{unique}.{}", received_ms.div_euclid(1000), self.host);
+        let full = format!("{base},S={},W={}", raw.len(), virtual_size(raw));
+        FileName { base, full }
+    }
+
+    /// Write `raw` into `folder` of `account` unless that delivery's file is
+    /// already there: in `new/`, or (when `look_in_cur`) in `cur/`, where
+    /// Dovecot moves it with flags once a client saw it. Looking in `cur/`
+    /// reads the whole folder, so callers do it only for replays of older
+    /// deliveries. Returns the bytes on disk, or `None` if present.
+    pub fn deliver(
+        &self,
+        account: &str,
+        folder: &str,
+        name: &FileName,
+        raw: &[u8],
+        look_in_cur: bool,
+    ) -> Result<Option<u64>, MaildirError> {
+        let dir = self.folder(account, folder)?;
+        self.ensure(account, &dir, folder)?;
+        let target = dir.join("new").join(&name.full);
+        if target.exists() || (look_in_cur && in_cur(&dir, &name.base)) {
+            return Ok(None);
+        }
+        let bytes = if self.compress {
+            compress(&target, raw)?
+        } else {
+            raw.to_vec()
+        };
+        let tmp = dir.join("tmp").join(&name.full);
+        let write = |path: &Path| -> std::io::Result<()> {
+            let mut file = File::create(path)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        };
+        write(&tmp).map_err(|source| MaildirError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        self.own(&tmp)?;
+        fs::rename(&tmp, &target).map_err(|source| MaildirError::Write {
+            path: target.clone(),
+            source,
+        })?;
+        let new = dir.join("new");
+        File::open(&new)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| MaildirError::Write { path: new, source })?;
+        Ok(Some(bytes.len() as u64))
+    }
+
+    /// Remove the messages of `folder` whose name time is before
+    /// `before_secs` (all when `None`), from `new/` and `cur/`. Returns
+    /// (base name, size from `S=`) of each file removed.
+    pub fn purge(
+        &self,
+        account: &str,
+        folder: &str,
+        before_secs: Option<i64>,
+    ) -> Result<Vec<(String, u64)>, MaildirError> {
+        let dir = self.folder(account, folder)?;
+        let mut removed = Vec::new();
+        for sub in ["new", "cur"] {
+            let path = dir.join(sub);
+            let entries = match fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(MaildirError::Read { path, source }),
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let parsed = parse_name(&name);
+                if before_secs.is_some_and(|b| parsed.secs.is_none_or(|s| s >= b)) {
+                    continue;
+                }
+                let size = parsed
+                    .size
+                    .or_else(|| entry.metadata().ok().map(|m| m.len()))
+                    .unwrap_or(0);
+                fs::remove_file(entry.path()).map_err(|source| MaildirError::Remove {
+                    path: entry.path(),
+                    source,
+                })?;
+                removed.push((parsed.base.to_string(), size));
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// Create the folder's `tmp/ new/ cur/` (and the mailbox's parents),
+    /// owned by the mail user.
+    fn ensure(&self, account: &str, dir: &Path, folder: &str) -> Result<(), MaildirError> {
+        if dir.join("new").is_dir() {
+            return Ok(());
+        }
+        let mailbox = self.mailbox(account)?;
+        if dir != mailbox {
+            // A folder lives inside a mailbox that must exist as INBOX too.
+            self.ensure(account, &mailbox, "INBOX")?;
+        }
+        let domain_dir = mailbox
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        for sub in ["tmp", "new", "cur"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(|source| MaildirError::Create {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if !folder.eq_ignore_ascii_case("INBOX") {
+            // Maildir++: marks a folder, not a mailbox.
+            let marker = dir.join("maildirfolder");
+            File::create(&marker).map_err(|source| MaildirError::Create {
+                path: marker.clone(),
+                source,
+            })?;
+            self.own(&marker)?;
+        }
+        // Own every level from the domain down, so Dovecot can add its files.
+        for sub in ["tmp", "new", "cur"] {
+            self.own(&dir.join(sub))?;
+        }
+        for level in dir.ancestors() {
+            self.own(level)?;
+            if Some(level) == domain_dir.as_deref() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn own(&self, path: &Path) -> Result<(), MaildirError> {
+        if self.owner.uid.is_none() && self.owner.gid.is_none() {
+            return Ok(());
+        }
+        chown(path, self.owner.uid, self.owner.gid).map_err(|source| MaildirError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Whether `cur/` holds a file with this base name (any flags).
+fn in_cur(dir: &Path, base: &str) -> bool {
+    let Ok(entries) = fs::read_dir(dir.join("cur")) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|e| parse_name(&e.file_name().to_string_lossy()).base == base)
+}
+
+/// Dovecot's `W=`: the size with every line end as CRLF.
+pub fn virtual_size(raw: &[u8]) -> usize {
+    let bare_lf = raw
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+        .count();
+    raw.len() + bare_lf
+}
+
+/// The parts of a Maildir file name we use.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedName<'a> {
+    /// Up to the first `,` or `:`.
+    pub base: &'a str,
+    /// The leading `<secs>.`.
+    pub secs: Option<i64>,
+    /// `,S=<size>`.
+    pub size: Option<u64>,
+}
+
+/// Read a Maildir file name.
+pub fn parse_name(name: &str) -> ParsedName<'_> {
+    let base_end = name.find([',', ':']).unwrap_or(name.len());
+    let base = &name[..base_end];
+    let secs = base.split('.').next().and_then(|s| s.parse().ok());
+    let info = name[base_end..].split(':').next().unwrap_or("");
+    let size = info
+        .split(',')
+        .find_map(|f| f.strip_prefix("S="))
+        .and_then(|s| s.parse().ok());
+    ParsedName { base, secs, size }
+}
+
+fn path_safe(part: &str) -> bool {
+    !part.is_empty() && !part.starts_with('.') && !part.contains(['/', '\0', '\\']) && part != "~"
+}
+
+fn compress(path: &Path, raw: &[u8]) -> Result<Vec<u8>, MaildirError> {
+    let mut out = vec![0u8; zstd_safe::compress_bound(raw.len())];
+    let n = zstd_safe::compress(&mut out[..], raw, 3).map_err(|code| MaildirError::Compress {
+        path: path.to_path_buf(),
+        code,
+    })?;
+    out.truncate(n);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maildirs(root: &Path) -> Maildirs {
+        Maildirs::new(root, "mx1", Owner::default(), false)
+    }
+
+    #[test]
+    fn layout_and_names() {
+        let m = maildirs(Path::new("/m"));
+        assert_eq!(
+            m.mailbox("bob@example.org").unwrap(),
+            Path::new("/m/example.org/bob/Maildir")
+        );
+        assert_eq!(
+            m.folder("bob@example.org", "Spam").unwrap(),
+            Path::new("/m/example.org/bob/Maildir/.Spam")
+        );
+        assert_eq!(
+            m.folder("bob@example.org", "inbox").unwrap(),
+            Path::new("/m/example.org/bob/Maildir")
+        );
+        for bad in ["bob", "../x@example.org", "bob@..", "a/b@example.org"] {
+            assert!(m.mailbox(bad).is_err(), "{bad}");
+        }
+        assert!(m.folder("bob@example.org", "../x").is_err());
+        let name = m.file_name("lmtp:ab:bob@example.org", 1_700_000_000_999, b"a\r\nb\n");
+        assert!(name.base.starts_with("1700000000.M"), "{name:?}");
+        assert!(name.full.ends_with(".mx1,S=5,W=6"), "{name:?}");
+        assert_eq!(
+            name,
+            m.file_name("lmtp:ab:bob@example.org", 1_700_000_000_999, b"a\r\nb\n")
+        );
+    }
+
+    #[test]
+    fn names_parse_with_and_without_flags() {
+        let p = parse_name("1700000000.Mab.mx1,S=5,W=6:2,S");
+        assert_eq!(
+            (p.base, p.secs, p.size),
+            ("1700000000.Mab.mx1", Some(1_700_000_000), Some(5))
+        );
+        let p = parse_name("garbage");
+        assert_eq!((p.base, p.secs, p.size), ("garbage", None, None));
+    }
+
+    #[test]
+    fn delivery_is_atomic_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = maildirs(dir.path());
+        let raw = b"Subject: x\r\n\r\nhi\r\n";
+        let name = m.file_name("d1", 1_000, raw);
+        assert_eq!(
+            m.deliver("bob@example.org", "INBOX", &name, raw, true)
+                .unwrap(),
+            Some(raw.len() as u64)
+        );
+        assert_eq!(
+            m.deliver("bob@example.org", "INBOX", &name, raw, true)
+                .unwrap(),
+            None,
+            "replay"
+        );
+        let inbox = dir.path().join("example.org/bob/Maildir");
+        assert_eq!(fs::read(inbox.join("new").join(&name.full)).unwrap(), raw);
+        assert_eq!(fs::read_dir(inbox.join("tmp")).unwrap().count(), 0);
+        m.deliver("bob@example.org", "Spam", &name, raw, false)
+            .unwrap();
+        assert!(inbox.join(".Spam/maildirfolder").exists());
+    }
+
+    #[test]
+    fn purge_removes_only_old_files_of_one_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = maildirs(dir.path());
+        for (id, secs) in [("old", 100), ("new", 900)] {
+            let raw = id.as_bytes();
+            m.deliver(
+                "bob@example.org",
+                "Trash",
+                &m.file_name(id, secs * 1000, raw),
+                raw,
+                false,
+            )
+            .unwrap();
+        }
+        m.deliver(
+            "bob@example.org",
+            "INBOX",
+            &m.file_name("inbox", 0, b"x"),
+            b"x",
+            false,
+        )
+        .unwrap();
+        // Dovecot moved one to cur/ with flags.
+        let trash = dir.path().join("example.org/bob/Maildir/.Trash");
+        let old = m.file_name("old", 100_000, b"old");
+        fs::rename(
+            trash.join("new").join(&old.full),
+            trash.join("cur").join(format!("{}:2,S", old.full)),
+        )
+        .unwrap();
+        let again = m
+            .deliver("bob@example.org", "Trash", &old, b"old", true)
+            .unwrap();
+        assert_eq!(again, None, "a replay finds the file in cur/");
+        let removed = m.purge("bob@example.org", "Trash", Some(500)).unwrap();
+        assert_eq!(removed, vec![(old.base.clone(), 3)]);
+        assert_eq!(m.purge("bob@example.org", "Trash", None).unwrap().len(), 1);
+        assert!(
+            m.purge("bob@example.org", "Spam", None).unwrap().is_empty(),
+            "no such folder yet"
+        );
+        let inbox = dir.path().join("example.org/bob/Maildir/new");
+        assert_eq!(fs::read_dir(inbox).unwrap().count(), 1, "INBOX untouched");
+    }
+}

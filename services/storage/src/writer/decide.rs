@@ -1,0 +1,316 @@
+//! The storage writer's pure part: what each input means for the account
+//! (deliver, quarantine, reject over quota, purge), the usage and quota
+//! state, and the events that say so. The effect only carries out the
+//! [`Plan`].
+
+use mailfleet_events::{
+    accounts::{PlanChanged, QuotaChanged, UsageChanged},
+    mail::{
+        MessageQuarantined, MessageRejected, MessageScanned, MessagesPurged, PurgeRequested,
+        QuarantineReason, RejectReason, ScanVerdict,
+    },
+    notify::NotificationRequested,
+    Envelope, EventError, Registry,
+};
+use mailfleet_runtime::{Decision, Decode, StateError, StateView};
+
+use super::{
+    config::StorageConfig,
+    state::{AccountQuota, Delivered, DeliveredKey, QuotaKey, Usage, UsageKey},
+    NAME,
+};
+
+/// Everything the writer reads (all keyed by account, co-partitioned).
+#[derive(Debug)]
+pub enum StorageInput {
+    Scanned(MessageScanned),
+    Quota(QuotaChanged),
+    Plan(PlanChanged),
+    Purge(PurgeRequested),
+    /// Its own purge results, read back to lower the usage.
+    Purged(MessagesPurged),
+    /// Another event on a shared topic.
+    Other(Envelope),
+}
+
+impl Decode for StorageInput {
+    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
+        Ok(match registry.writer_of(bytes)?.name.as_str() {
+            "mailfleet.mail.MessageScanned" => Self::Scanned(registry.decode(bytes)?),
+            "mailfleet.accounts.QuotaChanged" => Self::Quota(registry.decode(bytes)?),
+            "mailfleet.accounts.PlanChanged" => Self::Plan(registry.decode(bytes)?),
+            "mailfleet.mail.PurgeRequested" => Self::Purge(registry.decode(bytes)?),
+            "mailfleet.mail.MessagesPurged" => Self::Purged(registry.decode(bytes)?),
+            _ => Self::Other(Envelope::default()),
+        })
+    }
+    fn envelope(&self) -> &Envelope {
+        match self {
+            Self::Scanned(e) => &e.envelope,
+            Self::Quota(e) => &e.envelope,
+            Self::Plan(e) => &e.envelope,
+            Self::Purge(e) => &e.envelope,
+            Self::Purged(e) => &e.envelope,
+            Self::Other(e) => e,
+        }
+    }
+}
+
+/// What the effect must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Write the blob into the account's Maildir (the folder rules pick the
+    /// folder) and report `MessageStored`.
+    Deliver,
+    /// Copy the blob into the quarantine at this relative path.
+    Quarantine { path: String },
+    /// Remove matching files from a folder and report `MessagesPurged`.
+    Purge,
+}
+
+/// The id that makes a delivery idempotent: the `MessageReceived` id, which
+/// a replay and an LMTP retry of the same message share.
+pub fn delivery_id(scanned: &MessageScanned) -> &str {
+    scanned
+        .envelope
+        .causation_id
+        .as_deref()
+        .unwrap_or(&scanned.envelope.event_id)
+}
+
+/// Decide one input.
+pub fn decide(
+    cfg: &StorageConfig,
+    state: &StateView<'_>,
+    input: &StorageInput,
+) -> Result<Decision, StateError> {
+    match input {
+        StorageInput::Scanned(s) => scanned(cfg, state, s),
+        StorageInput::Quota(q) => {
+            let mut quota = state.get(&QuotaKey(q.account.clone()))?.unwrap_or_default();
+            quota.explicit = q.quota_bytes;
+            account_changed(cfg, state, &q.account, quota, &q.envelope)
+        }
+        StorageInput::Plan(p) if !cfg.plans.contains_key(&p.plan) => Ok(Decision::reject(format!(
+            "PlanChanged {}: plan {:?} is not in consumers.storage.plans",
+            p.envelope.event_id, p.plan
+        ))),
+        StorageInput::Plan(p) => {
+            let mut quota = state.get(&QuotaKey(p.account.clone()))?.unwrap_or_default();
+            quota.plan = Some(p.plan.clone());
+            account_changed(cfg, state, &p.account, quota, &p.envelope)
+        }
+        StorageInput::Purge(p) if p.folder.eq_ignore_ascii_case("INBOX") => {
+            Ok(Decision::reject(format!(
+                "PurgeRequested {}: folder INBOX is never purged",
+                p.envelope.event_id
+            )))
+        }
+        StorageInput::Purge(_) => {
+            let mut d = Decision::apply();
+            d.intend(Plan::Purge);
+            Ok(d)
+        }
+        StorageInput::Purged(p) => purged(cfg, state, p),
+        StorageInput::Other(_) => Ok(Decision::ignore()),
+    }
+}
+
+fn scanned(
+    cfg: &StorageConfig,
+    state: &StateView<'_>,
+    s: &MessageScanned,
+) -> Result<Decision, StateError> {
+    let key = DeliveredKey(delivery_id(s).to_string());
+    if state.get(&key)?.is_some() {
+        return Ok(Decision::ignore()); // a replay or an LMTP retry: done already
+    }
+    let mut d = Decision::apply();
+    if s.verdict != ScanVerdict::Clean {
+        d.put(&key, &Delivered::Quarantined);
+        let path = quarantine_path(&s.blob_id);
+        d.emit(
+            &cfg.stored_topic,
+            s.account.as_bytes(),
+            quarantined(s, &path),
+        );
+        d.intend(Plan::Quarantine { path });
+        return Ok(d);
+    }
+    let usage_key = UsageKey(s.account.clone());
+    let usage = state.get(&usage_key)?.unwrap_or_default();
+    let quota = account_quota(cfg, state, &s.account)?;
+    if usage.bytes.saturating_add(s.size) > quota {
+        d.put(&key, &Delivered::Rejected);
+        over_quota(cfg, &mut d, s, usage, quota);
+        return Ok(d);
+    }
+    let usage = Usage {
+        bytes: usage.bytes + s.size,
+        messages: usage.messages + 1,
+    };
+    d.put(&key, &Delivered::Stored).put(&usage_key, &usage);
+    d.emit(
+        &cfg.usage_topic,
+        s.account.as_bytes(),
+        usage_event(&s.envelope, &s.account, usage, quota),
+    );
+    d.intend(Plan::Deliver);
+    Ok(d)
+}
+
+fn over_quota(cfg: &StorageConfig, d: &mut Decision, s: &MessageScanned, usage: Usage, quota: i64) {
+    let envelope = || Envelope::caused_by(&s.envelope, NAME);
+    d.emit(
+        &cfg.stored_topic,
+        s.account.as_bytes(),
+        MessageRejected {
+            envelope: envelope(),
+            account: s.account.clone(),
+            delivery_id: delivery_id(s).to_string(),
+            reason: RejectReason::OverQuota,
+            size: s.size,
+            used_bytes: usage.bytes,
+            quota_bytes: quota,
+            sender: s.sender.clone(),
+            blob_id: s.blob_id.clone(),
+            message_id: s.message_id.clone(),
+        },
+    );
+    let params = [
+        ("account".to_string(), s.account.clone()),
+        ("size".to_string(), s.size.to_string()),
+        ("used_bytes".to_string(), usage.bytes.to_string()),
+        ("quota_bytes".to_string(), quota.to_string()),
+        (
+            "message_id".to_string(),
+            s.message_id.clone().unwrap_or_default(),
+        ),
+    ];
+    let mut tell = |to: &str, template: &str| {
+        d.emit(
+            &cfg.notify_topic,
+            s.account.as_bytes(),
+            NotificationRequested {
+                envelope: envelope(),
+                to: to.to_string(),
+                template: template.into(),
+                account: Some(s.account.clone()),
+                params: params.clone().into(),
+            },
+        );
+    };
+    tell(&s.account, "over-quota-recipient");
+    if !s.sender.is_empty() {
+        tell(&s.sender, "over-quota-sender");
+    }
+}
+
+fn quarantined(s: &MessageScanned, path: &str) -> MessageQuarantined {
+    let (reason, detail) = match s.verdict {
+        ScanVerdict::Infected => (
+            QuarantineReason::Infected,
+            s.signature.clone().unwrap_or_default(),
+        ),
+        ScanVerdict::Banned => (
+            QuarantineReason::Banned,
+            format!(
+                "{} {}",
+                s.file.as_deref().unwrap_or("?"),
+                s.rule.as_deref().unwrap_or("?")
+            ),
+        ),
+        _ => (
+            QuarantineReason::Unknown,
+            "verdict unknown to this writer".into(),
+        ),
+    };
+    MessageQuarantined {
+        envelope: Envelope::caused_by(&s.envelope, NAME),
+        account: s.account.clone(),
+        delivery_id: delivery_id(s).to_string(),
+        reason,
+        detail,
+        path: path.to_string(),
+        size: s.size,
+        blob_id: s.blob_id.clone(),
+        sender: s.sender.clone(),
+        message_id: s.message_id.clone(),
+    }
+}
+
+/// `<h0h1>/<blob>.eml`: one copy per message, however many recipients.
+pub fn quarantine_path(blob_id: &str) -> String {
+    format!("{}/{blob_id}.eml", blob_id.get(..2).unwrap_or("00"))
+}
+
+fn account_quota(
+    cfg: &StorageConfig,
+    state: &StateView<'_>,
+    account: &str,
+) -> Result<i64, StateError> {
+    let q = state
+        .get(&QuotaKey(account.to_string()))?
+        .unwrap_or_default();
+    Ok(cfg.quota(q.plan.as_deref(), q.explicit))
+}
+
+fn account_changed(
+    cfg: &StorageConfig,
+    state: &StateView<'_>,
+    account: &str,
+    quota: AccountQuota,
+    cause: &Envelope,
+) -> Result<Decision, StateError> {
+    let usage = state
+        .get(&UsageKey(account.to_string()))?
+        .unwrap_or_default();
+    let bytes = cfg.quota(quota.plan.as_deref(), quota.explicit);
+    let mut d = Decision::apply();
+    d.put(&QuotaKey(account.to_string()), &quota);
+    d.emit(
+        &cfg.usage_topic,
+        account.as_bytes(),
+        usage_event(cause, account, usage, bytes),
+    );
+    Ok(d)
+}
+
+fn purged(
+    cfg: &StorageConfig,
+    state: &StateView<'_>,
+    p: &MessagesPurged,
+) -> Result<Decision, StateError> {
+    if p.count == 0 {
+        return Ok(Decision::ignore());
+    }
+    let key = UsageKey(p.account.clone());
+    let before = state.get(&key)?.unwrap_or_default();
+    let usage = Usage {
+        bytes: (before.bytes - p.bytes).max(0),
+        messages: (before.messages - p.count).max(0),
+    };
+    let quota = account_quota(cfg, state, &p.account)?;
+    let mut d = Decision::apply();
+    d.put(&key, &usage);
+    d.emit(
+        &cfg.usage_topic,
+        p.account.as_bytes(),
+        usage_event(&p.envelope, &p.account, usage, quota),
+    );
+    Ok(d)
+}
+
+fn usage_event(cause: &Envelope, account: &str, usage: Usage, quota: i64) -> UsageChanged {
+    UsageChanged {
+        envelope: Envelope::caused_by(cause, NAME),
+        account: account.to_string(),
+        used_bytes: usage.bytes,
+        messages: usage.messages,
+        quota_bytes: quota,
+        over_quota: usage.bytes >= quota,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+use mailfleet_runtime::{Overlay, Verdict};
+
+use super::*;
+
+fn scanned(id: &str, account: &str, size: i64, verdict: ScanVerdict) -> MessageScanned {
+    MessageScanned {
+        envelope: Envelope {
+            causation_id: Some(format!("lmtp:{id}:{account}")),
+            ..Envelope::new(format!("scanner:{id}"), 1_000, "scanner")
+        },
+        account: account.into(),
+        recipient: account.into(),
+        sender: "alice@example.net".into(),
+        blob_id: "ab".repeat(32),
+        size,
+        received_at: 1_000,
+        message_id: None,
+        verdict,
+        signature: (verdict == ScanVerdict::Infected).then(|| "Eicar".into()),
+        file: None,
+        rule: None,
+        scanner: "t".into(),
+    }
+}
+
+fn cfg() -> StorageConfig {
+    StorageConfig {
+        plans: [("free".to_string(), 100), ("plus".to_string(), 1000)].into(),
+        ..StorageConfig::default()
+    }
+}
+
+/// Decide and apply to the overlay; returns the decision.
+fn run(state: &mut Overlay, input: StorageInput) -> Decision {
+    let mut d = decide(&cfg(), &StateView::in_memory(state), &input).unwrap();
+    state.extend(std::mem::take(&mut d.changes));
+    d
+}
+
+fn topics(d: &Decision) -> Vec<&str> {
+    d.outputs.iter().map(|o| o.topic.as_str()).collect()
+}
+
+#[test]
+fn clean_mail_is_delivered_once_and_counted() {
+    let mut state = Overlay::default();
+    let d = run(
+        &mut state,
+        StorageInput::Scanned(scanned("m1", "bob@x", 40, ScanVerdict::Clean)),
+    );
+    assert_eq!(d.intent_as::<Plan>(), Some(&Plan::Deliver));
+    assert_eq!(topics(&d), ["accounts.usage"]);
+    let again = run(
+        &mut state,
+        StorageInput::Scanned(scanned("m1", "bob@x", 40, ScanVerdict::Clean)),
+    );
+    assert!(
+        matches!(again.verdict, Verdict::Ignore),
+        "same delivery id: done already"
+    );
+    let usage = StateView::in_memory(&state)
+        .get(&UsageKey("bob@x".into()))
+        .unwrap();
+    assert_eq!(
+        usage,
+        Some(Usage {
+            bytes: 40,
+            messages: 1
+        })
+    );
+}
+
+#[test]
+fn infected_and_banned_go_to_quarantine_never_to_a_folder() {
+    let mut state = Overlay::default();
+    for (id, verdict) in [
+        ("v", ScanVerdict::Infected),
+        ("b", ScanVerdict::Banned),
+        ("u", ScanVerdict::Unknown),
+    ] {
+        let d = run(
+            &mut state,
+            StorageInput::Scanned(scanned(id, "bob@x", 10, verdict)),
+        );
+        assert!(
+            matches!(d.intent_as::<Plan>(), Some(Plan::Quarantine { .. })),
+            "{verdict:?}"
+        );
+        assert_eq!(topics(&d), ["mail.stored"]);
+    }
+    let usage = StateView::in_memory(&state)
+        .get(&UsageKey("bob@x".into()))
+        .unwrap();
+    assert_eq!(
+        usage, None,
+        "quarantined mail does not count against the quota"
+    );
+}
+
+#[test]
+fn over_quota_is_rejected_with_notices_until_the_quota_is_raised() {
+    let mut state = Overlay::default();
+    run(
+        &mut state,
+        StorageInput::Scanned(scanned("m1", "bob@x", 90, ScanVerdict::Clean)),
+    );
+    let d = run(
+        &mut state,
+        StorageInput::Scanned(scanned("m2", "bob@x", 20, ScanVerdict::Clean)),
+    );
+    assert_eq!(d.intent_as::<Plan>(), None, "nothing to write");
+    assert_eq!(
+        topics(&d),
+        ["mail.stored", "notify.requests", "notify.requests"]
+    );
+    // A retry of the rejected delivery stays rejected: no second notice.
+    let again = run(
+        &mut state,
+        StorageInput::Scanned(scanned("m2", "bob@x", 20, ScanVerdict::Clean)),
+    );
+    assert!(matches!(again.verdict, Verdict::Ignore));
+    let raised = QuotaChanged {
+        envelope: Envelope::new("q", 2_000, "accounts"),
+        account: "bob@x".into(),
+        quota_bytes: Some(500),
+    };
+    assert_eq!(
+        topics(&run(&mut state, StorageInput::Quota(raised))),
+        ["accounts.usage"]
+    );
+    let d = run(
+        &mut state,
+        StorageInput::Scanned(scanned("m3", "bob@x", 20, ScanVerdict::Clean)),
+    );
+    assert_eq!(d.intent_as::<Plan>(), Some(&Plan::Deliver));
+}
+
+#[test]
+fn plans_set_the_quota_and_unknown_plans_are_named() {
+    let mut state = Overlay::default();
+    let plan = |name: &str| PlanChanged {
+        envelope: Envelope::new("p", 1, "accounts"),
+        account: "bob@x".into(),
+        plan: name.into(),
+    };
+    let d = run(&mut state, StorageInput::Plan(plan("gold")));
+    assert!(matches!(&d.verdict, Verdict::Reject(r) if r.contains("\"gold\"")));
+    run(&mut state, StorageInput::Plan(plan("plus")));
+    let d = run(
+        &mut state,
+        StorageInput::Scanned(scanned("big", "bob@x", 900, ScanVerdict::Clean)),
+    );
+    assert_eq!(
+        d.intent_as::<Plan>(),
+        Some(&Plan::Deliver),
+        "plus allows 1000"
+    );
+}
+
+#[test]
+fn purges_lower_the_usage_and_inbox_is_never_purged() {
+    let mut state = Overlay::default();
+    run(
+        &mut state,
+        StorageInput::Scanned(scanned("m1", "bob@x", 90, ScanVerdict::Clean)),
+    );
+    let inbox = PurgeRequested {
+        envelope: Envelope::new("p", 1, "scheduler"),
+        account: "bob@x".into(),
+        folder: "INBOX".into(),
+        received_before: None,
+        job: "j".into(),
+    };
+    assert!(matches!(
+        run(&mut state, StorageInput::Purge(inbox)).verdict,
+        Verdict::Reject(_)
+    ));
+    let done = MessagesPurged {
+        envelope: Envelope::new("pd", 2, "storage"),
+        account: "bob@x".into(),
+        folder: "Trash".into(),
+        count: 1,
+        bytes: 90,
+        files: vec!["f".into()],
+        job: "j".into(),
+    };
+    run(&mut state, StorageInput::Purged(done));
+    let usage = StateView::in_memory(&state)
+        .get(&UsageKey("bob@x".into()))
+        .unwrap();
+    assert_eq!(
+        usage,
+        Some(Usage {
+            bytes: 0,
+            messages: 0
+        })
+    );
+}

@@ -1,0 +1,91 @@
+//! The storage writer: for each `MessageScanned`, deliver clean mail into
+//! the account's Maildir (within its quota), quarantine infected and banned
+//! mail, and carry out `PurgeRequested`.
+//!
+//! `decide` is pure: idempotence by delivery id, the quota check and the
+//! usage count, the events (`MessageQuarantined`, `MessageRejected` with
+//! notices, `UsageChanged`). The effect carries out the [`decide::Plan`]
+//! and reports `MessageStored` / `MessagesPurged` (`Outcome::Emitted`).
+//! Usage goes up when a delivery is decided and down when the writer reads
+//! its own `MessagesPurged` back from `stored_topic`.
+
+mod config;
+pub mod decide;
+mod effects;
+mod folders;
+mod state;
+
+use std::{future::Future, path::PathBuf, sync::Arc};
+
+use mailfleet_ingest::blob::BlobStore;
+use mailfleet_runtime::{Consumer, Decision, Input, Outcome, StateError, StateView};
+
+pub use config::{FolderRule, StorageConfig};
+pub use decide::{Plan, StorageInput};
+pub use state::{Usage, UsageKey};
+
+use crate::maildir::{Maildirs, Owner};
+
+/// The consumer's name.
+pub const NAME: &str = "storage";
+
+/// The storage writer consumer.
+pub struct StorageWriter {
+    cfg: StorageConfig,
+    blobs: Arc<BlobStore>,
+    maildirs: Maildirs,
+    quarantine_dir: PathBuf,
+    rules: folders::FolderRules,
+}
+
+impl StorageWriter {
+    pub fn new(cfg: StorageConfig, blobs: Arc<BlobStore>) -> Self {
+        let owner = Owner {
+            uid: cfg.mail_uid,
+            gid: cfg.mail_gid,
+        };
+        Self {
+            maildirs: Maildirs::new(&cfg.mail_root, &cfg.hostname, owner, cfg.compress),
+            quarantine_dir: PathBuf::from(&cfg.quarantine_dir),
+            rules: folders::FolderRules::new(&cfg.folder_rules),
+            blobs,
+            cfg,
+        }
+    }
+}
+
+impl Consumer for StorageWriter {
+    type Event = StorageInput;
+
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn decide(
+        &self,
+        state: &StateView<'_>,
+        input: &Input<StorageInput>,
+    ) -> Result<Decision, StateError> {
+        decide::decide(&self.cfg, state, &input.event)
+    }
+
+    fn has_effects(&self) -> bool {
+        true
+    }
+
+    fn effect(
+        &self,
+        input: &Input<StorageInput>,
+        decision: &Decision,
+    ) -> impl Future<Output = Outcome> + Send {
+        // File I/O, run on this consumer's own thread (the runtime calls
+        // effects from its loop thread, not a tokio worker).
+        let outcome = match (&input.event, decision.intent_as::<Plan>()) {
+            (StorageInput::Scanned(s), Some(Plan::Deliver)) => self.deliver(s),
+            (StorageInput::Scanned(s), Some(Plan::Quarantine { path })) => self.quarantine(s, path),
+            (StorageInput::Purge(p), Some(Plan::Purge)) => self.purge(p),
+            _ => Outcome::Done,
+        };
+        async { outcome }
+    }
+}
