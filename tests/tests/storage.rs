@@ -24,6 +24,8 @@ struct Fleet {
     config: PathBuf,
     /// The consumer tables of the config, for more processes.
     tables: String,
+    /// Where the consumers' process serves metrics.
+    metrics: u16,
     children: Children,
 }
 
@@ -36,7 +38,8 @@ impl Fleet {
         let mail_root = world.dir.join("mail");
         let tables =
             world.scanner_table(true, &[]) + &world.storage_table(&mail_root, None, storage_extra);
-        let config = world.write_config("fleet.toml", free_port(), &tables)?;
+        let metrics = free_port();
+        let config = world.write_config("fleet.toml", metrics, &tables)?;
         let lmtp_cfg = world.write_config("lmtp.toml", free_port(), &tables)?;
         let log = world.dir.join("children.log");
         let children = Children(vec![
@@ -53,6 +56,7 @@ impl Fleet {
             mail_root,
             config,
             tables,
+            metrics,
             children,
         })
     }
@@ -243,6 +247,12 @@ async fn purge_removes_only_the_folder_and_the_index_agrees_and_rebuilds() -> an
     );
     // Let the indexer take the purge, then stop and read its index.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = scrape(fleet.metrics).unwrap_or_default();
+    for name in mailfleet_runtime::metrics::STORAGE_ALL {
+        assert!(text.contains(name), "{name} not emitted:\n{text}");
+    }
+    let free = metric_sum(&text, "mailfleet_storage_bytes", &["plan=\"free\""]);
+    assert!(free > 0.0, "bytes of the free plan: {text}");
     fleet.stop()?;
     let show = |extra: &[&str]| {
         Command::new(mailfleet_bin())

@@ -89,6 +89,9 @@ pub const STORAGE_BYTES: &str = "mailfleet_storage_bytes";
 /// Storage writer results, by `result`: stored, quarantined, rejected, purged.
 pub const STORAGE_MESSAGES: &str = "mailfleet_storage_messages_total";
 
+/// The storage writer's and the indexer's names, for the test that each is emitted.
+pub const STORAGE_ALL: &[&str] = &[INDEX_MESSAGES, INDEX_BYTES, STORAGE_BYTES, STORAGE_MESSAGES];
+
 /// The runtime's names, for the test that each is emitted.
 pub const ALL: &[&str] = &[
     EVENTS_PROCESSED,

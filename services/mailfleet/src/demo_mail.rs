@@ -1,7 +1,8 @@
 //! The mail part of `mailfleet demo`: a slice of a day's inbound mail
 //! delivered over LMTP (as Postfix would) to an in-process `mailfleet
-//! lmtp`, scanned by the scanner consumer with the real clamd, and a tally
-//! of the verdicts, blocked accounts and admin alerts.
+//! lmtp`, scanned by the scanner consumer with the real clamd, stored into
+//! Maildirs (or the quarantine) by the storage writer and indexed; then a
+//! tally of the verdicts, blocked accounts, admin alerts and one mailbox.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -18,6 +19,10 @@ use mailfleet_ingest::{
     scanner::Scanner,
 };
 use mailfleet_runtime::{RunSpec, Shutdown, Store, Topology};
+use mailfleet_storage::{
+    index,
+    writer::{self, StorageWriter},
+};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message, Offset, TopicPartitionList,
@@ -92,6 +97,7 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         ..RunSpec::for_route(route, &cfg.kafka, &cfg.runtime)
     };
     let started = std::time::Instant::now();
+    let blobs_for_storage = blobs.clone();
     let scanner = Scanner::new(cfg.consumers.scanner.clone(), blobs);
     let stats = tokio::time::timeout(
         Duration::from_secs(300),
@@ -107,7 +113,71 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         stats.outputs,
         stats.dead_letters
     );
-    print_results(cfg, run_id)
+    print_results(cfg, run_id)?;
+    store_and_index(cfg, topology, blobs_for_storage).await
+}
+
+/// Run the storage writer and the indexer over everything that is there
+/// now (up to the current ends of their inputs), then show one mailbox.
+async fn store_and_index(
+    cfg: &Config,
+    topology: &Topology,
+    blobs: Arc<BlobStore>,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let route = topology.route(writer::NAME)?;
+    let mut spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
+    spec.stop_at = Some(ends(cfg, &route.reads)?);
+    let writer = StorageWriter::new(cfg.consumers.storage.clone(), blobs);
+    let stats = mailfleet_runtime::run(writer, spec, Shutdown::new()).await?;
+    println!(
+        "== storage writer: {} inputs in {:.2}s, {} outputs (stored, quarantined, usage), Maildirs in {}",
+        stats.events,
+        started.elapsed().as_secs_f64(),
+        stats.outputs,
+        cfg.consumers.storage.mail_root
+    );
+    let route = topology.route(index::NAME)?;
+    let mut spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
+    spec.stop_at = Some(ends(cfg, &route.reads)?);
+    let stats = mailfleet_runtime::run(index::Indexer, spec, Shutdown::new()).await?;
+    println!("== index: {} inputs", stats.events);
+    let store = Store::open_read_only(&cfg.runtime.data_dir.join(index::NAME))?;
+    let local = cfg
+        .consumers
+        .scanner
+        .local_domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "example.test".into());
+    let account = format!("user7@{local}");
+    let idx = index::show(&store, &account)?;
+    println!("== {account}'s mailbox (mailfleet index show {account}):");
+    for (folder, t) in &idx.folders {
+        println!(
+            "  {folder:<8} {:>5} messages {:>10} bytes",
+            t.count, t.bytes
+        );
+    }
+    println!(
+        "  quarantined {} messages, {} bytes",
+        idx.quarantined.count, idx.quarantined.bytes
+    );
+    Ok(())
+}
+
+/// Each partition's current end offset of `topics`.
+fn ends(cfg: &Config, topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let consumer: BaseConsumer = mailfleet_runtime::admin::client_config(&cfg.kafka).create()?;
+    let mut out = BTreeMap::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            out.insert((topic.clone(), p.id()), high);
+        }
+    }
+    Ok(out)
 }
 
 /// Deterministic traffic: mostly clean mail, some viruses and banned files.

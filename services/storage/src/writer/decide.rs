@@ -12,11 +12,11 @@ use mailfleet_events::{
     notify::NotificationRequested,
     Envelope, EventError, Registry,
 };
-use mailfleet_runtime::{Decision, Decode, StateError, StateView};
+use mailfleet_runtime::{Decision, Decode, StateError, StateKey, StateValue, StateView};
 
 use super::{
     config::StorageConfig,
-    state::{AccountQuota, Delivered, DeliveredKey, QuotaKey, Usage, UsageKey},
+    state::{AccountQuota, Delivered, DeliveredKey, PlanBytesKey, QuotaKey, Usage, UsageKey},
     NAME,
 };
 
@@ -97,8 +97,18 @@ pub fn decide(
         ))),
         StorageInput::Plan(p) => {
             let mut quota = state.get(&QuotaKey(p.account.clone()))?.unwrap_or_default();
-            quota.plan = Some(p.plan.clone());
-            account_changed(cfg, state, &p.account, quota, &p.envelope)
+            let old_plan = quota.plan.replace(p.plan.clone());
+            let used = state
+                .get(&UsageKey(p.account.clone()))?
+                .unwrap_or_default()
+                .bytes;
+            let mut d = account_changed(cfg, state, &p.account, quota, &p.envelope)?;
+            if used > 0 && old_plan.as_deref() != Some(p.plan.as_str()) {
+                let from = old_plan.as_deref().unwrap_or("");
+                plan_bytes(cfg, state, &mut d, &p.account, Some(from), -used)?;
+                plan_bytes(cfg, state, &mut d, &p.account, Some(&p.plan), used)?;
+            }
+            Ok(d)
         }
         StorageInput::Purge(p) if p.folder.eq_ignore_ascii_case("INBOX") => {
             Ok(Decision::reject(format!(
@@ -150,6 +160,7 @@ fn scanned(
         messages: usage.messages + 1,
     };
     d.put(&key, &Delivered::Stored).put(&usage_key, &usage);
+    plan_bytes(cfg, state, &mut d, &s.account, None, s.size)?;
     d.emit(
         &cfg.usage_topic,
         s.account.as_bytes(),
@@ -298,7 +309,57 @@ fn purged(
         p.account.as_bytes(),
         usage_event(&p.envelope, &p.account, usage, quota),
     );
+    plan_bytes(
+        cfg,
+        state,
+        &mut d,
+        &p.account,
+        None,
+        usage.bytes - before.bytes,
+    )?;
     Ok(d)
+}
+
+/// Add `delta` to the bytes of a plan: `plan` if given (`""`: the default
+/// plan), else the account's current one.
+fn plan_bytes(
+    cfg: &StorageConfig,
+    state: &StateView<'_>,
+    d: &mut Decision,
+    account: &str,
+    plan: Option<&str>,
+    delta: i64,
+) -> Result<(), StateError> {
+    let plan = match plan {
+        Some("") => cfg.default_plan.clone(),
+        Some(plan) => plan.to_string(),
+        None => state
+            .get(&QuotaKey(account.to_string()))?
+            .and_then(|q| q.plan)
+            .unwrap_or_else(|| cfg.default_plan.clone()),
+    };
+    let key = PlanBytesKey(plan);
+    let raw = key.to_key_bytes();
+    // An earlier change in this decision (a plan move) comes first.
+    let pending = d.changes.iter().rev().find(|(k, _)| *k == raw);
+    let current = match pending {
+        Some((_, Some(v))) => i64::from_bytes(v).unwrap_or(0),
+        _ => state.get(&key)?.unwrap_or(0),
+    };
+    d.put(&key, &(current + delta).max(0));
+    Ok(())
+}
+
+/// The plans whose byte totals this decision changed, with the new totals.
+pub fn plan_bytes_changes(d: &Decision) -> Vec<(String, i64)> {
+    d.changes
+        .iter()
+        .filter_map(|(k, v)| {
+            let plan = k.strip_prefix(&[PlanBytesKey::PREFIX])?;
+            let bytes = i64::from_bytes(v.as_deref()?).ok()?;
+            Some((String::from_utf8_lossy(plan).into_owned(), bytes))
+        })
+        .collect()
 }
 
 fn usage_event(cause: &Envelope, account: &str, usage: Usage, quota: i64) -> UsageChanged {

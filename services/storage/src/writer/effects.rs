@@ -12,7 +12,7 @@ use mailfleet_events::{
     Envelope,
 };
 use mailfleet_ingest::blob::BlobError;
-use mailfleet_runtime::{Emit, Outcome};
+use mailfleet_runtime::{metrics as m, Emit, Outcome};
 
 use super::{decide::delivery_id, StorageWriter, NAME};
 use crate::maildir::MaildirError;
@@ -51,6 +51,7 @@ impl StorageWriter {
             received_at: s.received_at,
             message_id: s.message_id.clone(),
         };
+        metrics::counter!(m::STORAGE_MESSAGES, "result" => "stored").increment(1);
         Outcome::Emitted(vec![Emit::new(
             &self.cfg.stored_topic,
             s.account.as_bytes(),
@@ -69,7 +70,10 @@ impl StorageWriter {
             Err(e) => return blob_outcome(e),
         };
         match write_private(&target, &raw) {
-            Ok(()) => Outcome::Done,
+            Ok(()) => {
+                metrics::counter!(m::STORAGE_MESSAGES, "result" => "quarantined").increment(1);
+                Outcome::Done
+            }
             Err(e) => Outcome::Temporary(format!("quarantine {}: {e}", target.display())),
         }
     }
@@ -92,6 +96,7 @@ impl StorageWriter {
         };
         tracing::info!(account = %p.account, folder = %p.folder, count = purged.count,
             bytes = purged.bytes, job = %p.job, "purged");
+        metrics::counter!(m::STORAGE_MESSAGES, "result" => "purged").increment(purged.count as u64);
         Outcome::Emitted(vec![Emit::new(
             &self.cfg.stored_topic,
             p.account.as_bytes(),

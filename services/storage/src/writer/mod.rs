@@ -17,8 +17,9 @@ mod state;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
+use mailfleet_events::{mail::MessageRejected, Event};
 use mailfleet_ingest::blob::BlobStore;
-use mailfleet_runtime::{Consumer, Decision, Input, Outcome, StateError, StateView};
+use mailfleet_runtime::{metrics as m, Consumer, Decision, Input, Outcome, StateError, StateView};
 
 pub use config::{FolderRule, StorageConfig};
 pub use decide::{Plan, StorageInput};
@@ -66,7 +67,19 @@ impl Consumer for StorageWriter {
         state: &StateView<'_>,
         input: &Input<StorageInput>,
     ) -> Result<Decision, StateError> {
-        decide::decide(&self.cfg, state, &input.event)
+        let d = decide::decide(&self.cfg, state, &input.event)?;
+        let partition = input.meta.partition.to_string();
+        for (plan, bytes) in decide::plan_bytes_changes(&d) {
+            metrics::gauge!(m::STORAGE_BYTES, "plan" => plan, "partition" => partition.clone())
+                .set(bytes as f64);
+        }
+        if d.outputs
+            .iter()
+            .any(|o| o.event.name() == MessageRejected::NAME)
+        {
+            metrics::counter!(m::STORAGE_MESSAGES, "result" => "rejected").increment(1);
+        }
+        Ok(d)
     }
 
     fn has_effects(&self) -> bool {

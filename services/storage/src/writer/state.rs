@@ -33,6 +33,17 @@ pub struct AccountQuota {
     pub explicit: Option<i64>,
 }
 
+/// Bytes stored by this partition's accounts on one plan: `p` + plan.
+pub struct PlanBytesKey(pub String);
+
+impl StateKey for PlanBytesKey {
+    type Value = i64;
+    const PREFIX: u8 = b'p';
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.as_bytes());
+    }
+}
+
 impl StateKey for DeliveredKey {
     type Value = Delivered;
     const PREFIX: u8 = b'd';

@@ -1,6 +1,7 @@
 use mailfleet_runtime::{Overlay, Verdict};
 
 use super::*;
+use crate::writer::state::PlanBytesKey;
 
 fn scanned(id: &str, account: &str, size: i64, verdict: ScanVerdict) -> MessageScanned {
     MessageScanned {
@@ -195,4 +196,46 @@ fn purges_lower_the_usage_and_inbox_is_never_purged() {
             messages: 0
         })
     );
+}
+
+#[test]
+fn bytes_per_plan_follow_deliveries_plan_moves_and_purges() {
+    let mut state = Overlay::default();
+    let plan_bytes = |state: &Overlay, plan: &str| {
+        StateView::in_memory(state)
+            .get(&PlanBytesKey(plan.into()))
+            .unwrap()
+            .unwrap_or(0)
+    };
+    run(
+        &mut state,
+        StorageInput::Scanned(scanned("m1", "bob@x", 40, ScanVerdict::Clean)),
+    );
+    assert_eq!(plan_bytes(&state, "free"), 40);
+    let plan = PlanChanged {
+        envelope: Envelope::new("p", 1, "accounts"),
+        account: "bob@x".into(),
+        plan: "plus".into(),
+    };
+    let d = decide(
+        &cfg(),
+        &StateView::in_memory(&state),
+        &StorageInput::Plan(plan),
+    )
+    .unwrap();
+    let mut changes = plan_bytes_changes(&d);
+    changes.sort();
+    assert_eq!(changes, [("free".to_string(), 0), ("plus".to_string(), 40)]);
+    state.extend(d.changes);
+    let done = MessagesPurged {
+        envelope: Envelope::new("pd", 2, "storage"),
+        account: "bob@x".into(),
+        folder: "Trash".into(),
+        count: 1,
+        bytes: 30,
+        files: vec!["f".into()],
+        job: "j".into(),
+    };
+    run(&mut state, StorageInput::Purged(done));
+    assert_eq!(plan_bytes(&state, "plus"), 10);
 }
