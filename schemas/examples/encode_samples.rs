@@ -4,7 +4,11 @@
 //! and only the `.avsc` files, and compares.
 
 use mailfleet_events::{
-    accounts::{AccountBlocked, BlockReason, PlanChanged, QuotaChanged, UsageChanged},
+    accounts::{
+        AccountBlocked, AccountDeleted, AccountReactivated, AccountRegistered, AccountStatus,
+        AccountStatusChanged, AccountUnblocked, BlockReason, LoginChannel, LoginFailed,
+        LoginRecorded, PlanChanged, QuotaChanged, UsageChanged,
+    },
     admin::{AdminAlert, AlertSeverity},
     clock::ClockTicked,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
@@ -246,6 +250,61 @@ fn print_storage_samples(
             template: "over-quota-sender".into(),
             account: Some(account()),
             params: [("recipient".to_string(), account())].into(),
+        })?,
+    ];
+    for sample in samples {
+        println!("{sample}");
+    }
+    print_lifecycle_samples(env)
+}
+
+fn print_lifecycle_samples(
+    env: &dyn Fn(&str) -> Envelope,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let account = || "carol@example.org".to_string();
+    let samples = [
+        line(&AccountRegistered {
+            envelope: env("ar1"),
+            account: account(),
+            password_hash: "{SSHA512}c2FtcGxlLWhhc2g=".into(),
+            plan: "free".into(),
+            display_name: None,
+        })?,
+        line(&LoginRecorded {
+            envelope: env("lr1"),
+            account: account(),
+            channel: LoginChannel::Syncml,
+            ip: Some("2001:db8::7".into()),
+        })?,
+        line(&LoginFailed {
+            envelope: env("lf1"),
+            account: account(),
+            channel: LoginChannel::Imap,
+            ip: Some("192.0.2.9".into()),
+            reason: "bad-password".into(),
+        })?,
+        line(&AccountStatusChanged {
+            envelope: env("sc1"),
+            account: account(),
+            from: AccountStatus::Inactive,
+            to: AccountStatus::Deleting,
+            reason: "grace-expired".into(),
+        })?,
+        line(&AccountUnblocked {
+            envelope: env("au1"),
+            account: account(),
+            by: "postmaster".into(),
+            note: "EICAR test by the user".into(),
+        })?,
+        line(&AccountReactivated {
+            envelope: env("ra1"),
+            account: account(),
+            by: "user".into(),
+        })?,
+        line(&AccountDeleted {
+            envelope: env("ad1"),
+            account: account(),
+            reason: "grace-expired".into(),
         })?,
     ];
     for sample in samples {

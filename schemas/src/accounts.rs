@@ -59,3 +59,104 @@ pub struct UsageChanged {
     pub over_quota: bool,
 }
 impl_event!(UsageChanged, "mailfleet.accounts.UsageChanged");
+
+/// Where a login happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LoginChannel {
+    Webmail,
+    Activesync,
+    Syncml,
+    Imap,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// An account's lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccountStatus {
+    Pending,
+    Active,
+    Inactive,
+    Deleting,
+    Deleted,
+    Blocked,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// `mailfleet.accounts.AccountRegistered`: a new account (hash only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRegistered {
+    pub envelope: Envelope,
+    pub account: String,
+    /// e.g. `{SSHA512}...`; never the password.
+    pub password_hash: String,
+    pub plan: String,
+    pub display_name: Option<String>,
+}
+impl_event!(AccountRegistered, "mailfleet.accounts.AccountRegistered");
+
+/// `mailfleet.accounts.LoginRecorded`: a successful login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRecorded {
+    pub envelope: Envelope,
+    pub account: String,
+    pub channel: LoginChannel,
+    pub ip: Option<String>,
+}
+impl_event!(LoginRecorded, "mailfleet.accounts.LoginRecorded");
+
+/// `mailfleet.accounts.LoginFailed`: a failed login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginFailed {
+    pub envelope: Envelope,
+    pub account: String,
+    pub channel: LoginChannel,
+    pub ip: Option<String>,
+    pub reason: String,
+}
+impl_event!(LoginFailed, "mailfleet.accounts.LoginFailed");
+
+/// `mailfleet.accounts.AccountStatusChanged`: one lifecycle transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountStatusChanged {
+    pub envelope: Envelope,
+    pub account: String,
+    pub from: AccountStatus,
+    pub to: AccountStatus,
+    pub reason: String,
+}
+impl_event!(
+    AccountStatusChanged,
+    "mailfleet.accounts.AccountStatusChanged"
+);
+
+/// `mailfleet.accounts.AccountUnblocked`: an admin lifted a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUnblocked {
+    pub envelope: Envelope,
+    pub account: String,
+    pub by: String,
+    pub note: String,
+}
+impl_event!(AccountUnblocked, "mailfleet.accounts.AccountUnblocked");
+
+/// `mailfleet.accounts.AccountReactivated`: answered within the grace period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountReactivated {
+    pub envelope: Envelope,
+    pub account: String,
+    pub by: String,
+}
+impl_event!(AccountReactivated, "mailfleet.accounts.AccountReactivated");
+
+/// `mailfleet.accounts.AccountDeleted`: the tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDeleted {
+    pub envelope: Envelope,
+    pub account: String,
+    pub reason: String,
+}
+impl_event!(AccountDeleted, "mailfleet.accounts.AccountDeleted");

@@ -214,6 +214,54 @@ fn storage_and_account_events_round_trip() {
     });
 }
 
+#[test]
+fn lifecycle_events_round_trip() {
+    let account = || "bob@example.org".to_string();
+    round_trip(AccountRegistered {
+        envelope: env("ar"),
+        account: account(),
+        password_hash: "{SSHA512}aGFzaA==".into(),
+        plan: "free".into(),
+        display_name: Some("Bob".into()),
+    });
+    round_trip(LoginRecorded {
+        envelope: env("lr"),
+        account: account(),
+        channel: LoginChannel::Activesync,
+        ip: Some("192.0.2.1".into()),
+    });
+    round_trip(LoginFailed {
+        envelope: env("lf"),
+        account: account(),
+        channel: LoginChannel::Webmail,
+        ip: None,
+        reason: "bad-password".into(),
+    });
+    round_trip(AccountStatusChanged {
+        envelope: env("sc"),
+        account: account(),
+        from: AccountStatus::Active,
+        to: AccountStatus::Inactive,
+        reason: "no-login-since:2026-08-26".into(),
+    });
+    round_trip(AccountUnblocked {
+        envelope: env("au"),
+        account: account(),
+        by: "admin".into(),
+        note: "false positive".into(),
+    });
+    round_trip(AccountReactivated {
+        envelope: env("ra"),
+        account: account(),
+        by: "user".into(),
+    });
+    round_trip(AccountDeleted {
+        envelope: env("ad"),
+        account: account(),
+        reason: "inactive".into(),
+    });
+}
+
 fn received(id: &str) -> MessageReceived {
     MessageReceived {
         envelope: env(id),

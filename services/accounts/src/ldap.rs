@@ -1,0 +1,1 @@
+//! The LDAP directory effector.
