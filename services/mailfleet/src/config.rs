@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mailfleet_accounts::lifecycle::LifecycleConfig;
 use mailfleet_counter::CounterConfig;
 use mailfleet_greylist::GreylistConfig;
 use mailfleet_ingest::{lmtp::LmtpConfig, scanner::ScannerConfig, BlobConfig};
@@ -57,7 +58,7 @@ pub struct ClockConfig {
 impl Default for ClockConfig {
     fn default() -> Self {
         Self {
-            topics: vec!["smtp.attempts".into()],
+            topics: vec!["smtp.attempts".into(), "accounts.events".into()],
             every_s: 3600,
         }
     }
@@ -110,6 +111,8 @@ pub struct ConsumersConfig {
     pub scanner: ScannerConfig,
     /// The storage writer (Maildirs, quota, quarantine, purges).
     pub storage: StorageConfig,
+    /// The account lifecycle (inactivity, grace, deletion).
+    pub lifecycle: LifecycleConfig,
 }
 
 impl Config {
@@ -135,6 +138,7 @@ impl Config {
         out.extend(self.consumers.greylist.problems());
         out.extend(self.consumers.scanner.problems());
         out.extend(self.consumers.storage.problems());
+        out.extend(self.consumers.lifecycle.problems());
         out.extend(self.lmtp.problems());
         if self.blobs.dir.is_empty() {
             out.push("blobs.dir is empty".into());

@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use mailfleet_accounts::lifecycle::Lifecycle;
 use mailfleet_counter::Counter;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
@@ -13,7 +14,14 @@ use mailfleet_storage::{index::Indexer, writer::StorageWriter};
 use crate::config::Config;
 
 /// Every consumer `mailfleet run` knows.
-pub const NAMES: &[&str] = &["counter", "greylist", "scanner", "storage", "index"];
+pub const NAMES: &[&str] = &[
+    "counter",
+    "greylist",
+    "scanner",
+    "storage",
+    "index",
+    "lifecycle",
+];
 
 /// Run one consumer until shutdown.
 pub async fn run_consumer(
@@ -60,6 +68,14 @@ pub async fn run_consumer(
             run(writer, spec, shutdown).await
         }
         "index" => run(Indexer, spec, shutdown).await,
+        "lifecycle" => {
+            run(
+                Lifecycle::new(cfg.consumers.lifecycle.clone()),
+                spec,
+                shutdown,
+            )
+            .await
+        }
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",
             NAMES.join(", ")
