@@ -1,6 +1,6 @@
 use serde::Deserialize;
 
-use super::calendar::{add_months, DAY_MS, HOUR_MS};
+use mailfleet_runtime::calendar::{add_months, DAY_MS, HOUR_MS};
 
 /// `[consumers.lifecycle]`: the account lifecycle's thresholds and topics.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -13,10 +13,12 @@ use mailfleet_events::{
     notify::NotificationRequested,
     Envelope, EventError, Registry,
 };
-use mailfleet_runtime::{Decision, Decode, StateError, StateKey, StateValue, StateView};
+use mailfleet_runtime::{
+    calendar::{date, date_time},
+    Decision, Decode, StateError, StateKey, StateValue, StateView,
+};
 
 use super::{
-    calendar::{date, date_time},
     config::LifecycleConfig,
     state::{Account, AccountKey, Earliest, EarliestKey, Status},
     NAME,

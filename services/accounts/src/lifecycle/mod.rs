@@ -56,7 +56,6 @@
 //! watermark of the earliest timer, so a tick before it costs one read and
 //! only a tick that may fire something scans the partition's accounts.
 
-mod calendar;
 mod config;
 pub mod decide;
 pub mod state;

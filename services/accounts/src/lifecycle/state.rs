@@ -9,7 +9,9 @@
 use mailfleet_events::accounts::AccountStatus;
 use mailfleet_runtime::{StateKey, StateValue};
 
-use super::{calendar::start_of_day, config::LifecycleConfig};
+use mailfleet_runtime::calendar::start_of_day;
+
+use super::config::LifecycleConfig;
 
 /// An account's record: `a` + the lower-cased address.
 pub struct AccountKey<'a>(pub &'a str);
@@ -102,7 +104,7 @@ impl Earliest {
 
     /// A time no timer of the partition fires before. The inactivity part
     /// is rounded down to midnight: a later clock can reach its threshold
-    /// earlier in the same day (see [`super::calendar::add_months`]).
+    /// earlier in the same day (see [`mailfleet_runtime::calendar::add_months`]).
     pub fn due(&self, cfg: &LifecycleConfig) -> i64 {
         let active = (self.active_clock != i64::MAX)
             .then(|| start_of_day(cfg.inactive_at(self.active_clock)));
@@ -228,7 +230,7 @@ mod tests {
     #[test]
     fn the_watermark_is_not_later_than_a_later_clock_whose_month_is_clamped() {
         let cfg = LifecycleConfig::default();
-        let day = super::super::calendar::days_from_civil(2026, 1, 30) * 86_400_000;
+        let day = mailfleet_runtime::calendar::days_from_civil(2026, 1, 30) * 86_400_000;
         let (evening, night) = (day + 18 * 3_600_000, day + 25 * 3_600_000);
         let mut w = Earliest::NONE;
         w.include(&Account::new(Status::Active, 0, evening));

@@ -7,10 +7,8 @@ use mailfleet_events::{
 use mailfleet_runtime::{Consumer, Emit, Input, Overlay, RecordMeta, Verdict};
 
 use super::*;
-use crate::lifecycle::{
-    calendar::{days_from_civil, DAY_MS, HOUR_MS},
-    Lifecycle,
-};
+use crate::lifecycle::Lifecycle;
+use mailfleet_runtime::calendar::{days_from_civil, DAY_MS, HOUR_MS};
 
 const SECOND: i64 = 1000;
 const ALICE: &str = "alice@example.org";

@@ -1,6 +1,6 @@
-//! Civil-date arithmetic on UTC milliseconds, for the inactivity threshold
-//! ("3 calendar months and 2 days after the last login") and the dates in
-//! reasons and notices. Proleptic Gregorian, no leap seconds (Unix time).
+//! Civil-date arithmetic on UTC milliseconds, for deciders that reason in
+//! calendar time: the lifecycle's inactivity threshold ("3 calendar months
+//! and 2 days after the last login"), dates in reasons, notices and headers. Proleptic Gregorian, no leap seconds (Unix time).
 //!
 //! The day/civil conversions are Howard Hinnant's `days_from_civil` and
 //! `civil_from_days` (the greylist's header date uses the second too).
