@@ -7,6 +7,7 @@ mod cpu;
 mod lmtp;
 mod policy;
 mod scan;
+mod store;
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub enum Bench {
     Lmtp(lmtp::LmtpLoad),
     /// Raw clamd INSTREAM vs `mailfleet_scan::scan`, the policy alone, and the scanner consumer.
     Scan(scan::ScanLoad),
+    /// Postfix → Dovecot LMTP vs Postfix → mailfleet (LMTP, scanner, storage writer), to the Maildir file.
+    Store(store::StoreLoad),
     /// Raw rdkafka consume loop vs the runtime with the counting consumer (RocksDB state).
     Consume {
         /// Events to produce and then read twice.
@@ -57,6 +60,7 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
         Bench::Policy(load) => policy::run(cfg, load).await,
         Bench::Lmtp(load) => lmtp::run(cfg, load).await,
         Bench::Scan(load) => scan::run(cfg, load).await,
+        Bench::Store(load) => store::run(cfg, load).await,
         Bench::Consume {
             events,
             event_bytes,
@@ -106,6 +110,18 @@ pub fn scratch_dir(cfg: &Config, id: &str) -> std::path::PathBuf {
 /// Every record of `topic` up to its current end (high watermarks), decoded
 /// as `E`: a check reads exactly what was produced, with no idle timeout.
 pub fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
+    Ok(read_all_timed(cfg, topic)?
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect())
+}
+
+/// [`read_all`], each event with its record's timestamp (ms; the producer's
+/// create time unless the topic says otherwise).
+pub fn read_all_timed<E: Event>(
+    cfg: &Config,
+    topic: &str,
+) -> anyhow::Result<Vec<(Option<i64>, E)>> {
     let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
         .set(
             "group.id",
@@ -137,7 +153,7 @@ pub fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
             let event = Registry::builtin().decode::<E>(bytes).with_context(|| {
                 format!("decoding {topic}/{}@{}", msg.partition(), msg.offset())
             })?;
-            out.push(event);
+            out.push((msg.timestamp().to_millis(), event));
         }
     }
     Ok(out)
