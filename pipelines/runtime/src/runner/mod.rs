@@ -133,6 +133,30 @@ pub async fn run<C: Consumer>(
     })?
 }
 
+/// Wait (up to [`TOPIC_WAIT`]) until the broker lists every input topic
+/// with partitions. A subscription to a topic created a moment ago may
+/// otherwise see no partitions until librdkafka's next metadata refresh,
+/// minutes later. Still missing after the wait: subscribe anyway (the
+/// refresh interval is lowered so it shows up soon) and say so.
+fn wait_for_topics(kc: &BaseConsumer<RuntimeContext>, topics: &[&str], name: &str) {
+    let deadline = Instant::now() + TOPIC_WAIT;
+    let listed = |topic: &str| {
+        kc.fetch_metadata(Some(topic), Duration::from_secs(5))
+            .is_ok_and(|md| md.topics().iter().any(|t| !t.partitions().is_empty()))
+    };
+    while let Some(missing) = topics.iter().find(|t| !listed(t)) {
+        if Instant::now() >= deadline {
+            tracing::warn!(consumer = %name, topic = %missing,
+                "input topic not found; subscribing anyway (run `mailfleet topics apply`)");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How long a starting consumer waits for its input topics to exist.
+const TOPIC_WAIT: Duration = Duration::from_secs(30);
+
 fn set_default(cfg: &mut rdkafka::ClientConfig, key: &str, value: &str) {
     if cfg.get(key).is_none() {
         cfg.set(key, value);
@@ -200,6 +224,12 @@ impl<C: Consumer> Runner<C> {
         set_default(&mut consumer_cfg, "statistics.interval.ms", "5000");
         set_default(&mut consumer_cfg, "session.timeout.ms", "10000");
         set_default(&mut consumer_cfg, "heartbeat.interval.ms", "1000");
+        // Notice new partitions and topics within seconds, not 5 minutes.
+        set_default(
+            &mut consumer_cfg,
+            "topic.metadata.refresh.interval.ms",
+            "10000",
+        );
         let kc: BaseConsumer<RuntimeContext> =
             consumer_cfg
                 .create_with_context(ctx)
@@ -208,6 +238,7 @@ impl<C: Consumer> Runner<C> {
                     source,
                 })?;
         let topics: Vec<&str> = spec.inputs.iter().map(String::as_str).collect();
+        wait_for_topics(&kc, &topics, &name);
         kc.subscribe(&topics)
             .map_err(|source| RuntimeError::Kafka {
                 op: "subscribe",
