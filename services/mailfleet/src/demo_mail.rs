@@ -13,11 +13,7 @@ use mailfleet_events::{
     mail::{MessageScanned, ScanVerdict},
     Event, Registry,
 };
-use mailfleet_ingest::{
-    blob::BlobStore,
-    lmtp::{self, client::LmtpClient, AcceptAll},
-    scanner::Scanner,
-};
+use mailfleet_ingest::{blob::BlobStore, lmtp::client::LmtpClient, scanner::Scanner};
 use mailfleet_runtime::{RunSpec, Shutdown, Store, Topology};
 use mailfleet_storage::{
     index,
@@ -48,25 +44,10 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
     let received = route.reads[0].clone();
     let blobs = Arc::new(BlobStore::open(&cfg.blobs.dir)?);
     let shutdown = Shutdown::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?.to_string();
-    let lmtp_cfg = lmtp::LmtpConfig {
-        listen: address.clone(),
-        topic: received.clone(),
-        ..cfg.lmtp.clone()
-    };
-    let (kafka, sd, b) = (cfg.kafka.clone(), shutdown.clone(), blobs.clone());
-    tokio::spawn(async move {
-        lmtp::serve(lmtp_cfg, listener, b, &kafka, Arc::new(AcceptAll), sd).await
-    });
+    let port = crate::bench::lmtp_in_process(cfg, &received, 0, blobs.clone(), &shutdown).await?;
+    let address = format!("127.0.0.1:{port}");
 
-    let local = cfg
-        .consumers
-        .scanner
-        .local_domains
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "example.test".into());
+    let local = local_domain(cfg);
     let mails = traffic(run_id, &local);
     let mut client = LmtpClient::connect(&address, "mx1.demo").await?;
     let mut recipients = 0;
@@ -143,13 +124,7 @@ async fn store_and_index(
     let stats = mailfleet_runtime::run(index::Indexer, spec, Shutdown::new()).await?;
     println!("== index: {} inputs", stats.events);
     let store = Store::open_read_only(&cfg.runtime.data_dir.join(index::NAME))?;
-    let local = cfg
-        .consumers
-        .scanner
-        .local_domains
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "example.test".into());
+    let local = local_domain(cfg);
     let account = format!("user7@{local}");
     let idx = index::show(&store, &account)?;
     println!("== {account}'s mailbox (mailfleet index show {account}):");
@@ -375,4 +350,13 @@ fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
         }
     }
     Ok(out)
+}
+
+/// The first local domain: where the demo's accounts live.
+fn local_domain(cfg: &Config) -> String {
+    let domains = &cfg.consumers.scanner.local_domains;
+    domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "example.test".into())
 }

@@ -23,10 +23,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_events::mail::MessageReceived;
-use mailfleet_ingest::{
-    blob::BlobStore,
-    lmtp::{self, LmtpConfig},
-};
+use mailfleet_ingest::blob::BlobStore;
 use mailfleet_runtime::Shutdown;
 use tokio::process::{Child, Command};
 
@@ -99,7 +96,8 @@ async fn measure(cfg: &Config, load: &LmtpLoad, id: &str, dir: &Path) -> anyhow:
     create_topic(cfg, id, load.partitions).await?;
     let blobs = Arc::new(BlobStore::open(dir.join("blobs"))?);
     let shutdown = Shutdown::new();
-    let mailfleet = start_mailfleet(cfg, load, id, blobs.clone(), &shutdown).await?;
+    let sessions = load.sessions as usize * 2;
+    let mailfleet = super::lmtp_in_process(cfg, id, sessions, blobs.clone(), &shutdown).await?;
     let sink = Sink::start(load.sessions).await?;
     // Connections, the producer's metadata and the page cache, before timing.
     let mut sent = BTreeMap::from([(WARM_UP_BYTES, load.sessions as u64)]);
@@ -142,33 +140,6 @@ async fn measure(cfg: &Config, load: &LmtpLoad, id: &str, dir: &Path) -> anyhow:
     }
     report(load, &results);
     Ok(())
-}
-
-/// `mailfleet lmtp` in this process on a free loopback port; returns the port.
-async fn start_mailfleet(
-    cfg: &Config,
-    load: &LmtpLoad,
-    id: &str,
-    blobs: Arc<BlobStore>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<u16> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let lmtp = LmtpConfig {
-        listen: format!("127.0.0.1:{port}"),
-        hostname: "bench.mailfleet".into(),
-        max_connections: cfg.lmtp.max_connections.max(load.sessions as usize * 2),
-        topic: id.to_string(),
-        ..cfg.lmtp.clone()
-    };
-    let (kafka, sd) = (cfg.kafka.clone(), shutdown.clone());
-    let recipients = Arc::new(lmtp::AcceptAll);
-    tokio::spawn(async move {
-        if let Err(e) = lmtp::serve(lmtp, listener, blobs, &kafka, recipients, sd).await {
-            eprintln!("mailfleet lmtp: {e}");
-        }
-    });
-    Ok(port)
 }
 
 /// Postfix's smtp-sink in LMTP mode on a free loopback port.

@@ -158,3 +158,31 @@ pub fn read_all_timed<E: Event>(
     }
     Ok(out)
 }
+
+/// `mailfleet lmtp` in this process, accepting every recipient, on a free
+/// loopback port; returns the port. For the demo and the benchmarks.
+pub async fn lmtp_in_process(
+    cfg: &Config,
+    topic: &str,
+    max_connections: usize,
+    blobs: std::sync::Arc<mailfleet_ingest::blob::BlobStore>,
+    shutdown: &mailfleet_runtime::Shutdown,
+) -> anyhow::Result<u16> {
+    use mailfleet_ingest::lmtp;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let config = lmtp::LmtpConfig {
+        listen: format!("127.0.0.1:{port}"),
+        max_connections: cfg.lmtp.max_connections.max(max_connections),
+        topic: topic.to_string(),
+        ..cfg.lmtp.clone()
+    };
+    let (kafka, sd) = (cfg.kafka.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let all = std::sync::Arc::new(lmtp::AcceptAll);
+        if let Err(e) = lmtp::serve(config, listener, blobs, &kafka, all, sd).await {
+            eprintln!("mailfleet lmtp: {e}");
+        }
+    });
+    Ok(port)
+}

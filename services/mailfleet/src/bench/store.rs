@@ -56,7 +56,6 @@ use anyhow::Context;
 use mailfleet_events::mail::{MessageScanned, MessageStored, ScanVerdict};
 use mailfleet_ingest::{
     blob::BlobStore,
-    lmtp::{self, LmtpConfig},
     scanner::{Scanner, ScannerConfig},
 };
 use mailfleet_runtime::{
@@ -855,7 +854,14 @@ impl Fleet {
         let t = |name: &str| format!("{id}.{name}");
         let blobs = Arc::new(BlobStore::open(dir.join("blobs"))?);
         let shutdown = Shutdown::new();
-        let port = Self::lmtp(cfg, load, t("received"), blobs.clone(), &shutdown).await?;
+        let port = super::lmtp_in_process(
+            cfg,
+            &t("received"),
+            load.sessions * 4,
+            blobs.clone(),
+            &shutdown,
+        )
+        .await?;
         let runtime = RuntimeConfig {
             data_dir: dir.join("state"),
             deadletter_topic: t("dead"),
@@ -916,33 +922,6 @@ impl Fleet {
             shutdown,
             consumers,
         })
-    }
-
-    /// `lmtp::serve` on a free loopback port; returns the port.
-    async fn lmtp(
-        cfg: &Config,
-        load: &StoreLoad,
-        topic: String,
-        blobs: Arc<BlobStore>,
-        shutdown: &Shutdown,
-    ) -> anyhow::Result<u16> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let lmtp = LmtpConfig {
-            listen: format!("127.0.0.1:{port}"),
-            hostname: "bench.mailfleet".into(),
-            max_connections: cfg.lmtp.max_connections.max(load.sessions * 4),
-            topic,
-            ..cfg.lmtp.clone()
-        };
-        let (kafka, sd) = (cfg.kafka.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let all = Arc::new(lmtp::AcceptAll);
-            if let Err(e) = lmtp::serve(lmtp, listener, blobs, &kafka, all, sd).await {
-                eprintln!("mailfleet lmtp: {e}");
-            }
-        });
-        Ok(port)
     }
 
     /// Stop all; the dead letters of both consumers.
