@@ -5,16 +5,19 @@
 
 use mailfleet_events::{
     accounts::{
-        AccountBlocked, AccountDeleted, AccountReactivated, AccountRegistered, AccountStatus,
-        AccountStatusChanged, AccountUnblocked, BlockReason, LoginChannel, LoginFailed,
-        LoginRecorded, PlanChanged, QuotaChanged, UsageChanged,
+        AccountBlocked, AccountDeleted, AccountPasswordChanged, AccountReactivated,
+        AccountRegistered, AccountStatus, AccountStatusChanged, AccountUnblocked, BlockReason,
+        DeletionStep, DeletionStepCompleted, DeletionStepRequested, LoginChannel, LoginFailed,
+        LoginRecorded, MigrationCompleted, MigrationStarted, PlanChanged, QuotaChanged,
+        UsageChanged,
     },
     admin::{AdminAlert, AlertSeverity},
     clock::ClockTicked,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
     mail::{
-        BodyType, MessageQuarantined, MessageReceived, MessageRejected, MessageScanned,
-        MessageStored, MessagesPurged, PurgeRequested, QuarantineReason, RejectReason, ScanVerdict,
+        BodyType, MailboxDeleted, MessageQuarantined, MessageReceived, MessageRejected,
+        MessageScanned, MessageStored, MessagesPurged, PurgeRequested, QuarantineReason,
+        RejectReason, ScanVerdict,
     },
     notify::NotificationRequested,
     runtime::{Counted, DeadLetter, DeadLetterKind, TestEvent},
@@ -305,6 +308,48 @@ fn print_lifecycle_samples(
             envelope: env("ad1"),
             account: account(),
             reason: "grace-expired".into(),
+        })?,
+        line(&AccountPasswordChanged {
+            envelope: env("pc1"),
+            account: account(),
+            password_hash: "{SSHA512}c2FsdGVkaGFzaA==".into(),
+            reason: "migration".into(),
+        })?,
+        line(&DeletionStepRequested {
+            envelope: env("dr1"),
+            account: account(),
+            step: DeletionStep::Directory,
+            attempt: 1,
+        })?,
+        line(&DeletionStepCompleted {
+            envelope: env("dc1"),
+            account: account(),
+            step: DeletionStep::Blobs,
+            detail: "released 3 references, removed 2 blobs".into(),
+        })?,
+        line(&MigrationStarted {
+            envelope: env("ms1"),
+            account: account(),
+            target_mail_root: "/srv/paid/mail".into(),
+            target_ldap_base: "ou=paid,dc=mailfleet,dc=test".into(),
+            by: "admin".into(),
+        })?,
+        line(&MigrationCompleted {
+            envelope: env("mc1"),
+            account: account(),
+            target_mail_root: "/srv/paid/mail".into(),
+            target_ldap_base: "ou=paid,dc=mailfleet,dc=test".into(),
+            messages: 3,
+            bytes: 4096,
+            entries: 4,
+            token_delivery: "mailed".into(),
+        })?,
+        line(&MailboxDeleted {
+            envelope: env("md1"),
+            account: account(),
+            files: 3,
+            bytes: 4096,
+            reason: "account-deleted".into(),
         })?,
     ];
     for sample in samples {

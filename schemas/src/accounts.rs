@@ -160,3 +160,86 @@ pub struct AccountDeleted {
     pub reason: String,
 }
 impl_event!(AccountDeleted, "mailfleet.accounts.AccountDeleted");
+
+/// `mailfleet.accounts.AccountPasswordChanged`: a new password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPasswordChanged {
+    pub envelope: Envelope,
+    pub account: String,
+    /// `{SCHEME}...` as slapd stores it; never the password.
+    pub password_hash: String,
+    pub reason: String,
+}
+impl_event!(
+    AccountPasswordChanged,
+    "mailfleet.accounts.AccountPasswordChanged"
+);
+
+/// A step of the deletion saga, in the order the deleter runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeletionStep {
+    /// The Maildir, by the storage writer.
+    Maildir,
+    /// The index entries, by the indexer.
+    Index,
+    /// The LDAP subtree, by the directory effector.
+    Directory,
+    /// The blob references, by the deleter.
+    Blobs,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// `mailfleet.accounts.DeletionStepRequested`: the saga asks for one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionStepRequested {
+    pub envelope: Envelope,
+    pub account: String,
+    pub step: DeletionStep,
+    pub attempt: i32,
+}
+impl_event!(
+    DeletionStepRequested,
+    "mailfleet.accounts.DeletionStepRequested"
+);
+
+/// `mailfleet.accounts.DeletionStepCompleted`: one step is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionStepCompleted {
+    pub envelope: Envelope,
+    pub account: String,
+    pub step: DeletionStep,
+    /// What was removed: counts, bytes, the DN.
+    pub detail: String,
+}
+impl_event!(
+    DeletionStepCompleted,
+    "mailfleet.accounts.DeletionStepCompleted"
+);
+
+/// `mailfleet.accounts.MigrationStarted`: a copy to a paid cluster began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationStarted {
+    pub envelope: Envelope,
+    pub account: String,
+    pub target_mail_root: String,
+    pub target_ldap_base: String,
+    pub by: String,
+}
+impl_event!(MigrationStarted, "mailfleet.accounts.MigrationStarted");
+
+/// `mailfleet.accounts.MigrationCompleted`: the copy is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationCompleted {
+    pub envelope: Envelope,
+    pub account: String,
+    pub target_mail_root: String,
+    pub target_ldap_base: String,
+    pub messages: i64,
+    pub bytes: i64,
+    pub entries: i64,
+    /// `printed` or `mailed`: never the token.
+    pub token_delivery: String,
+}
+impl_event!(MigrationCompleted, "mailfleet.accounts.MigrationCompleted");

@@ -174,3 +174,14 @@ pub struct MessagesPurged {
     pub job: String,
 }
 impl_event!(MessagesPurged, "mailfleet.mail.MessagesPurged");
+
+/// `mailfleet.mail.MailboxDeleted`: an account's whole mailbox is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxDeleted {
+    pub envelope: Envelope,
+    pub account: String,
+    pub files: i64,
+    pub bytes: i64,
+    pub reason: String,
+}
+impl_event!(MailboxDeleted, "mailfleet.mail.MailboxDeleted");

@@ -35,7 +35,12 @@ pub struct MailWorld {
     pub purge: String,
     pub usage: String,
     pub notify: String,
+    /// The lifecycle's compacted status topic (the LMTP RCPT check).
+    pub status: String,
     pub lmtp_port: u16,
+    /// Whether the LMTP server refuses recipients that are not active
+    /// accounts (`lmtp.check_accounts`); off unless a test registers them.
+    pub check_accounts: bool,
 }
 
 impl MailWorld {
@@ -54,7 +59,9 @@ impl MailWorld {
             purge: topic("purge"),
             usage: topic("usage"),
             notify: topic("notify"),
+            status: topic("status"),
             lmtp_port: free_port(),
+            check_accounts: false,
             kafka,
             name,
         };
@@ -75,6 +82,7 @@ impl MailWorld {
             &self.purge,
             &self.usage,
             &self.notify,
+            &self.status,
         ];
         Topology {
             topics: topics
@@ -104,7 +112,12 @@ impl MailWorld {
                             self.purge.clone(),
                             self.stored.clone(),
                         ],
-                        writes: vec![self.stored.clone(), self.usage.clone(), self.notify.clone()],
+                        writes: vec![
+                            self.stored.clone(),
+                            self.usage.clone(),
+                            self.notify.clone(),
+                            self.accounts.clone(),
+                        ],
                     },
                 ),
                 (
@@ -112,11 +125,35 @@ impl MailWorld {
                     Route {
                         group: format!("{}-index", self.name),
                         reads: vec![self.stored.clone()],
-                        writes: vec![],
+                        writes: vec![self.accounts.clone()],
                     },
                 ),
+                self.route(
+                    "lifecycle",
+                    &[&self.accounts],
+                    &[&self.accounts, &self.notify, &self.status],
+                ),
+                self.route("deleter", &[&self.accounts], &[&self.accounts]),
+                self.route(
+                    "directory",
+                    &[&self.accounts],
+                    &[&self.accounts, &self.alerts],
+                ),
+                self.route("notifier", &[&self.notify, &self.alerts], &[]),
             ]),
         }
+    }
+
+    fn route(&self, consumer: &str, reads: &[&String], writes: &[&String]) -> (String, Route) {
+        let topics = |t: &[&String]| t.iter().map(|t| t.to_string()).collect();
+        (
+            consumer.to_string(),
+            Route {
+                group: format!("{}-{consumer}", self.name),
+                reads: topics(reads),
+                writes: topics(writes),
+            },
+        )
     }
 
     /// Write a config for this world (topology, topics, folders, ports)
@@ -151,6 +188,7 @@ impl MailWorld {
              [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
              [blobs]\ndir = {blobs:?}\n\
              [lmtp]\nlisten = \"127.0.0.1:{port}\"\nhostname = \"lmtp.test\"\ntopic = {received:?}\n\
+             check_accounts = {check}\nstatus_topic = {status:?}\n\
              {extra}\n",
             topo = topo.display().to_string(),
             brokers = self.kafka.brokers,
@@ -159,6 +197,8 @@ impl MailWorld {
             blobs = dir("blobs"),
             port = self.lmtp_port,
             received = self.received,
+            check = self.check_accounts,
+            status = self.status,
         );
         let path = self.dir.join(file);
         std::fs::write(&path, config)?;
@@ -191,12 +231,13 @@ impl MailWorld {
         });
         format!(
             "[consumers.storage]\nmail_root = {:?}\nquarantine_dir = {:?}\nhostname = \"test\"\n{owner}\
-             stored_topic = {:?}\nusage_topic = {:?}\nnotify_topic = {:?}\n{extra}\n",
+             stored_topic = {:?}\nusage_topic = {:?}\nnotify_topic = {:?}\naccounts_topic = {:?}\n{extra}\n",
             mail_root.display().to_string(),
             self.dir.join("quarantine").display().to_string(),
             self.stored,
             self.usage,
             self.notify,
+            self.accounts,
         )
     }
 

@@ -21,7 +21,11 @@ use mailfleet_runtime::{
     topology::{Route, TopicSpec},
     Topology,
 };
+pub mod api;
+pub mod directory;
+pub mod fleet;
 pub mod ingest;
+pub mod notify;
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},

@@ -3,129 +3,15 @@
 //! with the index agreeing and rebuilding to the same digest, and crash
 //! safety of deliveries.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use mailfleet_events::{
     accounts::QuotaChanged,
     mail::{MessageRejected, MessageStored, MessagesPurged, PurgeRequested},
     notify::NotificationRequested,
-    Envelope, Event, Registry,
+    Envelope,
 };
-use mailfleet_runtime::producer::EventProducer;
-use mailfleet_tests::{ingest::*, *};
-
-struct Fleet {
-    world: MailWorld,
-    mail_root: PathBuf,
-    config: PathBuf,
-    /// The consumer tables of the config, for more processes.
-    tables: String,
-    /// Where the consumers' process serves metrics.
-    metrics: u16,
-    children: Children,
-}
-
-impl Fleet {
-    /// `mailfleet lmtp` and `mailfleet run scanner storage index`, with
-    /// extra `[consumers.storage]` lines.
-    async fn start(name: &str, storage_extra: &str) -> anyhow::Result<Fleet> {
-        require_clamd()?;
-        let world = MailWorld::new(name, kafka()).await?;
-        let mail_root = world.dir.join("mail");
-        let tables =
-            world.scanner_table(true, &[]) + &world.storage_table(&mail_root, None, storage_extra);
-        let metrics = free_port();
-        let config = world.write_config("fleet.toml", metrics, &tables)?;
-        let lmtp_cfg = world.write_config("lmtp.toml", free_port(), &tables)?;
-        let log = world.dir.join("children.log");
-        let children = Children(vec![
-            spawn_mailfleet(&lmtp_cfg, &["lmtp"], &log)?,
-            spawn_mailfleet(&config, &["run", "scanner", "storage", "index"], &log)?,
-        ]);
-        let port = world.lmtp_port;
-        wait_until("the LMTP server", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await?;
-        Ok(Fleet {
-            world,
-            mail_root,
-            config,
-            tables,
-            metrics,
-            children,
-        })
-    }
-
-    /// Every event of type `E` on `topic` (others are skipped).
-    fn events<E: Event>(&self, topic: &str) -> anyhow::Result<Vec<E>> {
-        let records = read_topic(topic, usize::MAX, Duration::from_secs(1))?;
-        Ok(records
-            .iter()
-            .filter_map(|(_, b)| Registry::builtin().decode::<E>(b).ok())
-            .collect())
-    }
-
-    /// Wait until `topic` holds at least `n` events of type `E`.
-    async fn wait_for<E: Event>(&self, topic: &str, n: usize) -> anyhow::Result<Vec<E>> {
-        for _ in 0..60 {
-            let found = self.events::<E>(topic)?;
-            if found.len() >= n {
-                return Ok(found);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        anyhow::bail!("fewer than {n} {} on {topic}", E::NAME)
-    }
-
-    async fn produce<E: Event>(&self, topic: &str, key: &str, event: &E) -> anyhow::Result<()> {
-        let producer = EventProducer::new(&kafka(), "storage-test")?;
-        producer.send(topic, key.as_bytes(), event).await?;
-        Ok(())
-    }
-
-    fn stop(&mut self) -> anyhow::Result<()> {
-        self.children.terminate()
-    }
-}
-
-/// The message files (in new/ and cur/) of one folder.
-fn files(mailbox: &Path, folder: &str) -> Vec<PathBuf> {
-    let dir = if folder == "INBOX" {
-        mailbox.to_path_buf()
-    } else {
-        mailbox.join(format!(".{folder}"))
-    };
-    ["new", "cur"]
-        .iter()
-        .flat_map(|sub| {
-            std::fs::read_dir(dir.join(sub))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .map(|e| e.path())
-        .collect()
-}
-
-fn deliver(port: u16, to: &str, subject: &str, body: &str) -> anyhow::Result<String> {
-    let (mut c, _) = LmtpClient::connect(port)?;
-    c.command("LHLO test")?;
-    let rcpt = c
-        .command("MAIL FROM:<alice@example.net>")
-        .and_then(|_| c.command(&format!("RCPT TO:<{to}>")))?;
-    if !rcpt.starts_with("250") {
-        c.command("RSET")?;
-        return Ok(rcpt);
-    }
-    assert!(c.command("DATA")?.starts_with("354"));
-    c.send(&dot_stuff(simple_message(subject, body).as_bytes()))?;
-    Ok(c.reply()?.join("\n"))
-}
+use mailfleet_tests::{fleet::*, ingest::*, *};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_quota_mail_is_rejected_and_quota_changed_lifts_the_limit() -> anyhow::Result<()> {

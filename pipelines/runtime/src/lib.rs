@@ -12,6 +12,7 @@ pub mod config;
 mod consumer;
 pub mod dedup;
 mod error;
+pub mod follow;
 pub mod metrics;
 pub mod producer;
 mod runner;

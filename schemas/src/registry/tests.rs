@@ -260,6 +260,55 @@ fn lifecycle_events_round_trip() {
         account: account(),
         reason: "inactive".into(),
     });
+    round_trip(AccountPasswordChanged {
+        envelope: env("pc"),
+        account: account(),
+        password_hash: "{ARGON2}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA".into(),
+        reason: "migration".into(),
+    });
+    for step in [
+        DeletionStep::Maildir,
+        DeletionStep::Index,
+        DeletionStep::Directory,
+        DeletionStep::Blobs,
+    ] {
+        round_trip(DeletionStepRequested {
+            envelope: env("dr"),
+            account: account(),
+            step,
+            attempt: 2,
+        });
+        round_trip(DeletionStepCompleted {
+            envelope: env("dc"),
+            account: account(),
+            step,
+            detail: "3 files, 1200 bytes".into(),
+        });
+    }
+    round_trip(MigrationStarted {
+        envelope: env("ms"),
+        account: account(),
+        target_mail_root: "/srv/paid/mail".into(),
+        target_ldap_base: "ou=paid,dc=mailfleet,dc=test".into(),
+        by: "admin".into(),
+    });
+    round_trip(MigrationCompleted {
+        envelope: env("mc"),
+        account: account(),
+        target_mail_root: "/srv/paid/mail".into(),
+        target_ldap_base: "ou=paid,dc=mailfleet,dc=test".into(),
+        messages: 12,
+        bytes: 34_567,
+        entries: 4,
+        token_delivery: "printed".into(),
+    });
+    round_trip(MailboxDeleted {
+        envelope: env("md"),
+        account: account(),
+        files: 12,
+        bytes: 34_567,
+        reason: "account-deleted".into(),
+    });
 }
 
 fn received(id: &str) -> MessageReceived {

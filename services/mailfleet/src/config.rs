@@ -4,7 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use mailfleet_accounts::lifecycle::LifecycleConfig;
+use mailfleet_accounts::{
+    deleter::DeleterConfig,
+    directory::{DirectoryConfig, LdapConfig},
+    lifecycle::LifecycleConfig,
+};
 use mailfleet_counter::CounterConfig;
 use mailfleet_greylist::GreylistConfig;
 use mailfleet_ingest::{lmtp::LmtpConfig, scanner::ScannerConfig, BlobConfig};
@@ -39,6 +43,8 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     /// Where raw messages are kept.
     pub blobs: BlobConfig,
+    /// The LDAP directory (slapd): where the accounts live, how to bind.
+    pub ldap: LdapConfig,
     /// Per-consumer settings.
     pub consumers: ConsumersConfig,
 }
@@ -113,6 +119,10 @@ pub struct ConsumersConfig {
     pub storage: StorageConfig,
     /// The account lifecycle (inactivity, grace, deletion).
     pub lifecycle: LifecycleConfig,
+    /// The deletion saga.
+    pub deleter: DeleterConfig,
+    /// The LDAP directory effector (its topics; the directory is `[ldap]`).
+    pub directory: DirectoryConfig,
 }
 
 impl Config {
@@ -139,6 +149,9 @@ impl Config {
         out.extend(self.consumers.scanner.problems());
         out.extend(self.consumers.storage.problems());
         out.extend(self.consumers.lifecycle.problems());
+        out.extend(self.consumers.deleter.problems());
+        out.extend(self.consumers.directory.problems());
+        out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());
         if self.blobs.dir.is_empty() {
             out.push("blobs.dir is empty".into());

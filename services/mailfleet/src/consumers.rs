@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mailfleet_accounts::lifecycle::Lifecycle;
+use mailfleet_accounts::{deleter::Deleter, directory::Directory, lifecycle::Lifecycle};
 use mailfleet_counter::Counter;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
@@ -21,6 +21,8 @@ pub const NAMES: &[&str] = &[
     "storage",
     "index",
     "lifecycle",
+    "deleter",
+    "directory",
 ];
 
 /// Run one consumer until shutdown.
@@ -67,7 +69,7 @@ pub async fn run_consumer(
             let writer = StorageWriter::new(cfg.consumers.storage.clone(), Arc::new(blobs));
             run(writer, spec, shutdown).await
         }
-        "index" => run(Indexer, spec, shutdown).await,
+        "index" => run(Indexer::new(first_output()), spec, shutdown).await,
         "lifecycle" => {
             run(
                 Lifecycle::new(cfg.consumers.lifecycle.clone()),
@@ -75,6 +77,17 @@ pub async fn run_consumer(
                 shutdown,
             )
             .await
+        }
+        "deleter" => {
+            let blobs = BlobStore::open(&cfg.blobs.dir)
+                .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
+            let deleter = Deleter::new(cfg.consumers.deleter.clone(), Arc::new(blobs));
+            run(deleter, spec, shutdown).await
+        }
+        "directory" => {
+            let directory = Directory::new(cfg.consumers.directory.clone(), cfg.ldap.clone())
+                .map_err(RuntimeError::InvalidConfig)?;
+            run(directory, spec, shutdown).await
         }
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",

@@ -121,7 +121,7 @@ async fn store_and_index(
     let route = topology.route(index::NAME)?;
     let mut spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
     spec.stop_at = Some(ends(cfg, &route.reads)?);
-    let stats = mailfleet_runtime::run(index::Indexer, spec, Shutdown::new()).await?;
+    let stats = mailfleet_runtime::run(index::Indexer::default(), spec, Shutdown::new()).await?;
     println!("== index: {} inputs", stats.events);
     let store = Store::open_read_only(&cfg.runtime.data_dir.join(index::NAME))?;
     let local = local_domain(cfg);

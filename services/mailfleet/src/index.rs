@@ -104,7 +104,7 @@ async fn rebuild(
     spec.runtime.data_dir = data_dir.clone();
     spec.run_effects = false;
     spec.stop_at = Some(stop_at.clone());
-    let stats = mailfleet_runtime::run(Indexer, spec, Shutdown::new()).await?;
+    let stats = mailfleet_runtime::run(Indexer::default(), spec, Shutdown::new()).await?;
     let rebuilt = Store::open(&data_dir.join(index::NAME), false)?;
     let rebuilt_digest = index::digest(&rebuilt)?;
     println!(

@@ -9,6 +9,7 @@ mod demo;
 mod demo_greylist;
 mod demo_mail;
 mod index;
+mod lmtp;
 mod scan;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -120,7 +121,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             let grouping = cfg.consumers.greylist.grouping();
             Ok(mailfleet_policy::serve(cfg.policy.clone(), grouping, &cfg.kafka, shutdown).await?)
         }
-        Command::Lmtp => lmtp(cfg).await,
+        Command::Lmtp => lmtp::run(cfg).await,
         Command::Index { action } => index::run(action, &cfg).await,
         Command::Scan(args) => scan::run(args, &cfg).await,
         Command::Clock { once } => {
@@ -131,36 +132,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Bench { which } => bench::run(which, &cfg).await,
         Command::Demo(args) => demo::run(args, &cfg).await,
     }
-}
-
-async fn lmtp(cfg: Config) -> anyhow::Result<()> {
-    use mailfleet_ingest::{blob::BlobStore, lmtp};
-    use mailfleet_storage::usage::UsageProjection;
-    metrics::install_exporter(&cfg.metrics)?;
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
-    let blobs = BlobStore::open(&cfg.blobs.dir)?;
-    let listener = tokio::net::TcpListener::bind(&cfg.lmtp.listen)
-        .await
-        .with_context(|| format!("lmtp.listen = {:?}", cfg.lmtp.listen))?;
-    // Over-quota accounts get 552 5.2.2 at RCPT. Until the accounts
-    // projection exists (F5), every other well-formed recipient is accepted.
-    let usage_topic = &cfg.consumers.storage.usage_topic;
-    let recipients = std::sync::Arc::new(UsageProjection::follow(
-        &cfg.kafka,
-        usage_topic,
-        shutdown.clone(),
-    )?);
-    let blobs = std::sync::Arc::new(blobs);
-    Ok(lmtp::serve(
-        cfg.lmtp.clone(),
-        listener,
-        blobs,
-        &cfg.kafka,
-        recipients,
-        shutdown,
-    )
-    .await?)
 }
 
 async fn run(names: Vec<String>, cfg: Config) -> anyhow::Result<()> {

@@ -169,6 +169,21 @@ impl Maildirs {
     /// Remove the messages of `folder` whose name time is before
     /// `before_secs` (all when `None`), from `new/` and `cur/`. Returns
     /// (base name, size from `S=`) of each file removed.
+    /// Remove the account's whole home (`<root>/<domain>/<user>`: the
+    /// Maildir and Dovecot's index and sieve files beside it). Returns the
+    /// files and bytes removed; a missing home removes nothing. Files are
+    /// counted and removed one by one, so a crash half-way leaves a smaller
+    /// home that a second call finishes.
+    pub fn remove_home(&self, account: &str) -> Result<(u64, u64), MaildirError> {
+        let home = match self.mailbox(account)?.parent() {
+            Some(home) => home.to_path_buf(),
+            None => return Err(MaildirError::BadAccount(account.to_string())),
+        };
+        let (mut files, mut bytes) = (0, 0);
+        remove_tree(&home, &mut files, &mut bytes)?;
+        Ok((files, bytes))
+    }
+
     pub fn purge(
         &self,
         account: &str,
@@ -271,6 +286,46 @@ fn in_cur(dir: &Path, base: &str) -> bool {
 }
 
 /// Dovecot's `W=`: the size with every line end as CRLF.
+/// Remove `dir` and everything under it, counting regular files. Symlinks
+/// are removed, never followed.
+fn remove_tree(dir: &Path, files: &mut u64, bytes: &mut u64) -> Result<(), MaildirError> {
+    let read = |source| MaildirError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(read(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(read)?;
+        let path = entry.path();
+        let meta = entry.file_type().map_err(read)?;
+        if meta.is_dir() {
+            remove_tree(&path, files, bytes)?;
+            continue;
+        }
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                *files += 1;
+                *bytes += size;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(MaildirError::Remove { path, source }),
+        }
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(MaildirError::Remove {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 pub fn virtual_size(raw: &[u8]) -> usize {
     let bare_lf = raw
         .iter()
@@ -352,6 +407,35 @@ mod tests {
             name,
             m.file_name("lmtp:ab:bob@example.org", 1_700_000_000_999, b"a\r\nb\n")
         );
+    }
+
+    #[test]
+    fn removing_a_home_counts_its_files_and_spares_the_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = maildirs(dir.path());
+        let name = m.file_name("d1", 1_700_000_000_000, b"hello");
+        m.deliver("bob@example.org", "INBOX", &name, b"hello", false)
+            .unwrap();
+        m.deliver("bobby@example.org", "INBOX", &name, b"hello", false)
+            .unwrap();
+        let home = dir.path().join("example.org/bob");
+        std::fs::write(home.join("dovecot.index.log"), b"0123").unwrap();
+        std::os::unix::fs::symlink("/etc", home.join("Maildir/link")).unwrap();
+        let (files, bytes) = m.remove_home("bob@example.org").unwrap();
+        assert_eq!(
+            (files, bytes),
+            (3, 5 + 4 + 4),
+            "mail, index and the link itself"
+        );
+        assert!(!home.exists());
+        assert!(Path::new("/etc/hostname").exists() || Path::new("/etc").is_dir());
+        assert!(dir.path().join("example.org/bobby/Maildir").is_dir());
+        assert_eq!(
+            m.remove_home("bob@example.org").unwrap(),
+            (0, 0),
+            "again: nothing"
+        );
+        assert!(m.remove_home("../x@example.org").is_err());
     }
 
     #[test]

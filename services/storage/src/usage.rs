@@ -5,16 +5,12 @@
 use std::{
     collections::HashSet,
     sync::{Arc, RwLock},
-    time::Duration,
 };
 
 use mailfleet_events::{accounts::UsageChanged, Registry};
 use mailfleet_ingest::lmtp::{RcptStatus, RecipientCheck};
-use mailfleet_runtime::{admin::client_config, config::KafkaConfig, RuntimeError, Shutdown};
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
-};
+use mailfleet_runtime::{config::KafkaConfig, follow::follow, RuntimeError, Shutdown};
+use rdkafka::Message;
 
 /// Accounts currently over quota.
 #[derive(Clone, Default)]
@@ -23,52 +19,30 @@ pub struct UsageProjection {
 }
 
 impl UsageProjection {
-    /// Follow `topic` on a thread until shutdown. A missing topic is
-    /// waited for (everyone is accepted meanwhile), not an error.
+    /// Follow `topic` on a thread until shutdown. Until the topic exists
+    /// and is read, nobody is over quota (the writer still refuses).
     pub fn follow(
         kafka: &KafkaConfig,
         topic: &str,
         shutdown: Shutdown,
     ) -> Result<Self, RuntimeError> {
-        let consumer: BaseConsumer = client_config(kafka)
-            .set(
-                "group.id",
-                format!("mailfleet-lmtp-usage-{}", std::process::id()),
-            )
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|source| RuntimeError::CreateClient {
-                what: "usage reader",
-                source,
-            })?;
         let projection = Self::default();
-        let (view, topic) = (projection.clone(), topic.to_string());
-        std::thread::Builder::new()
-            .name("lmtp-usage".into())
-            .spawn(move || view.run(&consumer, &topic, &shutdown))
-            .map_err(|e| RuntimeError::Thread {
-                consumer: "lmtp-usage".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(projection)
-    }
-
-    fn run(&self, consumer: &BaseConsumer, topic: &str, shutdown: &Shutdown) {
-        while !shutdown.is_triggered() && !assign(consumer, topic) {
-            tracing::warn!(%topic, "usage topic not there yet; accepting every recipient meanwhile");
-            std::thread::sleep(Duration::from_secs(5));
-        }
-        while !shutdown.is_triggered() {
-            let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            match Registry::builtin().decode::<UsageChanged>(msg.payload().unwrap_or_default()) {
-                Ok(u) => self.apply(&u),
+        let view = projection.clone();
+        follow(
+            kafka,
+            topic,
+            "lmtp-usage",
+            shutdown,
+            move |msg| match Registry::builtin()
+                .decode::<UsageChanged>(msg.payload().unwrap_or_default())
+            {
+                Ok(u) => view.apply(&u),
                 Err(e) => {
                     tracing::warn!(error = %e, offset = msg.offset(), "undecodable usage record")
                 }
-            }
-        }
+            },
+        )?;
+        Ok(projection)
     }
 
     /// Take one usage record into the projection.
@@ -80,17 +54,6 @@ impl UsageProjection {
             over.remove(&usage.account);
         }
     }
-}
-
-fn assign(consumer: &BaseConsumer, topic: &str) -> bool {
-    let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
-        return false;
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
-    }
-    tpl.count() > 0 && consumer.assign(&tpl).is_ok()
 }
 
 impl RecipientCheck for UsageProjection {

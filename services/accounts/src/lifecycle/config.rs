@@ -22,6 +22,10 @@ pub struct LifecycleConfig {
     pub events_topic: String,
     /// Topic for `NotificationRequested` (the "deactivated" notice).
     pub notify_topic: String,
+    /// Compacted topic that gets a copy of every `AccountStatusChanged`
+    /// (and one for a pending registration): the latest per account is
+    /// what the LMTP server checks at RCPT.
+    pub status_topic: String,
 }
 
 impl Default for LifecycleConfig {
@@ -33,6 +37,7 @@ impl Default for LifecycleConfig {
             grace_period_hours: 24,
             events_topic: "accounts.events".into(),
             notify_topic: "notify.requests".into(),
+            status_topic: "accounts.status".into(),
         }
     }
 }
@@ -93,6 +98,7 @@ impl LifecycleConfig {
         for (k, v) in [
             ("events_topic", &self.events_topic),
             ("notify_topic", &self.notify_topic),
+            ("status_topic", &self.status_topic),
         ] {
             if v.trim().is_empty() {
                 out.push(format!("{} = {v:?}: is empty", key(k)));

@@ -190,6 +190,14 @@ fn registered(
             &name,
             &Account::new(Status::Pending, now, now),
         )?;
+        // Not a transition, but the LMTP server must know the address.
+        let pending = status_changed(
+            &e.envelope,
+            &name,
+            (AccountStatus::Pending, AccountStatus::Pending),
+            "registered".into(),
+        );
+        d.emit(&cfg.status_topic, name.as_str(), pending);
     }
     Ok(d)
 }
@@ -318,7 +326,8 @@ fn deactivated_notice(
     }
 }
 
-/// Announce one transition on the events topic, keyed by account.
+/// Announce one transition on the events topic, keyed by account, with a
+/// copy on the status topic.
 fn changed(
     cfg: &LifecycleConfig,
     d: &mut Decision,
@@ -327,14 +336,24 @@ fn changed(
     (from, to): (AccountStatus, AccountStatus),
     reason: String,
 ) {
-    let event = AccountStatusChanged {
+    let event = status_changed(cause, name, (from, to), reason);
+    d.emit(&cfg.status_topic, name, event.clone());
+    d.emit(&cfg.events_topic, name, event);
+}
+
+fn status_changed(
+    cause: &Envelope,
+    name: &str,
+    (from, to): (AccountStatus, AccountStatus),
+    reason: String,
+) -> AccountStatusChanged {
+    AccountStatusChanged {
         envelope: Envelope::caused_by(cause, NAME),
         account: name.to_string(),
         from,
         to,
         reason,
-    };
-    d.emit(&cfg.events_topic, name, event);
+    }
 }
 
 /// State for accounts as (key, value) changes without a partition, with

@@ -18,7 +18,10 @@
 //! ```
 //!
 //! Every transition emits `AccountStatusChanged { from, to, reason }` to
-//! `events_topic`, keyed by account. Reasons: `registered`, `login`,
+//! `events_topic`, keyed by account, and a copy to the compacted
+//! `status_topic` (a pending registration, which is no transition, gets a
+//! `PENDING -> PENDING` copy there), whose latest record per account the
+//! LMTP server checks at RCPT ([`crate::status`]). Reasons: `registered`, `login`,
 //! `virus` / `admin` / `abuse` (`blocked` for an unknown block reason),
 //! `unblocked`, `reactivated`, `no-login-since:<YYYY-MM-DD>` (the date the
 //! inactivity clock started), `grace-expired`, `deleted`. Becoming inactive

@@ -45,6 +45,13 @@ pub struct LmtpConfig {
     pub ack_timeout_ms: u64,
     /// Topic the `MessageReceived` events go to.
     pub topic: String,
+    /// Refuse recipients that are not accounts, or whose account is
+    /// inactive, being deleted or deleted (`550 5.1.1`), from the status
+    /// projection. `false` accepts every well-formed recipient (a relay
+    /// that checks elsewhere, or a test bed without accounts).
+    pub check_accounts: bool,
+    /// The compacted topic of account statuses the check follows.
+    pub status_topic: String,
 }
 
 impl Default for LmtpConfig {
@@ -60,6 +67,8 @@ impl Default for LmtpConfig {
             data_timeout_s: 600,
             ack_timeout_ms: 30_000,
             topic: "mail.received".into(),
+            check_accounts: true,
+            status_topic: "accounts.status".into(),
         }
     }
 }
@@ -93,6 +102,9 @@ impl LmtpConfig {
         }
         if self.topic.is_empty() {
             out.push("lmtp.topic is empty".into());
+        }
+        if self.check_accounts && self.status_topic.is_empty() {
+            out.push("lmtp.status_topic is empty while lmtp.check_accounts = true".into());
         }
         out
     }

@@ -25,7 +25,11 @@ use super::{
     session::{reply, Limits, RecipientCheck, Session, Step, Transaction},
     LmtpConfig,
 };
-use crate::{blob::BlobStore, message::summarize, IngestError};
+use crate::{
+    blob::{blob_id, BlobStore},
+    message::summarize,
+    IngestError,
+};
 
 /// Longest command line, bytes (RFC 5321 allows 512; be lenient).
 const MAX_COMMAND: usize = 4096;
@@ -200,10 +204,17 @@ impl Server {
         let summary = summarize(&raw);
         let size = raw.len() as i64;
         let blobs = self.blobs.clone();
-        let stored = tokio::task::spawn_blocking(move || blobs.put(&raw))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|put| put.map_err(|e| e.to_string()));
+        let holders: Vec<String> = tx.recipients.iter().map(|r| r.account.clone()).collect();
+        // References first, then the blob: an account deletion racing this
+        // delivery then never removes a blob it is about to announce.
+        let stored = tokio::task::spawn_blocking(move || {
+            let id = blob_id(&raw);
+            blobs.add_refs(&id, holders.iter().map(String::as_str))?;
+            blobs.put_with_id(&id, &raw).map(|()| id)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|put| put.map_err(|e| e.to_string()));
         let blob_id = match stored {
             Ok(id) => id,
             Err(error) => {

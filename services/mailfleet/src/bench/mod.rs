@@ -4,6 +4,7 @@
 mod consume;
 mod corpus;
 mod cpu;
+mod lifecycle;
 mod lmtp;
 mod policy;
 mod scan;
@@ -35,6 +36,8 @@ pub enum Bench {
     Scan(scan::ScanLoad),
     /// Postfix → Dovecot LMTP vs Postfix → mailfleet (LMTP, scanner, storage writer), to the Maildir file.
     Store(store::StoreLoad),
+    /// The lifecycle pass that finds inactive accounts among 1M, vs a raw RocksDB scan of the same state.
+    Lifecycle(lifecycle::LifecycleLoad),
     /// Raw rdkafka consume loop vs the runtime with the counting consumer (RocksDB state).
     Consume {
         /// Events to produce and then read twice.
@@ -61,6 +64,7 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
         Bench::Lmtp(load) => lmtp::run(cfg, load).await,
         Bench::Scan(load) => scan::run(cfg, load).await,
         Bench::Store(load) => store::run(cfg, load).await,
+        Bench::Lifecycle(load) => lifecycle::run(cfg, load).await,
         Bench::Consume {
             events,
             event_bytes,

@@ -2,7 +2,8 @@
 //! the per-account index out.
 
 use mailfleet_events::{
-    mail::{MessageQuarantined, MessageStored, MessagesPurged},
+    accounts::{DeletionStep, DeletionStepCompleted},
+    mail::{MailboxDeleted, MessageQuarantined, MessageStored, MessagesPurged},
     Envelope, EventError, Registry,
 };
 use mailfleet_runtime::{Decision, Decode, StateError, StateKey, StateView};
@@ -18,6 +19,8 @@ pub enum IndexInput {
     Stored(MessageStored),
     Purged(MessagesPurged),
     Quarantined(MessageQuarantined),
+    /// The account's whole mailbox is gone (the deletion saga).
+    MailboxDeleted(MailboxDeleted),
     /// Another event on a shared topic.
     Other(Envelope),
 }
@@ -28,6 +31,7 @@ impl Decode for IndexInput {
             "mailfleet.mail.MessageStored" => Self::Stored(registry.decode(bytes)?),
             "mailfleet.mail.MessagesPurged" => Self::Purged(registry.decode(bytes)?),
             "mailfleet.mail.MessageQuarantined" => Self::Quarantined(registry.decode(bytes)?),
+            "mailfleet.mail.MailboxDeleted" => Self::MailboxDeleted(registry.decode(bytes)?),
             _ => Self::Other(Envelope::default()),
         })
     }
@@ -36,17 +40,24 @@ impl Decode for IndexInput {
             Self::Stored(e) => &e.envelope,
             Self::Purged(e) => &e.envelope,
             Self::Quarantined(e) => &e.envelope,
+            Self::MailboxDeleted(e) => &e.envelope,
             Self::Other(e) => e,
         }
     }
 }
 
-/// Decide one input.
-pub fn decide(state: &StateView<'_>, input: &IndexInput) -> Result<Decision, StateError> {
+/// Decide one input; `accounts_topic` takes the deletion saga's
+/// `DeletionStepCompleted { INDEX }`.
+pub fn decide(
+    state: &StateView<'_>,
+    input: &IndexInput,
+    accounts_topic: &str,
+) -> Result<Decision, StateError> {
     match input {
         IndexInput::Stored(s) => stored(state, s),
         IndexInput::Purged(p) => purged(state, p),
         IndexInput::Quarantined(q) => quarantined(state, q),
+        IndexInput::MailboxDeleted(m) => mailbox_deleted(state, m, accounts_topic),
         IndexInput::Other(_) => Ok(Decision::ignore()),
     }
 }
@@ -113,6 +124,59 @@ fn quarantined(state: &StateView<'_>, q: &MessageQuarantined) -> Result<Decision
     let mut d = Decision::apply();
     d.put(&seen, &()).put(&key, &tally);
     Ok(d)
+}
+
+/// Forget every row of the account (messages, folders, total,
+/// quarantine tally), take its total off the partition's stats, and tell
+/// the deletion saga. Done again on a repeated request, harmlessly.
+fn mailbox_deleted(
+    state: &StateView<'_>,
+    m: &MailboxDeleted,
+    accounts_topic: &str,
+) -> Result<Decision, StateError> {
+    let mut d = Decision::apply();
+    let mut body = m.account.as_bytes().to_vec();
+    body.push(0);
+    let mut rows = 0;
+    for (key, _) in state.scan_prefix::<MessageKey>(&body)? {
+        d.changes.push((prefixed(MessageKey::PREFIX, &key), None));
+        rows += 1;
+    }
+    for (key, _) in state.scan_prefix::<FolderKey>(&body)? {
+        d.changes.push((prefixed(FolderKey::PREFIX, &key), None));
+    }
+    let total_key = TotalKey(m.account.clone());
+    let total = state.get(&total_key)?.unwrap_or_default();
+    if total != Tally::default() {
+        let stats = state.get(&StatsKey)?.unwrap_or_default();
+        d.put(
+            &StatsKey,
+            &stats.shift(Tally {
+                count: -total.count,
+                bytes: -total.bytes,
+            }),
+        );
+    }
+    d.delete(&total_key)
+        .delete(&QuarantineKey(m.account.clone()));
+    d.emit(
+        accounts_topic,
+        m.account.as_bytes(),
+        DeletionStepCompleted {
+            envelope: Envelope::caused_by(&m.envelope, super::NAME),
+            account: m.account.clone(),
+            step: DeletionStep::Index,
+            detail: format!("forgot {rows} messages ({} bytes)", total.bytes),
+        },
+    );
+    Ok(d)
+}
+
+fn prefixed(table: u8, body: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(body.len() + 1);
+    key.push(table);
+    key.extend_from_slice(body);
+    key
 }
 
 /// Shift folder tallies, the account's total and the partition's stats

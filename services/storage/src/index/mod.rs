@@ -21,8 +21,25 @@ pub use state::{FolderKey, MessageEntry, MessageKey, Tally, TotalKey};
 pub const NAME: &str = "index";
 
 /// The indexer consumer.
-#[derive(Default)]
-pub struct Indexer;
+pub struct Indexer {
+    /// Where `DeletionStepCompleted { INDEX }` goes.
+    accounts_topic: String,
+}
+
+impl Indexer {
+    /// An indexer telling the deletion saga on `accounts_topic`.
+    pub fn new(accounts_topic: impl Into<String>) -> Self {
+        Self {
+            accounts_topic: accounts_topic.into(),
+        }
+    }
+}
+
+impl Default for Indexer {
+    fn default() -> Self {
+        Self::new("accounts.events")
+    }
+}
 
 impl Consumer for Indexer {
     type Event = IndexInput;
@@ -36,7 +53,7 @@ impl Consumer for Indexer {
         state: &StateView<'_>,
         input: &Input<IndexInput>,
     ) -> Result<Decision, StateError> {
-        let d = decide::decide(state, &input.event)?;
+        let d = decide::decide(state, &input.event, &self.accounts_topic)?;
         if let Some(stats) = decide::stats_change(&d) {
             let partition = input.meta.partition.to_string();
             metrics::gauge!(m::INDEX_MESSAGES, "partition" => partition.clone())

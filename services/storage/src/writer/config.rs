@@ -45,6 +45,9 @@ pub struct StorageConfig {
     pub usage_topic: String,
     /// Topic for NotificationRequested.
     pub notify_topic: String,
+    /// Topic for the deletion saga's `DeletionStepCompleted { MAILDIR }`
+    /// (the writer reads its `DeletionStepRequested` there too).
+    pub accounts_topic: String,
 }
 
 const GIB: u64 = 1 << 30;
@@ -72,6 +75,7 @@ impl Default for StorageConfig {
             stored_topic: "mail.stored".into(),
             usage_topic: "accounts.usage".into(),
             notify_topic: "notify.requests".into(),
+            accounts_topic: "accounts.events".into(),
         }
     }
 }
@@ -88,6 +92,7 @@ impl StorageConfig {
             ("stored_topic", &self.stored_topic),
             ("usage_topic", &self.usage_topic),
             ("notify_topic", &self.notify_topic),
+            ("accounts_topic", &self.accounts_topic),
         ] {
             if v.is_empty() {
                 out.push(format!("{} is empty", key(k)));

@@ -4,7 +4,7 @@
 //! [`Plan`].
 
 use mailfleet_events::{
-    accounts::{PlanChanged, QuotaChanged, UsageChanged},
+    accounts::{DeletionStep, DeletionStepRequested, PlanChanged, QuotaChanged, UsageChanged},
     mail::{
         MessageQuarantined, MessageRejected, MessageScanned, MessagesPurged, PurgeRequested,
         QuarantineReason, RejectReason, ScanVerdict,
@@ -29,6 +29,8 @@ pub enum StorageInput {
     Purge(PurgeRequested),
     /// Its own purge results, read back to lower the usage.
     Purged(MessagesPurged),
+    /// The deletion saga's request to remove a whole mailbox.
+    DeleteMailbox(DeletionStepRequested),
     /// Another event on a shared topic.
     Other(Envelope),
 }
@@ -41,6 +43,9 @@ impl Decode for StorageInput {
             "mailfleet.accounts.PlanChanged" => Self::Plan(registry.decode(bytes)?),
             "mailfleet.mail.PurgeRequested" => Self::Purge(registry.decode(bytes)?),
             "mailfleet.mail.MessagesPurged" => Self::Purged(registry.decode(bytes)?),
+            "mailfleet.accounts.DeletionStepRequested" => {
+                Self::DeleteMailbox(registry.decode(bytes)?)
+            }
             _ => Self::Other(Envelope::default()),
         })
     }
@@ -51,6 +56,7 @@ impl Decode for StorageInput {
             Self::Plan(e) => &e.envelope,
             Self::Purge(e) => &e.envelope,
             Self::Purged(e) => &e.envelope,
+            Self::DeleteMailbox(e) => &e.envelope,
             Self::Other(e) => e,
         }
     }
@@ -66,6 +72,9 @@ pub enum Plan {
     Quarantine { path: String },
     /// Remove matching files from a folder and report `MessagesPurged`.
     Purge,
+    /// Remove the account's whole mailbox (its Maildir and Dovecot's files
+    /// beside it) and report `MailboxDeleted` and the saga step.
+    DeleteMailbox,
 }
 
 /// The id that makes a delivery idempotent: the `MessageReceived` id, which
@@ -122,7 +131,10 @@ pub fn decide(
             Ok(d)
         }
         StorageInput::Purged(p) => purged(cfg, state, p),
-        StorageInput::Other(_) => Ok(Decision::ignore()),
+        StorageInput::DeleteMailbox(r) if r.step == DeletionStep::Maildir => {
+            delete_mailbox(cfg, state, r)
+        }
+        StorageInput::DeleteMailbox(_) | StorageInput::Other(_) => Ok(Decision::ignore()),
     }
 }
 
@@ -317,6 +329,34 @@ fn purged(
         None,
         usage.bytes - before.bytes,
     )?;
+    Ok(d)
+}
+
+/// The deletion saga's Maildir step: forget the account's usage and quota
+/// (its plan's byte total drops by what it used), tell the LMTP server's
+/// projection it holds nothing, and have the effect remove the mailbox.
+/// `Delivered` marks stay, so a replayed old delivery never recreates it.
+/// A second request (a saga resumed after a crash) does the same again
+/// harmlessly.
+fn delete_mailbox(
+    cfg: &StorageConfig,
+    state: &StateView<'_>,
+    r: &DeletionStepRequested,
+) -> Result<Decision, StateError> {
+    let usage = state.get(&UsageKey(r.account.clone()))?.unwrap_or_default();
+    let mut d = Decision::apply();
+    if usage.bytes > 0 {
+        plan_bytes(cfg, state, &mut d, &r.account, None, -usage.bytes)?;
+    }
+    d.delete(&UsageKey(r.account.clone()))
+        .delete(&QuotaKey(r.account.clone()));
+    let quota = cfg.quota(None, None);
+    d.emit(
+        &cfg.usage_topic,
+        r.account.as_bytes(),
+        usage_event(&r.envelope, &r.account, Usage::default(), quota),
+    );
+    d.intend(Plan::DeleteMailbox);
     Ok(d)
 }
 

@@ -8,7 +8,8 @@ use std::{
 };
 
 use mailfleet_events::{
-    mail::{MessageScanned, MessageStored, MessagesPurged, PurgeRequested},
+    accounts::{DeletionStep, DeletionStepCompleted, DeletionStepRequested},
+    mail::{MailboxDeleted, MessageScanned, MessageStored, MessagesPurged, PurgeRequested},
     Envelope,
 };
 use mailfleet_ingest::blob::BlobError;
@@ -102,6 +103,44 @@ impl StorageWriter {
             p.account.as_bytes(),
             purged,
         )])
+    }
+}
+
+impl StorageWriter {
+    /// The deletion saga's Maildir step: remove the home, then say so on
+    /// the stored topic (the indexer forgets the account, on a rebuild
+    /// too) and to the saga.
+    pub(super) fn delete_mailbox(&self, r: &DeletionStepRequested) -> Outcome {
+        let (files, bytes) = match self.maildirs.remove_home(&r.account) {
+            Ok(removed) => removed,
+            Err(e) => return maildir_outcome(e),
+        };
+        tracing::info!(account = %r.account, files, bytes, "mailbox deleted");
+        let envelope = || Envelope::caused_by(&r.envelope, NAME);
+        let key = r.account.as_bytes();
+        Outcome::Emitted(vec![
+            Emit::new(
+                &self.cfg.stored_topic,
+                key,
+                MailboxDeleted {
+                    envelope: envelope(),
+                    account: r.account.clone(),
+                    files: files as i64,
+                    bytes: bytes as i64,
+                    reason: "account-deleted".into(),
+                },
+            ),
+            Emit::new(
+                &self.cfg.accounts_topic,
+                key,
+                DeletionStepCompleted {
+                    envelope: envelope(),
+                    account: r.account.clone(),
+                    step: DeletionStep::Maildir,
+                    detail: format!("removed {files} files, {bytes} bytes"),
+                },
+            ),
+        ])
     }
 }
 

@@ -97,6 +97,7 @@ impl Consumer for StorageWriter {
             (StorageInput::Scanned(s), Some(Plan::Deliver)) => self.deliver(s),
             (StorageInput::Scanned(s), Some(Plan::Quarantine { path })) => self.quarantine(s, path),
             (StorageInput::Purge(p), Some(Plan::Purge)) => self.purge(p),
+            (StorageInput::DeleteMailbox(r), Some(Plan::DeleteMailbox)) => self.delete_mailbox(r),
             _ => Outcome::Done,
         };
         async { outcome }

@@ -30,7 +30,7 @@ fn purge(files: &[&str]) -> IndexInput {
 }
 
 fn run(state: &mut Overlay, input: IndexInput) -> Decision {
-    let mut d = decide(&StateView::in_memory(state), &input).unwrap();
+    let mut d = decide(&StateView::in_memory(state), &input, "accounts.events").unwrap();
     state.extend(std::mem::take(&mut d.changes));
     d
 }
@@ -89,7 +89,7 @@ fn purges_remove_exactly_the_named_files() {
     run(&mut state, stored("2.Mb.h", "Trash", 5));
     run(&mut state, stored("3.Mc.h", "Trash", 7));
     let input = purge(&["2.Mb.h", "3.Mc.h", "never-indexed"]);
-    let d = decide(&StateView::in_memory(&state), &input).unwrap();
+    let d = decide(&StateView::in_memory(&state), &input, "accounts.events").unwrap();
     assert_eq!(
         stats_change(&d),
         Some(Tally {
@@ -117,4 +117,43 @@ fn purges_remove_exactly_the_named_files() {
         matches!(run(&mut state, purge(&["2.Mb.h"])).verdict, Verdict::Ignore),
         "already gone"
     );
+}
+
+#[test]
+fn a_deleted_mailbox_forgets_only_that_account_and_tells_the_saga() {
+    let mut state = Overlay::default();
+    run(&mut state, stored("1.Ma.h", "INBOX", 10));
+    run(&mut state, stored("2.Mb.h", "Trash", 5));
+    let mut other = stored("9.Mz.h", "INBOX", 3);
+    if let IndexInput::Stored(s) = &mut other {
+        s.account = "bob@xy".into(); // shares the prefix "bob@x"
+    }
+    run(&mut state, other);
+    let deleted = IndexInput::MailboxDeleted(MailboxDeleted {
+        envelope: Envelope::new("md", 3, "storage"),
+        account: "bob@x".into(),
+        files: 2,
+        bytes: 15,
+        reason: "account-deleted".into(),
+    });
+    let d = run(&mut state, deleted);
+    assert_eq!(d.outputs.len(), 1);
+    assert_eq!(d.outputs[0].topic, "accounts.events");
+    assert_eq!(
+        d.outputs[0].event.name(),
+        "mailfleet.accounts.DeletionStepCompleted"
+    );
+    assert_eq!(tally(&state, TotalKey("bob@x".into())), Tally::default());
+    assert_eq!(tally(&state, folder("Trash")), Tally::default());
+    let view = StateView::in_memory(&state);
+    assert!(view
+        .scan_prefix::<MessageKey>(b"bob@x\0")
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        tally(&state, TotalKey("bob@xy".into())),
+        Tally { count: 1, bytes: 3 },
+        "an account whose name extends the deleted one keeps its rows"
+    );
+    assert_eq!(tally(&state, StatsKey), Tally { count: 1, bytes: 3 });
 }

@@ -239,3 +239,40 @@ fn bytes_per_plan_follow_deliveries_plan_moves_and_purges() {
     run(&mut state, StorageInput::Purged(done));
     assert_eq!(plan_bytes(&state, "plus"), 10);
 }
+
+#[test]
+fn the_maildir_step_forgets_usage_but_never_redelivers_old_mail() {
+    let mut state = Overlay::default();
+    let first = StorageInput::Scanned(scanned("m1", "bob@x", 40, ScanVerdict::Clean));
+    run(&mut state, first);
+    let request = |step| {
+        StorageInput::DeleteMailbox(DeletionStepRequested {
+            envelope: Envelope::new("dr", 2_000, "deleter"),
+            account: "bob@x".into(),
+            step,
+            attempt: 1,
+        })
+    };
+    let d = run(&mut state, request(DeletionStep::Maildir));
+    assert_eq!(d.intent_as::<Plan>(), Some(&Plan::DeleteMailbox));
+    assert_eq!(
+        topics(&d),
+        ["accounts.usage"],
+        "the effect reports the rest"
+    );
+    let view = StateView::in_memory(&state);
+    assert_eq!(view.get(&UsageKey("bob@x".into())).unwrap(), None);
+    assert_eq!(view.get(&PlanBytesKey("free".into())).unwrap(), Some(0));
+    let replay = StorageInput::Scanned(scanned("m1", "bob@x", 40, ScanVerdict::Clean));
+    assert!(matches!(run(&mut state, replay).verdict, Verdict::Ignore));
+    for other in [
+        DeletionStep::Index,
+        DeletionStep::Directory,
+        DeletionStep::Blobs,
+    ] {
+        assert!(matches!(
+            run(&mut state, request(other)).verdict,
+            Verdict::Ignore
+        ));
+    }
+}

@@ -7,6 +7,14 @@
 //! a crash leaves either the whole blob or none (a stray temporary file at
 //! worst, which [`BlobStore::open`] removes). The same bytes always land on
 //! the same path, so writing a blob twice is harmless and stores it once.
+//!
+//! Who still needs a blob is recorded beside it, in [`refs`]: one marker
+//! per (blob, account), so deleting an account releases its references and
+//! removes the blobs nobody else holds.
+
+mod refs;
+
+pub use refs::Released;
 
 use std::{
     fs::{self, File},

@@ -1,0 +1,1 @@
+//! The account API (axum) and its projection (being written).

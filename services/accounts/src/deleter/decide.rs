@@ -1,0 +1,160 @@
+//! The saga's pure part: which step to ask for next, given what is done.
+
+use mailfleet_events::{
+    accounts::{
+        AccountDeleted, AccountStatus, AccountStatusChanged, DeletionStep, DeletionStepCompleted,
+        DeletionStepRequested,
+    },
+    Envelope, EventError, Registry,
+};
+use mailfleet_runtime::{Decision, Decode, StateError, StateView};
+
+use super::{
+    state::{Saga, SagaKey, Steps},
+    DeleterConfig, NAME,
+};
+
+/// What the deleter reads from `accounts.events`.
+#[derive(Debug)]
+pub enum DeleterInput {
+    Status(AccountStatusChanged),
+    Completed(DeletionStepCompleted),
+    /// Anything else on the topic.
+    Other(Envelope),
+}
+
+impl Decode for DeleterInput {
+    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
+        Ok(match registry.writer_of(bytes)?.name.as_str() {
+            "mailfleet.accounts.AccountStatusChanged" => Self::Status(registry.decode(bytes)?),
+            "mailfleet.accounts.DeletionStepCompleted" => Self::Completed(registry.decode(bytes)?),
+            _ => Self::Other(Envelope::default()),
+        })
+    }
+    fn envelope(&self) -> &Envelope {
+        match self {
+            Self::Status(e) => &e.envelope,
+            Self::Completed(e) => &e.envelope,
+            Self::Other(e) => e,
+        }
+    }
+}
+
+/// The effect's plan: release the account's blob references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseBlobs {
+    pub account: String,
+}
+
+/// Decide one input.
+pub fn decide(
+    cfg: &DeleterConfig,
+    state: &StateView<'_>,
+    input: &DeleterInput,
+) -> Result<Decision, StateError> {
+    match input {
+        DeleterInput::Status(s) if s.to == AccountStatus::Deleting => start(cfg, state, s),
+        DeleterInput::Completed(c) => completed(cfg, state, c),
+        DeleterInput::Status(_) | DeleterInput::Other(_) => Ok(Decision::ignore()),
+    }
+}
+
+fn start(
+    cfg: &DeleterConfig,
+    state: &StateView<'_>,
+    s: &AccountStatusChanged,
+) -> Result<Decision, StateError> {
+    let name = s.account.to_ascii_lowercase();
+    if state.get(&SagaKey(&name))?.is_some() {
+        return Ok(Decision::ignore()); // already under way
+    }
+    let saga = Saga {
+        started: s.envelope.event_time,
+        requested: Steps::default(),
+        done: Steps::default(),
+        reason: s.reason.clone(),
+    };
+    let mut d = Decision::apply();
+    advance(cfg, &mut d, &s.envelope, &name, saga);
+    Ok(d)
+}
+
+fn completed(
+    cfg: &DeleterConfig,
+    state: &StateView<'_>,
+    c: &DeletionStepCompleted,
+) -> Result<Decision, StateError> {
+    let name = c.account.to_ascii_lowercase();
+    let Some(saga) = state.get(&SagaKey(&name))? else {
+        return Ok(Decision::ignore()); // no deletion of it under way
+    };
+    if c.step == DeletionStep::Unknown {
+        return Ok(Decision::reject(format!(
+            "DeletionStepCompleted {} for {name}: a step this deleter does not know",
+            c.envelope.event_id
+        )));
+    }
+    if saga.done.has(c.step) {
+        return Ok(Decision::ignore()); // reported twice
+    }
+    let saga = Saga {
+        done: saga.done.with(c.step),
+        ..saga
+    };
+    let mut d = Decision::apply();
+    advance(cfg, &mut d, &c.envelope, &name, saga);
+    Ok(d)
+}
+
+/// Ask for every step whose prerequisites are done and that was not asked
+/// for yet; end the saga once all are done. Saves the saga.
+fn advance(cfg: &DeleterConfig, d: &mut Decision, cause: &Envelope, name: &str, mut saga: Saga) {
+    use DeletionStep::*;
+    if saga.done.all() {
+        d.delete(&SagaKey(name));
+        d.emit(
+            &cfg.events_topic,
+            name,
+            AccountDeleted {
+                envelope: Envelope::caused_by(cause, NAME),
+                account: name.to_string(),
+                reason: saga.reason,
+            },
+        );
+        return;
+    }
+    let ready = |step| match step {
+        Maildir => true,
+        // The indexer acts on the storage writer's MailboxDeleted, so the
+        // index step is asked for with the mailbox and only recorded here.
+        Index => true,
+        Directory => saga.done.has(Maildir) && saga.done.has(Index),
+        Blobs => saga.done.has(Maildir) && saga.done.has(Index) && saga.done.has(Directory),
+        Unknown => false,
+    };
+    for step in [Maildir, Index, Directory, Blobs] {
+        if saga.requested.has(step) || saga.done.has(step) || !ready(step) {
+            continue;
+        }
+        saga.requested = saga.requested.with(step);
+        d.emit(
+            &cfg.events_topic,
+            name,
+            DeletionStepRequested {
+                envelope: Envelope::caused_by(cause, NAME),
+                account: name.to_string(),
+                step,
+                attempt: 1,
+            },
+        );
+        if step == Blobs {
+            d.intend(ReleaseBlobs {
+                account: name.to_string(),
+            });
+        }
+    }
+    d.put(&SagaKey(name), &saga);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,0 @@
-//! The LDAP directory effector.

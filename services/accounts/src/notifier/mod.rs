@@ -1,0 +1,1 @@
+//! The notifier effector: notices and admin alerts by SMTP (being written).

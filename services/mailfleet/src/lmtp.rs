@@ -1,0 +1,124 @@
+//! `mailfleet lmtp`: the LMTP server with its RCPT check, which asks the
+//! account status projection first (unknown, inactive, deleting or
+//! deleted: `550 5.1.1`) and the usage projection second (over quota:
+//! `552 5.2.2`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use mailfleet_accounts::status::{Mailbox, StatusProjection};
+use mailfleet_ingest::{
+    blob::BlobStore,
+    lmtp::{self, RcptStatus, RecipientCheck},
+};
+use mailfleet_runtime::{metrics, Shutdown};
+use mailfleet_storage::usage::UsageProjection;
+
+use crate::config::Config;
+
+/// The two projections a recipient is checked against.
+struct AccountCheck {
+    /// `None` when `lmtp.check_accounts = false`.
+    statuses: Option<StatusProjection>,
+    usage: UsageProjection,
+}
+
+impl RecipientCheck for AccountCheck {
+    fn check(&self, account: &str) -> RcptStatus {
+        if let Some(statuses) = &self.statuses {
+            match statuses.mailbox(account) {
+                Mailbox::Open => {}
+                Mailbox::Unknown => return RcptStatus::Unknown,
+                Mailbox::Closed(_) => return RcptStatus::Inactive,
+                Mailbox::NotReady => return RcptStatus::TryLater,
+            }
+        }
+        self.usage.check(account)
+    }
+}
+
+/// Serve LMTP until SIGTERM.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    metrics::install_exporter(&cfg.metrics)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let blobs = BlobStore::open(&cfg.blobs.dir)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.lmtp.listen)
+        .await
+        .with_context(|| format!("lmtp.listen = {:?}", cfg.lmtp.listen))?;
+    let statuses = match cfg.lmtp.check_accounts {
+        true => Some(StatusProjection::follow(
+            &cfg.kafka,
+            &cfg.lmtp.status_topic,
+            shutdown.clone(),
+        )?),
+        false => None,
+    };
+    let usage = UsageProjection::follow(
+        &cfg.kafka,
+        &cfg.consumers.storage.usage_topic,
+        shutdown.clone(),
+    )?;
+    let check = Arc::new(AccountCheck { statuses, usage });
+    Ok(lmtp::serve(
+        cfg.lmtp.clone(),
+        listener,
+        Arc::new(blobs),
+        &cfg.kafka,
+        check,
+        shutdown,
+    )
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use mailfleet_events::{
+        accounts::{AccountStatus, AccountStatusChanged, UsageChanged},
+        Envelope,
+    };
+
+    use super::*;
+
+    #[test]
+    fn the_status_comes_first_then_the_quota() {
+        let statuses = StatusProjection::ready();
+        let usage = UsageProjection::default();
+        let status = |account: &str, to| AccountStatusChanged {
+            envelope: Envelope::new("s", 1, "lifecycle"),
+            account: account.into(),
+            from: AccountStatus::Pending,
+            to,
+            reason: "t".into(),
+        };
+        statuses.apply(&status("full@x", AccountStatus::Active));
+        statuses.apply(&status("gone@x", AccountStatus::Deleted));
+        statuses.apply(&status("ok@x", AccountStatus::Active));
+        usage.apply(&UsageChanged {
+            envelope: Envelope::new("u", 1, "storage"),
+            account: "full@x".into(),
+            used_bytes: 9,
+            messages: 1,
+            quota_bytes: 9,
+            over_quota: true,
+        });
+        let check = AccountCheck {
+            statuses: Some(statuses),
+            usage: usage.clone(),
+        };
+        assert_eq!(check.check("ok@x"), RcptStatus::Accept);
+        assert_eq!(check.check("full@x"), RcptStatus::OverQuota);
+        assert_eq!(check.check("gone@x"), RcptStatus::Inactive);
+        assert_eq!(check.check("nobody@x"), RcptStatus::Unknown);
+        let unchecked = AccountCheck {
+            statuses: None,
+            usage,
+        };
+        assert_eq!(unchecked.check("nobody@x"), RcptStatus::Accept);
+        let starting = AccountCheck {
+            statuses: Some(StatusProjection::default()),
+            usage: UsageProjection::default(),
+        };
+        assert_eq!(starting.check("ok@x"), RcptStatus::TryLater);
+    }
+}

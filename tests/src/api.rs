@@ -1,0 +1,1 @@
+//! Test helpers for the api tests (being written).

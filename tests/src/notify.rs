@@ -1,0 +1,1 @@
+//! Test helpers for the notify tests (being written).
