@@ -29,11 +29,13 @@ fn account_tables(fleet_world: &mailfleet_tests::ingest::MailWorld) -> String {
     format!(
         "[consumers.lifecycle]\nevents_topic = {a:?}\nnotify_topic = {n:?}\nstatus_topic = {s:?}\n\
          [consumers.deleter]\nevents_topic = {a:?}\n\
-         [consumers.directory]\nevents_topic = {a:?}\nalerts_topic = {al:?}\n",
+         [consumers.directory]\nevents_topic = {a:?}\nalerts_topic = {al:?}\n\
+         [ldap]\nbind_password_file = {secret:?}\n",
         a = fleet_world.accounts,
         n = fleet_world.notify,
         s = fleet_world.status,
         al = fleet_world.alerts,
+        secret = ldap_secret().display().to_string(),
     )
 }
 
@@ -114,10 +116,15 @@ async fn wait_status(fleet: &Fleet, account: &str, to: AccountStatus) -> anyhow:
         .map_err(|e| anyhow::anyhow!("{account} never became {to:?}: {e}"))
 }
 
+/// The service DN's password file, as `ops/ldap` writes it.
+fn ldap_secret() -> std::path::PathBuf {
+    repo_root().join("run/ldap/secrets/mailfleet.password")
+}
+
 /// The LDAP entries under an account's DN, with their mailfleetStatus
 /// (the service DN's view, as an operator's ldapsearch shows it).
 fn ldap_subtree(account: &str) -> anyhow::Result<Vec<String>> {
-    let secret = repo_root().join("run/ldap/secrets/mailfleet.password");
+    let secret = ldap_secret();
     let out = Command::new("ldapsearch")
         .args(["-x", "-LLL", "-H", "ldap://127.0.0.1:3389", "-D"])
         .arg("cn=mailfleet,ou=services,dc=mailfleet,dc=test")
@@ -295,16 +302,27 @@ async fn lifecycle_inactive_accounts_are_refused_notified_then_deleted_everywher
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lifecycle_a_deletion_cut_by_a_crash_resumes_and_completes() -> anyhow::Result<()> {
-    // No directory consumer at first: the saga stops at the LDAP step.
+    // The directory runs in a process of its own, stopped once it has
+    // created the entry: the saga then stops at the LDAP step.
     let mut fleet = launch(
         "deletion-crash",
         &["lifecycle", "deleter", "storage", "index"],
     )
     .await?;
+    let log = fleet.world.dir.join("directory.log");
+    let own = fleet
+        .world
+        .write_config("directory.toml", free_port(), &fleet.tables)?;
+    let mut directory = spawn_mailfleet(&own, &["run", "directory"], &log)?;
     let carol = address("carol");
     let t0 = now_ms();
     register(&fleet, &carol, t0).await?;
     wait_status(&fleet, &carol, AccountStatus::Active).await?;
+    wait_ldap(&carol, "an active entry", |l| {
+        l.iter().any(|x| x == "mailfleetStatus: active")
+    })
+    .await?;
+    terminate(&mut directory)?;
     let port = fleet.world.lmtp_port;
     wait_until(
         "the LMTP server to know carol",
@@ -333,7 +351,7 @@ async fn lifecycle_a_deletion_cut_by_a_crash_resumes_and_completes() -> anyhow::
 
     // Kill everything hard in the middle of the saga, then bring it back
     // with the directory consumer.
-    for child in &mut fleet.children.0 {
+    for mut child in fleet.children.0.drain(..) {
         child.kill()?;
         child.wait()?;
     }
