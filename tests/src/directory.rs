@@ -203,6 +203,17 @@ pub fn remove(dn: &str) {
     let _ = ldap_tool("ldapdelete", Bind::Service, &["-r", dn], "");
 }
 
+/// Deletes these subtrees when dropped, so a failing test leaves no entries.
+pub struct Cleanup(pub Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for dn in &self.0 {
+            remove(dn);
+        }
+    }
+}
+
 /// RFC 4514 escaping, as `ops/ldap` documents it (the tests' own copy).
 pub fn dn_escape(value: &str) -> String {
     let last = value.chars().count().saturating_sub(1);

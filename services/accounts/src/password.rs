@@ -225,6 +225,10 @@ fn verify_argon2(password: &str, phc: &str) -> Result<bool, PasswordError> {
         problem,
     };
     let parsed = PasswordHash::new(phc).map_err(|e| malformed(e.to_string()))?;
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        // argon2 would call this a wrong password; it is a broken record.
+        return Err(malformed("no salt or no hash".into()));
+    }
     let params = Params::try_from(&parsed).map_err(|e| malformed(e.to_string()))?;
     if params.m_cost() > MAX_VERIFY_M_COST_KIB {
         return Err(malformed(format!(

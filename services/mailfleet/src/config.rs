@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use mailfleet_accounts::{
+    api::ApiConfig,
     deleter::DeleterConfig,
     directory::{DirectoryConfig, LdapConfig},
     lifecycle::LifecycleConfig,
+    notifier::NotifierConfig,
 };
 use mailfleet_counter::CounterConfig;
 use mailfleet_greylist::GreylistConfig;
@@ -41,6 +43,8 @@ pub struct Config {
     pub clock: ClockConfig,
     /// The LMTP server Postfix delivers to.
     pub lmtp: LmtpConfig,
+    /// The account API (`mailfleet api`) and the CLI's default address.
+    pub api: ApiConfig,
     /// Where raw messages are kept.
     pub blobs: BlobConfig,
     /// The LDAP directory (slapd): where the accounts live, how to bind.
@@ -123,6 +127,8 @@ pub struct ConsumersConfig {
     pub deleter: DeleterConfig,
     /// The LDAP directory effector (its topics; the directory is `[ldap]`).
     pub directory: DirectoryConfig,
+    /// The notifier (notices and admin alerts by SMTP).
+    pub notifier: NotifierConfig,
 }
 
 impl Config {
@@ -151,8 +157,10 @@ impl Config {
         out.extend(self.consumers.lifecycle.problems());
         out.extend(self.consumers.deleter.problems());
         out.extend(self.consumers.directory.problems());
+        out.extend(self.consumers.notifier.problems());
         out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());
+        out.extend(self.api.problems());
         if self.blobs.dir.is_empty() {
             out.push("blobs.dir is empty".into());
         }

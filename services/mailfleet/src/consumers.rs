@@ -4,7 +4,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mailfleet_accounts::{deleter::Deleter, directory::Directory, lifecycle::Lifecycle};
+use mailfleet_accounts::{
+    deleter::Deleter, directory::Directory, lifecycle::Lifecycle, notifier::Notifier,
+};
 use mailfleet_counter::Counter;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
@@ -23,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "lifecycle",
     "deleter",
     "directory",
+    "notifier",
 ];
 
 /// Run one consumer until shutdown.
@@ -88,6 +91,12 @@ pub async fn run_consumer(
             let directory = Directory::new(cfg.consumers.directory.clone(), cfg.ldap.clone())
                 .map_err(RuntimeError::InvalidConfig)?;
             run(directory, spec, shutdown).await
+        }
+        "notifier" => {
+            let n = &cfg.consumers.notifier;
+            let notifier = Notifier::new(n, &n.sent_log_dir(&cfg.runtime.data_dir))
+                .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
+            run(notifier, spec, shutdown).await
         }
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",

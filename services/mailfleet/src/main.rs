@@ -1,6 +1,7 @@
 //! `mailfleet`: the one binary. Each subcommand is config → build → run
 //! until done or SIGTERM. Start at [`Command`].
 
+mod account;
 mod bench;
 mod clock;
 mod config;
@@ -10,6 +11,7 @@ mod demo_greylist;
 mod demo_mail;
 mod index;
 mod lmtp;
+mod migrate;
 mod scan;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -43,6 +45,10 @@ enum Command {
     Policy,
     /// The LMTP server Postfix delivers to (`virtual_transport = lmtp:inet:127.0.0.1:2424`).
     Lmtp,
+    /// The account API (HTTP/JSON on `[api] listen`): registration, logins, quota, plan, admin.
+    Api,
+    /// Account commands, each one call of the account API.
+    Account(account::AccountArgs),
     /// Scan one message file as the scanner consumer would; the last line is one JSON verdict.
     Scan(scan::ScanArgs),
     /// The mailbox index: show an account, or rebuild it from the log.
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailfleet: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(account::exit_code(&e))
         }
     }
 }
@@ -122,6 +128,8 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(mailfleet_policy::serve(cfg.policy.clone(), grouping, &cfg.kafka, shutdown).await?)
         }
         Command::Lmtp => lmtp::run(cfg).await,
+        Command::Api => account::serve(&cfg).await,
+        Command::Account(args) => account::run(args, &cfg).await,
         Command::Index { action } => index::run(action, &cfg).await,
         Command::Scan(args) => scan::run(args, &cfg).await,
         Command::Clock { once } => {

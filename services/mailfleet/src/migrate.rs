@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_accounts::{
-    directory::{Dn, DirectoryClient},
+    directory::{DirectoryClient, Dn},
     password,
 };
 use mailfleet_events::{
@@ -85,6 +85,9 @@ pub async fn run(args: MigrateArgs, cfg: &Config) -> anyhow::Result<()> {
         .target_people(&args.to_ldap_base)
         .map_err(anyhow::Error::msg)?;
 
+    // Refuse an unknown account before anything is recorded.
+    client.account_entry(&account).await?;
+
     let topic = &cfg.consumers.directory.events_topic;
     let producer = EventProducer::new(&cfg.kafka, "mailfleet-migrate")?;
     let now = now_ms()?;
@@ -117,7 +120,10 @@ pub async fn run(args: MigrateArgs, cfg: &Config) -> anyhow::Result<()> {
         copied.source,
         copied.target
     );
-    println!("one-time password for {account} at {}: {token}", copied.target);
+    println!(
+        "one-time password for {account} at {}: {token}",
+        copied.target
+    );
     println!("This is a one-time password: hand it to the user, who changes it at the first login. It is not stored (only its hash) and not shown again.");
 
     let completed = MigrationCompleted {
@@ -188,7 +194,11 @@ fn one_time_password() -> anyhow::Result<String> {
 /// list files and without `tmp/` contents (unfinished deliveries). A file
 /// already at the target with the same size is kept. Each file goes in
 /// under a dot name (which Dovecot skips), is synced, then renamed.
-fn copy_maildir(from: &Path, to: &Path, owner: (Option<u32>, Option<u32>)) -> anyhow::Result<MailCopy> {
+fn copy_maildir(
+    from: &Path,
+    to: &Path,
+    owner: (Option<u32>, Option<u32>),
+) -> anyhow::Result<MailCopy> {
     let mut copy = MailCopy::default();
     if !from.is_dir() {
         eprintln!("note: no Maildir at {}: no mail to copy", from.display());
@@ -244,7 +254,10 @@ fn copy_file(from: &Path, to: &Path, owner: (Option<u32>, Option<u32>)) -> anyho
     if fs::metadata(to).is_ok_and(|m| m.len() == size) {
         return Ok(size);
     }
-    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let partial = to.with_file_name(format!(".{name}.migrating"));
     let context = || format!("copying {} to {}", from.display(), to.display());
     fs::copy(from, &partial).with_context(context)?;
@@ -296,12 +309,23 @@ mod tests {
         fs::write(from.join("cur/2.M2.h,S=3:2,S"), b"abc").unwrap();
         fs::write(from.join(".Sent/cur/3.M3.h"), b"sent!!").unwrap();
         fs::write(from.join("tmp/4.M4.h"), b"partial").unwrap();
-        for f in ["dovecot.index", "dovecot.index.cache", "dovecot-uidlist", ".Sent/dovecot.index.log"] {
+        for f in [
+            "dovecot.index",
+            "dovecot.index.cache",
+            "dovecot-uidlist",
+            ".Sent/dovecot.index.log",
+        ] {
             fs::write(from.join(f), b"index").unwrap();
         }
         fs::write(from.join("subscriptions"), b"Sent\n").unwrap();
         let copy = copy_maildir(&from, &to, (None, None)).unwrap();
-        assert_eq!(copy, MailCopy { messages: 3, bytes: 14 });
+        assert_eq!(
+            copy,
+            MailCopy {
+                messages: 3,
+                bytes: 14
+            }
+        );
         assert!(to.join(".Sent/cur/3.M3.h").is_file() && to.join("subscriptions").is_file());
         assert!(to.join("tmp").is_dir() && !to.join("tmp/4.M4.h").exists());
         assert!(!to.join("dovecot.index").exists() && !to.join("dovecot-uidlist").exists());

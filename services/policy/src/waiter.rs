@@ -68,12 +68,27 @@ pub fn follow(
         })?;
     // Start at each partition's current end, fixed now: decisions written
     // after this point are never missed, however long the first fetch takes.
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|source| RuntimeError::Kafka {
-            op: "decisions metadata",
-            source,
-        })?;
+    // A topic created a moment ago may not be in the metadata yet: look
+    // again for a while before calling it missing.
+    let mut tries = 0;
+    let md = loop {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|source| RuntimeError::Kafka {
+                op: "decisions metadata",
+                source,
+            })?;
+        let partitions = md
+            .topics()
+            .iter()
+            .map(|t| t.partitions().len())
+            .sum::<usize>();
+        tries += 1;
+        if partitions > 0 || tries >= 30 {
+            break md;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let mut tpl = TopicPartitionList::new();
     for p in md.topics().iter().flat_map(|t| t.partitions()) {
         let (_, high) = consumer

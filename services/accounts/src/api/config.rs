@@ -46,7 +46,10 @@ impl ApiConfig {
             out.push(format!("api.listen = {:?}: not an ip:port", self.listen));
         }
         if self.events_topic.trim().is_empty() {
-            out.push(format!("api.events_topic = {:?}: is empty", self.events_topic));
+            out.push(format!(
+                "api.events_topic = {:?}: is empty",
+                self.events_topic
+            ));
         }
         if self.max_body_bytes < 256 {
             out.push(format!(

@@ -94,7 +94,7 @@ impl DirectoryClient {
                 .map_err(|source| DirectoryError::Client {
                     op: Op::Connect,
                     dn: url.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
@@ -326,7 +326,7 @@ fn checked(
         Err(source) => Err(DirectoryError::Client {
             op,
             dn: dn.to_string(),
-            source,
+            source: Box::new(source),
         }),
     }
 }

@@ -56,7 +56,7 @@ pub enum DirectoryError {
         op: Op,
         dn: String,
         #[source]
-        source: ldap3::LdapError,
+        source: Box<ldap3::LdapError>,
     },
     /// No answer in time.
     #[error("ldap {op} {dn}: no answer within {ms} ms")]
@@ -94,7 +94,7 @@ impl DirectoryError {
             Self::Result { op: Op::Bind, .. } => true,
             Self::Result { rc, .. } => matches!(*rc, rc::BUSY | rc::UNAVAILABLE),
             Self::Client { source, .. } => matches!(
-                source,
+                **source,
                 E::Io { .. }
                     | E::OpSend { .. }
                     | E::ResultRecv { .. }
@@ -214,7 +214,7 @@ mod tests {
         let refused = DirectoryError::Client {
             op: Op::Connect,
             dn: "ldap://127.0.0.1:1".into(),
-            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()),
         };
         assert!(refused.is_transient());
         assert!(refused
@@ -223,7 +223,7 @@ mod tests {
         let parse = DirectoryError::Client {
             op: Op::Search,
             dn: "x".into(),
-            source: ldap3::LdapError::FilterParsing,
+            source: Box::new(ldap3::LdapError::FilterParsing),
         };
         assert!(!parse.is_transient());
         let slow = DirectoryError::Timeout {

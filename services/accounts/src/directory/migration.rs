@@ -33,26 +33,37 @@ impl DirectoryClient {
         target_people: &Dn,
         password_hash: &str,
     ) -> Result<Copied, DirectoryError> {
-        let layout = self.layout();
-        let source = layout.account_dn(account);
-        let target = layout.account_dn_in(target_people, account);
-        let mut conn = self.conn().await?;
-        let filter = layout.account_search_filter(account);
-        let found = conn.search(&source, Scope::Base, &filter, &["1.1"]).await?;
-        if found.is_empty() {
-            return Err(DirectoryError::NotAnAccount {
-                op: Op::Search,
-                dn: source.to_string(),
-                filter,
-            });
-        }
+        let source = self.account_entry(account).await?;
+        let target = self.layout().account_dn_in(target_people, account);
         let mut root = Attrs::new();
         root.text("userPassword", password_hash);
+        let mut conn = self.conn().await?;
         let entries = conn.copy_subtree(&source, &target, &root).await?;
         Ok(Copied {
             source,
             target,
             entries,
         })
+    }
+
+    /// The account's entry, checked to exist and to be an account
+    /// (`ldap.account_filter`): `noSuchObject` or `NotAnAccount` otherwise.
+    pub async fn account_entry(&self, account: &str) -> Result<Dn, DirectoryError> {
+        let layout = self.layout();
+        let dn = layout.account_dn(account);
+        let filter = layout.account_search_filter(account);
+        let found = self
+            .conn()
+            .await?
+            .search(&dn, Scope::Base, &filter, &["1.1"])
+            .await?;
+        if found.is_empty() {
+            return Err(DirectoryError::NotAnAccount {
+                op: Op::Search,
+                dn: dn.to_string(),
+                filter,
+            });
+        }
+        Ok(dn)
     }
 }

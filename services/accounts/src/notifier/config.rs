@@ -230,7 +230,10 @@ fn mailbox(bad: &mut Vec<String>, name: &str, value: &str) -> Option<Mailbox> {
     match value.parse::<Mailbox>() {
         Ok(m) => Some(m),
         Err(e) => {
-            bad.push(format!("{} = {value:?}: not a mail address ({e})", key(name)));
+            bad.push(format!(
+                "{} = {value:?}: not a mail address ({e})",
+                key(name)
+            ));
             None
         }
     }

@@ -14,7 +14,10 @@ use std::{
 
 /// The built-in templates, by name.
 const BUILTIN: &[(&str, &str)] = &[
-    ("deactivated", include_str!("../../templates/deactivated.txt")),
+    (
+        "deactivated",
+        include_str!("../../templates/deactivated.txt"),
+    ),
     (
         "over-quota-recipient",
         include_str!("../../templates/over-quota-recipient.txt"),
@@ -23,7 +26,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "over-quota-sender",
         include_str!("../../templates/over-quota-sender.txt"),
     ),
-    ("admin-alert", include_str!("../../templates/admin-alert.txt")),
+    (
+        "admin-alert",
+        include_str!("../../templates/admin-alert.txt"),
+    ),
     (
         "migration-token",
         include_str!("../../templates/migration-token.txt"),
@@ -90,12 +96,11 @@ impl Templates {
         }
         if let Some(dir) = dir {
             for (name, path) in template_files(dir)? {
-                let text = std::fs::read_to_string(&path).map_err(|source| {
-                    TemplateError::Read {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 by_name.insert(name, parse(&path.display().to_string(), &text)?);
             }
         }
@@ -162,8 +167,9 @@ fn template_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, TemplateError> {
             .filter(|s| valid_name(s))
             .ok_or_else(|| TemplateError::Parse {
                 path: path.display().to_string(),
-                reason: "a template's file name must be <name>.txt with a name of a-z, 0-9, - and _"
-                    .into(),
+                reason:
+                    "a template's file name must be <name>.txt with a name of a-z, 0-9, - and _"
+                        .into(),
             })?;
         out.push((name.to_string(), path.clone()));
     }
