@@ -170,10 +170,21 @@ pub fn files(mailbox: &Path, folder: &str) -> Vec<PathBuf> {
 /// Deliver one simple message to `to` over LMTP; the RCPT reply if it was
 /// refused, else the reply after DATA.
 pub fn deliver(port: u16, to: &str, subject: &str, body: &str) -> anyhow::Result<String> {
+    deliver_from(port, "alice@example.net", to, subject, body)
+}
+
+/// [`deliver`] with another envelope sender (`""`: the null sender).
+pub fn deliver_from(
+    port: u16,
+    from: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> anyhow::Result<String> {
     let (mut c, _) = LmtpClient::connect(port)?;
     c.command("LHLO test")?;
     let rcpt = c
-        .command("MAIL FROM:<alice@example.net>")
+        .command(&format!("MAIL FROM:<{from}>"))
         .and_then(|_| c.command(&format!("RCPT TO:<{to}>")))?;
     if !rcpt.starts_with("250") {
         c.command("RSET")?;

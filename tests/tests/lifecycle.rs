@@ -252,6 +252,11 @@ async fn lifecycle_inactive_accounts_are_refused_notified_then_deleted_everywher
         deliver(port, &bob, "still", "here")?.starts_with("250"),
         "bob logged in"
     );
+    let notice = deliver_from(port, "", &alice, "Your account is inactive", "log in")?;
+    assert!(
+        notice.starts_with("250"),
+        "a notice from <> reaches the inactive mailbox: {notice}"
+    );
 
     // The grace period ends: the saga removes every trace of alice.
     tick(&fleet, cfg.deleting_at(inactive_at) + 1000).await?;

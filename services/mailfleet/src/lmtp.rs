@@ -2,11 +2,17 @@
 //! account status projection first (unknown, inactive, deleting or
 //! deleted: `550 5.1.1`) and the usage projection second (over quota:
 //! `552 5.2.2`).
+//!
+//! One exception: an inactive account (in its grace period) still takes
+//! mail from the null sender `<>`, so the deactivation notice the
+//! notifier sends reaches the mailbox the user will see on logging in to
+//! reactivate (`lmtp.inactive_accepts_null_sender`).
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use mailfleet_accounts::status::{Mailbox, StatusProjection};
+use mailfleet_events::accounts::AccountStatus;
 use mailfleet_ingest::{
     blob::BlobStore,
     lmtp::{self, RcptStatus, RecipientCheck},
@@ -21,19 +27,22 @@ struct AccountCheck {
     /// `None` when `lmtp.check_accounts = false`.
     statuses: Option<StatusProjection>,
     usage: UsageProjection,
+    inactive_accepts_null_sender: bool,
 }
 
 impl RecipientCheck for AccountCheck {
-    fn check(&self, account: &str) -> RcptStatus {
+    fn check(&self, sender: &str, account: &str) -> RcptStatus {
         if let Some(statuses) = &self.statuses {
             match statuses.mailbox(account) {
                 Mailbox::Open => {}
+                Mailbox::Closed(AccountStatus::Inactive)
+                    if sender.is_empty() && self.inactive_accepts_null_sender => {}
                 Mailbox::Unknown => return RcptStatus::Unknown,
                 Mailbox::Closed(_) => return RcptStatus::Inactive,
                 Mailbox::NotReady => return RcptStatus::TryLater,
             }
         }
-        self.usage.check(account)
+        self.usage.check(sender, account)
     }
 }
 
@@ -59,7 +68,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.consumers.storage.usage_topic,
         shutdown.clone(),
     )?;
-    let check = Arc::new(AccountCheck { statuses, usage });
+    let check = Arc::new(AccountCheck {
+        statuses,
+        usage,
+        inactive_accepts_null_sender: cfg.lmtp.inactive_accepts_null_sender,
+    });
     Ok(lmtp::serve(
         cfg.lmtp.clone(),
         listener,
@@ -74,7 +87,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use mailfleet_events::{
-        accounts::{AccountStatus, AccountStatusChanged, UsageChanged},
+        accounts::{AccountStatusChanged, UsageChanged},
         Envelope,
     };
 
@@ -94,6 +107,7 @@ mod tests {
         statuses.apply(&status("full@x", AccountStatus::Active));
         statuses.apply(&status("gone@x", AccountStatus::Deleted));
         statuses.apply(&status("ok@x", AccountStatus::Active));
+        statuses.apply(&status("idle@x", AccountStatus::Inactive));
         usage.apply(&UsageChanged {
             envelope: Envelope::new("u", 1, "storage"),
             account: "full@x".into(),
@@ -103,22 +117,43 @@ mod tests {
             over_quota: true,
         });
         let check = AccountCheck {
+            statuses: Some(statuses.clone()),
+            usage: usage.clone(),
+            inactive_accepts_null_sender: true,
+        };
+        let from = "a@y";
+        assert_eq!(check.check(from, "ok@x"), RcptStatus::Accept);
+        assert_eq!(check.check(from, "full@x"), RcptStatus::OverQuota);
+        assert_eq!(check.check(from, "gone@x"), RcptStatus::Inactive);
+        assert_eq!(
+            check.check("", "gone@x"),
+            RcptStatus::Inactive,
+            "deleted: never"
+        );
+        assert_eq!(check.check(from, "nobody@x"), RcptStatus::Unknown);
+        assert_eq!(check.check(from, "idle@x"), RcptStatus::Inactive);
+        assert_eq!(
+            check.check("", "idle@x"),
+            RcptStatus::Accept,
+            "the notice gets in"
+        );
+        let strict = AccountCheck {
             statuses: Some(statuses),
             usage: usage.clone(),
+            inactive_accepts_null_sender: false,
         };
-        assert_eq!(check.check("ok@x"), RcptStatus::Accept);
-        assert_eq!(check.check("full@x"), RcptStatus::OverQuota);
-        assert_eq!(check.check("gone@x"), RcptStatus::Inactive);
-        assert_eq!(check.check("nobody@x"), RcptStatus::Unknown);
+        assert_eq!(strict.check("", "idle@x"), RcptStatus::Inactive);
         let unchecked = AccountCheck {
             statuses: None,
             usage,
+            inactive_accepts_null_sender: true,
         };
-        assert_eq!(unchecked.check("nobody@x"), RcptStatus::Accept);
+        assert_eq!(unchecked.check(from, "nobody@x"), RcptStatus::Accept);
         let starting = AccountCheck {
             statuses: Some(StatusProjection::default()),
             usage: UsageProjection::default(),
+            inactive_accepts_null_sender: true,
         };
-        assert_eq!(starting.check("ok@x"), RcptStatus::TryLater);
+        assert_eq!(starting.check(from, "ok@x"), RcptStatus::TryLater);
     }
 }

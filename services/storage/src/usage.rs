@@ -57,7 +57,7 @@ impl UsageProjection {
 }
 
 impl RecipientCheck for UsageProjection {
-    fn check(&self, account: &str) -> RcptStatus {
+    fn check(&self, _sender: &str, account: &str) -> RcptStatus {
         let over = self.over.read().unwrap_or_else(|p| p.into_inner());
         if over.contains(account) {
             RcptStatus::OverQuota
@@ -84,10 +84,10 @@ mod tests {
             quota_bytes: 10,
             over_quota,
         };
-        assert_eq!(p.check("bob@x"), RcptStatus::Accept);
+        assert_eq!(p.check("a@y", "bob@x"), RcptStatus::Accept);
         p.apply(&usage(true));
-        assert_eq!(p.check("bob@x"), RcptStatus::OverQuota);
+        assert_eq!(p.check("a@y", "bob@x"), RcptStatus::OverQuota);
         p.apply(&usage(false));
-        assert_eq!(p.check("bob@x"), RcptStatus::Accept);
+        assert_eq!(p.check("a@y", "bob@x"), RcptStatus::Accept);
     }
 }

@@ -52,6 +52,9 @@ pub struct LmtpConfig {
     pub check_accounts: bool,
     /// The compacted topic of account statuses the check follows.
     pub status_topic: String,
+    /// Let an inactive account (in its grace period) receive mail from the
+    /// null sender `<>`: the deactivation notice and delivery reports.
+    pub inactive_accepts_null_sender: bool,
 }
 
 impl Default for LmtpConfig {
@@ -69,6 +72,7 @@ impl Default for LmtpConfig {
             topic: "mail.received".into(),
             check_accounts: true,
             status_topic: "accounts.status".into(),
+            inactive_accepts_null_sender: true,
         }
     }
 }

@@ -21,8 +21,9 @@ pub enum RcptStatus {
 
 /// Decides RCPT TO from the account projection.
 pub trait RecipientCheck: Send + Sync {
-    /// `account` is the lower-cased address.
-    fn check(&self, account: &str) -> RcptStatus;
+    /// `account` is the lower-cased address; `sender` the transaction's
+    /// MAIL FROM, empty for the null sender `<>`.
+    fn check(&self, sender: &str, account: &str) -> RcptStatus;
 }
 
 /// Accepts every well-formed recipient: the check until the accounts
@@ -30,7 +31,7 @@ pub trait RecipientCheck: Send + Sync {
 pub struct AcceptAll;
 
 impl RecipientCheck for AcceptAll {
-    fn check(&self, _account: &str) -> RcptStatus {
+    fn check(&self, _sender: &str, _account: &str) -> RcptStatus {
         RcptStatus::Accept
     }
 }
@@ -234,7 +235,7 @@ impl Session {
             return Ok(Step::Reply(reply(452, "4.5.3", "Too many recipients")));
         }
         let account = to.to_lowercase();
-        let answer = match check.check(&account) {
+        let answer = match check.check(&tx.sender, &account) {
             RcptStatus::Accept => {
                 tx.recipients.push(Recipient {
                     address: to,
@@ -276,7 +277,7 @@ mod tests {
 
     struct Directory;
     impl RecipientCheck for Directory {
-        fn check(&self, account: &str) -> RcptStatus {
+        fn check(&self, _sender: &str, account: &str) -> RcptStatus {
             match account {
                 "gone@example.org" => RcptStatus::Inactive,
                 "full@example.org" => RcptStatus::OverQuota,

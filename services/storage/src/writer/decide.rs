@@ -223,8 +223,10 @@ fn over_quota(cfg: &StorageConfig, d: &mut Decision, s: &MessageScanned, usage: 
             },
         );
     };
-    tell(&s.account, "over-quota-recipient");
+    // Mail from the null sender is a notice or a bounce itself: telling
+    // the full mailbox about it would be refused in turn, and loop.
     if !s.sender.is_empty() {
+        tell(&s.account, "over-quota-recipient");
         tell(&s.sender, "over-quota-sender");
     }
 }

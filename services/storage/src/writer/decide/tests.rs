@@ -114,6 +114,12 @@ fn over_quota_is_rejected_with_notices_until_the_quota_is_raised() {
         topics(&d),
         ["mail.stored", "notify.requests", "notify.requests"]
     );
+    // A notice or bounce (null sender) to the full mailbox is rejected
+    // without notices of its own, which would loop.
+    let mut bounce = scanned("m9", "bob@x", 20, ScanVerdict::Clean);
+    bounce.sender = String::new();
+    let d = run(&mut state, StorageInput::Scanned(bounce));
+    assert_eq!(topics(&d), ["mail.stored"]);
     // A retry of the rejected delivery stays rejected: no second notice.
     let again = run(
         &mut state,
