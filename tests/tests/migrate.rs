@@ -302,19 +302,6 @@ async fn migrate_refuses_bad_targets_naming_them() -> anyhow::Result<()> {
     )?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&missing));
-    let out = migrate(
-        &config,
-        &[
-            &account,
-            "--to-mail-root",
-            &root,
-            "--to-ldap-base",
-            PAID_BASE,
-            "--mail-token",
-        ],
-    )?;
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
     // An account with no entry: named, with slapd's answer.
     let out = migrate(
         &config,

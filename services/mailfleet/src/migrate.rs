@@ -10,6 +10,7 @@
 //! copied are replaced, and the password is reset again.
 
 use std::{
+    collections::BTreeMap,
     fs::{self, File},
     os::unix::fs::chown,
     path::{Path, PathBuf},
@@ -19,6 +20,7 @@ use std::{
 use anyhow::Context;
 use mailfleet_accounts::{
     directory::{DirectoryClient, Dn},
+    notifier::Mailer,
     password,
 };
 use mailfleet_events::{
@@ -44,8 +46,9 @@ pub struct MigrateArgs {
     /// uid=<account>,ou=people,<DN> (e.g. ou=paid,dc=mailfleet,dc=test).
     #[arg(long, value_name = "DN", value_parser = parse_dn)]
     pub to_ldap_base: Dn,
-    /// Mail the one-time password to the account instead of printing it
-    /// (not supported yet).
+    /// Mail the one-time password to the account (the `migration-token`
+    /// template, through `[consumers.notifier]`'s relay) instead of
+    /// printing it.
     #[arg(long)]
     pub mail_token: bool,
     /// Who runs the migration, recorded in `MigrationStarted`.
@@ -69,10 +72,6 @@ struct MailCopy {
 
 /// Run one migration.
 pub async fn run(args: MigrateArgs, cfg: &Config) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !args.mail_token,
-        "--mail-token: mailing the one-time password is not supported yet; run without it to print the password"
-    );
     let account = args.account.trim().to_lowercase();
     let storage = &cfg.consumers.storage;
     let maildirs = |root: &Path| Maildirs::new(root, &storage.hostname, Default::default(), false);
@@ -85,8 +84,16 @@ pub async fn run(args: MigrateArgs, cfg: &Config) -> anyhow::Result<()> {
         .target_people(&args.to_ldap_base)
         .map_err(anyhow::Error::msg)?;
 
-    // Refuse an unknown account before anything is recorded.
+    // Refuse an unknown account, or a relay config that cannot work,
+    // before anything is recorded.
     client.account_entry(&account).await?;
+    let mailer = match args.mail_token {
+        true => Some(
+            Mailer::new(&cfg.consumers.notifier)
+                .context("--mail-token needs a valid [consumers.notifier]")?,
+        ),
+        false => None,
+    };
 
     let topic = &cfg.consumers.directory.events_topic;
     let producer = EventProducer::new(&cfg.kafka, "mailfleet-migrate")?;
@@ -120,11 +127,42 @@ pub async fn run(args: MigrateArgs, cfg: &Config) -> anyhow::Result<()> {
         copied.source,
         copied.target
     );
-    println!(
-        "one-time password for {account} at {}: {token}",
-        copied.target
-    );
-    println!("This is a one-time password: hand it to the user, who changes it at the first login. It is not stored (only its hash) and not shown again.");
+    let delivery = match &mailer {
+        Some(mailer) => {
+            let params = BTreeMap::from([
+                ("account".to_string(), account.clone()),
+                ("token".to_string(), token.clone()),
+                ("target".to_string(), copied.target.to_string()),
+            ]);
+            mailer
+                .send(
+                    &account,
+                    "migration-token",
+                    &params,
+                    &started.envelope.event_id,
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "mailing the one-time password to {account} (the copy is done; \
+                         run the migration again to reset and send a new one)"
+                    )
+                })?;
+            println!(
+                "mailed the one-time password for {account} at {} to {account}",
+                copied.target
+            );
+            "mailed"
+        }
+        None => {
+            println!(
+                "one-time password for {account} at {}: {token}",
+                copied.target
+            );
+            println!("This is a one-time password: hand it to the user, who changes it at the first login. It is not stored (only its hash) and not shown again.");
+            "printed"
+        }
+    };
 
     let completed = MigrationCompleted {
         envelope: Envelope {
@@ -138,7 +176,7 @@ pub async fn run(args: MigrateArgs, cfg: &Config) -> anyhow::Result<()> {
         messages: mail.messages,
         bytes: mail.bytes,
         entries: copied.entries as i64,
-        token_delivery: "printed".into(),
+        token_delivery: delivery.into(),
     };
     producer
         .send(topic, account.as_bytes(), &completed)
