@@ -1,6 +1,6 @@
 //! `mailfleet demo`: demo traffic through the fleet, and what happened.
-//! The fleet so far: the counting pipeline, greylisting, and mail ingest
-//! with scanning.
+//! The fleet so far: the counting pipeline, greylisting, mail ingest with
+//! scanning and storage, and the accounts (lifecycle, directory, deletion).
 
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,8 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
     print_counts(cfg)?;
     print_dead_letters(cfg, 3)?;
     crate::demo_greylist::run(cfg, &topology, &run_id).await?;
-    crate::demo_mail::run(cfg, &topology, &run_id).await
+    crate::demo_mail::run(cfg, &topology, &run_id).await?;
+    crate::demo_accounts::run(cfg, &topology, &run_id).await
 }
 
 fn print_counts(cfg: &Config) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ mod clock;
 mod config;
 mod consumers;
 mod demo;
+mod demo_accounts;
 mod demo_greylist;
 mod demo_mail;
 mod index;

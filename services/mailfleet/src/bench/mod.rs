@@ -126,6 +126,23 @@ pub fn read_all_timed<E: Event>(
     cfg: &Config,
     topic: &str,
 ) -> anyhow::Result<Vec<(Option<i64>, E)>> {
+    read_records(cfg, topic)?
+        .into_iter()
+        .map(|(at, place, bytes)| {
+            let event = Registry::builtin()
+                .decode::<E>(&bytes)
+                .with_context(|| format!("decoding {topic}/{place}"))?;
+            Ok((at, event))
+        })
+        .collect()
+}
+
+/// Every record of `topic` up to its current end: (timestamp, where as
+/// `partition@offset`, payload), undecoded (a topic may mix event types).
+pub fn read_records(
+    cfg: &Config,
+    topic: &str,
+) -> anyhow::Result<Vec<(Option<i64>, String, Vec<u8>)>> {
     let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
         .set(
             "group.id",
@@ -153,11 +170,11 @@ pub fn read_all_timed<E: Event>(
         );
         if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
             let msg = msg?;
-            let bytes = msg.payload().unwrap_or_default();
-            let event = Registry::builtin().decode::<E>(bytes).with_context(|| {
-                format!("decoding {topic}/{}@{}", msg.partition(), msg.offset())
-            })?;
-            out.push((msg.timestamp().to_millis(), event));
+            out.push((
+                msg.timestamp().to_millis(),
+                format!("{}@{}", msg.partition(), msg.offset()),
+                msg.payload().unwrap_or_default().to_vec(),
+            ));
         }
     }
     Ok(out)

@@ -1,0 +1,440 @@
+//! The accounts part of `mailfleet demo`: a season of accounts, told in
+//! event time. Thirty accounts register a hundred days ago; most log in
+//! now and then, one is blocked by an admin, the rest never come back.
+//! Clock ticks move the lifecycle on: the idle accounts go inactive (a
+//! notice each), two reactivate within the grace period and one logs in,
+//! and the others are deleted everywhere by the saga. The lifecycle, the
+//! deleter, the LDAP directory (real slapd), the storage writer and the
+//! indexer run in this process; then the tally, and one account's history.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use mailfleet_accounts::{
+    deleter::{self, Deleter},
+    directory::{self, Directory},
+    lifecycle::{self, Lifecycle},
+    password,
+};
+use mailfleet_events::{
+    accounts::{
+        AccountBlocked, AccountDeleted, AccountReactivated, AccountRegistered, AccountStatus,
+        AccountStatusChanged, BlockReason, DeletionStepCompleted, LoginChannel, LoginRecorded,
+    },
+    clock::ClockTicked,
+    notify::NotificationRequested,
+    Envelope, Event, Registry,
+};
+use mailfleet_ingest::blob::BlobStore;
+use mailfleet_runtime::{producer::EventProducer, RunSpec, Shutdown, Topology};
+use mailfleet_storage::{index::Indexer, writer::StorageWriter};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::{bench::read_records, config::Config};
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+const ACCOUNTS: usize = 30;
+
+/// What each demo account does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Logs in every few weeks: stays active.
+    Regular,
+    /// Blocked by an admin early on: no timers while blocked.
+    Blocked,
+    /// Never logs in; answers the notice by reactivating.
+    Reactivates,
+    /// Never logs in; logs in again within the grace period.
+    LateLogin,
+    /// Never logs in again: deleted.
+    Gone,
+}
+
+fn plan_of(i: usize) -> Plan {
+    match i {
+        0..=16 => Plan::Regular,
+        17 => Plan::Blocked,
+        18 | 19 => Plan::Reactivates,
+        20 => Plan::LateLogin,
+        _ => Plan::Gone,
+    }
+}
+
+pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Result<()> {
+    let events = cfg.consumers.lifecycle.events_topic.clone();
+    let domain = cfg
+        .consumers
+        .scanner
+        .local_domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "example.test".into());
+    let accounts: Vec<String> = (0..ACCOUNTS)
+        .map(|i| format!("{run_id}-acct{i:02}@{domain}"))
+        .collect();
+    let expected_deleted = (0..ACCOUNTS).filter(|i| plan_of(*i) == Plan::Gone).count();
+
+    // The fleet, in this process, until the saga has deleted the accounts
+    // that never came back (or two minutes).
+    let shutdown = Shutdown::new();
+    let fleet = start_fleet(cfg, topology, &shutdown)?;
+
+    let now = now_ms();
+    let t0 = now - 100 * DAY_MS;
+    let timeline = timeline(&accounts, cfg, t0, run_id).await?;
+    let producer = EventProducer::new(&cfg.kafka, &format!("{run_id}-accounts"))?;
+    let partitions = topology.topics.get(&events).map_or(1, |t| t.partitions);
+    let mut sent = 0;
+    for step in &timeline {
+        match step {
+            Step::Event(key, bytes) => {
+                producer.send_raw(&events, key.as_bytes(), bytes).await?;
+            }
+            Step::Tick(at) => tick(&producer, &events, partitions, *at, run_id).await?,
+        }
+        sent += 1;
+    }
+    println!(
+        "== accounts: {ACCOUNTS} registered 100 days ago (event time), {} events and clock ticks to {events}",
+        sent
+    );
+
+    let started = Instant::now();
+    let deleted = loop {
+        let gone = mine::<AccountDeleted>(cfg, &events, run_id, |e| &e.account)?;
+        if gone.len() >= expected_deleted || started.elapsed() > Duration::from_secs(120) {
+            break gone;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    shutdown.trigger();
+    for (name, handle) in fleet {
+        handle
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .with_context(|| format!("consumer {name}"))?;
+    }
+    println!(
+        "== accounts fleet (lifecycle, deleter, directory, storage, index): {} of {expected_deleted} deletions done in {:.1}s",
+        deleted.len(),
+        started.elapsed().as_secs_f64()
+    );
+    report(cfg, run_id, &accounts).await
+}
+
+/// One step of the season.
+enum Step {
+    /// An encoded event and its key.
+    Event(String, Vec<u8>),
+    /// A clock tick at this event time into every partition.
+    Tick(i64),
+}
+
+async fn timeline(
+    accounts: &[String],
+    cfg: &Config,
+    t0: i64,
+    run_id: &str,
+) -> anyhow::Result<Vec<Step>> {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut out = Vec::new();
+    let env =
+        |what: &str, i: usize, at: i64| Envelope::new(format!("{run_id}:{what}:{i}"), at, "demo");
+    let push = |out: &mut Vec<Step>, key: &str, bytes: Vec<u8>| {
+        out.push(Step::Event(key.to_string(), bytes));
+    };
+    for (i, account) in accounts.iter().enumerate() {
+        // A password of its own, hashed as the API would; never shown.
+        let secret = format!("Demo{:016x}9", rng.random::<u64>());
+        let hash = tokio::task::spawn_blocking(move || password::hash(&secret)).await??;
+        let at = t0 + i as i64 * 60_000;
+        let registered = AccountRegistered {
+            envelope: env("register", i, at),
+            account: account.clone(),
+            password_hash: hash,
+            plan: cfg.consumers.storage.default_plan.clone(),
+            display_name: Some(format!("Demo user {i}")),
+        };
+        push(&mut out, account, mailfleet_events::encode(&registered)?);
+        match plan_of(i) {
+            Plan::Regular => {
+                for n in 0..rng.random_range(1..=4) {
+                    let day = rng.random_range(20..95);
+                    let login = LoginRecorded {
+                        envelope: env(&format!("login{n}"), i, t0 + day * DAY_MS),
+                        account: account.clone(),
+                        channel: [LoginChannel::Webmail, LoginChannel::Activesync][n % 2],
+                        ip: Some(format!("192.0.2.{}", 10 + i)),
+                    };
+                    push(&mut out, account, mailfleet_events::encode(&login)?);
+                }
+            }
+            Plan::Blocked => {
+                let block = AccountBlocked {
+                    envelope: env("block", i, t0 + 10 * DAY_MS),
+                    account: account.clone(),
+                    reason: BlockReason::Admin,
+                    message_id: None,
+                    blob_id: None,
+                    detail: "spam complaints (demo)".into(),
+                };
+                push(&mut out, account, mailfleet_events::encode(&block)?);
+            }
+            Plan::Reactivates | Plan::LateLogin | Plan::Gone => {}
+        }
+    }
+    // The tick that finds the idle accounts: the last registration's
+    // threshold (3 months and 2 days), plus an hour.
+    let last = t0 + (accounts.len() as i64 - 1) * 60_000;
+    let inactive_tick = cfg.consumers.lifecycle.inactive_at(last) + HOUR_MS;
+    out.push(Step::Tick(inactive_tick));
+    for (i, account) in accounts.iter().enumerate() {
+        let at = inactive_tick + 2 * HOUR_MS;
+        match plan_of(i) {
+            Plan::Reactivates => {
+                let e = AccountReactivated {
+                    envelope: env("reactivate", i, at),
+                    account: account.clone(),
+                    by: "user (answered the notice)".into(),
+                };
+                push(&mut out, account, mailfleet_events::encode(&e)?);
+            }
+            Plan::LateLogin => {
+                let e = LoginRecorded {
+                    envelope: env("late-login", i, at),
+                    account: account.clone(),
+                    channel: LoginChannel::Syncml,
+                    ip: None,
+                };
+                push(&mut out, account, mailfleet_events::encode(&e)?);
+            }
+            _ => {}
+        }
+    }
+    // The grace period ends for the rest.
+    out.push(Step::Tick(
+        inactive_tick + cfg.consumers.lifecycle.grace_ms() + HOUR_MS,
+    ));
+    Ok(out)
+}
+
+async fn tick(
+    producer: &EventProducer,
+    topic: &str,
+    partitions: i32,
+    at: i64,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    for partition in 0..partitions {
+        let tick = ClockTicked {
+            envelope: Envelope::new(format!("{run_id}:tick:{partition}:{at}"), at, "demo-clock"),
+            clock: "demo".into(),
+            period_ms: HOUR_MS,
+        };
+        producer
+            .send_to_partition(topic, partition, &mailfleet_events::encode(&tick)?)
+            .await?;
+    }
+    Ok(())
+}
+
+type Running = (
+    &'static str,
+    tokio::task::JoinHandle<Result<mailfleet_runtime::RunStats, mailfleet_runtime::RuntimeError>>,
+);
+
+/// Spawn the accounts consumers until `shutdown`.
+fn start_fleet(
+    cfg: &Config,
+    topology: &Topology,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Vec<Running>> {
+    let spec = |name: &str| -> anyhow::Result<RunSpec> {
+        Ok(RunSpec::for_route(
+            topology.route(name)?,
+            &cfg.kafka,
+            &cfg.runtime,
+        ))
+    };
+    let blobs = Arc::new(BlobStore::open(&cfg.blobs.dir)?);
+    let directory = Directory::new(cfg.consumers.directory.clone(), cfg.ldap.clone())
+        .map_err(|p| anyhow::anyhow!("[ldap]: {} (is slapd up? ops/ldap start)", p.join("; ")))?;
+    let first_output = |name: &str| -> anyhow::Result<String> {
+        Ok(topology
+            .route(name)?
+            .writes
+            .first()
+            .cloned()
+            .unwrap_or_default())
+    };
+    let sd = || shutdown.clone();
+    Ok(vec![
+        (
+            lifecycle::NAME,
+            tokio::spawn(mailfleet_runtime::run(
+                Lifecycle::new(cfg.consumers.lifecycle.clone()),
+                spec(lifecycle::NAME)?,
+                sd(),
+            )),
+        ),
+        (
+            deleter::NAME,
+            tokio::spawn(mailfleet_runtime::run(
+                Deleter::new(cfg.consumers.deleter.clone(), blobs.clone()),
+                spec(deleter::NAME)?,
+                sd(),
+            )),
+        ),
+        (
+            directory::NAME,
+            tokio::spawn(mailfleet_runtime::run(
+                directory,
+                spec(directory::NAME)?,
+                sd(),
+            )),
+        ),
+        (
+            "storage",
+            tokio::spawn(mailfleet_runtime::run(
+                StorageWriter::new(cfg.consumers.storage.clone(), blobs),
+                spec("storage")?,
+                sd(),
+            )),
+        ),
+        (
+            "index",
+            tokio::spawn(mailfleet_runtime::run(
+                Indexer::new(first_output("index")?),
+                spec("index")?,
+                sd(),
+            )),
+        ),
+    ])
+}
+
+/// This run's events of type `E` on `topic`.
+fn mine<E: Event>(
+    cfg: &Config,
+    topic: &str,
+    run_id: &str,
+    account: impl Fn(&E) -> &String,
+) -> anyhow::Result<Vec<E>> {
+    let registry = Registry::builtin();
+    Ok(read_records(cfg, topic)?
+        .into_iter()
+        .filter(|(_, _, bytes)| registry.writer_of(bytes).is_ok_and(|w| w.name == E::NAME))
+        .filter_map(|(_, _, bytes)| registry.decode::<E>(&bytes).ok())
+        .filter(|e| account(e).starts_with(run_id))
+        .collect())
+}
+
+async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Result<()> {
+    let events = &cfg.consumers.lifecycle.events_topic;
+    let changes = mine::<AccountStatusChanged>(cfg, events, run_id, |e| &e.account)?;
+    let mut moves: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &changes {
+        let reason = c.reason.split(':').next().unwrap_or_default();
+        *moves
+            .entry(format!("{:?} -> {:?} ({reason})", c.from, c.to))
+            .or_default() += 1;
+    }
+    println!("== lifecycle transitions (accounts.events):");
+    for (what, n) in &moves {
+        println!("  {n:>3}  {what}");
+    }
+    let notices =
+        mine::<NotificationRequested>(cfg, &cfg.consumers.lifecycle.notify_topic, run_id, |e| {
+            &e.to
+        })?;
+    println!(
+        "== notices requested: {} `deactivated` (respond within {} h); `mailfleet run notifier` mails them through Postfix",
+        notices.len(),
+        cfg.consumers.lifecycle.grace_period_hours
+    );
+    let steps = mine::<DeletionStepCompleted>(cfg, events, run_id, |e| &e.account)?;
+    let mut by_step: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &steps {
+        *by_step.entry(format!("{:?}", s.step)).or_default() += 1;
+    }
+    println!("== deletion saga steps completed: {by_step:?}");
+    let client = directory::DirectoryClient::new(cfg.ldap.clone())
+        .map_err(|p| anyhow::anyhow!("[ldap]: {}", p.join("; ")))?;
+    let mut in_ldap = 0;
+    for account in accounts {
+        if client.account_entry(account).await.is_ok() {
+            in_ldap += 1;
+        }
+    }
+    println!(
+        "== slapd: {in_ldap} of {} demo accounts still have an entry under {}",
+        accounts.len(),
+        cfg.ldap.people_base
+    );
+    // One deleted account's whole story, as an auditor reads it.
+    let Some(gone) = accounts.iter().find(|a| {
+        changes
+            .iter()
+            .any(|c| &c.account == *a && c.to == AccountStatus::Deleted)
+    }) else {
+        return Ok(());
+    };
+    println!("== the history of {gone}:");
+    let registry = Registry::builtin();
+    for (_, place, bytes) in read_records(cfg, events)? {
+        let Ok(writer) = registry.writer_of(&bytes) else {
+            continue;
+        };
+        let line = match writer.name.as_str() {
+            AccountStatusChanged::NAME => registry
+                .decode::<AccountStatusChanged>(&bytes)
+                .ok()
+                .filter(|e| &e.account == gone)
+                .map(|e| {
+                    (
+                        e.envelope.event_time,
+                        format!("{:?} -> {:?}: {}", e.from, e.to, e.reason),
+                    )
+                }),
+            DeletionStepCompleted::NAME => registry
+                .decode::<DeletionStepCompleted>(&bytes)
+                .ok()
+                .filter(|e| &e.account == gone)
+                .map(|e| {
+                    (
+                        e.envelope.event_time,
+                        format!("deletion step {:?} done: {}", e.step, e.detail),
+                    )
+                }),
+            AccountDeleted::NAME => registry
+                .decode::<AccountDeleted>(&bytes)
+                .ok()
+                .filter(|e| &e.account == gone)
+                .map(|e| {
+                    (
+                        e.envelope.event_time,
+                        format!("AccountDeleted ({})", e.reason),
+                    )
+                }),
+            _ => None,
+        };
+        if let Some((at, text)) = line {
+            println!(
+                "  {}  {place:>8}  {text}",
+                mailfleet_runtime::calendar::date_time(at)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
