@@ -34,7 +34,10 @@ use mailfleet_runtime::{producer::EventProducer, RunSpec, Shutdown, Topology};
 use mailfleet_storage::{index::Indexer, writer::StorageWriter};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::{bench::read_records, config::Config};
+use crate::{
+    bench::{read_records, ReadRecord},
+    config::Config,
+};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -328,8 +331,12 @@ fn mine<E: Event>(
     let registry = Registry::builtin();
     Ok(read_records(cfg, topic)?
         .into_iter()
-        .filter(|(_, _, bytes)| registry.writer_of(bytes).is_ok_and(|w| w.name == E::NAME))
-        .filter_map(|(_, _, bytes)| registry.decode::<E>(&bytes).ok())
+        .filter(|r| {
+            registry
+                .writer_of(&r.bytes)
+                .is_ok_and(|w| w.name == E::NAME)
+        })
+        .filter_map(|r| registry.decode::<E>(&r.bytes).ok())
         .filter(|e| account(e).starts_with(run_id))
         .collect())
 }
@@ -386,7 +393,7 @@ async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Resu
     };
     println!("== the history of {gone}:");
     let registry = Registry::builtin();
-    for (_, place, bytes) in read_records(cfg, events)? {
+    for ReadRecord { place, bytes, .. } in read_records(cfg, events)? {
         let Ok(writer) = registry.writer_of(&bytes) else {
             continue;
         };

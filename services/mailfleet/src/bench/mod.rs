@@ -128,21 +128,27 @@ pub fn read_all_timed<E: Event>(
 ) -> anyhow::Result<Vec<(Option<i64>, E)>> {
     read_records(cfg, topic)?
         .into_iter()
-        .map(|(at, place, bytes)| {
+        .map(|r| {
             let event = Registry::builtin()
-                .decode::<E>(&bytes)
-                .with_context(|| format!("decoding {topic}/{place}"))?;
-            Ok((at, event))
+                .decode::<E>(&r.bytes)
+                .with_context(|| format!("decoding {topic}/{}", r.place))?;
+            Ok((r.at, event))
         })
         .collect()
 }
 
-/// Every record of `topic` up to its current end: (timestamp, where as
-/// `partition@offset`, payload), undecoded (a topic may mix event types).
-pub fn read_records(
-    cfg: &Config,
-    topic: &str,
-) -> anyhow::Result<Vec<(Option<i64>, String, Vec<u8>)>> {
+/// One record as read, undecoded.
+pub struct ReadRecord {
+    /// Its timestamp, ms.
+    pub at: Option<i64>,
+    /// Where it is: `partition@offset`.
+    pub place: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every record of `topic` up to its current end, undecoded (a topic may
+/// mix event types).
+pub fn read_records(cfg: &Config, topic: &str) -> anyhow::Result<Vec<ReadRecord>> {
     let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
         .set(
             "group.id",
@@ -170,11 +176,11 @@ pub fn read_records(
         );
         if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
             let msg = msg?;
-            out.push((
-                msg.timestamp().to_millis(),
-                format!("{}@{}", msg.partition(), msg.offset()),
-                msg.payload().unwrap_or_default().to_vec(),
-            ));
+            out.push(ReadRecord {
+                at: msg.timestamp().to_millis(),
+                place: format!("{}@{}", msg.partition(), msg.offset()),
+                bytes: msg.payload().unwrap_or_default().to_vec(),
+            });
         }
     }
     Ok(out)
