@@ -22,7 +22,7 @@ use mailfleet_runtime::{
     Topology,
 };
 
-use crate::{free_port, kafka, read_topic, repo_root, scratch_dir, unique, Consumed};
+use crate::{free_port, kafka, read_topic, repo_root, scratch_dir, unique, ConfigFiles, Consumed};
 
 /// Held (shared) by every test that needs slapd up; the one test that
 /// stops slapd holds it alone.
@@ -368,43 +368,25 @@ impl DirectoryWorld {
         ldap_extra: &str,
         extra: &str,
     ) -> anyhow::Result<PathBuf> {
-        let topo = self.dir.join("topology.toml");
-        let mut text = String::new();
-        for (name, t) in &self.topology().topics {
-            text += &format!(
-                "[topics.\"{name}\"]\npartitions = {}\nretention_ms = {}\ncleanup_policy = \"delete\"\n",
-                t.partitions, t.retention_ms
-            );
-        }
-        for (name, route) in &self.topology().consumers {
-            text += &format!(
-                "[consumers.{name}]\ngroup = {:?}\nreads = {:?}\nwrites = {:?}\n",
-                route.group, route.reads, route.writes
-            );
-        }
-        std::fs::write(&topo, text)?;
-        let config = format!(
-            "[pipelines]\ntopology = {topo:?}\n\
-             [kafka]\nbrokers = {brokers:?}\n\
-             [runtime]\ndata_dir = {state:?}\ndeadletter_topic = {dead:?}\nbatch_max_wait_ms = 2\n\
-             retry_initial_ms = 100\nretry_max_ms = 1000\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-             [ldap]\nurl = {url:?}\nbind_password_file = {password:?}\ntimeout_ms = 3000\n{ldap_extra}\n\
+        let rest = format!(
+            "[ldap]\nurl = {url:?}\nbind_password_file = {password:?}\ntimeout_ms = 3000\n{ldap_extra}\n\
              [consumers.directory]\nevents_topic = {accounts:?}\nalerts_topic = {alerts:?}\n\
-             {extra}\n",
-            topo = topo.display().to_string(),
-            brokers = kafka().brokers,
-            state = self.dir.join("state").display().to_string(),
-            dead = self.deadletter,
-            metrics = free_port(),
+             {extra}",
             url = ldap_url(),
             password = service_password_file().display().to_string(),
             accounts = self.accounts,
             alerts = self.alerts,
         );
-        let path = self.dir.join(file);
-        std::fs::write(&path, config)?;
-        Ok(path)
+        ConfigFiles {
+            dir: &self.dir,
+            topology_file: "topology.toml",
+            topology: &self.topology(),
+            brokers: &kafka().brokers,
+            data_dir: &self.dir.join("state"),
+            deadletter: &self.deadletter,
+            metrics_port: free_port(),
+        }
+        .write(file, &rest)
     }
 
     /// Produce `event` to the accounts topic, keyed by `account`.

@@ -19,7 +19,7 @@ use mailfleet_runtime::{
     Topology,
 };
 
-use crate::{free_port, scratch_dir, unique, Consumed};
+use crate::{free_port, scratch_dir, unique, ConfigFiles, Consumed};
 
 /// One test's mail topics, folders and ports.
 pub struct MailWorld {
@@ -164,45 +164,28 @@ impl MailWorld {
         metrics_port: u16,
         extra: &str,
     ) -> anyhow::Result<PathBuf> {
-        let topo = self.dir.join("topology.toml");
-        let mut text = String::new();
-        for (name, t) in &self.topology().topics {
-            text += &format!(
-                "[topics.\"{name}\"]\npartitions = {}\nretention_ms = {}\ncleanup_policy = \"delete\"\n",
-                t.partitions, t.retention_ms
-            );
-        }
-        for (name, route) in &self.topology().consumers {
-            text += &format!(
-                "[consumers.{name}]\ngroup = {:?}\nreads = {:?}\nwrites = {:?}\n",
-                route.group, route.reads, route.writes
-            );
-        }
-        std::fs::write(&topo, text)?;
         let dir = |d: &str| self.dir.join(d).display().to_string();
-        let config = format!(
-            "[pipelines]\ntopology = {topo:?}\n\
-             [kafka]\nbrokers = {brokers:?}\n\
-             [runtime]\ndata_dir = {state:?}\ndeadletter_topic = {dead:?}\nbatch_max_wait_ms = 2\n\
-             retry_initial_ms = 100\nretry_max_ms = 1000\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-             [blobs]\ndir = {blobs:?}\n\
+        let rest = format!(
+            "[blobs]\ndir = {blobs:?}\n\
              [lmtp]\nlisten = \"127.0.0.1:{port}\"\nhostname = \"lmtp.test\"\ntopic = {received:?}\n\
              check_accounts = {check}\nstatus_topic = {status:?}\n\
-             {extra}\n",
-            topo = topo.display().to_string(),
-            brokers = self.kafka.brokers,
-            state = dir("state"),
-            dead = self.deadletter,
+             {extra}",
             blobs = dir("blobs"),
             port = self.lmtp_port,
             received = self.received,
             check = self.check_accounts,
             status = self.status,
         );
-        let path = self.dir.join(file);
-        std::fs::write(&path, config)?;
-        Ok(path)
+        ConfigFiles {
+            dir: &self.dir,
+            topology_file: "topology.toml",
+            topology: &self.topology(),
+            brokers: &self.kafka.brokers,
+            data_dir: &self.dir.join("state"),
+            deadletter: &self.deadletter,
+            metrics_port,
+        }
+        .write(file, &rest)
     }
 
     /// The `[consumers.scanner]` table for this world's topics.

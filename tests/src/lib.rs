@@ -190,20 +190,83 @@ pub fn spawn_counter(config: &Path, log: &Path) -> anyhow::Result<Child> {
 
 /// Start `mailfleet --config <config> <args>`; its log goes to `log`.
 pub fn spawn_mailfleet(config: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+    spawn_with_env(config, args, &[], log)
+}
+
+/// [`spawn_mailfleet`] with extra environment.
+pub fn spawn_with_env(
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> anyhow::Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
     Command::new(mailfleet_bin())
-        .args(["--config"])
+        .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env.iter().copied())
         .env("MAILFLEET_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()
         .context("spawning mailfleet")
+}
+
+/// A test's config files: a topology file and a config pointing to it,
+/// with the broker, a state folder, quick retries and short batch waits.
+pub struct ConfigFiles<'a> {
+    /// The folder both files go to.
+    pub dir: &'a Path,
+    /// The topology file's name in `dir`.
+    pub topology_file: &'a str,
+    pub topology: &'a Topology,
+    pub brokers: &'a str,
+    pub data_dir: &'a Path,
+    pub deadletter: &'a str,
+    pub metrics_port: u16,
+}
+
+impl ConfigFiles<'_> {
+    /// Write both, the config as `file` in `dir` ending with `rest` (more
+    /// TOML tables); returns the config's path.
+    pub fn write(&self, file: &str, rest: &str) -> anyhow::Result<PathBuf> {
+        let topo = self.dir.join(self.topology_file);
+        let mut text = String::new();
+        for (name, t) in &self.topology.topics {
+            text += &format!(
+                "[topics.\"{name}\"]\npartitions = {}\nretention_ms = {}\ncleanup_policy = \"delete\"\n",
+                t.partitions, t.retention_ms
+            );
+        }
+        for (name, route) in &self.topology.consumers {
+            text += &format!(
+                "[consumers.{name}]\ngroup = {:?}\nreads = {:?}\nwrites = {:?}\n",
+                route.group, route.reads, route.writes
+            );
+        }
+        std::fs::write(&topo, text)?;
+        let config = format!(
+            "[pipelines]\ntopology = {topo:?}\n\
+             [kafka]\nbrokers = {brokers:?}\n\
+             [runtime]\ndata_dir = {state:?}\ndeadletter_topic = {dead:?}\nbatch_max_wait_ms = 2\n\
+             retry_initial_ms = 100\nretry_max_ms = 1000\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+             {rest}\n",
+            topo = topo.display().to_string(),
+            brokers = self.brokers,
+            state = self.data_dir.display().to_string(),
+            dead = self.deadletter,
+            metrics = self.metrics_port,
+        );
+        let path = self.dir.join(file);
+        std::fs::write(&path, config)?;
+        Ok(path)
+    }
 }
 
 /// A free loopback port.

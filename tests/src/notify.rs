@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -16,9 +16,13 @@ use mailfleet_events::{
     notify::NotificationRequested,
     Envelope, Event,
 };
-use mailfleet_runtime::producer::EventProducer;
+use mailfleet_runtime::{
+    producer::EventProducer,
+    topology::{Route, TopicSpec},
+    Topology,
+};
 
-use crate::{ingest::MailWorld, mailfleet_bin};
+use crate::{ingest::MailWorld, spawn_with_env, ConfigFiles};
 
 /// The test Postfix (`ops/postfix start`), which relays the notices.
 pub const POSTFIX: &str = "127.0.0.1:2525";
@@ -59,58 +63,30 @@ pub fn notifier_config(
     metrics_port: u16,
     table: &str,
 ) -> anyhow::Result<PathBuf> {
-    let topo = world.dir.join("topology-notifier.toml");
-    let mut text = String::new();
-    for topic in [&world.notify, &world.alerts, &world.deadletter] {
-        text += &format!(
-            "[topics.\"{topic}\"]\npartitions = 3\nretention_ms = 3600000\ncleanup_policy = \"delete\"\n"
-        );
+    let topology = Topology {
+        topics: [&world.notify, &world.alerts, &world.deadletter]
+            .iter()
+            .map(|t| (t.to_string(), TopicSpec::scratch(3)))
+            .collect(),
+        consumers: BTreeMap::from([(
+            "notifier".to_string(),
+            Route {
+                group: format!("{}-notifier", world.name),
+                reads: vec![world.notify.clone(), world.alerts.clone()],
+                writes: vec![],
+            },
+        )]),
+    };
+    ConfigFiles {
+        dir: &world.dir,
+        topology_file: "topology-notifier.toml",
+        topology: &topology,
+        brokers: &world.kafka.brokers,
+        data_dir: &world.dir.join(state),
+        deadletter: &world.deadletter,
+        metrics_port,
     }
-    text += &format!(
-        "[consumers.notifier]\ngroup = \"{}-notifier\"\nreads = [{:?}, {:?}]\nwrites = []\n",
-        world.name, world.notify, world.alerts
-    );
-    std::fs::write(&topo, text)?;
-    let config = format!(
-        "[pipelines]\ntopology = {topo:?}\n\
-         [kafka]\nbrokers = {brokers:?}\n\
-         [runtime]\ndata_dir = {state:?}\ndeadletter_topic = {dead:?}\nbatch_max_wait_ms = 2\n\
-         retry_initial_ms = 100\nretry_max_ms = 1000\n\
-         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-         {table}\n",
-        topo = topo.display().to_string(),
-        brokers = world.kafka.brokers,
-        state = world.dir.join(state).display().to_string(),
-        dead = world.deadletter,
-    );
-    let path = world.dir.join(file);
-    std::fs::write(&path, config)?;
-    Ok(path)
-}
-
-/// Start `mailfleet --config <config> <args>` with extra environment; its
-/// log goes to `log`.
-pub fn spawn_with_env(
-    config: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-    log: &Path,
-) -> anyhow::Result<Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    Command::new(mailfleet_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(env.iter().copied())
-        .env("MAILFLEET_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("spawning mailfleet")
+    .write(file, table)
 }
 
 /// `mailfleet lmtp` on `port`, waited for. The notices go to fresh test
