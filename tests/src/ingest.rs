@@ -133,7 +133,11 @@ impl MailWorld {
                     &[&self.accounts],
                     &[&self.accounts, &self.notify, &self.status],
                 ),
-                self.route("deleter", &[&self.accounts], &[&self.accounts]),
+                self.route(
+                    "deleter",
+                    &[&self.accounts],
+                    &[&self.accounts, &self.alerts],
+                ),
                 self.route(
                     "directory",
                     &[&self.accounts],

@@ -5,12 +5,14 @@ use mailfleet_events::{
         AccountDeleted, AccountStatus, AccountStatusChanged, DeletionStep, DeletionStepCompleted,
         DeletionStepRequested,
     },
+    admin::{AdminAlert, AlertSeverity},
+    clock::ClockTicked,
     Envelope, EventError, Registry,
 };
 use mailfleet_runtime::{Decision, Decode, StateError, StateView};
 
 use super::{
-    state::{Saga, SagaKey, Steps},
+    state::{AlertedKey, Saga, SagaKey, Steps},
     DeleterConfig, NAME,
 };
 
@@ -19,6 +21,8 @@ use super::{
 pub enum DeleterInput {
     Status(AccountStatusChanged),
     Completed(DeletionStepCompleted),
+    /// Time: sagas running too long are reported.
+    Tick(ClockTicked),
     /// Anything else on the topic.
     Other(Envelope),
 }
@@ -28,6 +32,7 @@ impl Decode for DeleterInput {
         Ok(match registry.writer_of(bytes)?.name.as_str() {
             "mailfleet.accounts.AccountStatusChanged" => Self::Status(registry.decode(bytes)?),
             "mailfleet.accounts.DeletionStepCompleted" => Self::Completed(registry.decode(bytes)?),
+            "mailfleet.clock.ClockTicked" => Self::Tick(registry.decode(bytes)?),
             _ => Self::Other(Envelope::default()),
         })
     }
@@ -35,6 +40,7 @@ impl Decode for DeleterInput {
         match self {
             Self::Status(e) => &e.envelope,
             Self::Completed(e) => &e.envelope,
+            Self::Tick(e) => &e.envelope,
             Self::Other(e) => e,
         }
     }
@@ -55,6 +61,7 @@ pub fn decide(
     match input {
         DeleterInput::Status(s) if s.to == AccountStatus::Deleting => start(cfg, state, s),
         DeleterInput::Completed(c) => completed(cfg, state, c),
+        DeleterInput::Tick(t) => stuck(cfg, state, &t.envelope),
         DeleterInput::Status(_) | DeleterInput::Other(_) => Ok(Decision::ignore()),
     }
 }
@@ -111,7 +118,7 @@ fn completed(
 fn advance(cfg: &DeleterConfig, d: &mut Decision, cause: &Envelope, name: &str, mut saga: Saga) {
     use DeletionStep::*;
     if saga.done.all() {
-        d.delete(&SagaKey(name));
+        d.delete(&SagaKey(name)).delete(&AlertedKey(name));
         d.emit(
             &cfg.events_topic,
             name,
@@ -154,6 +161,49 @@ fn advance(cfg: &DeleterConfig, d: &mut Decision, cause: &Envelope, name: &str, 
         }
     }
     d.put(&SagaKey(name), &saga);
+}
+
+/// On a tick, report each saga of the partition that has run longer than
+/// `stuck_after_hours` (event time), once.
+fn stuck(
+    cfg: &DeleterConfig,
+    state: &StateView<'_>,
+    tick: &Envelope,
+) -> Result<Decision, StateError> {
+    let limit = i64::from(cfg.stuck_after_hours) * 3_600_000;
+    let mut d = Decision::apply();
+    for (key, saga) in state.scan::<SagaKey>()? {
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let running = tick.event_time - saga.started;
+        if running < limit || state.get(&AlertedKey(&name))?.is_some() {
+            continue;
+        }
+        d.put(&AlertedKey(&name), &());
+        d.emit(
+            &cfg.alerts_topic,
+            name.as_str(),
+            AdminAlert {
+                envelope: Envelope::caused_by(tick, NAME),
+                severity: AlertSeverity::Warning,
+                kind: "deletion-stuck".into(),
+                account: Some(name.clone()),
+                summary: format!(
+                    "the deletion of {name} has not finished after {} h",
+                    running / 3_600_000
+                ),
+                detail: Some(format!(
+                    "steps requested: {:?}; done: {:?}; a step that failed for good is in the \
+                     dead-letter topic: fix the cause and replay it",
+                    saga.requested.names(),
+                    saga.done.names()
+                )),
+            },
+        );
+    }
+    if d.changes.is_empty() {
+        return Ok(Decision::ignore());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -26,7 +26,10 @@
 //! The LDAP subtree goes after the mail, so a crash half-way never leaves
 //! mail on disk for an account the directory no longer knows. A step that
 //! is dead-lettered (a permanent failure) stops the saga at that step; the
-//! account stays `DELETING`, which `mailfleet account show` reports.
+//! account stays `DELETING`, which `mailfleet account show` reports, and
+//! on the first clock tick `stuck_after_hours` after the deletion started
+//! the deleter raises one `AdminAlert` (`deletion-stuck`) naming the steps
+//! requested and done.
 
 mod decide;
 mod state;
@@ -51,12 +54,20 @@ pub struct DeleterConfig {
     /// Where the saga's requests, completions and the tombstone go (the
     /// topic it reads).
     pub events_topic: String,
+    /// Where a stuck deletion is reported (`AdminAlert`, kind
+    /// `deletion-stuck`).
+    pub alerts_topic: String,
+    /// A deletion not finished this many hours after it started (event
+    /// time, checked on every clock tick) is reported once.
+    pub stuck_after_hours: u32,
 }
 
 impl Default for DeleterConfig {
     fn default() -> Self {
         Self {
             events_topic: "accounts.events".into(),
+            alerts_topic: "admin.alerts".into(),
+            stuck_after_hours: 6,
         }
     }
 }
@@ -64,14 +75,19 @@ impl Default for DeleterConfig {
 impl DeleterConfig {
     /// Every problem, naming the key and value.
     pub fn problems(&self) -> Vec<String> {
-        if self.events_topic.trim().is_empty() {
-            vec![format!(
-                "consumers.deleter.events_topic = {:?}: is empty",
-                self.events_topic
-            )]
-        } else {
-            Vec::new()
+        let mut out = Vec::new();
+        for (key, topic) in [
+            ("events_topic", &self.events_topic),
+            ("alerts_topic", &self.alerts_topic),
+        ] {
+            if topic.trim().is_empty() {
+                out.push(format!("consumers.deleter.{key} = {topic:?}: is empty"));
+            }
         }
+        if self.stuck_after_hours == 0 {
+            out.push("consumers.deleter.stuck_after_hours = 0: must be >= 1".into());
+        }
+        out
     }
 }
 

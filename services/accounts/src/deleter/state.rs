@@ -10,6 +10,9 @@ use mailfleet_runtime::{StateKey, StateValue};
 /// An account's saga: `s` + the lower-cased address.
 pub struct SagaKey<'a>(pub &'a str);
 
+/// A saga already reported as stuck: `k` + the lower-cased address.
+pub struct AlertedKey<'a>(pub &'a str);
+
 /// A set of steps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Steps(u8);
@@ -48,6 +51,28 @@ impl Steps {
     /// Every step.
     pub fn all(self) -> bool {
         self.0 & 0x0f == 0x0f
+    }
+
+    /// The steps in the set, in saga order, by name.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (DeletionStep::Maildir, "maildir"),
+            (DeletionStep::Index, "index"),
+            (DeletionStep::Directory, "directory"),
+            (DeletionStep::Blobs, "blobs"),
+        ]
+        .into_iter()
+        .filter(|(step, _)| self.has(*step))
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
+impl StateKey for AlertedKey<'_> {
+    type Value = ();
+    const PREFIX: u8 = b'k';
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.as_bytes());
     }
 }
 

@@ -1,4 +1,4 @@
-use mailfleet_events::Event;
+use mailfleet_events::{admin::AdminAlert, clock::ClockTicked, Event};
 use mailfleet_runtime::{Emit, Overlay, Verdict};
 
 use super::*;
@@ -152,4 +152,49 @@ fn the_directory_waits_for_both_mail_steps_and_strays_are_handled() {
         }
     });
     assert_eq!(w.feed(other_status).0, ["ignored"]);
+}
+
+#[test]
+fn a_saga_running_too_long_is_reported_once() {
+    let mut w = World {
+        state: Overlay::default(),
+    };
+    w.feed(deleting(BOB)); // started at 1_000
+    let tick = |at: i64| {
+        DeleterInput::Tick(ClockTicked {
+            envelope: Envelope::new(format!("t{at}"), at, "clock"),
+            clock: "hourly".into(),
+            period_ms: 3_600_000,
+        })
+    };
+    let cfg = DeleterConfig::default();
+    let decide_tick =
+        |state: &Overlay, at: i64| decide(&cfg, &StateView::in_memory(state), &tick(at)).unwrap();
+    let hour = 3_600_000;
+    assert!(matches!(
+        decide_tick(&w.state, 1_000 + 5 * hour).verdict,
+        Verdict::Ignore
+    ));
+    let mut d = decide_tick(&w.state, 1_000 + 7 * hour);
+    assert_eq!(d.outputs.len(), 1);
+    assert_eq!(d.outputs[0].topic, "admin.alerts");
+    let alert: AdminAlert = Registry::builtin()
+        .decode(&d.outputs[0].event.encode().unwrap())
+        .unwrap();
+    assert_eq!(alert.kind, "deletion-stuck");
+    assert_eq!(alert.account.as_deref(), Some(BOB));
+    assert!(alert.summary.contains("7 h"), "{}", alert.summary);
+    let detail = alert.detail.unwrap_or_default();
+    assert!(
+        detail.contains(r#"requested: ["maildir", "index"]; done: []"#),
+        "{detail}"
+    );
+    w.state.extend(std::mem::take(&mut d.changes));
+    assert!(
+        matches!(
+            decide_tick(&w.state, 1_000 + 8 * hour).verdict,
+            Verdict::Ignore
+        ),
+        "once"
+    );
 }
