@@ -355,5 +355,20 @@ fn print_lifecycle_samples(
     for sample in samples {
         println!("{sample}");
     }
+    print_scheduler_samples(env)
+}
+
+fn print_scheduler_samples(
+    env: &dyn Fn(&str) -> Envelope,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let job_due = mailfleet_events::scheduler::JobDue {
+        envelope: env("trash-purge:2025-11-28T00:00:00Z"),
+        job: "trash-purge".into(),
+        kind: "purge".into(),
+        due_at: 1_764_288_000_000,
+        run_id: "trash-purge:2025-11-28T00:00:00Z".into(),
+        params: [("folder".to_string(), "Trash".to_string())].into(),
+    };
+    println!("{}", line(&job_due)?);
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod mail;
 pub mod notify;
 mod registry;
 pub mod runtime;
+pub mod scheduler;
 
 pub use envelope::Envelope;
 pub use error::EventError;

@@ -453,3 +453,22 @@ fn misnamed_and_duplicate_files_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("same fingerprint"), "{err}");
 }
+
+#[test]
+fn scheduler_job_due_round_trips() {
+    let params = [("folder", "Trash"), ("window_minutes", "240")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    round_trip(crate::scheduler::JobDue {
+        envelope: env("trash-purge:2026-11-28T00:00:00Z"),
+        job: "trash-purge".into(),
+        kind: "purge".into(),
+        due_at: 1_764_288_000_000,
+        run_id: "trash-purge:2026-11-28T00:00:00Z".into(),
+        params,
+    });
+    assert!(Registry::builtin()
+        .names()
+        .contains(&"mailfleet.scheduler.JobDue"));
+}

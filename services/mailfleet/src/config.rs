@@ -19,6 +19,7 @@ use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
     RuntimeError, Topology,
 };
+use mailfleet_scheduler::SchedulerConfig;
 use mailfleet_storage::writer::StorageConfig;
 use serde::Deserialize;
 
@@ -51,6 +52,98 @@ pub struct Config {
     pub ldap: LdapConfig,
     /// Per-consumer settings.
     pub consumers: ConsumersConfig,
+    /// `mailfleet scheduler`: the jobs, the tick, the lease.
+    pub scheduler: SchedulerSection,
+}
+
+/// `[scheduler]`: the pure core's settings ([`SchedulerConfig`]: the tick,
+/// the catch-up bounds, `[scheduler.jobs.*]`) and where the process writes
+/// and takes its lease. Ticks go into the `[clock] topics`. Deserialized
+/// by splitting the table: the keys below are taken out, the rest must be
+/// the core's (which still refuses unknown keys).
+#[derive(Debug, Clone)]
+pub struct SchedulerSection {
+    /// The core's settings.
+    pub core: SchedulerConfig,
+    /// Where `JobDue` runs and the progress marks go (`scheduler.jobs`).
+    pub jobs_topic: String,
+    /// The one-partition topic whose owner is the active scheduler.
+    pub lease_topic: String,
+    /// The consumer group every scheduler instance joins on it.
+    pub lease_group: String,
+    /// How long a silent active scheduler keeps the lease (Kafka's
+    /// `session.timeout.ms`): the longest pause before a standby takes over.
+    pub lease_session_timeout_ms: u32,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        Self {
+            core: SchedulerConfig::default(),
+            jobs_topic: "scheduler.jobs".into(),
+            lease_topic: "scheduler.lease".into(),
+            lease_group: "mailfleet-scheduler".into(),
+            lease_session_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SchedulerSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut out = Self::default();
+        let mut take_string = |key: &str, into: &mut String| match table.remove(key) {
+            None => Ok(()),
+            Some(serde_json::Value::String(v)) => {
+                *into = v;
+                Ok(())
+            }
+            Some(other) => Err(D::Error::custom(format!(
+                "scheduler.{key} = {other}: must be a string"
+            ))),
+        };
+        take_string("jobs_topic", &mut out.jobs_topic)?;
+        take_string("lease_topic", &mut out.lease_topic)?;
+        take_string("lease_group", &mut out.lease_group)?;
+        if let Some(v) = table.remove("lease_session_timeout_ms") {
+            out.lease_session_timeout_ms = v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    D::Error::custom(format!(
+                        "scheduler.lease_session_timeout_ms = {v}: must be a whole number of ms"
+                    ))
+                })?;
+        }
+        out.core = serde_json::from_value(serde_json::Value::Object(table))
+            .map_err(|e| D::Error::custom(format!("[scheduler]: {e}")))?;
+        Ok(out)
+    }
+}
+
+impl SchedulerSection {
+    /// Every problem, each naming its key and value.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.core.problems();
+        for (key, value) in [
+            ("jobs_topic", &self.jobs_topic),
+            ("lease_topic", &self.lease_topic),
+            ("lease_group", &self.lease_group),
+        ] {
+            if value.trim().is_empty() {
+                out.push(format!("scheduler.{key} = {value:?}: must not be empty"));
+            }
+        }
+        // The broker's group.min/max.session.timeout.ms defaults.
+        if !(6_000..=300_000).contains(&self.lease_session_timeout_ms) {
+            out.push(format!(
+                "scheduler.lease_session_timeout_ms = {}: must be 6000..=300000",
+                self.lease_session_timeout_ms
+            ));
+        }
+        out
+    }
 }
 
 /// `[clock]`: ticks are written into every partition of each listed topic,
@@ -161,6 +254,7 @@ impl Config {
         out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());
         out.extend(self.api.problems());
+        out.extend(self.scheduler.problems());
         if self.blobs.dir.is_empty() {
             out.push("blobs.dir is empty".into());
         }
@@ -209,5 +303,54 @@ mod tests {
         let doc = load_document(Some(&path), Vec::new()).unwrap();
         let cfg: Config = from_document(doc, "ops/mailfleet.toml").unwrap();
         assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+    }
+
+    /// A config from `MAILFLEET_SCHEDULER__...` overrides alone.
+    fn scheduler_from(vars: &[(&str, &str)]) -> Result<Config, RuntimeError> {
+        let env = vars
+            .iter()
+            .map(|(k, v)| (format!("MAILFLEET_SCHEDULER__{k}"), v.to_string()));
+        from_document(load_document(None, env)?, "test")
+    }
+
+    #[test]
+    fn scheduler_section_splits_its_own_keys_from_the_core() {
+        let cfg = scheduler_from(&[
+            ("TICK_EVERY_S", "5"),
+            ("JOBS_TOPIC", "j"),
+            ("LEASE_SESSION_TIMEOUT_MS", "7000"),
+            ("JOBS__M__CRON", "0 */10 * * * *"),
+            ("JOBS__M__KIND", "postfix-map"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.scheduler.core.tick_every_s, 5);
+        assert_eq!(cfg.scheduler.jobs_topic, "j");
+        assert_eq!(cfg.scheduler.lease_topic, "scheduler.lease");
+        assert_eq!(cfg.scheduler.lease_session_timeout_ms, 7000);
+        assert_eq!(cfg.scheduler.core.jobs.len(), 1);
+        let err = scheduler_from(&[("TICK_EVRY_S", "5")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tick_evry_s"), "{err}");
+        let err = scheduler_from(&[("LEASE_TOPIC", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scheduler.lease_topic = 3"), "{err}");
+    }
+
+    #[test]
+    fn scheduler_problems_join_the_config_problems() {
+        let mut cfg = Config::default();
+        cfg.scheduler.lease_session_timeout_ms = 100;
+        cfg.scheduler.core.tick_every_s = 0;
+        let problems = cfg.problems().join("\n");
+        assert!(
+            problems.contains("lease_session_timeout_ms = 100"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("scheduler.tick_every_s = 0"),
+            "{problems}"
+        );
     }
 }

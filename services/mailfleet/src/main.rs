@@ -14,6 +14,7 @@ mod index;
 mod lmtp;
 mod migrate;
 mod scan;
+mod scheduler;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -63,6 +64,8 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Emit clock ticks and scheduled job runs (`[scheduler]`); one instance is active, others stand by.
+    Scheduler,
     /// Manage the topics of the topology.
     Topics {
         #[command(subcommand)]
@@ -137,6 +140,11 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             clock::run(&cfg, once, shutdown).await
+        }
+        Command::Scheduler => {
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            scheduler::run(&cfg, shutdown).await
         }
         Command::Bench { which } => bench::run(which, &cfg).await,
         Command::Demo(args) => demo::run(args, &cfg).await,

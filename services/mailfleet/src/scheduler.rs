@@ -1,0 +1,515 @@
+//! `mailfleet scheduler`: the process that emits time (F6). It writes a
+//! `ClockTicked` into every partition of each `[clock] topics` topic every
+//! `scheduler.tick_every_s`, and a `JobDue` to `scheduler.jobs_topic` for
+//! every run of a `[scheduler.jobs.*]` job; what is due when comes from the
+//! pure core, [`mailfleet_scheduler::Schedules`].
+//!
+//! **The lease: exactly one active scheduler.** Every instance joins the
+//! consumer group `scheduler.lease_group` on the one-partition topic
+//! `scheduler.lease_topic` from a thread of its own that only polls (the
+//! topic carries no records). The group coordinator assigns partition 0 to
+//! exactly one member; that member emits, the others are hot standbys. A
+//! revocation stops emission *before* the rebalance completes: the revoke
+//! callback takes the lock the emitter holds while it writes one instant's
+//! records, so the next owner's read-back sees everything its predecessor
+//! wrote. A killed owner keeps the lease until `lease_session_timeout_ms`
+//! passes; then a standby takes over and catches up.
+//!
+//! **Catch-up: the jobs topic is the only state.** After each instant's
+//! records (its ticks and job runs) the emitter writes a progress mark to
+//! the jobs topic: a `JobDue` with `job = "@mark"` (not a valid job name)
+//! and `kind = "scheduler-mark"`, whose `event_time` is that instant;
+//! consumers of `JobDue` skip that kind. On becoming active the emitter
+//! reads back the newest records of each partition of the jobs topic:
+//! `last` is the newest mark, or one ms before the newest job run if that
+//! run is newer (an owner that died between a run and its mark), and the
+//! runs already there are not written again. [`Schedules::due`] then gives
+//! every tick and run in `(last, now]`, so nothing missed during downtime
+//! is skipped and no job run is written twice. Ticks of the instant an
+//! owner died in may be written twice; their ids (`clock:<topic>:
+//! <partition>:<ms>`, as `mailfleet clock` makes them) are deterministic, so
+//! consumers deduplicate them. Job run ids are [`run_id`].
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope, Registry};
+use mailfleet_runtime::{admin::client_config, config::KafkaConfig, producer::EventProducer};
+use mailfleet_runtime::{Shutdown, Topology};
+use mailfleet_scheduler::{schedule::run_id, Due, JobConfig, JobKind, Schedules};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
+    ClientContext, Message, Offset, TopicPartitionList,
+};
+use tokio::sync::Mutex;
+
+use crate::config::{Config, SchedulerSection};
+
+/// The `job` of a progress mark; `@` is not allowed in job names.
+pub const MARK_JOB: &str = "@mark";
+/// The `kind` of a progress mark.
+pub const MARK_KIND: &str = "scheduler-mark";
+/// Records read back from the end of each jobs partition: far more than one
+/// instant writes (its runs and one mark).
+const READ_BACK_RECORDS: i64 = 256;
+/// How often the emitter looks at the clock and the lease.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Run until SIGTERM: standby until the lease is ours, then emit.
+pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let sec = &cfg.scheduler;
+    let schedules = Schedules::new(&sec.core)?;
+    let topology = cfg.topology()?;
+    let clocked = cfg
+        .clock
+        .topics
+        .iter()
+        .map(|t| Ok((t.clone(), partitions(&topology, "clock.topics", t)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    partitions(&topology, "scheduler.jobs_topic", &sec.jobs_topic)?;
+    let lease_partitions = partitions(&topology, "scheduler.lease_topic", &sec.lease_topic)?;
+    anyhow::ensure!(
+        lease_partitions == 1,
+        "scheduler.lease_topic = {:?}: has {lease_partitions} partitions, must have exactly 1",
+        sec.lease_topic
+    );
+    let name = format!("scheduler:{}", std::process::id());
+    let emitter = Emitter {
+        producer: EventProducer::new(&cfg.kafka, "mailfleet-scheduler")?,
+        kafka: cfg.kafka.clone(),
+        jobs_topic: sec.jobs_topic.clone(),
+        jobs: sec.core.jobs.clone(),
+        tick_every_s: sec.core.tick_every_s,
+        schedules,
+        clocked,
+        name,
+    };
+    let state = Arc::new(Mutex::new(LeaseState::default()));
+    let lease = join_lease(&cfg.kafka, sec, state.clone(), shutdown.clone())?;
+    let result = emitter.run(&state, &shutdown).await;
+    shutdown.trigger();
+    // Leave the group now, so that a standby takes over at once.
+    tokio::task::spawn_blocking(move || lease.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the lease thread panicked"))?;
+    result
+}
+
+fn partitions(topology: &Topology, key: &str, topic: &str) -> anyhow::Result<i32> {
+    topology
+        .topics
+        .get(topic)
+        .map(|spec| spec.partitions)
+        .ok_or_else(|| anyhow::anyhow!("{key}: {topic:?} is not in the topology"))
+}
+
+fn now_ms() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
+    )?)
+}
+
+/// Whether this instance holds the lease; `epoch` counts acquisitions, so
+/// an emitter notices a loss and a regain between two of its looks.
+#[derive(Default)]
+struct LeaseState {
+    active: bool,
+    epoch: u64,
+}
+
+/// Stops emission on a revocation before the rebalance goes on.
+struct LeaseContext {
+    state: Arc<Mutex<LeaseState>>,
+}
+
+impl ClientContext for LeaseContext {}
+
+impl ConsumerContext for LeaseContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Revoke(_) | Rebalance::Error(_)) {
+            // Waits while the emitter writes an instant: the next owner
+            // reads back a complete instant.
+            let mut state = self.state.blocking_lock();
+            if state.active {
+                tracing::info!("lease revoked: standby");
+            }
+            state.active = false;
+        }
+    }
+}
+
+/// Join the lease group on a thread that polls until shutdown, then leaves.
+fn join_lease(
+    kafka: &KafkaConfig,
+    sec: &SchedulerSection,
+    state: Arc<Mutex<LeaseState>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let session = sec.lease_session_timeout_ms;
+    let consumer: BaseConsumer<LeaseContext> = client_config(kafka)
+        .set("group.id", &sec.lease_group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 6).max(500).to_string())
+        .create_with_context(LeaseContext {
+            state: state.clone(),
+        })
+        .context("creating the lease consumer")?;
+    consumer
+        .subscribe(&[&sec.lease_topic])
+        .with_context(|| format!("subscribing to {:?}", sec.lease_topic))?;
+    let topic = sec.lease_topic.clone();
+    let handle = std::thread::Builder::new()
+        .name("scheduler-lease".into())
+        .spawn(move || {
+            while !shutdown.is_triggered() {
+                if let Some(Err(e)) = consumer.poll(POLL) {
+                    tracing::warn!(error = %e, "lease consumer");
+                }
+                let owns = consumer.assignment().is_ok_and(|tpl| {
+                    tpl.elements_for_topic(&topic)
+                        .iter()
+                        .any(|e| e.partition() == 0)
+                });
+                let mut s = state.blocking_lock();
+                if owns && !s.active {
+                    s.epoch += 1;
+                    tracing::info!(epoch = s.epoch, "lease acquired: active");
+                } else if !owns && s.active {
+                    tracing::info!("lease lost: standby");
+                }
+                s.active = owns;
+            }
+            state.blocking_lock().active = false;
+            drop(consumer);
+        })
+        .context("starting the lease thread")?;
+    Ok(handle)
+}
+
+/// What the active scheduler writes, and where.
+struct Emitter {
+    producer: EventProducer,
+    kafka: KafkaConfig,
+    jobs_topic: String,
+    jobs: BTreeMap<String, JobConfig>,
+    tick_every_s: u32,
+    schedules: Schedules,
+    /// Each clocked topic with its partition count.
+    clocked: Vec<(String, i32)>,
+    /// `Envelope.producer`: which instance wrote it.
+    name: String,
+}
+
+impl Emitter {
+    async fn run(&self, state: &Mutex<LeaseState>, shutdown: &Shutdown) -> anyhow::Result<()> {
+        loop {
+            let epoch = loop {
+                {
+                    let s = state.lock().await;
+                    if s.active {
+                        break s.epoch;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = shutdown.wait() => return Ok(()),
+                }
+            };
+            let (kafka, topic) = (self.kafka.clone(), self.jobs_topic.clone());
+            let back = tokio::task::spawn_blocking(move || read_back(&kafka, &topic)).await??;
+            tracing::info!(last = ?back.last, runs_seen = back.seen.len(), "active: catching up");
+            if !self.emit_while_active(state, epoch, back, shutdown).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Emit until the lease is lost (`Ok(true)`) or shutdown (`Ok(false)`).
+    async fn emit_while_active(
+        &self,
+        state: &Mutex<LeaseState>,
+        epoch: u64,
+        back: ReadBack,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<bool> {
+        let ReadBack { mut last, seen } = back;
+        loop {
+            let now = now_ms()?;
+            let catch = self.schedules.due(last, now)?;
+            if catch.ticks_merged > 0 {
+                tracing::warn!(
+                    merged = catch.ticks_merged,
+                    "long downtime: missed ticks thinned"
+                );
+            }
+            for group in catch.due.chunk_by(|a, b| a.at() == b.at()) {
+                let at = group[0].at();
+                let guard = state.lock().await;
+                if !guard.active || guard.epoch != epoch {
+                    return Ok(true);
+                }
+                self.emit_instant(at, group, &seen).await?;
+                drop(guard);
+                last = Some(at);
+            }
+            if catch.resume_after.is_some() {
+                continue;
+            }
+            let next = self.schedules.next_after(last.unwrap_or(now).max(now))?;
+            let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0)).min(POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait() => return Ok(false),
+            }
+            let s = state.lock().await;
+            if !s.active || s.epoch != epoch {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Everything due at one instant, then its progress mark.
+    async fn emit_instant(
+        &self,
+        at: i64,
+        due: &[Due],
+        seen: &HashSet<String>,
+    ) -> anyhow::Result<()> {
+        for item in due {
+            match item {
+                Due::Tick { at } => self.tick(*at).await?,
+                Due::Job { job, at } => {
+                    let id = run_id(job, *at)?;
+                    if seen.contains(&id) {
+                        tracing::info!(run = %id, "already written by the previous owner");
+                        continue;
+                    }
+                    let event = self.job_due(job, *at, id)?;
+                    self.producer
+                        .send(&self.jobs_topic, job.as_bytes(), &event)
+                        .await?;
+                    tracing::info!(run = %event.run_id, "job due");
+                }
+            }
+        }
+        let id = run_id(MARK_JOB, at)?;
+        let mark = JobDue {
+            envelope: Envelope::new(id.clone(), at, self.name.as_str()),
+            job: MARK_JOB.into(),
+            kind: MARK_KIND.into(),
+            due_at: at,
+            run_id: id,
+            params: BTreeMap::new(),
+        };
+        self.producer
+            .send(&self.jobs_topic, MARK_JOB.as_bytes(), &mark)
+            .await?;
+        Ok(())
+    }
+
+    /// A `ClockTicked` at `at` into every partition of each clocked topic.
+    async fn tick(&self, at: i64) -> anyhow::Result<()> {
+        let period_ms = i64::from(self.tick_every_s) * 1000;
+        let mut sends = Vec::new();
+        for (topic, partitions) in &self.clocked {
+            for partition in 0..*partitions {
+                let tick = ClockTicked {
+                    envelope: Envelope::new(
+                        format!("clock:{topic}:{partition}:{at}"),
+                        at,
+                        self.name.as_str(),
+                    ),
+                    clock: format!("every-{}s", self.tick_every_s),
+                    period_ms,
+                };
+                let bytes = mailfleet_events::encode(&tick)?;
+                sends.push(async move {
+                    self.producer
+                        .send_to_partition(topic, partition, &bytes)
+                        .await
+                });
+            }
+        }
+        futures::future::try_join_all(sends).await?;
+        tracing::debug!(at, "ticked");
+        Ok(())
+    }
+
+    fn job_due(&self, job: &str, at: i64, id: String) -> anyhow::Result<JobDue> {
+        let cfg = self
+            .jobs
+            .get(job)
+            .ok_or_else(|| anyhow::anyhow!("job {job:?} is due but not configured"))?;
+        let mut params = BTreeMap::new();
+        let kind = match cfg.kind {
+            JobKind::Purge => "purge",
+            JobKind::PostfixMap => "postfix-map",
+        };
+        if let Some(folder) = &cfg.folder {
+            params.insert("folder".into(), folder.clone());
+        }
+        if let Some(days) = cfg.older_than_days {
+            params.insert("older_than_days".into(), days.to_string());
+        }
+        if let Some(before) = cfg.received_before(at) {
+            params.insert("received_before".into(), before.to_string());
+        }
+        if cfg.kind == JobKind::Purge {
+            params.insert("window_minutes".into(), cfg.window_minutes.to_string());
+            params.insert("max_purges_per_s".into(), cfg.max_purges_per_s.to_string());
+        }
+        Ok(JobDue {
+            envelope: Envelope::new(id.clone(), at, self.name.as_str()),
+            job: job.into(),
+            kind: kind.into(),
+            due_at: at,
+            run_id: id,
+            params,
+        })
+    }
+}
+
+/// Where a new owner resumes.
+#[derive(Debug, Default, PartialEq)]
+struct ReadBack {
+    /// Everything at or before it was written (`None`: a first start).
+    last: Option<i64>,
+    /// Runs already written, not to be written again.
+    seen: HashSet<String>,
+}
+
+impl ReadBack {
+    /// From the records read back: the newest mark, or one ms before the
+    /// newest run if that is newer (its instant was cut short).
+    fn from_records(records: impl IntoIterator<Item = JobDue>) -> Self {
+        let (mut mark, mut run) = (None::<i64>, None::<i64>);
+        let mut seen = HashSet::new();
+        for r in records {
+            let t = r.envelope.event_time;
+            if r.kind == MARK_KIND {
+                mark = mark.max(Some(t));
+            } else {
+                run = run.max(Some(t));
+                seen.insert(r.run_id);
+            }
+        }
+        let last = match (mark, run) {
+            (Some(m), Some(r)) => Some(m.max(r - 1)),
+            (m, r) => m.or(r.map(|r| r - 1)),
+        };
+        Self { last, seen }
+    }
+}
+
+/// Read the newest records of every partition of the jobs topic.
+fn read_back(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<ReadBack> {
+    let consumer: BaseConsumer = client_config(kafka)
+        .set(
+            "group.id",
+            format!("mailfleet-scheduler-readback-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the read-back consumer")?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("scheduler.jobs_topic = {topic:?}: reading its metadata"))?;
+    let ids: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| p.id())
+        .collect();
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "scheduler.jobs_topic = {topic:?}: no such topic (run `mailfleet topics apply`)"
+    );
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for id in ids {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, id, timeout)
+            .with_context(|| format!("{topic}/{id}: reading its offsets"))?;
+        if high > low {
+            let start = low.max(high - READ_BACK_RECORDS);
+            tpl.add_partition_offset(topic, id, Offset::Offset(start))?;
+            ends.insert(id, high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(ReadBack::default());
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut records = Vec::new();
+    while !ends.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{topic}: reading back the last records timed out"
+        );
+        let Some(msg) = consumer.poll(POLL) else {
+            continue;
+        };
+        let msg = msg.with_context(|| format!("reading back {topic}"))?;
+        match Registry::builtin().decode::<JobDue>(msg.payload().unwrap_or_default()) {
+            Ok(record) => records.push(record),
+            Err(e) => tracing::warn!(%topic, partition = msg.partition(), offset = msg.offset(),
+                error = %e, "not a JobDue; ignored"),
+        }
+        if ends
+            .get(&msg.partition())
+            .is_some_and(|end| msg.offset() + 1 >= *end)
+        {
+            ends.remove(&msg.partition());
+        }
+    }
+    Ok(ReadBack::from_records(records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(job: &str, kind: &str, at: i64) -> JobDue {
+        let id = run_id(job, at).unwrap();
+        JobDue {
+            envelope: Envelope::new(id.clone(), at, "test"),
+            job: job.into(),
+            kind: kind.into(),
+            due_at: at,
+            run_id: id,
+            params: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn scheduler_read_back_resumes_after_the_newest_mark() {
+        let back = ReadBack::from_records([
+            record("a", "purge", 1_000),
+            record(MARK_JOB, MARK_KIND, 1_000),
+            record(MARK_JOB, MARK_KIND, 2_000),
+        ]);
+        assert_eq!(back.last, Some(2_000));
+    }
+
+    #[test]
+    fn scheduler_read_back_redoes_an_instant_cut_short_without_its_written_runs() {
+        let back = ReadBack::from_records([
+            record(MARK_JOB, MARK_KIND, 1_000),
+            record("a", "purge", 5_000),
+        ]);
+        assert_eq!(back.last, Some(4_999));
+        assert!(back.seen.contains(&run_id("a", 5_000).unwrap()));
+    }
+
+    #[test]
+    fn scheduler_read_back_of_an_empty_topic_is_a_first_start() {
+        assert_eq!(ReadBack::from_records([]), ReadBack::default());
+    }
+}
