@@ -398,36 +398,21 @@ async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Resu
             continue;
         };
         let line = match writer.name.as_str() {
-            AccountStatusChanged::NAME => registry
-                .decode::<AccountStatusChanged>(&bytes)
-                .ok()
-                .filter(|e| &e.account == gone)
-                .map(|e| {
-                    (
-                        e.envelope.event_time,
-                        format!("{:?} -> {:?}: {}", e.from, e.to, e.reason),
-                    )
-                }),
-            DeletionStepCompleted::NAME => registry
-                .decode::<DeletionStepCompleted>(&bytes)
-                .ok()
-                .filter(|e| &e.account == gone)
-                .map(|e| {
-                    (
-                        e.envelope.event_time,
-                        format!("deletion step {:?} done: {}", e.step, e.detail),
-                    )
-                }),
-            AccountDeleted::NAME => registry
-                .decode::<AccountDeleted>(&bytes)
-                .ok()
-                .filter(|e| &e.account == gone)
-                .map(|e| {
-                    (
-                        e.envelope.event_time,
-                        format!("AccountDeleted ({})", e.reason),
-                    )
-                }),
+            AccountStatusChanged::NAME => story::<AccountStatusChanged>(&bytes, gone, |e| {
+                (
+                    &e.account,
+                    format!("{:?} -> {:?}: {}", e.from, e.to, e.reason),
+                )
+            }),
+            DeletionStepCompleted::NAME => story::<DeletionStepCompleted>(&bytes, gone, |e| {
+                (
+                    &e.account,
+                    format!("deletion step {:?} done: {}", e.step, e.detail),
+                )
+            }),
+            AccountDeleted::NAME => story::<AccountDeleted>(&bytes, gone, |e| {
+                (&e.account, format!("AccountDeleted ({})", e.reason))
+            }),
             _ => None,
         };
         if let Some((at, text)) = line {
@@ -438,6 +423,18 @@ async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// One line of an account's history: `bytes` as an `E` about `account`,
+/// with its event time and what `tell` says of it.
+fn story<E: Event>(
+    bytes: &[u8],
+    account: &str,
+    tell: impl Fn(&E) -> (&String, String),
+) -> Option<(i64, String)> {
+    let event = Registry::builtin().decode::<E>(bytes).ok()?;
+    let (about, text) = tell(&event);
+    (about == account).then(|| (event.envelope().event_time, text))
 }
 
 fn now_ms() -> i64 {

@@ -116,11 +116,12 @@ mod tests {
             quota_bytes: 9,
             over_quota: true,
         });
-        let check = AccountCheck {
-            statuses: Some(statuses.clone()),
+        let check_with = |statuses: StatusProjection, null_sender: bool| AccountCheck {
+            statuses: Some(statuses),
             usage: usage.clone(),
-            inactive_accepts_null_sender: true,
+            inactive_accepts_null_sender: null_sender,
         };
+        let check = check_with(statuses.clone(), true);
         let from = "a@y";
         assert_eq!(check.check(from, "ok@x"), RcptStatus::Accept);
         assert_eq!(check.check(from, "full@x"), RcptStatus::OverQuota);
@@ -137,23 +138,15 @@ mod tests {
             RcptStatus::Accept,
             "the notice gets in"
         );
-        let strict = AccountCheck {
-            statuses: Some(statuses),
-            usage: usage.clone(),
-            inactive_accepts_null_sender: false,
-        };
+        let strict = check_with(statuses, false);
         assert_eq!(strict.check("", "idle@x"), RcptStatus::Inactive);
         let unchecked = AccountCheck {
             statuses: None,
-            usage,
+            usage: usage.clone(),
             inactive_accepts_null_sender: true,
         };
         assert_eq!(unchecked.check(from, "nobody@x"), RcptStatus::Accept);
-        let starting = AccountCheck {
-            statuses: Some(StatusProjection::default()),
-            usage: UsageProjection::default(),
-            inactive_accepts_null_sender: true,
-        };
+        let starting = check_with(StatusProjection::default(), true);
         assert_eq!(starting.check(from, "ok@x"), RcptStatus::TryLater);
     }
 }
