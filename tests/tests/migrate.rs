@@ -29,6 +29,14 @@ fn files(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// `migrate <account> --to-mail-root <root> --to-ldap-base <base>`.
+fn migrate_to(config: &Path, account: &str, root: &str, base: &str) -> anyhow::Result<Output> {
+    migrate(
+        config,
+        &[account, "--to-mail-root", root, "--to-ldap-base", base],
+    )
+}
+
 fn migrate(config: &Path, args: &[&str]) -> anyhow::Result<Output> {
     Ok(Command::new(mailfleet_bin())
         .arg("--config")
@@ -144,15 +152,11 @@ async fn migrate_copies_mail_and_entries_and_resets_the_password() -> anyhow::Re
         ),
     )?;
 
-    let out = migrate(
+    let out = migrate_to(
         &config,
-        &[
-            &account,
-            "--to-mail-root",
-            &paid_root.display().to_string(),
-            "--to-ldap-base",
-            PAID_BASE,
-        ],
+        &account,
+        &paid_root.display().to_string(),
+        PAID_BASE,
     )?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -239,15 +243,11 @@ async fn migrate_copies_mail_and_entries_and_resets_the_password() -> anyhow::Re
     );
 
     // Again: it converges (same files and entries, a new password).
-    let again = migrate(
+    let again = migrate_to(
         &config,
-        &[
-            &account,
-            "--to-mail-root",
-            &paid_root.display().to_string(),
-            "--to-ldap-base",
-            PAID_BASE,
-        ],
+        &account,
+        &paid_root.display().to_string(),
+        PAID_BASE,
     )?;
     assert!(
         again.status.success(),
@@ -290,29 +290,11 @@ async fn migrate_refuses_bad_targets_naming_them() -> anyhow::Result<()> {
         assert!(stderr.contains(expected), "{base}: {stderr}");
     }
     let missing = world.dir.join("no-such-root").display().to_string();
-    let out = migrate(
-        &config,
-        &[
-            &account,
-            "--to-mail-root",
-            &missing,
-            "--to-ldap-base",
-            PAID_BASE,
-        ],
-    )?;
+    let out = migrate_to(&config, &account, &missing, PAID_BASE)?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&missing));
     // An account with no entry: named, with slapd's answer.
-    let out = migrate(
-        &config,
-        &[
-            &account,
-            "--to-mail-root",
-            &root,
-            "--to-ldap-base",
-            PAID_BASE,
-        ],
-    )?;
+    let out = migrate_to(&config, &account, &root, PAID_BASE)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     let dn = account_dn(PEOPLE, &account);

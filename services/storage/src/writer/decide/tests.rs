@@ -38,6 +38,19 @@ fn run(state: &mut Overlay, input: StorageInput) -> Decision {
     d
 }
 
+/// The writer's own report of one Trash file of `bytes` purged from bob@x.
+fn purged_trash(bytes: i64) -> StorageInput {
+    StorageInput::Purged(MessagesPurged {
+        envelope: Envelope::new("pd", 2, "storage"),
+        account: "bob@x".into(),
+        folder: "Trash".into(),
+        count: 1,
+        bytes,
+        files: vec!["f".into()],
+        job: "j".into(),
+    })
+}
+
 fn topics(d: &Decision) -> Vec<&str> {
     d.outputs.iter().map(|o| o.topic.as_str()).collect()
 }
@@ -182,16 +195,7 @@ fn purges_lower_the_usage_and_inbox_is_never_purged() {
         run(&mut state, StorageInput::Purge(inbox)).verdict,
         Verdict::Reject(_)
     ));
-    let done = MessagesPurged {
-        envelope: Envelope::new("pd", 2, "storage"),
-        account: "bob@x".into(),
-        folder: "Trash".into(),
-        count: 1,
-        bytes: 90,
-        files: vec!["f".into()],
-        job: "j".into(),
-    };
-    run(&mut state, StorageInput::Purged(done));
+    run(&mut state, purged_trash(90));
     let usage = StateView::in_memory(&state)
         .get(&UsageKey("bob@x".into()))
         .unwrap();
@@ -233,16 +237,7 @@ fn bytes_per_plan_follow_deliveries_plan_moves_and_purges() {
     changes.sort();
     assert_eq!(changes, [("free".to_string(), 0), ("plus".to_string(), 40)]);
     state.extend(d.changes);
-    let done = MessagesPurged {
-        envelope: Envelope::new("pd", 2, "storage"),
-        account: "bob@x".into(),
-        folder: "Trash".into(),
-        count: 1,
-        bytes: 30,
-        files: vec!["f".into()],
-        job: "j".into(),
-    };
-    run(&mut state, StorageInput::Purged(done));
+    run(&mut state, purged_trash(30));
     assert_eq!(plan_bytes(&state, "plus"), 10);
 }
 
