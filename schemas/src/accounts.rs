@@ -86,6 +86,19 @@ pub enum AccountStatus {
     Unknown,
 }
 
+impl AccountStatus {
+    /// Whether an account in this status takes mail: pending and active
+    /// ones. The one rule behind both the LMTP RCPT check and the Postfix
+    /// recipient map, so the two never disagree. A blocked account takes
+    /// none (the block is for abuse or a compromise: its mailbox is
+    /// disabled, not only its sending); an inactive one takes none either,
+    /// save the null-sender exception the LMTP server makes for its
+    /// deactivation notice.
+    pub fn takes_mail(self) -> bool {
+        matches!(self, Self::Pending | Self::Active)
+    }
+}
+
 /// `mailfleet.accounts.AccountRegistered`: a new account (hash only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRegistered {

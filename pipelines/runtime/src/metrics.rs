@@ -92,6 +92,33 @@ pub const STORAGE_MESSAGES: &str = "mailfleet_storage_messages_total";
 /// The storage writer's and the indexer's names, for the test that each is emitted.
 pub const STORAGE_ALL: &[&str] = &[INDEX_MESSAGES, INDEX_BYTES, STORAGE_BYTES, STORAGE_MESSAGES];
 
+/// Purges a purge run planned, per `job` (the run's job name).
+pub const PURGES_PLANNED: &str = "mailfleet_purges_planned_total";
+/// `PurgeRequested` released on clock ticks, per `folder`.
+pub const PURGES_RELEASED: &str = "mailfleet_purges_released_total";
+/// The busiest minute of the latest plan, per `job` and `partition` (one
+/// partition's share: the sum over partitions is the whole run's bound).
+pub const PURGE_PLAN_PEAK_PER_MINUTE: &str = "mailfleet_purge_plan_peak_per_minute";
+/// Accounts of the latest plan placed past its window, per `job` and
+/// `partition` (more than 0: the window is too small at the rate limit).
+pub const PURGE_PLAN_PAST_WINDOW: &str = "mailfleet_purge_plan_past_window";
+/// The busiest minute actually released (by planned time), per `partition`.
+pub const PURGES_RELEASED_PEAK_PER_MINUTE: &str = "mailfleet_purges_released_peak_per_minute";
+
+/// Lines in the installed Postfix recipient map.
+pub const POSTFIX_MAP_ENTRIES: &str = "mailfleet_postfix_map_entries";
+/// Postfix map runs, by `result`: installed, unchanged, failed.
+pub const POSTFIX_MAP_RUNS: &str = "mailfleet_postfix_map_runs_total";
+
+/// The purge planner's names, for the test that each is emitted.
+pub const PURGER_ALL: &[&str] = &[
+    PURGES_PLANNED,
+    PURGES_RELEASED,
+    PURGE_PLAN_PEAK_PER_MINUTE,
+    PURGE_PLAN_PAST_WINDOW,
+    PURGES_RELEASED_PEAK_PER_MINUTE,
+];
+
 /// The runtime's names, for the test that each is emitted.
 pub const ALL: &[&str] = &[
     EVENTS_PROCESSED,

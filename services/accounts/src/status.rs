@@ -6,7 +6,8 @@
 //! | latest status                 | RCPT answer                        |
 //! |-------------------------------|------------------------------------|
 //! | none (never registered)       | unknown: `550 5.1.1`               |
-//! | pending, active, blocked      | accepted (a block stops sending)   |
+//! | pending, active               | accepted                           |
+//! | blocked                       | disabled: `550 5.2.1`              |
 //! | inactive, deleting, deleted   | disabled: `550 5.1.1`              |
 //! | (projection not caught up)    | try later: `451 4.3.0`             |
 
@@ -88,11 +89,22 @@ impl StatusProjection {
         let map = self.statuses.read().unwrap_or_else(|p| p.into_inner());
         match map.get(account) {
             None => Mailbox::Unknown,
-            Some(AccountStatus::Pending | AccountStatus::Active | AccountStatus::Blocked) => {
-                Mailbox::Open
-            }
+            Some(status) if status.takes_mail() => Mailbox::Open,
             Some(closed) => Mailbox::Closed(*closed),
         }
+    }
+
+    /// Every account's latest status, sorted by account; `None` while the
+    /// projection is still catching up (a partial list would close open
+    /// accounts).
+    pub fn snapshot(&self) -> Option<Vec<(String, AccountStatus)>> {
+        if !self.following.caught_up() {
+            return None;
+        }
+        let map = self.statuses.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = map.iter().map(|(a, s)| (a.clone(), *s)).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(all)
     }
 
     /// Accounts known, by status (for metrics and `show`).
@@ -131,7 +143,10 @@ mod tests {
         for (status, expected) in [
             (AccountStatus::Pending, Mailbox::Open),
             (AccountStatus::Active, Mailbox::Open),
-            (AccountStatus::Blocked, Mailbox::Open),
+            (
+                AccountStatus::Blocked,
+                Mailbox::Closed(AccountStatus::Blocked),
+            ),
             (
                 AccountStatus::Inactive,
                 Mailbox::Closed(AccountStatus::Inactive),
@@ -150,5 +165,10 @@ mod tests {
             assert_eq!(p.mailbox("bob@x"), expected, "{status:?}");
         }
         assert_eq!(p.counts().get(&AccountStatus::Active), Some(&1));
+        assert_eq!(
+            p.snapshot(),
+            Some(vec![("bob@x".to_string(), AccountStatus::Active)])
+        );
+        assert_eq!(StatusProjection::default().snapshot(), None);
     }
 }

@@ -19,7 +19,7 @@ use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
     RuntimeError, Topology,
 };
-use mailfleet_scheduler::SchedulerConfig;
+use mailfleet_scheduler::{purger::PurgerConfig, SchedulerConfig};
 use mailfleet_storage::writer::StorageConfig;
 use serde::Deserialize;
 
@@ -74,6 +74,45 @@ pub struct SchedulerSection {
     /// How long a silent active scheduler keeps the lease (Kafka's
     /// `session.timeout.ms`): the longest pause before a standby takes over.
     pub lease_session_timeout_ms: u32,
+    /// Every purge `JobDue` is also written into each partition of this
+    /// topic, where each partition of the purge planner plans its accounts
+    /// (`mail.purge`; it must be one of the `[clock] topics` too).
+    pub purge_topic: String,
+    /// The Postfix recipient map (`mailfleet postfix-map`).
+    pub postfix_map: PostfixMapConfig,
+}
+
+/// `[scheduler.postfix_map]`: where `mailfleet postfix-map` installs the
+/// `virtual_mailbox_maps` table, rendered from the account status
+/// projection on each `postfix-map` job run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostfixMapConfig {
+    /// The map's source file; Postfix reads `<type>:<path>` (the `.db`
+    /// postmap writes beside it). `ops/postfix map-path` prints the test
+    /// instance's.
+    pub path: PathBuf,
+    /// The table type given to postmap and Postfix.
+    pub map_type: String,
+    /// The postmap program.
+    pub postmap: String,
+    /// `postmap -c`: the Postfix config folder (needed when
+    /// /etc/postfix/main.cf does not exist); empty: postmap's default.
+    pub postfix_config_dir: PathBuf,
+    /// The compacted status topic the map is rendered from.
+    pub status_topic: String,
+}
+
+impl Default for PostfixMapConfig {
+    fn default() -> Self {
+        Self {
+            path: "run/postfix/etc/recipients".into(),
+            map_type: "hash".into(),
+            postmap: "postmap".into(),
+            postfix_config_dir: "run/postfix/etc".into(),
+            status_topic: "accounts.status".into(),
+        }
+    }
 }
 
 impl Default for SchedulerSection {
@@ -84,6 +123,8 @@ impl Default for SchedulerSection {
             lease_topic: "scheduler.lease".into(),
             lease_group: "mailfleet-scheduler".into(),
             lease_session_timeout_ms: 10_000,
+            purge_topic: "mail.purge".into(),
+            postfix_map: PostfixMapConfig::default(),
         }
     }
 }
@@ -106,6 +147,11 @@ impl<'de> Deserialize<'de> for SchedulerSection {
         take_string("jobs_topic", &mut out.jobs_topic)?;
         take_string("lease_topic", &mut out.lease_topic)?;
         take_string("lease_group", &mut out.lease_group)?;
+        take_string("purge_topic", &mut out.purge_topic)?;
+        if let Some(v) = table.remove("postfix_map") {
+            out.postfix_map = serde_json::from_value(v)
+                .map_err(|e| D::Error::custom(format!("[scheduler.postfix_map]: {e}")))?;
+        }
         if let Some(v) = table.remove("lease_session_timeout_ms") {
             out.lease_session_timeout_ms = v
                 .as_u64()
@@ -130,10 +176,17 @@ impl SchedulerSection {
             ("jobs_topic", &self.jobs_topic),
             ("lease_topic", &self.lease_topic),
             ("lease_group", &self.lease_group),
+            ("purge_topic", &self.purge_topic),
+            ("postfix_map.map_type", &self.postfix_map.map_type),
+            ("postfix_map.postmap", &self.postfix_map.postmap),
+            ("postfix_map.status_topic", &self.postfix_map.status_topic),
         ] {
             if value.trim().is_empty() {
                 out.push(format!("scheduler.{key} = {value:?}: must not be empty"));
             }
+        }
+        if self.postfix_map.path.as_os_str().is_empty() {
+            out.push("scheduler.postfix_map.path = \"\": must not be empty".into());
         }
         // The broker's group.min/max.session.timeout.ms defaults.
         if !(6_000..=300_000).contains(&self.lease_session_timeout_ms) {
@@ -161,7 +214,11 @@ pub struct ClockConfig {
 impl Default for ClockConfig {
     fn default() -> Self {
         Self {
-            topics: vec!["smtp.attempts".into(), "accounts.events".into()],
+            topics: vec![
+                "smtp.attempts".into(),
+                "accounts.events".into(),
+                "mail.purge".into(),
+            ],
             every_s: 3600,
         }
     }
@@ -222,6 +279,8 @@ pub struct ConsumersConfig {
     pub directory: DirectoryConfig,
     /// The notifier (notices and admin alerts by SMTP).
     pub notifier: NotifierConfig,
+    /// The purge planner (staggered Trash and Spam clean-ups).
+    pub purger: PurgerConfig,
 }
 
 impl Config {
@@ -251,6 +310,7 @@ impl Config {
         out.extend(self.consumers.deleter.problems());
         out.extend(self.consumers.directory.problems());
         out.extend(self.consumers.notifier.problems());
+        out.extend(self.consumers.purger.problems());
         out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());
         out.extend(self.api.problems());

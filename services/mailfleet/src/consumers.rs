@@ -11,6 +11,7 @@ use mailfleet_counter::Counter;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
 use mailfleet_runtime::{run, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
+use mailfleet_scheduler::purger::Purger;
 use mailfleet_storage::{index::Indexer, writer::StorageWriter};
 
 use crate::config::Config;
@@ -26,6 +27,7 @@ pub const NAMES: &[&str] = &[
     "deleter",
     "directory",
     "notifier",
+    "purger",
 ];
 
 /// Run one consumer until shutdown.
@@ -97,6 +99,17 @@ pub async fn run_consumer(
             let notifier = Notifier::new(n, &n.sent_log_dir(&cfg.runtime.data_dir))
                 .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
             run(notifier, spec, shutdown).await
+        }
+        "purger" => {
+            // Its inputs are co-partitioned: one lane per partition.
+            let partitions = route
+                .reads
+                .iter()
+                .filter_map(|t| topology.topics.get(t).map(|spec| spec.partitions))
+                .max()
+                .unwrap_or(1);
+            let purger = Purger::new(cfg.consumers.purger.clone(), partitions);
+            run(purger, spec, shutdown).await
         }
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",

@@ -1,7 +1,8 @@
 //! `mailfleet lmtp`: the LMTP server with its RCPT check, which asks the
 //! account status projection first (unknown, inactive, deleting or
-//! deleted: `550 5.1.1`) and the usage projection second (over quota:
-//! `552 5.2.2`).
+//! deleted: `550 5.1.1`; blocked: `550 5.2.1`) and the usage projection
+//! second (over quota: `552 5.2.2`). The status rule is
+//! `AccountStatus::takes_mail`, the one the scheduler's Postfix map uses.
 //!
 //! One exception: an inactive account (in its grace period) still takes
 //! mail from the null sender `<>`, so the deactivation notice the
@@ -38,6 +39,7 @@ impl RecipientCheck for AccountCheck {
                 Mailbox::Closed(AccountStatus::Inactive)
                     if sender.is_empty() && self.inactive_accepts_null_sender => {}
                 Mailbox::Unknown => return RcptStatus::Unknown,
+                Mailbox::Closed(AccountStatus::Blocked) => return RcptStatus::Disabled,
                 Mailbox::Closed(_) => return RcptStatus::Inactive,
                 Mailbox::NotReady => return RcptStatus::TryLater,
             }
@@ -108,6 +110,7 @@ mod tests {
         statuses.apply(&status("gone@x", AccountStatus::Deleted));
         statuses.apply(&status("ok@x", AccountStatus::Active));
         statuses.apply(&status("idle@x", AccountStatus::Inactive));
+        statuses.apply(&status("evil@x", AccountStatus::Blocked));
         usage.apply(&UsageChanged {
             envelope: Envelope::new("u", 1, "storage"),
             account: "full@x".into(),
@@ -132,6 +135,8 @@ mod tests {
             "deleted: never"
         );
         assert_eq!(check.check(from, "nobody@x"), RcptStatus::Unknown);
+        assert_eq!(check.check(from, "evil@x"), RcptStatus::Disabled);
+        assert_eq!(check.check("", "evil@x"), RcptStatus::Disabled);
         assert_eq!(check.check(from, "idle@x"), RcptStatus::Inactive);
         assert_eq!(
             check.check("", "idle@x"),

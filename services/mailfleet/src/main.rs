@@ -13,6 +13,7 @@ mod demo_mail;
 mod index;
 mod lmtp;
 mod migrate;
+mod postfix_map;
 mod scan;
 mod scheduler;
 
@@ -66,6 +67,12 @@ enum Command {
     },
     /// Emit clock ticks and scheduled job runs (`[scheduler]`); one instance is active, others stand by.
     Scheduler,
+    /// Install Postfix's recipient map (`[scheduler.postfix_map]`) on each postfix-map job run.
+    PostfixMap {
+        /// Install once from the status projection and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Manage the topics of the topology.
     Topics {
         #[command(subcommand)]
@@ -145,6 +152,11 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             scheduler::run(&cfg, shutdown).await
+        }
+        Command::PostfixMap { once } => {
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            postfix_map::run(&cfg, once, shutdown).await
         }
         Command::Bench { which } => bench::run(which, &cfg).await,
         Command::Demo(args) => demo::run(args, &cfg).await,

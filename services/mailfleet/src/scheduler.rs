@@ -2,7 +2,9 @@
 //! `ClockTicked` into every partition of each `[clock] topics` topic every
 //! `scheduler.tick_every_s`, and a `JobDue` to `scheduler.jobs_topic` for
 //! every run of a `[scheduler.jobs.*]` job; what is due when comes from the
-//! pure core, [`mailfleet_scheduler::Schedules`].
+//! pure core, [`mailfleet_scheduler::Schedules`]. A purge run also goes
+//! into every partition of `scheduler.purge_topic`, where each partition of
+//! the purge planner (`mailfleet run purger`) plans its own accounts.
 //!
 //! **The lease: exactly one active scheduler.** Every instance joins the
 //! consumer group `scheduler.lease_group` on the one-partition topic
@@ -71,6 +73,13 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .map(|t| Ok((t.clone(), partitions(&topology, "clock.topics", t)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     partitions(&topology, "scheduler.jobs_topic", &sec.jobs_topic)?;
+    let purge_partitions = partitions(&topology, "scheduler.purge_topic", &sec.purge_topic)?;
+    anyhow::ensure!(
+        cfg.clock.topics.contains(&sec.purge_topic),
+        "scheduler.purge_topic = {:?}: is not in clock.topics {:?}; the purge planner releases purges on its ticks",
+        sec.purge_topic,
+        cfg.clock.topics
+    );
     let lease_partitions = partitions(&topology, "scheduler.lease_topic", &sec.lease_topic)?;
     anyhow::ensure!(
         lease_partitions == 1,
@@ -82,6 +91,7 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         producer: EventProducer::new(&cfg.kafka, "mailfleet-scheduler")?,
         kafka: cfg.kafka.clone(),
         jobs_topic: sec.jobs_topic.clone(),
+        purge: (sec.purge_topic.clone(), purge_partitions),
         jobs: sec.core.jobs.clone(),
         tick_every_s: sec.core.tick_every_s,
         schedules,
@@ -196,6 +206,8 @@ struct Emitter {
     producer: EventProducer,
     kafka: KafkaConfig,
     jobs_topic: String,
+    /// The purge topic and its partitions: each gets every purge run.
+    purge: (String, i32),
     jobs: BTreeMap<String, JobConfig>,
     tick_every_s: u32,
     schedules: Schedules,
@@ -290,6 +302,9 @@ impl Emitter {
                         continue;
                     }
                     let event = self.job_due(job, *at, id)?;
+                    if event.kind == "purge" {
+                        self.fan_out(&event).await?;
+                    }
                     self.producer
                         .send(&self.jobs_topic, job.as_bytes(), &event)
                         .await?;
@@ -337,6 +352,24 @@ impl Emitter {
         }
         futures::future::try_join_all(sends).await?;
         tracing::debug!(at, "ticked");
+        Ok(())
+    }
+
+    /// A purge run into every partition of the purge topic, before its
+    /// record on the jobs topic: a run a new owner finds there reached
+    /// every planner (a repeat is ignored by its run id).
+    async fn fan_out(&self, event: &JobDue) -> anyhow::Result<()> {
+        let (topic, partitions) = (&self.purge.0, self.purge.1);
+        let bytes = mailfleet_events::encode(event)?;
+        let sends = (0..partitions).map(|partition| {
+            let bytes = &bytes;
+            async move {
+                self.producer
+                    .send_to_partition(topic, partition, bytes)
+                    .await
+            }
+        });
+        futures::future::try_join_all(sends).await?;
         Ok(())
     }
 

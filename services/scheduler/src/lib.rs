@@ -50,6 +50,7 @@ pub mod config;
 mod cron_fields;
 mod error;
 pub mod postfix_map;
+pub mod purger;
 pub mod schedule;
 pub mod stagger;
 

@@ -14,6 +14,14 @@
 //!
 //! Budgets for a rate `r` per second: `max(1, floor(r))` a second and
 //! `max(1, floor(60 r))` a minute, so a rate under 1/s is met per minute.
+//!
+//! **Shards.** A purge is planned by every partition of the purge topic on
+//! its own (the accounts are sharded by key hash over the partitions), and
+//! the limit must hold for their sum. Each partition is a [`Lane`]: it
+//! places only in the seconds it owns (epoch second mod the partition
+//! count), so no second is shared, and [`RateLimit::shared`] splits the
+//! per-minute budget between the lanes. Summed over every lane, a second
+//! holds at most `max(1, floor(r))` and a minute at most `60 r`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -77,11 +85,78 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// The budgets of one of `lanes` lanes sharing `max_per_s`: the whole
+    /// per-second budget in the seconds the lane owns, and its share of
+    /// the per-minute one, which must be at least one.
+    pub fn shared(max_per_s: f64, lanes: u32) -> Result<Self, SchedulerError> {
+        let whole = Self::new(max_per_s)?;
+        let lanes = lanes.max(1);
+        if lanes == 1 {
+            return Ok(whole);
+        }
+        let per_minute = (max_per_s * 60.0 / f64::from(lanes)).floor();
+        if per_minute < 1.0 {
+            return Err(SchedulerError::PlanPurge {
+                what: "max_purges_per_s",
+                value: max_per_s.to_string(),
+                reason: "gives each partition of the purge topic less than one purge a minute",
+            });
+        }
+        Ok(Self {
+            per_second: whole.per_second,
+            per_minute: per_minute as u32,
+        })
+    }
+}
+
+/// The seconds one shard may use: those whose epoch second is `index`
+/// modulo `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl Lane {
+    /// Every second: an unsharded plan.
+    pub const WHOLE: Lane = Lane { index: 0, of: 1 };
+
+    /// Partition `partition` of `partitions`.
+    pub fn partition(partition: i32, partitions: i32) -> Result<Self, SchedulerError> {
+        let of = u32::try_from(partitions).ok().filter(|n| *n >= 1);
+        let index = u32::try_from(partition).ok();
+        match (index, of) {
+            (Some(index), Some(of)) if index < of => Ok(Self { index, of }),
+            _ => Err(SchedulerError::PlanPurge {
+                what: "partition",
+                value: format!("{partition} of {partitions}"),
+                reason: "must be one of the purge topic's partitions",
+            }),
+        }
+    }
+
+    fn owns(self, time_ms: i64) -> bool {
+        time_ms.div_euclid(1000).rem_euclid(i64::from(self.of)) == i64::from(self.index)
+    }
+}
+
 /// Plan a purge of `accounts` due at `due_at` over `window_ms`.
 pub fn plan<S: AsRef<str>>(
     due_at: i64,
     window_ms: i64,
     limit: RateLimit,
+    accounts: &[S],
+) -> Result<PurgePlan, SchedulerError> {
+    plan_lane(due_at, window_ms, limit, Lane::WHOLE, accounts)
+}
+
+/// Plan one shard's accounts in its `lane`.
+pub fn plan_lane<S: AsRef<str>>(
+    due_at: i64,
+    window_ms: i64,
+    limit: RateLimit,
+    lane: Lane,
     accounts: &[S],
 ) -> Result<PurgePlan, SchedulerError> {
     if window_ms < 1000 {
@@ -96,7 +171,7 @@ pub fn plan<S: AsRef<str>>(
     // The latest possible placement: the window, then one a minute.
     let latest = i64::try_from(unique.len())
         .ok()
-        .and_then(|n| n.checked_mul(60_000))
+        .and_then(|n| n.checked_mul(60_000 * i64::from(lane.of)))
         .and_then(|spill| spill.checked_add(window_ms))
         .and_then(|span| due_at.checked_add(span));
     if latest.is_none() {
@@ -112,7 +187,7 @@ pub fn plan<S: AsRef<str>>(
         .collect();
     wanted.sort_unstable();
     let mut slots = Vec::with_capacity(wanted.len());
-    let mut buckets = Buckets::new(due_at, limit);
+    let mut buckets = Buckets::new(due_at, limit, lane);
     // First pass: each account at the first free second from its own.
     // Second pass: those that would fall past the window take the seconds
     // left free in it from its start, then run past it.
@@ -159,22 +234,24 @@ fn hash(account: &str) -> u64 {
 struct Buckets {
     due_at: i64,
     limit: RateLimit,
+    lane: Lane,
     seconds: HashMap<i64, u32>,
     minutes: HashMap<i64, u32>,
 }
 
 impl Buckets {
-    fn new(due_at: i64, limit: RateLimit) -> Self {
+    fn new(due_at: i64, limit: RateLimit, lane: Lane) -> Self {
         Self {
             due_at,
             limit,
+            lane,
             seconds: HashMap::new(),
             minutes: HashMap::new(),
         }
     }
 
-    /// The first second at or after `o` (seconds after `due_at`) with room
-    /// in both its second and its minute.
+    /// The first second at or after `o` (seconds after `due_at`) in the
+    /// lane with room in both its second and its minute.
     fn first_free(&self, mut o: i64) -> i64 {
         loop {
             let minute = self.minute(o);
@@ -182,7 +259,9 @@ impl Buckets {
                 // The first second whose time falls in the next minute.
                 let next_minute_ms = (minute + 1) * 60_000 - self.due_at;
                 o = (next_minute_ms + 999).div_euclid(1000);
-            } else if self.seconds.get(&o).copied().unwrap_or(0) >= self.limit.per_second {
+            } else if !self.lane.owns(self.time(o))
+                || self.seconds.get(&o).copied().unwrap_or(0) >= self.limit.per_second
+            {
                 o += 1;
             } else {
                 return o;

@@ -13,6 +13,8 @@ pub enum RcptStatus {
     Unknown,
     /// The account exists but takes no mail (deactivated, deleted).
     Inactive,
+    /// The account is blocked (abuse, a compromise): its mailbox is disabled.
+    Disabled,
     /// The account is already over its quota.
     OverQuota,
     /// The projection cannot answer now.
@@ -245,6 +247,7 @@ impl Session {
             }
             RcptStatus::Unknown => reply(550, "5.1.1", &format!("<{to}>: no such user")),
             RcptStatus::Inactive => reply(550, "5.1.1", &format!("<{to}>: account disabled")),
+            RcptStatus::Disabled => reply(550, "5.2.1", &format!("<{to}>: mailbox disabled")),
             RcptStatus::OverQuota => reply(552, "5.2.2", &format!("<{to}>: mailbox full")),
             RcptStatus::TryLater => reply(451, "4.3.0", &format!("<{to}>: try again later")),
         };
@@ -280,6 +283,7 @@ mod tests {
         fn check(&self, _sender: &str, account: &str) -> RcptStatus {
             match account {
                 "gone@example.org" => RcptStatus::Inactive,
+                "locked@example.org" => RcptStatus::Disabled,
                 "full@example.org" => RcptStatus::OverQuota,
                 a if a.ends_with("@example.org") => RcptStatus::Accept,
                 _ => RcptStatus::Unknown,
@@ -320,6 +324,7 @@ mod tests {
         );
         assert!(text(s.handle(b"RCPT TO:<x@elsewhere.net>", d)).starts_with("550 5.1.1"));
         assert!(text(s.handle(b"RCPT TO:<gone@example.org>", d)).starts_with("550 5.1.1"));
+        assert!(text(s.handle(b"RCPT TO:<locked@example.org>", d)).starts_with("550 5.2.1"));
         assert!(text(s.handle(b"RCPT TO:<full@example.org>", d)).starts_with("552 5.2.2"));
         let Step::Data(tx) = s.handle(b"DATA", d) else {
             panic!("expected DATA")

@@ -163,3 +163,100 @@ fn scheduler_stagger_a_dense_window_is_held_at_the_limit() {
     assert_eq!(over.past_window, 1000, "9,000 fit 30 minutes");
     assert_eq!((over.peak_per_second, busiest(&over, 1000)), (5, 5));
 }
+
+/// The plans of every partition, merged as the storage writers see them.
+fn merged(plans: &[PurgePlan]) -> PurgePlan {
+    let mut slots: Vec<Slot> = plans.iter().flat_map(|p| p.slots.clone()).collect();
+    slots.sort_unstable_by(|a, b| (a.at, &a.account).cmp(&(b.at, &b.account)));
+    let (peak_per_second, peak_per_minute) = peaks(&slots);
+    PurgePlan {
+        past_window: plans.iter().map(|p| p.past_window).sum(),
+        duplicates: 0,
+        window_end: plans[0].window_end,
+        slots,
+        peak_per_second,
+        peak_per_minute,
+    }
+}
+
+#[test]
+fn scheduler_stagger_12_partitions_planning_alone_hold_the_limit_together() {
+    let all = accounts(10_000);
+    let partitions = 12;
+    let limit = RateLimit::shared(5.0, partitions as u32).unwrap();
+    assert_eq!(
+        limit,
+        RateLimit {
+            per_second: 5,
+            per_minute: 25
+        }
+    );
+    let plans: Vec<PurgePlan> = (0..partitions)
+        .map(|p| {
+            // Any sharding will do; the planner gets Kafka's.
+            let shard: Vec<&String> = all
+                .iter()
+                .filter(|a| hash(a) % partitions as u64 == p as u64)
+                .collect();
+            let lane = Lane::partition(p, partitions).unwrap();
+            plan_lane(MIDNIGHT, 4 * HOUR_MS, limit, lane, &shard).unwrap()
+        })
+        .collect();
+    let all_of_them = merged(&plans);
+    assert_eq!(all_of_them.slots.len(), 10_000);
+    assert_eq!(all_of_them.past_window, 0);
+    assert!(busiest(&all_of_them, 1000) <= 5);
+    assert!(
+        busiest(&all_of_them, 60_000) <= 300,
+        "{}",
+        busiest(&all_of_them, 60_000)
+    );
+    for (p, plan) in plans.iter().enumerate() {
+        assert!(
+            plan.slots
+                .iter()
+                .all(|s| (s.at / 1000) % partitions as i64 == p as i64),
+            "partition {p} keeps to its own seconds"
+        );
+    }
+    for hour in 0..4 {
+        let start = MIDNIGHT + hour * HOUR_MS;
+        let n = all_of_them
+            .slots
+            .iter()
+            .filter(|s| s.at >= start && s.at < start + HOUR_MS)
+            .count();
+        assert!((2000..3000).contains(&n), "hour {hour}: {n}");
+    }
+}
+
+#[test]
+fn scheduler_stagger_partitions_too_many_for_the_rate_are_refused() {
+    let err = RateLimit::shared(0.1, 12).unwrap_err().to_string();
+    assert!(err.contains("max_purges_per_s = 0.1"), "{err}");
+    assert!(err.contains("partition"), "{err}");
+    assert_eq!(
+        RateLimit::shared(0.5, 1).unwrap(),
+        RateLimit::new(0.5).unwrap()
+    );
+    // Under 1/s with lanes: each second is one lane's, a minute's share
+    // per lane; the sum stays within 60 r.
+    let limit = RateLimit::shared(0.5, 3).unwrap();
+    assert_eq!((limit.per_second, limit.per_minute), (1, 10));
+    let plans: Vec<PurgePlan> = (0..3)
+        .map(|p| {
+            let shard = accounts(60)
+                .into_iter()
+                .filter(|a| hash(a) % 3 == p as u64)
+                .collect::<Vec<_>>();
+            let lane = Lane::partition(p, 3).unwrap();
+            plan_lane(MIDNIGHT, 10 * 60_000, limit, lane, &shard).unwrap()
+        })
+        .collect();
+    let all = merged(&plans);
+    assert_eq!(all.slots.len(), 60);
+    assert!(busiest(&all, 60_000) <= 30);
+    assert!(busiest(&all, 1000) <= 1);
+    assert!(Lane::partition(3, 3).is_err());
+    assert!(Lane::partition(-1, 3).is_err());
+}
