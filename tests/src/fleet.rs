@@ -27,6 +27,9 @@ pub struct FleetOptions<'a> {
     pub storage_extra: &'a str,
     /// More config tables (`[consumers.lifecycle]`, `[ldap]`, ...).
     pub tables: String,
+    /// Tables that name the world's topics, e.g.
+    /// [`MailWorld::scheduler_tables`].
+    pub world_tables: fn(&MailWorld) -> String,
 }
 
 impl Default for FleetOptions<'_> {
@@ -37,6 +40,7 @@ impl Default for FleetOptions<'_> {
             consumers: &["scanner", "storage", "index"],
             storage_extra: "",
             tables: String::new(),
+            world_tables: |_| String::new(),
         }
     }
 }
@@ -77,7 +81,8 @@ impl Fleet {
         let mail_root = world.dir.join("mail");
         let tables = world.scanner_table(options.clamd, &[])
             + &world.storage_table(&mail_root, None, options.storage_extra)
-            + &options.tables;
+            + &options.tables
+            + &(options.world_tables)(&world);
         let metrics = free_port();
         let config = world.write_config("fleet.toml", metrics, &tables)?;
         let lmtp_cfg = world.write_config("lmtp.toml", free_port(), &tables)?;

@@ -37,6 +37,9 @@ pub struct MailWorld {
     pub notify: String,
     /// The lifecycle's compacted status topic (the LMTP RCPT check).
     pub status: String,
+    /// The scheduler's job runs and its lease (one partition).
+    pub jobs: String,
+    pub lease: String,
     pub lmtp_port: u16,
     /// Whether the LMTP server refuses recipients that are not active
     /// accounts (`lmtp.check_accounts`); off unless a test registers them.
@@ -60,6 +63,8 @@ impl MailWorld {
             usage: topic("usage"),
             notify: topic("notify"),
             status: topic("status"),
+            jobs: topic("jobs"),
+            lease: topic("lease"),
             lmtp_port: free_port(),
             check_accounts: false,
             kafka,
@@ -83,12 +88,15 @@ impl MailWorld {
             &self.usage,
             &self.notify,
             &self.status,
+            &self.jobs,
         ];
+        let mut all = topics
+            .iter()
+            .map(|t| (t.to_string(), TopicSpec::scratch(3)))
+            .collect::<BTreeMap<_, _>>();
+        all.insert(self.lease.clone(), TopicSpec::scratch(1));
         Topology {
-            topics: topics
-                .iter()
-                .map(|t| (t.to_string(), TopicSpec::scratch(3)))
-                .collect::<BTreeMap<_, _>>(),
+            topics: all,
             consumers: BTreeMap::from([
                 (
                     "scanner".to_string(),
@@ -144,6 +152,11 @@ impl MailWorld {
                     &[&self.accounts, &self.alerts],
                 ),
                 self.route("notifier", &[&self.notify, &self.alerts], &[]),
+                self.route(
+                    "purger",
+                    &[&self.stored, &self.purge],
+                    &[&self.purge, &self.alerts],
+                ),
             ]),
         }
     }
@@ -225,6 +238,24 @@ impl MailWorld {
             self.usage,
             self.notify,
             self.accounts,
+        )
+    }
+
+    /// The `[clock]`, `[scheduler]` (ticks every second, this world's
+    /// topics, `jobs` as `[scheduler.jobs.*]` tables) and
+    /// `[consumers.purger]` tables.
+    pub fn scheduler_tables(&self, jobs: &str) -> String {
+        format!(
+            "[clock]\ntopics = [{purge:?}]\n\
+             [consumers.purger]\npurge_topic = {purge:?}\nalerts_topic = {alerts:?}\n\
+             [scheduler]\ntick_every_s = 1\njobs_topic = {jobs_topic:?}\nlease_topic = {lease:?}\n\
+             lease_group = \"{name}-lease\"\nlease_session_timeout_ms = 6000\npurge_topic = {purge:?}\n\
+             {jobs}\n",
+            purge = self.purge,
+            alerts = self.alerts,
+            jobs_topic = self.jobs,
+            lease = self.lease,
+            name = self.name,
         )
     }
 

@@ -154,6 +154,9 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             scheduler::run(&cfg, shutdown).await
         }
         Command::PostfixMap { once } => {
+            if !once {
+                metrics::install_exporter(&cfg.metrics)?;
+            }
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             postfix_map::run(&cfg, once, shutdown).await

@@ -73,13 +73,19 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .map(|t| Ok((t.clone(), partitions(&topology, "clock.topics", t)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     partitions(&topology, "scheduler.jobs_topic", &sec.jobs_topic)?;
-    let purge_partitions = partitions(&topology, "scheduler.purge_topic", &sec.purge_topic)?;
-    anyhow::ensure!(
-        cfg.clock.topics.contains(&sec.purge_topic),
-        "scheduler.purge_topic = {:?}: is not in clock.topics {:?}; the purge planner releases purges on its ticks",
-        sec.purge_topic,
-        cfg.clock.topics
-    );
+    // Only a purge job needs the purge topic, and its ticks.
+    let purges = sec.core.jobs.values().any(|j| j.kind == JobKind::Purge);
+    let purge_partitions = if purges {
+        anyhow::ensure!(
+            cfg.clock.topics.contains(&sec.purge_topic),
+            "scheduler.purge_topic = {:?}: is not in clock.topics {:?}; the purge planner releases purges on its ticks",
+            sec.purge_topic,
+            cfg.clock.topics
+        );
+        partitions(&topology, "scheduler.purge_topic", &sec.purge_topic)?
+    } else {
+        0
+    };
     let lease_partitions = partitions(&topology, "scheduler.lease_topic", &sec.lease_topic)?;
     anyhow::ensure!(
         lease_partitions == 1,

@@ -202,7 +202,14 @@ impl Maildirs {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let parsed = parse_name(&name);
-                if before_secs.is_some_and(|b| parsed.secs.is_none_or(|s| s >= b)) {
+                // A name without its delivery time (not written by a
+                // Maildir-aware program) is dated by its modification time.
+                let secs = parsed.secs.or_else(|| {
+                    let modified = entry.metadata().ok()?.modified().ok()?;
+                    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+                    i64::try_from(since.as_secs()).ok()
+                });
+                if before_secs.is_some_and(|b| secs.is_none_or(|s| s >= b)) {
                     continue;
                 }
                 let size = parsed
@@ -518,5 +525,19 @@ mod tests {
         );
         let inbox = dir.path().join("example.org/bob/Maildir/new");
         assert_eq!(fs::read_dir(inbox).unwrap().count(), 1, "INBOX untouched");
+        // A name without a time is dated by its modification time (now).
+        fs::write(trash.join("cur/foreign"), b"abcd").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(m
+            .purge("bob@example.org", "Trash", Some(now - 60))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            m.purge("bob@example.org", "Trash", Some(now + 60)).unwrap(),
+            vec![("foreign".to_string(), 4)]
+        );
     }
 }
