@@ -121,7 +121,7 @@ async fn postfix_refuses_closed_accounts_from_the_installed_map() -> anyhow::Res
 
     let out = postfix_map(&config)?;
     assert!(out.contains("(installed)"), "{out}");
-    let mut expected = vec![format!("{alice} OK\n"), format!("{erin} OK\n")];
+    let mut expected = [format!("{alice} OK\n"), format!("{erin} OK\n")];
     expected.sort();
     assert_eq!(
         std::fs::read_to_string(&map)?,

@@ -202,9 +202,8 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
     loop {
         let due = newest.load(Ordering::Acquire);
         if jobs.caught_up() && done.is_none_or(|d| due > d) {
-            match run_once(&pm, &statuses) {
-                Some(Ok(())) => done = Some(due),
-                Some(Err(_)) | None => {}
+            if let Some(Ok(())) = run_once(&pm, &statuses) {
+                done = Some(due);
             }
         }
         tokio::select! {
