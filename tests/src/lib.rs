@@ -48,7 +48,12 @@ pub fn unique(name: &str) -> String {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Cargo sets CARGO_MANIFEST_DIR when it runs a test; the compile-time
+    // value can name another clone that shared the target folder (cargo
+    // reuses a build across clones of one workspace).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 /// A fresh folder under `run/tests/` (never /tmp).

@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn api_cli_password_files_lose_one_newline_only() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let dir = Path::new(&crate::manifest_dir())
             .join("../../run/tests")
             .join(format!("api-cli-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_example_config_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/mailfleet.toml");
+        let path = Path::new(&crate::manifest_dir()).join("../../ops/mailfleet.toml");
         let doc = load_document(Some(&path), Vec::new()).unwrap();
         let cfg: Config = from_document(doc, "ops/mailfleet.toml").unwrap();
         assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());

@@ -2,6 +2,7 @@
 //! until done or SIGTERM. Start at [`Command`].
 
 mod account;
+
 mod bench;
 mod clock;
 mod config;
@@ -16,6 +17,14 @@ mod migrate;
 mod postfix_map;
 mod scan;
 mod scheduler;
+
+/// This crate's folder, for tests that read the repo's files: cargo sets
+/// CARGO_MANIFEST_DIR when it runs a test; the compile-time value can name
+/// another clone that shared the target folder.
+#[cfg(test)]
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+}
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn a_maildir_copies_without_dovecot_files_or_tmp() {
         // Under the repo's run/ folder, never /tmp.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let dir = Path::new(&crate::manifest_dir())
             .join("../../run/tests")
             .join(format!("migrate-unit-{:08x}", rand::random::<u32>()));
         let (from, to) = (dir.join("a/Maildir"), dir.join("b/Maildir"));

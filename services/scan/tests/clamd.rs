@@ -85,7 +85,10 @@ async fn eicar_in_a_base64_attachment_is_found() {
 
 #[tokio::test]
 async fn hash_sample_is_found() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/clamav.d/test-malware.bin");
+    // Cargo sets it when it runs the test; the compile-time value can name
+    // another clone that shared the target folder.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let path = Path::new(&manifest).join("../../ops/clamav.d/test-malware.bin");
     let sample = std::fs::read(&path).expect("read ops/clamav.d/test-malware.bin");
     let reply = clamd().await.scan(&sample).await.expect("scan");
     found(reply, "Mailfleet.Test.HashSample");
