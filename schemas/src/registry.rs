@@ -177,6 +177,26 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Any event as JSON, resolved into the newest version of its schema
+    /// (so the same event written by two versions compares equal), with
+    /// its full name: for audits and tools that handle every type.
+    pub fn to_json(&self, bytes: &[u8]) -> Result<(String, serde_json::Value), EventError> {
+        let writer = self.writer_of(bytes)?;
+        let fail = |e| EventError::Decode {
+            name: writer.name.clone(),
+            version: writer.version,
+            source: Box::new(e),
+        };
+        let newest = self.newest(&writer.name).unwrap_or(writer);
+        let mut body = &bytes[framing::HEADER_LEN..];
+        let value = apache_avro::from_avro_datum(&writer.schema, &mut body, Some(&newest.schema))
+            .map_err(fail)?;
+        let json = serde_json::Value::try_from(value).map_err(fail)?;
+        Ok((writer.name.clone(), json))
+    }
+}
+
 fn load(path: &str, json: &str) -> Result<SchemaVersion, EventError> {
     let bad = |reason: String| EventError::LoadSchema {
         path: path.to_string(),

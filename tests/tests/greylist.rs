@@ -59,6 +59,10 @@ impl Grey {
             run_effects: true,
             stop_after: None,
             stop_at: None,
+            start_at: None,
+            produce: true,
+            capture: None,
+            progress: None,
         };
         let greylist = Greylist::new(config, lists, decisions.clone());
         tokio::spawn(mailfleet_runtime::run(greylist, spec, shutdown.clone()));

@@ -90,6 +90,10 @@ async fn transient_failures_retry_in_order_without_loss_and_every_metric_is_emit
         run_effects: true,
         stop_after: Some(2001),
         stop_at: None,
+        start_at: None,
+        produce: true,
+        capture: None,
+        progress: None,
     };
     let stats =
         tokio::time::timeout(Duration::from_secs(120), run(flaky, spec, Shutdown::new())).await??;

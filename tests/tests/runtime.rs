@@ -19,6 +19,10 @@ fn spec(world: &TestWorld, data: &str, stop_after: u64) -> RunSpec {
         run_effects: true,
         stop_after: Some(stop_after),
         stop_at: None,
+        start_at: None,
+        produce: true,
+        capture: None,
+        progress: None,
     }
 }
 

@@ -190,6 +190,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Each partition's state digest: SHA-256 over its entries in key
+    /// order (each key and value length-prefixed), and the entry count.
+    /// Equal digests, equal state: how a replay is compared with the live
+    /// store, or with another replay.
+    pub fn partition_digests(
+        &self,
+    ) -> Result<std::collections::BTreeMap<i32, (String, u64)>, RuntimeError> {
+        use sha2::{Digest, Sha256};
+        let mut out: std::collections::BTreeMap<i32, (Sha256, u64)> = Default::default();
+        for entry in self.db.iterator_cf(self.cf(CF_STATE), IteratorMode::Start) {
+            let (k, v) = entry.map_err(|source| RuntimeError::Store {
+                op: "scan state",
+                source,
+            })?;
+            let Some((partition, key)) = crate::state::split_partition_key(&k) else {
+                continue;
+            };
+            let (hash, count) = out.entry(partition).or_default();
+            hash.update((key.len() as u64).to_le_bytes());
+            hash.update(key);
+            hash.update((v.len() as u64).to_le_bytes());
+            hash.update(&v);
+            *count += 1;
+        }
+        Ok(out
+            .into_iter()
+            .map(|(p, (hash, count))| (p, (hex::encode(hash.finalize()), count)))
+            .collect())
+    }
+
     /// Every entry of one table across all partitions, as
     /// (partition, key body, value): for tools and tests.
     pub fn scan_table(&self, table: u8) -> Result<Vec<TableEntry>, RuntimeError> {

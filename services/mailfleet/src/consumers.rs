@@ -10,7 +10,7 @@ use mailfleet_accounts::{
 use mailfleet_counter::Counter;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
-use mailfleet_runtime::{run, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
+use mailfleet_runtime::{run, Consumer, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
 use mailfleet_scheduler::purger::Purger;
 use mailfleet_storage::{index::Indexer, writer::StorageWriter};
 
@@ -39,10 +39,25 @@ pub async fn run_consumer(
 ) -> Result<RunStats, RuntimeError> {
     let route = topology.route(name)?;
     let spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
+    run_consumer_with(name, cfg, topology, spec, shutdown).await
+}
+
+/// Run one consumer with `spec` (a replay's, say) until shutdown or its
+/// stop. A spec that captures outputs without running effects (an audit)
+/// is refused for a consumer whose effect emits events: those cannot be
+/// recomputed without doing the effect again.
+pub async fn run_consumer_with(
+    name: &str,
+    cfg: &Config,
+    topology: &Topology,
+    spec: RunSpec,
+    shutdown: Shutdown,
+) -> Result<RunStats, RuntimeError> {
+    let route = topology.route(name)?;
     let first_output = || route.writes.first().cloned().unwrap_or_default();
     match name {
         "counter" => {
-            run(
+            checked_run(
                 Counter::new(cfg.consumers.counter.clone(), first_output()),
                 spec,
                 shutdown,
@@ -55,7 +70,7 @@ pub async fn run_consumer(
                 WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())
                     .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
             lists.watch(Duration::from_secs(g.whitelist_reload_s));
-            run(
+            checked_run(
                 Greylist::new(g.clone(), lists, first_output()),
                 spec,
                 shutdown,
@@ -66,17 +81,17 @@ pub async fn run_consumer(
             let blobs = BlobStore::open(&cfg.blobs.dir)
                 .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
             let scanner = Scanner::new(cfg.consumers.scanner.clone(), Arc::new(blobs));
-            run(scanner, spec, shutdown).await
+            checked_run(scanner, spec, shutdown).await
         }
         "storage" => {
             let blobs = BlobStore::open(&cfg.blobs.dir)
                 .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
             let writer = StorageWriter::new(cfg.consumers.storage.clone(), Arc::new(blobs));
-            run(writer, spec, shutdown).await
+            checked_run(writer, spec, shutdown).await
         }
-        "index" => run(Indexer::new(first_output()), spec, shutdown).await,
+        "index" => checked_run(Indexer::new(first_output()), spec, shutdown).await,
         "lifecycle" => {
-            run(
+            checked_run(
                 Lifecycle::new(cfg.consumers.lifecycle.clone()),
                 spec,
                 shutdown,
@@ -87,18 +102,18 @@ pub async fn run_consumer(
             let blobs = BlobStore::open(&cfg.blobs.dir)
                 .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
             let deleter = Deleter::new(cfg.consumers.deleter.clone(), Arc::new(blobs));
-            run(deleter, spec, shutdown).await
+            checked_run(deleter, spec, shutdown).await
         }
         "directory" => {
             let directory = Directory::new(cfg.consumers.directory.clone(), cfg.ldap.clone())
                 .map_err(RuntimeError::InvalidConfig)?;
-            run(directory, spec, shutdown).await
+            checked_run(directory, spec, shutdown).await
         }
         "notifier" => {
             let n = &cfg.consumers.notifier;
             let notifier = Notifier::new(n, &n.sent_log_dir(&cfg.runtime.data_dir))
                 .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
-            run(notifier, spec, shutdown).await
+            checked_run(notifier, spec, shutdown).await
         }
         "purger" => {
             // Its inputs are co-partitioned: one lane per partition.
@@ -109,11 +124,30 @@ pub async fn run_consumer(
                 .max()
                 .unwrap_or(1);
             let purger = Purger::new(cfg.consumers.purger.clone(), partitions);
-            run(purger, spec, shutdown).await
+            checked_run(purger, spec, shutdown).await
         }
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",
             NAMES.join(", ")
         )])),
     }
+}
+
+/// Consumers whose outputs are decided, not emitted by an effect: the ones
+/// `mailfleet audit decisions` can recompute.
+pub const AUDITABLE: &[&str] = &["counter", "greylist", "index", "lifecycle", "purger"];
+
+async fn checked_run<C: Consumer>(
+    consumer: C,
+    spec: RunSpec,
+    shutdown: Shutdown,
+) -> Result<RunStats, RuntimeError> {
+    if spec.capture.is_some() && !spec.run_effects && !AUDITABLE.contains(&consumer.name()) {
+        return Err(RuntimeError::InvalidConfig(vec![format!(
+            "consumer {:?}: its effects emit events, which an audit cannot recompute (auditable: {})",
+            consumer.name(),
+            AUDITABLE.join(", ")
+        )]));
+    }
+    run(consumer, spec, shutdown).await
 }

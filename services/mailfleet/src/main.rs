@@ -2,6 +2,7 @@
 //! until done or SIGTERM. Start at [`Command`].
 
 mod account;
+mod audit;
 
 mod bench;
 mod clock;
@@ -15,6 +16,7 @@ mod index;
 mod lmtp;
 mod migrate;
 mod postfix_map;
+mod replay;
 mod scan;
 mod scheduler;
 
@@ -81,6 +83,13 @@ enum Command {
         /// Install once from the status projection and exit.
         #[arg(long)]
         once: bool,
+    },
+    /// Replay a consumer's inputs into fresh state (no outputs, no effects) and print its digests.
+    Replay(replay::ReplayArgs),
+    /// Audits from the events alone: decisions, an account's history, a mail's path.
+    Audit {
+        #[command(subcommand)]
+        what: audit::AuditCommand,
     },
     /// Manage the topics of the topology.
     Topics {
@@ -169,6 +178,15 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             postfix_map::run(&cfg, once, shutdown).await
+        }
+        Command::Replay(args) => replay::run(args, &cfg).await,
+        Command::Audit { what } => {
+            if !audit::run(what, &cfg).await? {
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Bench { which } => bench::run(which, &cfg).await,
         Command::Demo(args) => demo::run(args, &cfg).await,

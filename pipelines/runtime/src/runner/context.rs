@@ -51,6 +51,9 @@ pub struct RuntimeContext {
     pub consumer: String,
     pub store: Arc<Store>,
     pub shared: Arc<Shared>,
+    /// Start offsets for partitions without a stored one (a replay from a
+    /// time); others start at the beginning.
+    pub start_at: std::collections::BTreeMap<Tp, i64>,
 }
 
 impl ClientContext for RuntimeContext {
@@ -124,7 +127,7 @@ impl RuntimeContext {
             });
             let start = match (stored, inflight.get(&tp).copied()) {
                 (Some(s), Some(i)) => Some(s.max(i)),
-                (s, i) => s.or(i),
+                (s, i) => s.or(i).or_else(|| self.start_at.get(&tp).copied()),
             };
             let offset = match start {
                 Some(o) => Offset::Offset(o),

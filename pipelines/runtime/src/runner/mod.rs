@@ -78,6 +78,26 @@ pub struct RunSpec {
     /// stop once every one is there: a rebuild or an audit "as of" these
     /// offsets. Other partitions are not read.
     pub stop_at: Option<BTreeMap<(String, i32), i64>>,
+    /// Where a partition without a stored offset starts (a replay `--from`
+    /// a time); unlisted ones start at the beginning.
+    pub start_at: Option<BTreeMap<(String, i32), i64>>,
+    /// Produce outputs and dead letters (false when replaying: nothing is
+    /// written to Kafka; `capture`, if set, sees what would have been).
+    pub produce: bool,
+    /// Sees every output and dead letter of a committed batch.
+    pub capture: Option<Capture>,
+    /// Counts the inputs handled, for a progress display.
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// Sees each output as it would be produced: topic, key, encoded event.
+#[derive(Clone)]
+pub struct Capture(pub Arc<dyn Fn(&str, &[u8], &[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Capture")
+    }
 }
 
 impl RunSpec {
@@ -95,7 +115,21 @@ impl RunSpec {
             run_effects: true,
             stop_after: None,
             stop_at: None,
+            start_at: None,
+            produce: true,
+            capture: None,
+            progress: None,
         }
+    }
+
+    /// A replay of this run into `data_dir`: a throwaway group, no effects,
+    /// nothing produced.
+    pub fn replay(mut self, data_dir: std::path::PathBuf, stamp: &str) -> RunSpec {
+        self.group = format!("{}-replay-{stamp}", self.group);
+        self.runtime.data_dir = data_dir;
+        self.run_effects = false;
+        self.produce = false;
+        self
     }
 }
 
@@ -204,6 +238,7 @@ impl<C: Consumer> Runner<C> {
             consumer: name.clone(),
             store: store.clone(),
             shared: shared.clone(),
+            start_at: spec.start_at.clone().unwrap_or_default(),
         };
         let mut consumer_cfg = client_config(&spec.kafka);
         consumer_cfg
@@ -312,12 +347,14 @@ impl<C: Consumer> Runner<C> {
         let Some(stop_at) = &self.spec.stop_at else {
             return false;
         };
+        let start_at = self.spec.start_at.as_ref();
         stop_at.iter().all(|((topic, partition), &stop)| {
             let next = self
                 .store
                 .offset(topic, *partition)
                 .ok()
                 .flatten()
+                .or_else(|| start_at?.get(&(topic.clone(), *partition)).copied())
                 .unwrap_or(0);
             next >= stop
         })
@@ -439,6 +476,14 @@ impl<C: Consumer> Runner<C> {
         shutdown: &Shutdown,
     ) -> Result<(), RuntimeError> {
         let mut pending: Vec<&batch::Outgoing> = work.values().flat_map(|w| &w.outputs).collect();
+        if let Some(capture) = &self.spec.capture {
+            for o in &pending {
+                (capture.0)(&o.topic, &o.key, &o.payload);
+            }
+        }
+        if !self.spec.produce {
+            return Ok(());
+        }
         let mut backoff = Duration::from_millis(self.spec.runtime.retry_initial_ms);
         while !pending.is_empty() {
             let sends = pending
@@ -510,6 +555,9 @@ impl<C: Consumer> Runner<C> {
         let (mut handled, mut outputs) = (0, 0);
         for (tp, w) in work {
             handled += w.handled;
+            if let Some(progress) = &self.spec.progress {
+                progress.fetch_add(w.handled, Ordering::Relaxed);
+            }
             outputs += (w.outputs.len() - w.dead_letters.len()) as u64;
             for kind in &w.dead_letters {
                 metrics::counter!(m::DEADLETTERS, "consumer" => name.clone(), "kind" => format!("{kind:?}"))

@@ -98,6 +98,10 @@ async fn runtime_run(
         run_effects: true,
         stop_after: Some(events),
         stop_at: None,
+        start_at: None,
+        produce: true,
+        capture: None,
+        progress: None,
     };
     let started = Instant::now();
     let stats = mailfleet_runtime::run(

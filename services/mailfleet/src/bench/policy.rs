@@ -175,6 +175,10 @@ async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<St
         run_effects: true,
         stop_after: None,
         stop_at: None,
+        start_at: None,
+        produce: true,
+        capture: None,
+        progress: None,
     };
     let grouping = g.grouping();
     tokio::spawn(mailfleet_runtime::run(

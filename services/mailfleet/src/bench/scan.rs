@@ -308,6 +308,10 @@ async fn consumer_end_to_end(
         run_effects: true,
         stop_after: Some(mails.len() as u64),
         stop_at: None,
+        start_at: None,
+        produce: true,
+        capture: None,
+        progress: None,
     };
     let before = Cpu::now(clamd_pid(), kafka_pid());
     let started = Instant::now();

@@ -875,6 +875,10 @@ impl Fleet {
             run_effects: true,
             stop_after: None,
             stop_at: None,
+            start_at: None,
+            produce: true,
+            capture: None,
+            progress: None,
         };
         let scanner = ScannerConfig {
             use_clamd: true,

@@ -1,0 +1,503 @@
+//! Replay and audit over the real broker (F7): the greylist, lifecycle and
+//! index consumers run live on recorded inputs; `mailfleet replay` twice
+//! gives identical digests, equal to the live stores' at the same offsets;
+//! `mailfleet audit decisions` finds no diff, then catches a falsified
+//! decision planted on the output topic; `audit account` and `audit mail`
+//! tell an account's history and a mail's path from the events alone.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use mailfleet_events::{
+    accounts::{AccountRegistered, LoginChannel, LoginRecorded},
+    clock::ClockTicked,
+    greylist::{DeliveryAttempted, GreylistDecided, GreylistVerdict},
+    mail::{MailboxDeleted, MessageReceived, MessageScanned, MessageStored, ScanVerdict},
+    Envelope, Event, Registry,
+};
+use mailfleet_runtime::{
+    admin,
+    producer::EventProducer,
+    topology::{Route, TopicSpec},
+    Store, Topology,
+};
+use mailfleet_tests::*;
+
+/// 2026-11-30T00:00:00Z.
+const T0: i64 = 1_795_996_800_000;
+const DAY: i64 = 86_400_000;
+
+struct World {
+    name: String,
+    dir: PathBuf,
+    config: PathBuf,
+    attempts: String,
+    decisions: String,
+    accounts: String,
+    stored: String,
+    received: String,
+    scanned: String,
+}
+
+async fn world() -> anyhow::Result<World> {
+    let name = unique("audit");
+    let t = |s: &str| format!("{name}.{s}");
+    let (attempts, decisions, accounts, notify, status, stored, received, scanned, alerts, dead) = (
+        t("attempts"),
+        t("decisions"),
+        t("accounts"),
+        t("notify"),
+        t("status"),
+        t("stored"),
+        t("received"),
+        t("scanned"),
+        t("alerts"),
+        t("dead"),
+    );
+    let route = |c: &str, reads: &[&String], writes: &[&String]| {
+        (
+            c.to_string(),
+            Route {
+                group: format!("{name}-{c}"),
+                reads: reads.iter().map(|s| s.to_string()).collect(),
+                writes: writes.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    };
+    let topology = Topology {
+        topics: [
+            &attempts, &decisions, &accounts, &notify, &status, &stored, &received, &scanned,
+            &alerts,
+        ]
+        .iter()
+        .map(|t| (t.to_string(), TopicSpec::scratch(3)))
+        .chain([(dead.clone(), TopicSpec::scratch(1))])
+        .collect(),
+        consumers: BTreeMap::from([
+            route("greylist", &[&attempts], &[&decisions]),
+            route("lifecycle", &[&accounts], &[&accounts, &notify, &status]),
+            route("index", &[&stored], &[&accounts]),
+        ]),
+    };
+    admin::apply(&kafka(), &topology).await?;
+    let dir = scratch_dir(&name);
+    let root = repo_root();
+    let brokers = kafka().brokers;
+    let rest = format!(
+        "[lmtp]\ntopic = {received:?}\n\
+         [api]\nevents_topic = {accounts:?}\n\
+         [consumers.greylist]\nwhitelist_clients = [{wc:?}]\nwhitelist_recipients = [{wr:?}]\n\
+         [consumers.lifecycle]\nevents_topic = {accounts:?}\nnotify_topic = {notify:?}\nstatus_topic = {status:?}\n\
+         [consumers.scanner]\nscanned_topic = {scanned:?}\nalerts_topic = {alerts:?}\naccounts_topic = {accounts:?}\n\
+         [consumers.storage]\nstored_topic = {stored:?}\nnotify_topic = {notify:?}\naccounts_topic = {accounts:?}\n",
+        wc = root.join("ops/greylist/whitelist_clients").display().to_string(),
+        wr = root.join("ops/greylist/whitelist_recipients").display().to_string(),
+    );
+    let config = ConfigFiles {
+        dir: &dir,
+        topology_file: "topology.toml",
+        topology: &topology,
+        brokers: &brokers,
+        data_dir: &dir.join("state"),
+        deadletter: &dead,
+        metrics_port: free_port(),
+    }
+    .write("audit.toml", &rest)?;
+    Ok(World {
+        name,
+        dir,
+        config,
+        attempts,
+        decisions,
+        accounts,
+        stored,
+        received,
+        scanned,
+    })
+}
+
+fn env(id: &str, at: i64) -> Envelope {
+    Envelope::new(id, at, "test")
+}
+
+fn attempt(id: &str, at: i64, ip: &str, from: &str, to: &str) -> DeliveryAttempted {
+    DeliveryAttempted {
+        envelope: env(id, at),
+        client_address: Some(ip.into()),
+        client_name: Some("mx.sender.test".into()),
+        reverse_client_name: Some("mx.sender.test".into()),
+        helo_name: Some("mx.sender.test".into()),
+        sender: Some(from.into()),
+        recipient: Some(to.into()),
+        instance: Some(format!("i-{id}")),
+        size: Some(100),
+        queue_id: None,
+        policy_host: "mx1".into(),
+    }
+}
+
+async fn send<E: Event>(p: &EventProducer, topic: &str, key: &str, e: &E) -> anyhow::Result<()> {
+    p.send(topic, key.as_bytes(), e).await?;
+    Ok(())
+}
+
+/// The recorded inputs: attempts (first tries and retries), an account's
+/// life, and stored mail.
+async fn record_inputs(w: &World, p: &EventProducer) -> anyhow::Result<()> {
+    for i in 0..12 {
+        let (ip, from, to) = (
+            format!("192.0.2.{}", i % 4 + 1),
+            format!("s{i}@sender.test"),
+            format!("r{}@example.test", i % 3),
+        );
+        let key = format!("192.0.2.0/{}", i % 4);
+        let first = attempt(&format!("a{i}"), T0 + i * 1000, &ip, &from, &to);
+        send(p, &w.attempts, &key, &first).await?;
+        if i % 2 == 0 {
+            let retry = attempt(&format!("r{i}"), T0 + 600_000 + i * 1000, &ip, &from, &to);
+            send(p, &w.attempts, &key, &retry).await?;
+        }
+    }
+    let bob = "bob@example.test";
+    send(
+        p,
+        &w.accounts,
+        bob,
+        &AccountRegistered {
+            envelope: env("reg-bob", T0),
+            account: bob.into(),
+            password_hash: "{ARGON2}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA".into(),
+            plan: "free".into(),
+            display_name: None,
+        },
+    )
+    .await?;
+    send(
+        p,
+        &w.accounts,
+        bob,
+        &LoginRecorded {
+            envelope: env("login-bob", T0 + DAY),
+            account: bob.into(),
+            channel: LoginChannel::Imap,
+            ip: Some("198.51.100.7".into()),
+        },
+    )
+    .await?;
+    for (n, days) in [(1, 30), (2, 100)] {
+        for partition in 0..3 {
+            let tick = ClockTicked {
+                envelope: env(
+                    &format!("clock:{}:{partition}:{n}", w.accounts),
+                    T0 + days * DAY,
+                ),
+                clock: "daily".into(),
+                period_ms: DAY,
+            };
+            let bytes = mailfleet_events::encode(&tick)?;
+            p.send_to_partition(&w.accounts, partition, &bytes).await?;
+        }
+    }
+    for (i, (account, folder)) in [
+        ("carol@example.test", "INBOX"),
+        ("carol@example.test", "Spam"),
+        ("dan@example.test", "INBOX"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let stored = MessageStored {
+            envelope: env(&format!("st{i}"), T0 + i as i64),
+            account: account.to_string(),
+            delivery_id: format!("d{i}"),
+            folder: folder.to_string(),
+            file: format!("{i}.M1P1.test"),
+            size: 100 + i as i64,
+            stored_bytes: 100 + i as i64,
+            blob_id: format!("blob{i}"),
+            received_at: T0,
+            message_id: None,
+        };
+        send(p, &w.stored, account, &stored).await?;
+    }
+    // The deletion saga's mailbox step: the indexer reports its own step.
+    let dan = "dan@example.test";
+    let gone = MailboxDeleted {
+        envelope: env("gone-dan", T0 + DAY),
+        account: dan.into(),
+        files: 1,
+        bytes: 102,
+        reason: "account-deleted".into(),
+    };
+    send(p, &w.stored, dan, &gone).await?;
+    Ok(())
+}
+
+/// Run `consumer` live until its store holds every input, then stop it.
+async fn run_live(w: &World, consumer: &str) -> anyhow::Result<()> {
+    let log = w.dir.join(format!("{consumer}.log"));
+    let mut child = Children(vec![spawn_mailfleet(&w.config, &["run", consumer], &log)?]);
+    let topology = Topology::load(Some(&w.dir.join("topology.toml")))?;
+    let inputs = topology.route(consumer)?.reads.clone();
+    let ends = end_offsets(&inputs)?;
+    let store_dir = w.dir.join("state").join(consumer);
+    wait_until(
+        &format!("{consumer} to apply its inputs"),
+        Duration::from_secs(60),
+        || {
+            Store::open_read_only(&store_dir).is_ok_and(|s| {
+                let done: BTreeMap<(String, i32), i64> = s
+                    .offsets()
+                    .into_iter()
+                    .map(|(t, p, o)| ((t, p), o))
+                    .collect();
+                ends.iter()
+                    .all(|(tp, end)| *end == 0 || done.get(tp).is_some_and(|o| o >= end))
+            })
+        },
+    )
+    .await?;
+    child.terminate()?;
+    Ok(())
+}
+
+fn end_offsets(topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = admin::client_config(&kafka()).create()?;
+    let mut out = BTreeMap::new();
+    for t in topics {
+        let md = c.fetch_metadata(Some(t), Duration::from_secs(10))?;
+        for p in md.topics().iter().flat_map(|x| x.partitions()) {
+            let (_, high) = c.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
+            out.insert((t.clone(), p.id()), high);
+        }
+    }
+    Ok(out)
+}
+
+fn mailfleet(config: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(mailfleet_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()?)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `partition -> digest` from `mailfleet replay`'s lines.
+fn digests(stdout: &str) -> BTreeMap<i32, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("partition ")?;
+            let (p, rest) = rest.split_once(": state ")?;
+            let digest = rest.split(' ').next()?;
+            (digest != "empty").then(|| Some((p.parse().ok()?, digest.to_string())))?
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyhow::Result<()> {
+    let w = world().await?;
+    let producer = EventProducer::new(&kafka(), "audit-test")?;
+    record_inputs(&w, &producer).await?;
+    for consumer in ["greylist", "lifecycle", "index"] {
+        run_live(&w, consumer).await?;
+        let live = Store::open_read_only(&w.dir.join("state").join(consumer))?;
+        let live: BTreeMap<i32, String> = live
+            .partition_digests()?
+            .into_iter()
+            .map(|(p, (d, _))| (p, d))
+            .collect();
+        assert!(!live.is_empty(), "{consumer}: live state is empty");
+        let mut replays = Vec::new();
+        for n in 0..2 {
+            let dir = w.dir.join(format!("replay-{consumer}-{n}"));
+            let out = mailfleet(
+                &w.config,
+                &[
+                    "replay",
+                    consumer,
+                    "--state-dir",
+                    &dir.display().to_string(),
+                ],
+            )?;
+            assert!(out.status.success(), "replay {consumer}: {}", text(&out));
+            replays.push(digests(&String::from_utf8_lossy(&out.stdout)));
+        }
+        assert_eq!(replays[0], replays[1], "{consumer}: replaying twice");
+        assert_eq!(
+            replays[0], live,
+            "{consumer}: the live state at the same offsets"
+        );
+
+        let out = mailfleet(&w.config, &["audit", "decisions", consumer])?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let last = stdout.lines().last().unwrap_or_default();
+        assert!(out.status.success(), "audit {consumer}: {}", text(&out));
+        assert!(
+            last.starts_with("audited=")
+                && last.ends_with(" diffs=0")
+                && last != "audited=0 diffs=0",
+            "{consumer}: {stdout}"
+        );
+    }
+    let replayed_out = mailfleet(
+        &w.config,
+        &[
+            "replay",
+            "greylist",
+            "--state-dir",
+            &w.dir.join("replay-greylist-0").display().to_string(),
+        ],
+    )?;
+    assert!(
+        !replayed_out.status.success(),
+        "a used state folder is refused"
+    );
+    assert!(
+        text(&replayed_out).contains("already holds"),
+        "{}",
+        text(&replayed_out)
+    );
+
+    // Falsify one recorded decision: the same id, the other verdict.
+    let decisions = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?;
+    let (key, mut forged) = decisions
+        .iter()
+        .find_map(|(k, v)| {
+            let d: GreylistDecided = Registry::builtin().decode(v).ok()?;
+            (d.verdict == GreylistVerdict::Defer).then(|| (k.clone().unwrap_or_default(), d))
+        })
+        .expect("a deferred attempt");
+    forged.verdict = GreylistVerdict::Pass;
+    forged.delay_seconds = 0;
+    let forged_id = forged.envelope.event_id.clone();
+    producer.send(&w.decisions, &key, &forged).await?;
+    let out = mailfleet(&w.config, &["audit", "decisions", "greylist"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "a diff exits non-zero: {stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" diffs=1"), "{stdout}");
+    assert!(stdout.contains(&format!("diff {forged_id}")), "{stdout}");
+    for part in [
+        "  input ",
+        "  recorded ",
+        "  recomputed ",
+        "DeliveryAttempted",
+        "PASS",
+        "DEFER",
+    ] {
+        assert!(stdout.contains(part), "{part:?} missing: {stdout}");
+    }
+    let out = mailfleet(&w.config, &["audit", "decisions", "scanner"])?;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("cannot recompute"), "{}", text(&out));
+
+    // An account's history, from the events alone.
+    let out = mailfleet(&w.config, &["audit", "account", "Bob@Example.test"])?;
+    let history = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    let order: Vec<usize> = [
+        "AccountRegistered",
+        "pending -> active (reason: registered)",
+        "LoginRecorded",
+        "active -> inactive (reason: ",
+        "NotificationRequested",
+    ]
+    .iter()
+    .map(|p| {
+        history
+            .find(p)
+            .unwrap_or_else(|| panic!("{p:?} missing: {history}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {history}");
+    assert!(history.contains("channel=IMAP"), "{history}");
+    assert!(!history.contains("ARGON2"), "no password hash: {history}");
+
+    // A mail's path: greylisting, reception, scan, storage.
+    let to = "r0@example.test";
+    let received = MessageReceived {
+        envelope: env("recv-1", T0 + 700_000),
+        account: to.into(),
+        recipient: to.into(),
+        sender: "s0@sender.test".into(),
+        blob_id: "blob-1".into(),
+        size: 120,
+        received_at: T0 + 700_000,
+        body_type: mailfleet_events::mail::BodyType::SevenBit,
+        lhlo: "mx".into(),
+        session_id: "sess".into(),
+        recipient_count: 1,
+        recipient_index: 0,
+        message_id: Some("<m1@sender.test>".into()),
+        header_from: None,
+        subject: Some("hello".into()),
+        header_date: None,
+    };
+    send(&producer, &w.received, to, &received).await?;
+    let scanned = MessageScanned {
+        envelope: Envelope::caused_by(&received.envelope, "scanner"),
+        account: to.into(),
+        recipient: to.into(),
+        sender: received.sender.clone(),
+        blob_id: "blob-1".into(),
+        size: 120,
+        received_at: received.received_at,
+        message_id: received.message_id.clone(),
+        verdict: ScanVerdict::Clean,
+        signature: None,
+        file: None,
+        rule: None,
+        scanner: "test".into(),
+    };
+    let mut scanned = scanned;
+    scanned.envelope.event_id = "scan-1".into();
+    send(&producer, &w.scanned, to, &scanned).await?;
+    let stored = MessageStored {
+        envelope: Envelope::caused_by(&scanned.envelope, "storage"),
+        account: to.into(),
+        delivery_id: "recv-1".into(),
+        folder: "INBOX".into(),
+        file: "1.M2P2.test".into(),
+        size: 120,
+        stored_bytes: 120,
+        blob_id: "blob-1".into(),
+        received_at: received.received_at,
+        message_id: received.message_id.clone(),
+    };
+    send(&producer, &w.stored, to, &stored).await?;
+    let out = mailfleet(&w.config, &["audit", "mail", "m1@sender.test"])?;
+    let path = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    let order: Vec<usize> = [
+        "greylisting of <s0@sender.test> -> <r0@example.test>",
+        "DEFER (",
+        "PASS (",
+        "received for r0@example.test",
+        "scanned: verdict=CLEAN",
+        "stored in INBOX",
+    ]
+    .iter()
+    .map(|p| {
+        path.find(p)
+            .unwrap_or_else(|| panic!("{p:?} missing: {path}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {path}");
+    let _ = &w.name;
+    Ok(())
+}
