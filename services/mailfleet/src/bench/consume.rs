@@ -73,6 +73,50 @@ pub async fn consume(cfg: &Config, shape: Shape, rounds: usize) -> anyhow::Resul
     Ok(())
 }
 
+/// Three readers in alternation over one topic: the raw loop; a restore
+/// (the runtime rebuilding state from the earliest offset into an empty
+/// store, which is how a fleet member takes over a partition whose state
+/// it lacks); and a replay (the same with no outputs, no effects, no
+/// offsets committed to the group). Medians are compared.
+pub async fn replay(cfg: &Config, shape: Shape, rounds: usize) -> anyhow::Result<()> {
+    let run_id = format!("bench-replay-{}", rand::random::<u32>());
+    let topic = run_id.clone();
+    create_topic(cfg, &topic, shape.partitions).await?;
+    let events = shape.events;
+    produce(cfg, &run_id, &topic, events, shape.event_bytes, shape.keys).await?;
+    let (mut raw, mut restore, mut replay) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let secs = raw_loop(cfg, &topic, &format!("{run_id}-raw-{round}"), events)?.as_secs_f64();
+        raw.push(secs);
+        let restored = runtime_run_as(cfg, &run_id, &topic, round, events, false).await?;
+        restore.push(restored);
+        let replayed = runtime_run_as(cfg, &run_id, &topic, round, events, true).await?;
+        replay.push(replayed);
+        println!(
+            "round {round}: raw {:.0} events/s ({secs:.2}s), restore {:.0} events/s ({restored:.2}s), replay {:.0} events/s ({replayed:.2}s)",
+            events as f64 / secs,
+            events as f64 / restored,
+            events as f64 / replayed
+        );
+    }
+    let (raw_s, restore_s, replay_s) =
+        (median(&mut raw), median(&mut restore), median(&mut replay));
+    let eps = |s: f64| events as f64 / s;
+    println!(
+        "medians over {rounds} rounds, {events} events of {} bytes, {} partitions, {} keys, batch {}",
+        shape.event_bytes, shape.partitions, shape.keys, cfg.runtime.batch_max_events
+    );
+    println!(
+        "raw_eps={:.0} restore_eps={:.0} replay_eps={:.0} restore_time_ratio={:.2} replay_ratio={:.2}",
+        eps(raw_s),
+        eps(restore_s),
+        eps(replay_s),
+        restore_s / raw_s,
+        eps(replay_s) / eps(raw_s)
+    );
+    Ok(())
+}
+
 /// The runtime with the counting consumer keeping RocksDB state, from a
 /// fresh group and a fresh store; returns the seconds it took.
 async fn runtime_run(
@@ -81,6 +125,18 @@ async fn runtime_run(
     topic: &str,
     round: usize,
     events: u64,
+) -> anyhow::Result<f64> {
+    runtime_run_as(cfg, run_id, topic, round, events, false).await
+}
+
+/// [`runtime_run`], or as a replay (`RunSpec::replay`).
+async fn runtime_run_as(
+    cfg: &Config,
+    run_id: &str,
+    topic: &str,
+    round: usize,
+    events: u64,
+    as_replay: bool,
 ) -> anyhow::Result<f64> {
     let state_dir = cfg
         .runtime
@@ -102,6 +158,11 @@ async fn runtime_run(
         produce: true,
         capture: None,
         progress: None,
+    };
+    let spec = if as_replay {
+        spec.replay(state_dir.clone(), &format!("{round}"))
+    } else {
+        spec
     };
     let started = Instant::now();
     let stats = mailfleet_runtime::run(

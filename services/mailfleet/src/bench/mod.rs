@@ -56,6 +56,25 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Raw rdkafka consume loop vs a state restore (a fleet member rebuilding
+    /// a partition's state from the earliest offset) vs `mailfleet replay`.
+    Replay {
+        /// Events to produce and then read three times a round.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Encoded size of each event, bytes.
+        #[arg(long, default_value_t = 200)]
+        event_bytes: usize,
+        /// Partitions of the benchmark topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Distinct counting keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Rounds; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
@@ -79,6 +98,21 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
                 keys,
             };
             consume::consume(cfg, shape, rounds.max(1)).await
+        }
+        Bench::Replay {
+            events,
+            event_bytes,
+            partitions,
+            keys,
+            rounds,
+        } => {
+            let shape = consume::Shape {
+                events,
+                event_bytes,
+                partitions,
+                keys,
+            };
+            consume::replay(cfg, shape, rounds.max(1)).await
         }
     }
 }
