@@ -100,6 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             action: "DEFER_IF_PERMIT Greylisted, try again in 120 seconds".into(),
             delay_seconds: 120,
             policy_host: "mx1".into(),
+            settings_hash: None,
         })?
     );
     print_mail_samples(&env)

@@ -61,5 +61,8 @@ pub struct GreylistDecided {
     /// Seconds still to wait (defer) or waited (first pass); else 0.
     pub delay_seconds: i64,
     pub policy_host: String,
+    /// The hash of the settings in force (`ConfigChanged`) the decision
+    /// was made with; `None` before any was recorded.
+    pub settings_hash: Option<String>,
 }
 impl_event!(GreylistDecided, "mailfleet.greylist.GreylistDecided");

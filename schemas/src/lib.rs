@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod clock;
+pub mod config;
 mod envelope;
 mod error;
 pub mod framing;

@@ -239,8 +239,12 @@ async fn record_inputs(w: &World, p: &EventProducer) -> anyhow::Result<()> {
 
 /// Run `consumer` live until its store holds every input, then stop it.
 async fn run_live(w: &World, consumer: &str) -> anyhow::Result<()> {
+    run_live_with(w, &w.config, consumer).await
+}
+
+async fn run_live_with(w: &World, config: &Path, consumer: &str) -> anyhow::Result<()> {
     let log = w.dir.join(format!("{consumer}.log"));
-    let mut child = Children(vec![spawn_mailfleet(&w.config, &["run", consumer], &log)?]);
+    let mut child = Children(vec![spawn_mailfleet(config, &["run", consumer], &log)?]);
     let topology = Topology::load(Some(&w.dir.join("topology.toml")))?;
     let inputs = topology.route(consumer)?.reads.clone();
     let ends = end_offsets(&inputs)?;
@@ -312,6 +316,8 @@ fn digests(stdout: &str) -> BTreeMap<i32, String> {
 async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyhow::Result<()> {
     let w = world().await?;
     let producer = EventProducer::new(&kafka(), "audit-test")?;
+    // The greylist's first start records its settings before any traffic.
+    run_live(&w, "greylist").await?;
     record_inputs(&w, &producer).await?;
     for consumer in ["greylist", "lifecycle", "index"] {
         run_live(&w, consumer).await?;
@@ -372,6 +378,82 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
         "{}",
         text(&replayed_out)
     );
+
+    // The settings in force are part of the log: a shorter delay from now
+    // on changes new decisions, and yesterday's stay right in the audit
+    // under either config file.
+    let shorter = w.dir.join("audit-delay60.toml");
+    std::fs::write(
+        &shorter,
+        std::fs::read_to_string(&w.config)?.replace(
+            "[consumers.greylist]\n",
+            "[consumers.greylist]\ndelay_s = 60\n",
+        ),
+    )?;
+    // Restarted with it: the new settings are recorded, then traffic.
+    run_live_with(&w, &shorter, "greylist").await?;
+    for i in 0..3 {
+        let (ip, from, to) = (
+            "198.51.100.9",
+            format!("late{i}@sender.test"),
+            "r9@example.test",
+        );
+        let at = T0 + 2 * DAY + i * 1000;
+        let key = "198.51.100.0";
+        send(
+            &producer,
+            &w.attempts,
+            key,
+            &attempt(&format!("l{i}"), at, ip, &from, to),
+        )
+        .await?;
+        let retry = attempt(&format!("lr{i}"), at + 90_000, ip, &from, to);
+        send(&producer, &w.attempts, key, &retry).await?;
+    }
+    run_live_with(&w, &shorter, "greylist").await?;
+    let decided: Vec<GreylistDecided> =
+        read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?
+            .iter()
+            .filter_map(|(_, v)| Registry::builtin().decode(v).ok())
+            .collect();
+    let hash_of = |prefix: &str| -> Vec<Option<String>> {
+        decided
+            .iter()
+            .filter(|d| {
+                d.envelope
+                    .causation_id
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with(prefix))
+            })
+            .map(|d| d.settings_hash.clone())
+            .collect()
+    };
+    let (old, new) = (hash_of("a"), hash_of("l"));
+    assert!(old.iter().all(|h| h.is_some() && *h == old[0]), "{old:?}");
+    assert!(new.iter().all(|h| h.is_some() && *h == new[0]), "{new:?}");
+    assert_ne!(old[0], new[0], "each decision records the settings it used");
+    let late_retries: Vec<&GreylistDecided> = decided
+        .iter()
+        .filter(|d| {
+            d.envelope
+                .causation_id
+                .as_deref()
+                .is_some_and(|c| c.starts_with("lr"))
+        })
+        .collect();
+    assert_eq!(late_retries.len(), 3);
+    assert!(
+        late_retries
+            .iter()
+            .all(|d| d.verdict == GreylistVerdict::Pass),
+        "90 s is past the new 60 s delay: {late_retries:?}"
+    );
+    for config in [&w.config, &shorter] {
+        let out = mailfleet(config, &["audit", "decisions", "greylist"])?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{}: {}", config.display(), text(&out));
+        assert!(stdout.trim_end().ends_with(" diffs=0"), "{stdout}");
+    }
 
     // Falsify one recorded decision: the same id, the other verdict.
     let decisions = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?;

@@ -16,6 +16,7 @@ pub mod follow;
 pub mod metrics;
 pub mod producer;
 mod runner;
+pub mod settings;
 mod shutdown;
 mod state;
 pub mod store;

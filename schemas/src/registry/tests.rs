@@ -98,6 +98,7 @@ fn every_event_type_round_trips() {
         action: "DEFER_IF_PERMIT Greylisted".into(),
         delay_seconds: 300,
         policy_host: "mx1".into(),
+        settings_hash: Some("ab".repeat(32)),
     });
     round_trip(received("r1"));
     round_trip(MessageScanned {

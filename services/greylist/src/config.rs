@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::triplet::Grouping;
 
@@ -62,6 +62,62 @@ impl Default for GreylistConfig {
             whitelist_clients: vec![PathBuf::from("ops/greylist/whitelist_clients")],
             whitelist_recipients: vec![PathBuf::from("ops/greylist/whitelist_recipients")],
             whitelist_reload_s: 10,
+        }
+    }
+}
+
+/// The settings a greylist decision depends on: what a `ConfigChanged`
+/// records (the whitelist files are not in it yet: they reload on their
+/// own, see `docs/replay.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GreylistRules {
+    pub delay_s: i64,
+    pub max_age_days: i64,
+    pub retry_window_s: i64,
+    pub auto_whitelist_clients: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub lookup_by_host: bool,
+    pub greylist_action: String,
+    pub greylist_text: String,
+    pub x_greylist_header: String,
+    pub hostname: String,
+}
+
+impl GreylistConfig {
+    /// The decision-relevant settings.
+    pub fn rules(&self) -> GreylistRules {
+        GreylistRules {
+            delay_s: self.delay_s,
+            max_age_days: self.max_age_days,
+            retry_window_s: self.retry_window_s,
+            auto_whitelist_clients: self.auto_whitelist_clients,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+            lookup_by_host: self.lookup_by_host,
+            greylist_action: self.greylist_action.clone(),
+            greylist_text: self.greylist_text.clone(),
+            x_greylist_header: self.x_greylist_header.clone(),
+            hostname: self.hostname.clone(),
+        }
+    }
+
+    /// This config with `rules` in force.
+    pub fn with_rules(&self, rules: GreylistRules) -> GreylistConfig {
+        GreylistConfig {
+            delay_s: rules.delay_s,
+            max_age_days: rules.max_age_days,
+            retry_window_s: rules.retry_window_s,
+            auto_whitelist_clients: rules.auto_whitelist_clients,
+            ipv4_prefix: rules.ipv4_prefix,
+            ipv6_prefix: rules.ipv6_prefix,
+            lookup_by_host: rules.lookup_by_host,
+            greylist_action: rules.greylist_action,
+            greylist_text: rules.greylist_text,
+            x_greylist_header: rules.x_greylist_header,
+            hostname: rules.hostname,
+            ..self.clone()
         }
     }
 }

@@ -1,33 +1,44 @@
 //! The greylist decider: postgrey 1.37's `smtpd_access_policy` as a pure
 //! function of state and event, with the event's time as "now".
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
 
 use mailfleet_events::{
     clock::ClockTicked,
+    config::ConfigChanged,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
     Envelope, EventError, Registry,
 };
-use mailfleet_runtime::{Consumer, Decision, Decode, Input, StateError, StateView};
+use mailfleet_runtime::{
+    settings::{InForceKey, Settings},
+    Consumer, Decision, Decode, Input, StateError, StateView,
+};
 
 use crate::{
     date::rfc2822_utc,
     state::{Awl, AwlKey, InstanceKey, Seen, TripletKey},
     triplet::{client_net, triplet},
     whitelist::WhitelistFiles,
-    GreylistConfig,
+    GreylistConfig, GreylistRules,
 };
 
 /// What the greylist consumer reads from `smtp.attempts`.
 pub enum GreylistInput {
     Attempt(DeliveryAttempted),
     Tick(ClockTicked),
+    /// The settings in force from here on.
+    Config(ConfigChanged),
 }
 
 impl Decode for GreylistInput {
     fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
         match registry.writer_of(bytes)?.name.as_str() {
             "mailfleet.clock.ClockTicked" => registry.decode(bytes).map(Self::Tick),
+            "mailfleet.config.ConfigChanged" => registry.decode(bytes).map(Self::Config),
             _ => registry.decode(bytes).map(Self::Attempt),
         }
     }
@@ -35,9 +46,13 @@ impl Decode for GreylistInput {
         match self {
             Self::Attempt(a) => &a.envelope,
             Self::Tick(t) => &t.envelope,
+            Self::Config(c) => &c.envelope,
         }
     }
 }
+
+/// The consumer's name, also in `ConfigChanged.consumer`.
+pub const NAME: &str = "greylist";
 
 /// The answer to one attempt, before it becomes an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +78,12 @@ impl Answer {
 
 /// The greylist consumer.
 pub struct Greylist {
+    /// The config file's settings: in force until a `ConfigChanged`.
     config: GreylistConfig,
     whitelists: Arc<WhitelistFiles>,
     decisions_topic: String,
+    /// Configs for the settings hashes seen in the log.
+    in_force: Mutex<HashMap<String, Arc<GreylistConfig>>>,
 }
 
 const HOUR: i64 = 3600;
@@ -81,7 +99,80 @@ impl Greylist {
             config,
             whitelists,
             decisions_topic: decisions_topic.into(),
+            in_force: Mutex::default(),
         }
+    }
+
+    /// The settings this config file gives, as a `ConfigChanged` records them.
+    pub fn settings(&self) -> Result<Settings, String> {
+        Settings::of(&self.config.rules())
+    }
+
+    /// The config in force in this partition and its settings hash: the
+    /// last `ConfigChanged` applied, else the config file's (no hash).
+    pub fn config_in_force(
+        &self,
+        state: &StateView<'_>,
+    ) -> Result<(Arc<GreylistConfig>, Option<String>), StateError> {
+        let Some(settings) = state.get(&InForceKey)? else {
+            return Ok((Arc::new(self.config.clone()), None));
+        };
+        let mut cache = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cfg) = cache.get(&settings.hash) {
+            return Ok((cfg.clone(), Some(settings.hash)));
+        }
+        let rules: GreylistRules =
+            serde_json::from_str(&settings.json).map_err(|e| StateError::Corrupt {
+                key: "greylist settings in force".into(),
+                reason: e.to_string(),
+            })?;
+        let cfg = Arc::new(self.config.with_rules(rules));
+        cache.insert(settings.hash.clone(), cfg.clone());
+        Ok((cfg, Some(settings.hash)))
+    }
+
+    /// Take a `ConfigChanged` for this consumer into force.
+    fn take_settings(
+        &self,
+        state: &StateView<'_>,
+        c: &ConfigChanged,
+    ) -> Result<Decision, StateError> {
+        if c.consumer != NAME {
+            return Ok(Decision::ignore());
+        }
+        let settings = Settings::from_json(c.settings.clone());
+        if settings.hash != c.hash {
+            return Ok(Decision::reject(format!(
+                "ConfigChanged {}: hash {} is not the SHA-256 of its settings ({})",
+                c.envelope.event_id, c.hash, settings.hash
+            )));
+        }
+        let rules: GreylistRules = match serde_json::from_str(&settings.json) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Decision::reject(format!(
+                    "ConfigChanged {}: settings {}: {e}",
+                    c.envelope.event_id, settings.json
+                )))
+            }
+        };
+        let problems = self.config.with_rules(rules).problems();
+        if !problems.is_empty() {
+            return Ok(Decision::reject(format!(
+                "ConfigChanged {}: {}",
+                c.envelope.event_id,
+                problems.join("; ")
+            )));
+        }
+        if state
+            .get(&InForceKey)?
+            .is_some_and(|s| s.hash == settings.hash)
+        {
+            return Ok(Decision::ignore()); // already in force
+        }
+        let mut d = Decision::apply();
+        d.put(&InForceKey, &settings);
+        Ok(d)
     }
 
     /// Judge one attempt at `now` (seconds), recording state changes in `d`.
@@ -92,7 +183,8 @@ impl Greylist {
         now: i64,
         d: &mut Decision,
     ) -> Result<Answer, StateError> {
-        let c = &self.config;
+        let (cfg, _) = self.config_in_force(state)?;
+        let c = &*cfg;
         let (Some(addr), Some(name), Some(rcpt), Some(sender)) =
             (&a.client_address, &a.client_name, &a.recipient, &a.sender)
         else {
@@ -214,7 +306,8 @@ impl Greylist {
         now: i64,
         d: &mut Decision,
     ) -> Result<usize, StateError> {
-        let c = &self.config;
+        let (cfg, _) = self.config_in_force(state)?;
+        let c = &*cfg;
         let max_age = c.max_age_days * 86_400;
         let mut removed = 0;
         for (key, seen) in state.scan::<TripletKey>()? {
@@ -244,7 +337,7 @@ impl Consumer for Greylist {
     type Event = GreylistInput;
 
     fn name(&self) -> &str {
-        "greylist"
+        NAME
     }
 
     fn decide(
@@ -257,7 +350,9 @@ impl Consumer for Greylist {
             GreylistInput::Tick(tick) => {
                 self.sweep(state, tick.envelope.event_time.div_euclid(1000), &mut d)?;
             }
+            GreylistInput::Config(c) => return self.take_settings(state, c),
             GreylistInput::Attempt(a) => {
+                let (_, settings_hash) = self.config_in_force(state)?;
                 let answer =
                     self.judge(state, a, a.envelope.event_time.div_euclid(1000), &mut d)?;
                 let decided = GreylistDecided {
@@ -268,6 +363,7 @@ impl Consumer for Greylist {
                     action: answer.action,
                     delay_seconds: answer.delay_seconds,
                     policy_host: a.policy_host.clone(),
+                    settings_hash,
                 };
                 let key = input.meta.key.clone().unwrap_or_default();
                 d.emit(&self.decisions_topic, key, decided);

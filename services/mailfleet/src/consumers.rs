@@ -8,9 +8,13 @@ use mailfleet_accounts::{
     deleter::Deleter, directory::Directory, lifecycle::Lifecycle, notifier::Notifier,
 };
 use mailfleet_counter::Counter;
+use mailfleet_events::{config::ConfigChanged, Envelope};
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
-use mailfleet_runtime::{run, Consumer, RunSpec, RunStats, RuntimeError, Shutdown, Topology};
+use mailfleet_runtime::{
+    producer::EventProducer, run, settings::Settings, Consumer, RunSpec, RunStats, RuntimeError,
+    Shutdown, Store, Topology,
+};
 use mailfleet_scheduler::purger::Purger;
 use mailfleet_storage::{index::Indexer, writer::StorageWriter};
 
@@ -70,12 +74,14 @@ pub async fn run_consumer_with(
                 WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())
                     .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
             lists.watch(Duration::from_secs(g.whitelist_reload_s));
-            checked_run(
-                Greylist::new(g.clone(), lists, first_output()),
-                spec,
-                shutdown,
-            )
-            .await
+            let greylist = Greylist::new(g.clone(), lists, first_output());
+            if spec.produce {
+                let settings = greylist.settings().map_err(|e| {
+                    RuntimeError::InvalidConfig(vec![format!("consumers.greylist: {e}")])
+                })?;
+                record_settings(cfg, name, route, topology, settings).await?;
+            }
+            checked_run(greylist, spec, shutdown).await
         }
         "scanner" => {
             let blobs = BlobStore::open(&cfg.blobs.dir)
@@ -131,6 +137,65 @@ pub async fn run_consumer_with(
             NAMES.join(", ")
         )])),
     }
+}
+
+/// Record `settings` as the ones `name` decides with from here on: a
+/// `ConfigChanged` into every partition of its first input topic, unless
+/// its local store says they are in force in every partition already.
+/// (Every member of a fleet must run with the same settings; a member
+/// whose store lacks a partition writes the same settings again, which
+/// the decider ignores.)
+async fn record_settings(
+    cfg: &Config,
+    name: &str,
+    route: &mailfleet_runtime::topology::Route,
+    topology: &Topology,
+    settings: Settings,
+) -> Result<(), RuntimeError> {
+    let Some(topic) = route.reads.first() else {
+        return Ok(());
+    };
+    let partitions = topology.topics.get(topic).map_or(1, |t| t.partitions);
+    let store_dir = cfg.runtime.data_dir.join(name);
+    let in_force: Vec<(i32, String)> = match Store::open_read_only(&store_dir) {
+        Ok(store) => store
+            .scan_table(b'@')?
+            .into_iter()
+            .map(|(p, _, json)| {
+                let json = String::from_utf8_lossy(&json).into_owned();
+                (p, Settings::from_json(json).hash)
+            })
+            .collect(),
+        Err(_) => Vec::new(), // no store yet
+    };
+    let current = (0..partitions).all(|p| in_force.contains(&(p, settings.hash.clone())));
+    if current {
+        tracing::info!(consumer = %name, hash = %settings.hash, "settings in force");
+        return Ok(());
+    }
+    let producer = EventProducer::new(&cfg.kafka, &format!("mailfleet-{name}-settings"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for partition in 0..partitions {
+        let event = ConfigChanged {
+            envelope: Envelope::new(
+                format!("config:{name}:{}:{topic}:{partition}", &settings.hash[..16]),
+                now,
+                format!("mailfleet-{name}"),
+            ),
+            consumer: name.to_string(),
+            settings: settings.json.clone(),
+            hash: settings.hash.clone(),
+        };
+        let bytes = mailfleet_events::encode(&event).map_err(|e| {
+            RuntimeError::InvalidConfig(vec![format!("encoding ConfigChanged: {e}")])
+        })?;
+        producer.send_to_partition(topic, partition, &bytes).await?;
+    }
+    tracing::info!(consumer = %name, hash = %settings.hash, settings = %settings.json, %topic,
+        "new settings recorded (ConfigChanged)");
+    Ok(())
 }
 
 /// Consumers whose outputs are decided, not emitted by an effect: the ones

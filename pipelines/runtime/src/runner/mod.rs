@@ -92,7 +92,10 @@ pub struct RunSpec {
 
 /// Sees each output as it would be produced: topic, key, encoded event.
 #[derive(Clone)]
-pub struct Capture(pub Arc<dyn Fn(&str, &[u8], &[u8]) + Send + Sync>);
+pub struct Capture(pub Arc<CaptureFn>);
+
+/// What a [`Capture`] calls: (topic, key, encoded event).
+pub type CaptureFn = dyn Fn(&str, &[u8], &[u8]) + Send + Sync;
 
 impl std::fmt::Debug for Capture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

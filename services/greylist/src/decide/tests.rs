@@ -1,7 +1,7 @@
 //! One test per postgrey rule, with injected time.
 
 use mailfleet_events::greylist::GreylistReason as R;
-use mailfleet_runtime::Overlay;
+use mailfleet_runtime::{Overlay, Verdict};
 
 use super::*;
 use crate::whitelist::Whitelists;
@@ -396,4 +396,59 @@ fn the_texts_are_configurable() {
         T0,
     );
     assert_eq!(answer.action, "DEFER come back in 60 s to example.org");
+}
+
+fn config_changed(settings: &Settings, hash: &str) -> ConfigChanged {
+    ConfigChanged {
+        envelope: Envelope::new("cfg", 0, "test"),
+        consumer: NAME.into(),
+        settings: settings.json.clone(),
+        hash: hash.into(),
+    }
+}
+
+#[test]
+fn settings_in_force_come_from_the_log_not_the_file() {
+    let (g, mut state, a) = defaults();
+    assert_eq!(step(&g, &mut state, &a, T0).reason, R::New);
+    // A recorded delay of 60 s is in force from here on, whatever the file says.
+    let short = GreylistConfig {
+        delay_s: 60,
+        ..GreylistConfig::default()
+    };
+    let settings = Settings::of(&short.rules()).unwrap();
+    let d = g
+        .take_settings(
+            &StateView::in_memory(&state),
+            &config_changed(&settings, &settings.hash),
+        )
+        .unwrap();
+    assert!(matches!(d.verdict, Verdict::Apply));
+    state.extend(d.changes);
+    let (cfg, hash) = g.config_in_force(&StateView::in_memory(&state)).unwrap();
+    assert_eq!((cfg.delay_s, hash), (60, Some(settings.hash.clone())));
+    assert_eq!(step(&g, &mut state, &a, T0 + 61).reason, R::Passed);
+    // The same settings again change nothing; a forged hash is refused.
+    let again = g
+        .take_settings(
+            &StateView::in_memory(&state),
+            &config_changed(&settings, &settings.hash),
+        )
+        .unwrap();
+    assert!(matches!(again.verdict, Verdict::Ignore));
+    let forged = g
+        .take_settings(
+            &StateView::in_memory(&state),
+            &config_changed(&settings, "00"),
+        )
+        .unwrap();
+    assert!(matches!(&forged.verdict, Verdict::Reject(r) if r.contains("is not the SHA-256")));
+    let bad = Settings::from_json(r#"{"delay_s":"soon"}"#.into());
+    let refused = g
+        .take_settings(
+            &StateView::in_memory(&state),
+            &config_changed(&bad, &bad.hash),
+        )
+        .unwrap();
+    assert!(matches!(&refused.verdict, Verdict::Reject(r) if r.contains("soon")));
 }
