@@ -371,5 +371,13 @@ fn print_scheduler_samples(
         params: [("folder".to_string(), "Trash".to_string())].into(),
     };
     println!("{}", line(&job_due)?);
+    let settings = r#"{"delay_s":300,"max_age_days":35}"#;
+    let changed = mailfleet_events::config::ConfigChanged {
+        envelope: env("config:greylist:0123456789abcdef:smtp.attempts:0"),
+        consumer: "greylist".into(),
+        settings: settings.into(),
+        hash: "9f1a".repeat(16),
+    };
+    println!("{}", line(&changed)?);
     Ok(())
 }

@@ -48,6 +48,30 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     cfg
 }
 
+/// Each partition of `topic` with its low and high watermarks (oldest
+/// offset kept, next offset to be written); an empty list when the topic
+/// does not exist.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, RuntimeError> {
+    use rdkafka::consumer::Consumer;
+    let kafka = |op, source| RuntimeError::Kafka { op, source };
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| kafka("fetch metadata", e))?;
+    let mut out = Vec::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), timeout)
+            .map_err(|e| kafka("fetch watermarks", e))?;
+        out.push((p.id(), low, high));
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// Create or update every topic of the topology.
 pub async fn apply(
     kafka: &KafkaConfig,

@@ -20,7 +20,10 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_events::Registry;
-use mailfleet_runtime::{admin::client_config, config::KafkaConfig};
+use mailfleet_runtime::{
+    admin::{client_config, watermarks},
+    config::KafkaConfig,
+};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message, Offset, TopicPartitionList,
@@ -98,17 +101,14 @@ pub fn read_all(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Read>> {
         .set("group.id", "mailfleet-audit")
         .create()
         .context("creating the audit reader")?;
-    let timeout = Duration::from_secs(10);
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("{topic}: reading its metadata"))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+    for (id, low, high) in watermarks(&consumer, topic, Duration::from_secs(10))
+        .with_context(|| format!("{topic}: reading its offsets"))?
+    {
         if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-            ends.insert(p.id(), high);
+            tpl.add_partition_offset(topic, id, Offset::Offset(low))?;
+            ends.insert(id, high);
         }
     }
     let mut out = Vec::new();

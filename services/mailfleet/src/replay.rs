@@ -19,7 +19,9 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_runtime::{
-    admin::client_config, config::KafkaConfig, Capture, RunSpec, RunStats, Shutdown, Store,
+    admin::{client_config, watermarks},
+    config::KafkaConfig,
+    Capture, RunSpec, RunStats, Shutdown, Store,
 };
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
@@ -115,20 +117,10 @@ pub fn resolve(kafka: &KafkaConfig, topics: &[String], args: &RangeArgs) -> anyh
     let timeout = Duration::from_secs(10);
     let mut range = Range::default();
     for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .with_context(|| format!("{topic}: reading its metadata"))?;
-        let ids: Vec<i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions())
-            .map(|p| p.id())
-            .collect();
-        anyhow::ensure!(!ids.is_empty(), "{topic}: no such topic");
-        for id in ids {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, id, timeout)
-                .with_context(|| format!("{topic}/{id}: reading its offsets"))?;
+        let partitions = watermarks(&consumer, topic, timeout)
+            .with_context(|| format!("{topic}: reading its offsets"))?;
+        anyhow::ensure!(!partitions.is_empty(), "{topic}: no such topic");
+        for (id, low, high) in partitions {
             let at = |ms: i64| -> anyhow::Result<i64> {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(topic, id, Offset::Offset(ms))?;

@@ -40,7 +40,11 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope, Registry};
-use mailfleet_runtime::{admin::client_config, config::KafkaConfig, producer::EventProducer};
+use mailfleet_runtime::{
+    admin::{client_config, watermarks},
+    config::KafkaConfig,
+    producer::EventProducer,
+};
 use mailfleet_runtime::{Shutdown, Topology};
 use mailfleet_scheduler::{schedule::run_id, Due, JobConfig, JobKind, Schedules};
 use rdkafka::{
@@ -455,26 +459,15 @@ fn read_back(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<ReadBack> {
         .set("enable.auto.commit", "false")
         .create()
         .context("creating the read-back consumer")?;
-    let timeout = Duration::from_secs(10);
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("scheduler.jobs_topic = {topic:?}: reading its metadata"))?;
-    let ids: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| p.id())
-        .collect();
+    let partitions = watermarks(&consumer, topic, Duration::from_secs(10))
+        .with_context(|| format!("scheduler.jobs_topic = {topic:?}: reading its offsets"))?;
     anyhow::ensure!(
-        !ids.is_empty(),
+        !partitions.is_empty(),
         "scheduler.jobs_topic = {topic:?}: no such topic (run `mailfleet topics apply`)"
     );
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for id in ids {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, id, timeout)
-            .with_context(|| format!("{topic}/{id}: reading its offsets"))?;
+    for (id, low, high) in partitions {
         if high > low {
             let start = low.max(high - READ_BACK_RECORDS);
             tpl.add_partition_offset(topic, id, Offset::Offset(start))?;

@@ -39,42 +39,10 @@ pub enum Bench {
     /// The lifecycle pass that finds inactive accounts among 1M, vs a raw RocksDB scan of the same state.
     Lifecycle(lifecycle::LifecycleLoad),
     /// Raw rdkafka consume loop vs the runtime with the counting consumer (RocksDB state).
-    Consume {
-        /// Events to produce and then read twice.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        /// Encoded size of each event, bytes.
-        #[arg(long, default_value_t = 200)]
-        event_bytes: usize,
-        /// Partitions of the benchmark topic.
-        #[arg(long, default_value_t = 6)]
-        partitions: i32,
-        /// Distinct counting keys.
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// Rounds of (raw, runtime) over the same topic; medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-    },
+    Consume(ConsumeLoad),
     /// Raw rdkafka consume loop vs a state restore (a fleet member rebuilding
     /// a partition's state from the earliest offset) vs `mailfleet replay`.
-    Replay {
-        /// Events to produce and then read three times a round.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        /// Encoded size of each event, bytes.
-        #[arg(long, default_value_t = 200)]
-        event_bytes: usize,
-        /// Partitions of the benchmark topic.
-        #[arg(long, default_value_t = 6)]
-        partitions: i32,
-        /// Distinct counting keys.
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// Rounds; medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-    },
+    Replay(ConsumeLoad),
 }
 
 pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
@@ -84,35 +52,38 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
         Bench::Scan(load) => scan::run(cfg, load).await,
         Bench::Store(load) => store::run(cfg, load).await,
         Bench::Lifecycle(load) => lifecycle::run(cfg, load).await,
-        Bench::Consume {
-            events,
-            event_bytes,
-            partitions,
-            keys,
-            rounds,
-        } => {
-            let shape = consume::Shape {
-                events,
-                event_bytes,
-                partitions,
-                keys,
-            };
-            consume::consume(cfg, shape, rounds.max(1)).await
-        }
-        Bench::Replay {
-            events,
-            event_bytes,
-            partitions,
-            keys,
-            rounds,
-        } => {
-            let shape = consume::Shape {
-                events,
-                event_bytes,
-                partitions,
-                keys,
-            };
-            consume::replay(cfg, shape, rounds.max(1)).await
+        Bench::Consume(load) => consume::consume(cfg, load.shape(), load.rounds.max(1)).await,
+        Bench::Replay(load) => consume::replay(cfg, load.shape(), load.rounds.max(1)).await,
+    }
+}
+
+/// The topic a consume or replay bench reads, and how often.
+#[derive(Debug, clap::Args)]
+pub struct ConsumeLoad {
+    /// Events to produce and then read in each round.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Encoded size of each event, bytes.
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Distinct counting keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Rounds over the same topic; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+impl ConsumeLoad {
+    fn shape(&self) -> consume::Shape {
+        consume::Shape {
+            events: self.events,
+            event_bytes: self.event_bytes,
+            partitions: self.partitions,
+            keys: self.keys,
         }
     }
 }
