@@ -293,6 +293,7 @@ fn print_lifecycle_samples(
             from: AccountStatus::Inactive,
             to: AccountStatus::Deleting,
             reason: "grace-expired".into(),
+            settings_hash: None,
         })?,
         line(&AccountUnblocked {
             envelope: env("au1"),

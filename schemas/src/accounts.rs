@@ -140,6 +140,9 @@ pub struct AccountStatusChanged {
     pub from: AccountStatus,
     pub to: AccountStatus,
     pub reason: String,
+    /// The hash of the lifecycle settings in force (`ConfigChanged`) it
+    /// was decided with; `None` before any was recorded.
+    pub settings_hash: Option<String>,
 }
 impl_event!(
     AccountStatusChanged,

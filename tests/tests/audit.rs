@@ -13,7 +13,7 @@ use std::{
 };
 
 use mailfleet_events::{
-    accounts::{AccountRegistered, LoginChannel, LoginRecorded},
+    accounts::{AccountRegistered, AccountStatusChanged, LoginChannel, LoginRecorded},
     clock::ClockTicked,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistVerdict},
     mail::{MailboxDeleted, MessageReceived, MessageScanned, MessageStored, ScanVerdict},
@@ -316,8 +316,9 @@ fn digests(stdout: &str) -> BTreeMap<i32, String> {
 async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyhow::Result<()> {
     let w = world().await?;
     let producer = EventProducer::new(&kafka(), "audit-test")?;
-    // The greylist's first start records its settings before any traffic.
+    // The first starts record the settings before any traffic.
     run_live(&w, "greylist").await?;
+    run_live(&w, "lifecycle").await?;
     record_inputs(&w, &producer).await?;
     for consumer in ["greylist", "lifecycle", "index"] {
         run_live(&w, consumer).await?;
@@ -377,6 +378,20 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
         text(&replayed_out).contains("already holds"),
         "{}",
         text(&replayed_out)
+    );
+
+    // The lifecycle's transitions carry the hash of its thresholds.
+    let changes: Vec<AccountStatusChanged> =
+        read_topic(&w.accounts, usize::MAX, Duration::from_secs(2))?
+            .iter()
+            .filter_map(|(_, v)| Registry::builtin().decode(v).ok())
+            .collect();
+    assert!(changes.len() >= 2, "{changes:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.settings_hash.as_ref().is_some_and(|h| h.len() == 64)),
+        "{changes:?}"
     );
 
     // The settings in force are part of the log: a shorter delay from now

@@ -39,6 +39,7 @@ fn status(account: &str, from: AccountStatus, to: AccountStatus) -> AccountStatu
         from,
         to,
         reason: "test".into(),
+        settings_hash: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn status(account: &str, to: AccountStatus) -> AccountStatusChanged {
         from: AccountStatus::Pending,
         to,
         reason: "test".into(),
+        settings_hash: None,
     }
 }
 

@@ -11,10 +11,16 @@
 //! in force at each point: changing a setting today does not turn
 //! yesterday's decisions into audit diffs.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use mailfleet_events::config::ConfigChanged;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{StateKey, StateValue};
+use crate::{Decision, StateError, StateKey, StateValue, StateView};
 
 /// Settings as recorded: canonical JSON and its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +63,90 @@ impl StateValue for Settings {
     fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let json = String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?;
         Ok(Settings::from_json(json))
+    }
+}
+
+/// A consumer's config in force per partition: the config file's until a
+/// `ConfigChanged` for the consumer is applied, then the one its settings
+/// build (cached by hash).
+pub struct InForce<C> {
+    consumer: String,
+    file: Arc<C>,
+    cache: Mutex<HashMap<String, Arc<C>>>,
+}
+
+impl<C> InForce<C> {
+    /// `file`: the config file's config, in force before any `ConfigChanged`.
+    pub fn new(consumer: impl Into<String>, file: C) -> Self {
+        Self {
+            consumer: consumer.into(),
+            file: Arc::new(file),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The config file's config.
+    pub fn file(&self) -> &C {
+        &self.file
+    }
+
+    /// The config in force in this partition and its settings hash (none
+    /// before a `ConfigChanged`); `build` makes a config from recorded
+    /// settings JSON, or says why it cannot.
+    pub fn get(
+        &self,
+        state: &StateView<'_>,
+        build: impl Fn(&Settings) -> Result<C, String>,
+    ) -> Result<(Arc<C>, Option<String>), StateError> {
+        let Some(settings) = state.get(&InForceKey)? else {
+            return Ok((self.file.clone(), None));
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cfg) = cache.get(&settings.hash) {
+            return Ok((cfg.clone(), Some(settings.hash)));
+        }
+        let cfg = Arc::new(build(&settings).map_err(|reason| StateError::Corrupt {
+            key: format!("{} settings in force", self.consumer),
+            reason,
+        })?);
+        cache.insert(settings.hash.clone(), cfg.clone());
+        Ok((cfg, Some(settings.hash)))
+    }
+
+    /// Apply a `ConfigChanged`: ignored for another consumer or settings
+    /// already in force; refused (dead-lettered with the reason) when its
+    /// hash is not its settings' or `build` refuses them.
+    pub fn take(
+        &self,
+        state: &StateView<'_>,
+        c: &ConfigChanged,
+        build: impl Fn(&Settings) -> Result<C, String>,
+    ) -> Result<Decision, StateError> {
+        if c.consumer != self.consumer {
+            return Ok(Decision::ignore());
+        }
+        let settings = Settings::from_json(c.settings.clone());
+        if settings.hash != c.hash {
+            return Ok(Decision::reject(format!(
+                "ConfigChanged {}: hash {} is not the SHA-256 of its settings ({})",
+                c.envelope.event_id, c.hash, settings.hash
+            )));
+        }
+        if let Err(reason) = build(&settings) {
+            return Ok(Decision::reject(format!(
+                "ConfigChanged {}: settings {}: {reason}",
+                c.envelope.event_id, settings.json
+            )));
+        }
+        if state
+            .get(&InForceKey)?
+            .is_some_and(|s| s.hash == settings.hash)
+        {
+            return Ok(Decision::ignore()); // already in force
+        }
+        let mut d = Decision::apply();
+        d.put(&InForceKey, &settings);
+        Ok(d)
     }
 }
 

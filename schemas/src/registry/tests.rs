@@ -244,6 +244,7 @@ fn lifecycle_events_round_trip() {
         from: AccountStatus::Active,
         to: AccountStatus::Inactive,
         reason: "no-login-since:2026-08-26".into(),
+        settings_hash: None,
     });
     round_trip(AccountUnblocked {
         envelope: env("au"),

@@ -131,6 +131,7 @@ mod tests {
             from: AccountStatus::Pending,
             to: status,
             reason: "t".into(),
+            settings_hash: None,
         }
     }
 

@@ -1,11 +1,7 @@
 //! The greylist decider: postgrey 1.37's `smtpd_access_policy` as a pure
 //! function of state and event, with the event's time as "now".
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::{Arc, Mutex},
-};
+use std::{net::IpAddr, sync::Arc};
 
 use mailfleet_events::{
     clock::ClockTicked,
@@ -14,7 +10,7 @@ use mailfleet_events::{
     Envelope, EventError, Registry,
 };
 use mailfleet_runtime::{
-    settings::{InForceKey, Settings},
+    settings::{InForce, Settings},
     Consumer, Decision, Decode, Input, StateError, StateView,
 };
 
@@ -78,12 +74,10 @@ impl Answer {
 
 /// The greylist consumer.
 pub struct Greylist {
-    /// The config file's settings: in force until a `ConfigChanged`.
-    config: GreylistConfig,
+    /// The config file's settings until a `ConfigChanged`, then the log's.
+    in_force: InForce<GreylistConfig>,
     whitelists: Arc<WhitelistFiles>,
     decisions_topic: String,
-    /// Configs for the settings hashes seen in the log.
-    in_force: Mutex<HashMap<String, Arc<GreylistConfig>>>,
 }
 
 const HOUR: i64 = 3600;
@@ -96,39 +90,36 @@ impl Greylist {
         decisions_topic: impl Into<String>,
     ) -> Self {
         Self {
-            config,
+            in_force: InForce::new(NAME, config),
             whitelists,
             decisions_topic: decisions_topic.into(),
-            in_force: Mutex::default(),
         }
     }
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
     pub fn settings(&self) -> Result<Settings, String> {
-        Settings::of(&self.config.rules())
+        Settings::of(&self.in_force.file().rules())
     }
 
-    /// The config in force in this partition and its settings hash: the
-    /// last `ConfigChanged` applied, else the config file's (no hash).
+    /// The config in force in this partition and its settings hash.
     pub fn config_in_force(
         &self,
         state: &StateView<'_>,
     ) -> Result<(Arc<GreylistConfig>, Option<String>), StateError> {
-        let Some(settings) = state.get(&InForceKey)? else {
-            return Ok((Arc::new(self.config.clone()), None));
-        };
-        let mut cache = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cfg) = cache.get(&settings.hash) {
-            return Ok((cfg.clone(), Some(settings.hash)));
-        }
+        self.in_force.get(state, |s| self.build(s))
+    }
+
+    /// The config recorded settings give, if they are valid.
+    fn build(&self, settings: &Settings) -> Result<GreylistConfig, String> {
         let rules: GreylistRules =
-            serde_json::from_str(&settings.json).map_err(|e| StateError::Corrupt {
-                key: "greylist settings in force".into(),
-                reason: e.to_string(),
-            })?;
-        let cfg = Arc::new(self.config.with_rules(rules));
-        cache.insert(settings.hash.clone(), cfg.clone());
-        Ok((cfg, Some(settings.hash)))
+            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+        let cfg = self.in_force.file().with_rules(rules);
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// Take a `ConfigChanged` for this consumer into force.
@@ -137,42 +128,7 @@ impl Greylist {
         state: &StateView<'_>,
         c: &ConfigChanged,
     ) -> Result<Decision, StateError> {
-        if c.consumer != NAME {
-            return Ok(Decision::ignore());
-        }
-        let settings = Settings::from_json(c.settings.clone());
-        if settings.hash != c.hash {
-            return Ok(Decision::reject(format!(
-                "ConfigChanged {}: hash {} is not the SHA-256 of its settings ({})",
-                c.envelope.event_id, c.hash, settings.hash
-            )));
-        }
-        let rules: GreylistRules = match serde_json::from_str(&settings.json) {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Decision::reject(format!(
-                    "ConfigChanged {}: settings {}: {e}",
-                    c.envelope.event_id, settings.json
-                )))
-            }
-        };
-        let problems = self.config.with_rules(rules).problems();
-        if !problems.is_empty() {
-            return Ok(Decision::reject(format!(
-                "ConfigChanged {}: {}",
-                c.envelope.event_id,
-                problems.join("; ")
-            )));
-        }
-        if state
-            .get(&InForceKey)?
-            .is_some_and(|s| s.hash == settings.hash)
-        {
-            return Ok(Decision::ignore()); // already in force
-        }
-        let mut d = Decision::apply();
-        d.put(&InForceKey, &settings);
-        Ok(d)
+        self.in_force.take(state, c, |s| self.build(s))
     }
 
     /// Judge one attempt at `now` (seconds), recording state changes in `d`.

@@ -97,12 +97,14 @@ pub async fn run_consumer_with(
         }
         "index" => checked_run(Indexer::new(first_output()), spec, shutdown).await,
         "lifecycle" => {
-            checked_run(
-                Lifecycle::new(cfg.consumers.lifecycle.clone()),
-                spec,
-                shutdown,
-            )
-            .await
+            let lifecycle = Lifecycle::new(cfg.consumers.lifecycle.clone());
+            if spec.produce {
+                let settings = lifecycle.settings().map_err(|e| {
+                    RuntimeError::InvalidConfig(vec![format!("consumers.lifecycle: {e}")])
+                })?;
+                record_settings(cfg, name, route, topology, settings).await?;
+            }
+            checked_run(lifecycle, spec, shutdown).await
         }
         "deleter" => {
             let blobs = BlobStore::open(&cfg.blobs.dir)

@@ -105,6 +105,7 @@ mod tests {
             from: AccountStatus::Pending,
             to,
             reason: "t".into(),
+            settings_hash: None,
         };
         statuses.apply(&status("full@x", AccountStatus::Active));
         statuses.apply(&status("gone@x", AccountStatus::Deleted));

@@ -1,4 +1,4 @@
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use mailfleet_runtime::calendar::{add_months, DAY_MS, HOUR_MS};
 
@@ -26,6 +26,45 @@ pub struct LifecycleConfig {
     /// (and one for a pending registration): the latest per account is
     /// what the LMTP server checks at RCPT.
     pub status_topic: String,
+    /// The hash of the recorded settings this config was built from
+    /// (`ConfigChanged`); `None` for the config file's own.
+    #[serde(skip)]
+    pub settings_hash: Option<String>,
+}
+
+/// The settings the lifecycle's transitions depend on: what a
+/// `ConfigChanged` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRules {
+    pub activate_on_register: bool,
+    pub inactive_after_months: u32,
+    pub inactive_after_days: u32,
+    pub grace_period_hours: u32,
+}
+
+impl LifecycleConfig {
+    /// The decision-relevant settings.
+    pub fn rules(&self) -> LifecycleRules {
+        LifecycleRules {
+            activate_on_register: self.activate_on_register,
+            inactive_after_months: self.inactive_after_months,
+            inactive_after_days: self.inactive_after_days,
+            grace_period_hours: self.grace_period_hours,
+        }
+    }
+
+    /// This config with recorded `rules` (whose settings hash is `hash`).
+    pub fn with_rules(&self, rules: LifecycleRules, hash: String) -> LifecycleConfig {
+        LifecycleConfig {
+            activate_on_register: rules.activate_on_register,
+            inactive_after_months: rules.inactive_after_months,
+            inactive_after_days: rules.inactive_after_days,
+            grace_period_hours: rules.grace_period_hours,
+            settings_hash: Some(hash),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for LifecycleConfig {
@@ -38,6 +77,7 @@ impl Default for LifecycleConfig {
             events_topic: "accounts.events".into(),
             notify_topic: "notify.requests".into(),
             status_topic: "accounts.status".into(),
+            settings_hash: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use mailfleet_events::{
         AccountStatusChanged, AccountUnblocked, BlockReason, LoginRecorded,
     },
     clock::ClockTicked,
+    config::ConfigChanged,
     notify::NotificationRequested,
     Envelope, EventError, Registry,
 };
@@ -36,6 +37,8 @@ pub enum LifecycleInput {
     /// The deleter's tombstone.
     Deleted(AccountDeleted),
     Tick(ClockTicked),
+    /// The settings in force from here on (handled by the consumer).
+    Config(ConfigChanged),
     /// Any other event on the topic (its own `AccountStatusChanged`,
     /// `QuotaChanged`, `LoginFailed`, ...): ignored.
     Other(Envelope),
@@ -51,6 +54,7 @@ impl Decode for LifecycleInput {
             "mailfleet.accounts.AccountReactivated" => Self::Reactivated(registry.decode(bytes)?),
             "mailfleet.accounts.AccountDeleted" => Self::Deleted(registry.decode(bytes)?),
             "mailfleet.clock.ClockTicked" => Self::Tick(registry.decode(bytes)?),
+            "mailfleet.config.ConfigChanged" => Self::Config(registry.decode(bytes)?),
             _ => Self::Other(Envelope::default()),
         })
     }
@@ -63,6 +67,7 @@ impl Decode for LifecycleInput {
             Self::Reactivated(e) => &e.envelope,
             Self::Deleted(e) => &e.envelope,
             Self::Tick(e) => &e.envelope,
+            Self::Config(e) => &e.envelope,
             Self::Other(e) => e,
         }
     }
@@ -98,7 +103,7 @@ pub fn decide(
         LifecycleInput::Registered(e) => return registered(cfg, state, e),
         LifecycleInput::Deleted(e) => return deleted(cfg, state, e),
         LifecycleInput::Tick(t) => return tick(cfg, state, &t.envelope),
-        LifecycleInput::Other(_) => return Ok(Decision::ignore()),
+        LifecycleInput::Other(_) | LifecycleInput::Config(_) => return Ok(Decision::ignore()),
         LifecycleInput::Login(e) => (&e.account, &e.envelope, Happened::Login),
         LifecycleInput::Blocked(e) => (&e.account, &e.envelope, Happened::Blocked(e.reason)),
         LifecycleInput::Unblocked(e) => (&e.account, &e.envelope, Happened::Unblocked),
@@ -192,6 +197,7 @@ fn registered(
         )?;
         // Not a transition, but the LMTP server must know the address.
         let pending = status_changed(
+            cfg,
             &e.envelope,
             &name,
             (AccountStatus::Pending, AccountStatus::Pending),
@@ -336,23 +342,26 @@ fn changed(
     (from, to): (AccountStatus, AccountStatus),
     reason: String,
 ) {
-    let event = status_changed(cause, name, (from, to), reason);
+    let event = status_changed(cfg, cause, name, (from, to), reason);
     d.emit(&cfg.status_topic, name, event.clone());
     d.emit(&cfg.events_topic, name, event);
 }
 
 fn status_changed(
+    cfg: &LifecycleConfig,
     cause: &Envelope,
     name: &str,
     (from, to): (AccountStatus, AccountStatus),
     reason: String,
 ) -> AccountStatusChanged {
+    let settings_hash = cfg.settings_hash.clone();
     AccountStatusChanged {
         envelope: Envelope::caused_by(cause, NAME),
         account: name.to_string(),
         from,
         to,
         reason,
+        settings_hash,
     }
 }
 

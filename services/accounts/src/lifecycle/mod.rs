@@ -63,9 +63,12 @@ mod config;
 pub mod decide;
 pub mod state;
 
-use mailfleet_runtime::{Consumer, Decision, Input, StateError, StateView};
+use mailfleet_runtime::{
+    settings::{InForce, Settings},
+    Consumer, Decision, Input, StateError, StateView,
+};
 
-pub use config::LifecycleConfig;
+pub use config::{LifecycleConfig, LifecycleRules};
 pub use decide::{seed, tick, LifecycleInput};
 pub use state::{Account, Status};
 
@@ -74,17 +77,38 @@ pub const NAME: &str = "lifecycle";
 
 /// The lifecycle consumer: no effects, only events.
 pub struct Lifecycle {
-    cfg: LifecycleConfig,
+    /// The config file's thresholds until a `ConfigChanged`, then the log's.
+    in_force: InForce<LifecycleConfig>,
 }
 
 impl Lifecycle {
     pub fn new(cfg: LifecycleConfig) -> Self {
-        Self { cfg }
+        Self {
+            in_force: InForce::new(NAME, cfg),
+        }
     }
 
-    /// Its config.
+    /// Its config file's config.
     pub fn config(&self) -> &LifecycleConfig {
-        &self.cfg
+        self.in_force.file()
+    }
+
+    /// The settings this config file gives, as a `ConfigChanged` records them.
+    pub fn settings(&self) -> Result<Settings, String> {
+        Settings::of(&self.config().rules())
+    }
+
+    /// The config recorded settings give, if they are valid.
+    fn build(&self, settings: &Settings) -> Result<LifecycleConfig, String> {
+        let rules: LifecycleRules =
+            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+        let cfg = self.config().with_rules(rules, settings.hash.clone());
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems.join("; "))
+        }
     }
 }
 
@@ -100,6 +124,10 @@ impl Consumer for Lifecycle {
         state: &StateView<'_>,
         input: &Input<LifecycleInput>,
     ) -> Result<Decision, StateError> {
-        decide::decide(&self.cfg, state, &input.event)
+        if let LifecycleInput::Config(c) = &input.event {
+            return self.in_force.take(state, c, |s| self.build(s));
+        }
+        let (cfg, _) = self.in_force.get(state, |s| self.build(s))?;
+        decide::decide(&cfg, state, &input.event)
     }
 }

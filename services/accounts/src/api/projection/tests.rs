@@ -23,6 +23,7 @@ fn status(id: &str, account: &str, to: AccountStatus) -> AccountEvent {
         from: AccountStatus::Pending,
         to,
         reason: "t".into(),
+        settings_hash: None,
     })
 }
 

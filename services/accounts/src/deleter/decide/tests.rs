@@ -16,6 +16,7 @@ fn deleting(account: &str) -> DeleterInput {
         from: AccountStatus::Inactive,
         to: AccountStatus::Deleting,
         reason: "grace-expired".into(),
+        settings_hash: None,
     })
 }
 

@@ -29,6 +29,7 @@ fn status(to: AccountStatus) -> DirectoryInput {
         from: AccountStatus::Active,
         to,
         reason: "test".into(),
+        settings_hash: None,
     })
 }
 

@@ -564,6 +564,7 @@ fn inputs_decode_by_writer_and_other_events_on_the_topic_are_ignored() {
         from: AccountStatus::Active,
         to: AccountStatus::Inactive,
         reason: "x".into(),
+        settings_hash: None,
     };
     let quota = QuotaChanged {
         envelope: env(2),
