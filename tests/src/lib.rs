@@ -46,6 +46,19 @@ pub fn unique(name: &str) -> String {
     format!("{name}-{:08x}", rand::random::<u32>())
 }
 
+/// swaks against the test Postfix (`ops/postfix`, 127.0.0.1:2525) from
+/// 127.0.0.2, which is in its mynetworks: no policy service is asked.
+pub fn swaks_trusted() -> std::process::Command {
+    let mut swaks = std::process::Command::new("swaks");
+    swaks.args([
+        "--server",
+        "127.0.0.1:2525",
+        "--local-interface",
+        "127.0.0.2",
+    ]);
+    swaks
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     // Cargo sets CARGO_MANIFEST_DIR when it runs a test; the compile-time

@@ -4,7 +4,7 @@
 //! scanner` → `mailfleet run storage` → Maildir → Dovecot IMAP, where the
 //! message is fetched byte for byte; the virus never reaches a folder.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use mailfleet_events::{
     mail::{MessageReceived, MessageScanned, MessageStored, ScanVerdict},
@@ -16,13 +16,7 @@ use mailfleet_tests::{ingest::*, *};
 const LMTP_PORT: u16 = 2424;
 
 fn swaks(to: &str, data: &Path) -> anyhow::Result<String> {
-    let out = Command::new("swaks")
-        .args([
-            "--server",
-            "127.0.0.1:2525",
-            "--local-interface",
-            "127.0.0.2",
-        ])
+    let out = swaks_trusted()
         .args([
             "--from",
             "sender@example.net",

@@ -26,13 +26,7 @@ fn map_path() -> anyhow::Result<PathBuf> {
 /// Postfix's reply to `RCPT TO:<to>`, from a client in mynetworks
 /// (127.0.0.2: no policy service asked), quitting after RCPT.
 fn rcpt_reply(to: &str) -> anyhow::Result<String> {
-    let out = Command::new("swaks")
-        .args([
-            "--server",
-            "127.0.0.1:2525",
-            "--local-interface",
-            "127.0.0.2",
-        ])
+    let out = swaks_trusted()
         .args(["--from", "someone@example.net", "--to", to])
         .args(["--quit-after", "RCPT", "--timeout", "20"])
         .output()?;
