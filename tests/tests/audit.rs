@@ -13,9 +13,11 @@ use std::{
 };
 
 use mailfleet_events::{
-    accounts::{AccountRegistered, AccountStatusChanged, LoginChannel, LoginRecorded},
+    accounts::{
+        AccountDeleted, AccountRegistered, AccountStatusChanged, LoginChannel, LoginRecorded,
+    },
     clock::ClockTicked,
-    greylist::{DeliveryAttempted, GreylistDecided, GreylistVerdict},
+    greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
     mail::{MailboxDeleted, MessageReceived, MessageScanned, MessageStored, ScanVerdict},
     Envelope, Event, Registry,
 };
@@ -86,16 +88,23 @@ async fn world() -> anyhow::Result<World> {
     admin::apply(&kafka(), &topology).await?;
     let dir = scratch_dir(&name);
     let root = repo_root();
+    // Copies of the whitelists: the test edits one.
+    let (wc, wr) = (
+        dir.join("whitelist_clients"),
+        dir.join("whitelist_recipients"),
+    );
+    std::fs::copy(root.join("ops/greylist/whitelist_clients"), &wc)?;
+    std::fs::copy(root.join("ops/greylist/whitelist_recipients"), &wr)?;
     let brokers = kafka().brokers;
     let rest = format!(
         "[lmtp]\ntopic = {received:?}\n\
          [api]\nevents_topic = {accounts:?}\n\
-         [consumers.greylist]\nwhitelist_clients = [{wc:?}]\nwhitelist_recipients = [{wr:?}]\n\
+         [consumers.greylist]\nwhitelist_reload_s = 1\nwhitelist_clients = [{wc:?}]\nwhitelist_recipients = [{wr:?}]\n\
          [consumers.lifecycle]\nevents_topic = {accounts:?}\nnotify_topic = {notify:?}\nstatus_topic = {status:?}\n\
          [consumers.scanner]\nscanned_topic = {scanned:?}\nalerts_topic = {alerts:?}\naccounts_topic = {accounts:?}\n\
          [consumers.storage]\nstored_topic = {stored:?}\nnotify_topic = {notify:?}\naccounts_topic = {accounts:?}\n",
-        wc = root.join("ops/greylist/whitelist_clients").display().to_string(),
-        wr = root.join("ops/greylist/whitelist_recipients").display().to_string(),
+        wc = wc.display().to_string(),
+        wr = wr.display().to_string(),
     );
     let config = ConfigFiles {
         dir: &dir,
@@ -463,6 +472,49 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
             .all(|d| d.verdict == GreylistVerdict::Pass),
         "90 s is past the new 60 s delay: {late_retries:?}"
     );
+    // An edited whitelist is new settings too: the running greylist
+    // records it, and decides with it from that point of the log on.
+    let log = w.dir.join("greylist-live.log");
+    let mut live = Children(vec![spawn_mailfleet(&shorter, &["run", "greylist"], &log)?]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let clients = w.dir.join("whitelist_clients");
+    let mut edited = std::fs::read_to_string(&clients)?;
+    edited.push_str("\n# added by the audit test\n203.0.113.0/24\n");
+    std::fs::write(&clients, edited)?;
+    wait_until(
+        "the edited whitelist recorded",
+        Duration::from_secs(30),
+        || {
+            read_topic(&w.attempts, usize::MAX, Duration::from_secs(1)).is_ok_and(|records| {
+                records.iter().any(|(_, v)| {
+                    Registry::builtin()
+                        .decode::<mailfleet_events::config::ConfigChanged>(v)
+                        .is_ok_and(|c| c.settings.contains("203.0.113.0/24"))
+                })
+            })
+        },
+    )
+    .await?;
+    live.terminate()?;
+    let from_new = attempt(
+        "wl0",
+        T0 + 3 * DAY,
+        "203.0.113.5",
+        "x@new.test",
+        "r9@example.test",
+    );
+    send(&producer, &w.attempts, "203.0.113.0", &from_new).await?;
+    run_live_with(&w, &shorter, "greylist").await?;
+    let whitelisted = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?
+        .iter()
+        .filter_map(|(_, v)| Registry::builtin().decode::<GreylistDecided>(v).ok())
+        .find(|d| d.envelope.causation_id.as_deref() == Some("wl0"))
+        .expect("a decision for the new client");
+    assert_eq!(
+        whitelisted.reason,
+        GreylistReason::WhitelistedClient,
+        "{whitelisted:?}"
+    );
     for config in [&w.config, &shorter] {
         let out = mailfleet(config, &["audit", "decisions", "greylist"])?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -524,6 +576,23 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {history}");
     assert!(history.contains("channel=IMAP"), "{history}");
     assert!(!history.contains("ARGON2"), "no password hash: {history}");
+    // After the deletion saga's tombstone the history is still all there.
+    let bob = "bob@example.test";
+    let tombstone = AccountDeleted {
+        envelope: env("deleted-bob", T0 + 102 * DAY),
+        account: bob.into(),
+        reason: "grace-expired".into(),
+    };
+    send(&producer, &w.accounts, bob, &tombstone).await?;
+    let out = mailfleet(&w.config, &["audit", "account", bob])?;
+    let after = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(after.starts_with(&history), "{after}");
+    let last = after.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("AccountDeleted") && last.contains("reason=grace-expired"),
+        "{after}"
+    );
 
     // A mail's path: greylisting, reception, scan, storage.
     let to = "r0@example.test";

@@ -83,10 +83,23 @@ pub struct GreylistRules {
     pub greylist_text: String,
     pub x_greylist_header: String,
     pub hostname: String,
+    /// The whitelist files' texts when recorded (absent in settings
+    /// recorded without them: the live files are used then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whitelists: Option<RecordedLists>,
+}
+
+/// Whitelist texts as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedLists {
+    pub clients: Vec<crate::whitelist::ListText>,
+    pub recipients: Vec<crate::whitelist::ListText>,
 }
 
 impl GreylistConfig {
-    /// The decision-relevant settings.
+    /// The decision-relevant settings (without the whitelists, which come
+    /// from the files: see `Greylist::settings`).
     pub fn rules(&self) -> GreylistRules {
         GreylistRules {
             delay_s: self.delay_s,
@@ -100,6 +113,7 @@ impl GreylistConfig {
             greylist_text: self.greylist_text.clone(),
             x_greylist_header: self.x_greylist_header.clone(),
             hostname: self.hostname.clone(),
+            whitelists: None,
         }
     }
 

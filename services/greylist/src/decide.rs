@@ -18,8 +18,8 @@ use crate::{
     date::rfc2822_utc,
     state::{Awl, AwlKey, InstanceKey, Seen, TripletKey},
     triplet::{client_net, triplet},
-    whitelist::WhitelistFiles,
-    GreylistConfig, GreylistRules,
+    whitelist::{WhitelistFiles, Whitelists},
+    GreylistConfig, GreylistRules, RecordedLists,
 };
 
 /// What the greylist consumer reads from `smtp.attempts`.
@@ -73,9 +73,30 @@ impl Answer {
 }
 
 /// The greylist consumer.
+/// The settings a greylist decision is made with.
+#[derive(Debug, Clone)]
+pub struct GreylistInForce {
+    pub config: GreylistConfig,
+    /// Recorded whitelists; `None`: the live files' (settings recorded
+    /// without them, or the config file's before any `ConfigChanged`).
+    pub lists: Option<Arc<Whitelists>>,
+}
+
+/// The settings `config` and the whitelist files give, as a
+/// `ConfigChanged` records them (the files' texts included).
+pub fn settings_of(config: &GreylistConfig, files: &WhitelistFiles) -> Result<Settings, String> {
+    let mut rules = config.rules();
+    let (clients, recipients) = files.texts().map_err(|e| e.to_string())?;
+    rules.whitelists = Some(RecordedLists {
+        clients,
+        recipients,
+    });
+    Settings::of(&rules)
+}
+
 pub struct Greylist {
     /// The config file's settings until a `ConfigChanged`, then the log's.
-    in_force: InForce<GreylistConfig>,
+    in_force: InForce<GreylistInForce>,
     whitelists: Arc<WhitelistFiles>,
     decisions_topic: String,
 }
@@ -90,7 +111,13 @@ impl Greylist {
         decisions_topic: impl Into<String>,
     ) -> Self {
         Self {
-            in_force: InForce::new(NAME, config),
+            in_force: InForce::new(
+                NAME,
+                GreylistInForce {
+                    config,
+                    lists: None,
+                },
+            ),
             whitelists,
             decisions_topic: decisions_topic.into(),
         }
@@ -98,25 +125,31 @@ impl Greylist {
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
     pub fn settings(&self) -> Result<Settings, String> {
-        Settings::of(&self.in_force.file().rules())
+        settings_of(&self.in_force.file().config, &self.whitelists)
     }
 
     /// The config in force in this partition and its settings hash.
     pub fn config_in_force(
         &self,
         state: &StateView<'_>,
-    ) -> Result<(Arc<GreylistConfig>, Option<String>), StateError> {
+    ) -> Result<(Arc<GreylistInForce>, Option<String>), StateError> {
         self.in_force.get(state, |s| self.build(s))
     }
 
-    /// The config recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<GreylistConfig, String> {
+    /// What recorded settings give, if they are valid.
+    fn build(&self, settings: &Settings) -> Result<GreylistInForce, String> {
         let rules: GreylistRules =
             serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
-        let cfg = self.in_force.file().with_rules(rules);
-        let problems = cfg.problems();
+        let lists = match &rules.whitelists {
+            Some(l) => Some(Arc::new(
+                Whitelists::from_texts(&l.clients, &l.recipients).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        let config = self.in_force.file().config.with_rules(rules);
+        let problems = config.problems();
         if problems.is_empty() {
-            Ok(cfg)
+            Ok(GreylistInForce { config, lists })
         } else {
             Err(problems.join("; "))
         }
@@ -139,8 +172,8 @@ impl Greylist {
         now: i64,
         d: &mut Decision,
     ) -> Result<Answer, StateError> {
-        let (cfg, _) = self.config_in_force(state)?;
-        let c = &*cfg;
+        let (in_force, _) = self.config_in_force(state)?;
+        let c = &in_force.config;
         let (Some(addr), Some(name), Some(rcpt), Some(sender)) =
             (&a.client_address, &a.client_name, &a.recipient, &a.sender)
         else {
@@ -149,7 +182,10 @@ impl Greylist {
         let Ok(ip) = addr.parse::<IpAddr>() else {
             return Ok(Answer::dunno(GreylistReason::MissingAttributes, None));
         };
-        let lists = self.whitelists.get();
+        let lists = in_force
+            .lists
+            .clone()
+            .unwrap_or_else(|| self.whitelists.get());
         if lists.client(Some(ip), name) {
             return Ok(Answer::dunno(GreylistReason::WhitelistedClient, None));
         }
@@ -262,8 +298,8 @@ impl Greylist {
         now: i64,
         d: &mut Decision,
     ) -> Result<usize, StateError> {
-        let (cfg, _) = self.config_in_force(state)?;
-        let c = &*cfg;
+        let (in_force, _) = self.config_in_force(state)?;
+        let c = &in_force.config;
         let max_age = c.max_age_days * 86_400;
         let mut removed = 0;
         for (key, seen) in state.scan::<TripletKey>()? {

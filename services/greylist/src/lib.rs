@@ -12,5 +12,5 @@ pub mod state;
 pub mod triplet;
 pub mod whitelist;
 
-pub use config::{GreylistConfig, GreylistRules};
-pub use decide::{Answer, Greylist, GreylistInput};
+pub use config::{GreylistConfig, GreylistRules, RecordedLists};
+pub use decide::{settings_of, Answer, Greylist, GreylistInForce, GreylistInput};

@@ -39,6 +39,31 @@ pub enum WhitelistError {
     },
 }
 
+/// One whitelist file's text as recorded in a `ConfigChanged`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListText {
+    /// The file it came from.
+    pub name: String,
+    pub text: String,
+}
+
+impl Whitelists {
+    /// Lists from recorded texts; a bad line is an error naming it.
+    pub fn from_texts(
+        clients: &[ListText],
+        recipients: &[ListText],
+    ) -> Result<Self, WhitelistError> {
+        let mut w = Whitelists::default();
+        for t in clients {
+            w.add_clients(&t.name, &t.text)?;
+        }
+        for t in recipients {
+            w.add_recipients(&t.name, &t.text)?;
+        }
+        Ok(w)
+    }
+}
+
 /// The loaded whitelists.
 #[derive(Debug, Default)]
 pub struct Whitelists {
@@ -244,6 +269,23 @@ impl WhitelistFiles {
             w.add_recipients(&p.display().to_string(), &read(p)?)?;
         }
         Ok(w)
+    }
+
+    /// The files' current texts, as (path, text): clients, then recipients
+    /// (what a `ConfigChanged` records).
+    pub fn texts(&self) -> Result<(Vec<ListText>, Vec<ListText>), WhitelistError> {
+        let texts = |paths: &[PathBuf]| -> Result<Vec<ListText>, WhitelistError> {
+            paths
+                .iter()
+                .map(|p| {
+                    Ok(ListText {
+                        name: p.display().to_string(),
+                        text: read(p)?,
+                    })
+                })
+                .collect()
+        };
+        Ok((texts(&self.clients)?, texts(&self.recipients)?))
     }
 
     /// The whitelists in force.

@@ -74,12 +74,43 @@ pub async fn run_consumer_with(
                 WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())
                     .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
             lists.watch(Duration::from_secs(g.whitelist_reload_s));
-            let greylist = Greylist::new(g.clone(), lists, first_output());
+            let greylist = Greylist::new(g.clone(), lists.clone(), first_output());
             if spec.produce {
                 let settings = greylist.settings().map_err(|e| {
                     RuntimeError::InvalidConfig(vec![format!("consumers.greylist: {e}")])
                 })?;
+                let recorded = settings.hash.clone();
                 record_settings(cfg, name, route, topology, settings).await?;
+                // An edited whitelist file is new settings: recorded in the
+                // log, and in force from there, like any other change.
+                let (cfg, route, topology) = (cfg.clone(), route.clone(), topology.clone());
+                let (every, stop) = (Duration::from_secs(g.whitelist_reload_s), shutdown.clone());
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let mut last = recorded;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(every) => {}
+                            _ = stop.wait() => return,
+                        }
+                        let settings = match mailfleet_greylist::settings_of(&g, &lists) {
+                            Ok(s) if s.hash != last => s,
+                            Ok(_) => continue,
+                            Err(e) => {
+                                tracing::error!(error = %e, "greylist settings not recorded");
+                                continue;
+                            }
+                        };
+                        let hash = settings.hash.clone();
+                        match publish_settings(&cfg, "greylist", &route, &topology, &settings).await
+                        {
+                            Ok(()) => last = hash,
+                            Err(e) => {
+                                tracing::error!(error = %e, "greylist settings not recorded; retrying")
+                            }
+                        }
+                    }
+                });
             }
             checked_run(greylist, spec, shutdown).await
         }
@@ -175,6 +206,22 @@ async fn record_settings(
         tracing::info!(consumer = %name, hash = %settings.hash, "settings in force");
         return Ok(());
     }
+    publish_settings(cfg, name, route, topology, &settings).await
+}
+
+/// Write `settings` as a `ConfigChanged` into every partition of `name`'s
+/// first input topic.
+async fn publish_settings(
+    cfg: &Config,
+    name: &str,
+    route: &mailfleet_runtime::topology::Route,
+    topology: &Topology,
+    settings: &Settings,
+) -> Result<(), RuntimeError> {
+    let Some(topic) = route.reads.first() else {
+        return Ok(());
+    };
+    let partitions = topology.topics.get(topic).map_or(1, |t| t.partitions);
     let producer = EventProducer::new(&cfg.kafka, &format!("mailfleet-{name}-settings"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -426,7 +426,10 @@ fn settings_in_force_come_from_the_log_not_the_file() {
     assert!(matches!(d.verdict, Verdict::Apply));
     state.extend(d.changes);
     let (cfg, hash) = g.config_in_force(&StateView::in_memory(&state)).unwrap();
-    assert_eq!((cfg.delay_s, hash), (60, Some(settings.hash.clone())));
+    assert_eq!(
+        (cfg.config.delay_s, hash),
+        (60, Some(settings.hash.clone()))
+    );
     assert_eq!(step(&g, &mut state, &a, T0 + 61).reason, R::Passed);
     // The same settings again change nothing; a forged hash is refused.
     let again = g
