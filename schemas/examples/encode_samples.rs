@@ -213,6 +213,7 @@ fn print_storage_samples(
             sender: "zoe@example.net".into(),
             blob_id: blob_id.into(),
             message_id: None,
+            settings_hash: None,
         })?,
         line(&PurgeRequested {
             envelope: env("p1"),
@@ -247,6 +248,7 @@ fn print_storage_samples(
             messages: 1,
             quota_bytes: 10_737_418_240,
             over_quota: false,
+            settings_hash: None,
         })?,
         line(&NotificationRequested {
             envelope: env("n1"),

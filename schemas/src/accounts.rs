@@ -57,6 +57,9 @@ pub struct UsageChanged {
     pub messages: i64,
     pub quota_bytes: i64,
     pub over_quota: bool,
+    /// The hash of the storage writer's settings in force it was decided
+    /// with; `None` before any was recorded.
+    pub settings_hash: Option<String>,
 }
 impl_event!(UsageChanged, "mailfleet.accounts.UsageChanged");
 

@@ -146,6 +146,9 @@ pub struct MessageRejected {
     pub sender: String,
     pub blob_id: String,
     pub message_id: Option<String>,
+    /// The hash of the storage writer's settings in force it was decided
+    /// with; `None` before any was recorded.
+    pub settings_hash: Option<String>,
 }
 impl_event!(MessageRejected, "mailfleet.mail.MessageRejected");
 

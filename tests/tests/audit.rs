@@ -551,9 +551,6 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
     ] {
         assert!(stdout.contains(part), "{part:?} missing: {stdout}");
     }
-    let out = mailfleet(&w.config, &["audit", "decisions", "scanner"])?;
-    assert!(!out.status.success());
-    assert!(text(&out).contains("cannot recompute"), "{}", text(&out));
 
     // An account's history, from the events alone.
     let out = mailfleet(&w.config, &["audit", "account", "Bob@Example.test"])?;

@@ -6,7 +6,7 @@
 use std::{process::Command, time::Duration};
 
 use mailfleet_events::{
-    accounts::QuotaChanged,
+    accounts::{QuotaChanged, UsageChanged},
     mail::{MessageRejected, MessageStored, MessagesPurged, PurgeRequested},
     notify::NotificationRequested,
     Envelope,
@@ -31,6 +31,19 @@ async fn over_quota_mail_is_rejected_and_quota_changed_lifts_the_limit() -> anyh
     let rejected: Vec<MessageRejected> = fleet.wait_for(&fleet.world.stored, 1).await?;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0].quota_bytes, 1500);
+    // Decided with the quota plans the writer recorded at start.
+    let recorded = rejected[0].settings_hash.clone();
+    assert!(
+        recorded.as_ref().is_some_and(|h| h.len() == 64),
+        "{rejected:?}"
+    );
+    let usage: Vec<UsageChanged> = fleet.wait_for(&fleet.world.usage, 1).await?;
+    // (A quota change read before the recorded settings, on another
+    // topic of the partition, may still carry none.)
+    assert!(
+        usage.iter().any(|u| u.settings_hash == recorded),
+        "{usage:?}"
+    );
     let notices: Vec<NotificationRequested> = fleet.wait_for(&fleet.world.notify, 2).await?;
     let mut to: Vec<_> = notices
         .iter()

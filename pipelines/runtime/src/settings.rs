@@ -3,7 +3,7 @@
 //! A consumer whose decisions depend on settings (a greylist delay, the
 //! inactivity thresholds) records them as a `ConfigChanged` event in its
 //! own input, at the point they take effect: the live process writes one
-//! into every partition of its first input topic when it starts with
+//! into every partition of its input topics when it starts with
 //! settings whose hash differs from the one in force. Its decider keeps
 //! the settings in force per partition in state ([`InForceKey`]), decides
 //! with them, and stamps their hash on each decision. A replay reads the

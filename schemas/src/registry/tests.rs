@@ -171,6 +171,7 @@ fn storage_and_account_events_round_trip() {
         sender: "a@example.net".into(),
         blob_id: "ab".repeat(32),
         message_id: None,
+        settings_hash: None,
     });
     round_trip(PurgeRequested {
         envelope: env("p1"),
@@ -205,6 +206,7 @@ fn storage_and_account_events_round_trip() {
         messages: 1,
         quota_bytes: 10,
         over_quota: false,
+        settings_hash: None,
     });
     round_trip(crate::notify::NotificationRequested {
         envelope: env("n1"),

@@ -12,8 +12,8 @@ use mailfleet_events::{config::ConfigChanged, Envelope};
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
 use mailfleet_runtime::{
-    producer::EventProducer, run, settings::Settings, Consumer, RunSpec, RunStats, RuntimeError,
-    Shutdown, Store, Topology,
+    producer::EventProducer, run, settings::Settings, RunSpec, RunStats, RuntimeError, Shutdown,
+    Store, Topology,
 };
 use mailfleet_scheduler::purger::Purger;
 use mailfleet_storage::{index::Indexer, writer::StorageWriter};
@@ -61,7 +61,7 @@ pub async fn run_consumer_with(
     let first_output = || route.writes.first().cloned().unwrap_or_default();
     match name {
         "counter" => {
-            checked_run(
+            run(
                 Counter::new(cfg.consumers.counter.clone(), first_output()),
                 spec,
                 shutdown,
@@ -112,21 +112,27 @@ pub async fn run_consumer_with(
                     }
                 });
             }
-            checked_run(greylist, spec, shutdown).await
+            run(greylist, spec, shutdown).await
         }
         "scanner" => {
             let blobs = BlobStore::open(&cfg.blobs.dir)
                 .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
             let scanner = Scanner::new(cfg.consumers.scanner.clone(), Arc::new(blobs));
-            checked_run(scanner, spec, shutdown).await
+            run(scanner, spec, shutdown).await
         }
         "storage" => {
             let blobs = BlobStore::open(&cfg.blobs.dir)
                 .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
             let writer = StorageWriter::new(cfg.consumers.storage.clone(), Arc::new(blobs));
-            checked_run(writer, spec, shutdown).await
+            if spec.produce {
+                let settings = writer.settings().map_err(|e| {
+                    RuntimeError::InvalidConfig(vec![format!("consumers.storage: {e}")])
+                })?;
+                record_settings(cfg, name, route, topology, settings).await?;
+            }
+            run(writer, spec, shutdown).await
         }
-        "index" => checked_run(Indexer::new(first_output()), spec, shutdown).await,
+        "index" => run(Indexer::new(first_output()), spec, shutdown).await,
         "lifecycle" => {
             let lifecycle = Lifecycle::new(cfg.consumers.lifecycle.clone());
             if spec.produce {
@@ -135,24 +141,24 @@ pub async fn run_consumer_with(
                 })?;
                 record_settings(cfg, name, route, topology, settings).await?;
             }
-            checked_run(lifecycle, spec, shutdown).await
+            run(lifecycle, spec, shutdown).await
         }
         "deleter" => {
             let blobs = BlobStore::open(&cfg.blobs.dir)
                 .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))?;
             let deleter = Deleter::new(cfg.consumers.deleter.clone(), Arc::new(blobs));
-            checked_run(deleter, spec, shutdown).await
+            run(deleter, spec, shutdown).await
         }
         "directory" => {
             let directory = Directory::new(cfg.consumers.directory.clone(), cfg.ldap.clone())
                 .map_err(RuntimeError::InvalidConfig)?;
-            checked_run(directory, spec, shutdown).await
+            run(directory, spec, shutdown).await
         }
         "notifier" => {
             let n = &cfg.consumers.notifier;
             let notifier = Notifier::new(n, &n.sent_log_dir(&cfg.runtime.data_dir))
                 .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))?;
-            checked_run(notifier, spec, shutdown).await
+            run(notifier, spec, shutdown).await
         }
         "purger" => {
             // Its inputs are co-partitioned: one lane per partition.
@@ -163,7 +169,7 @@ pub async fn run_consumer_with(
                 .max()
                 .unwrap_or(1);
             let purger = Purger::new(cfg.consumers.purger.clone(), partitions);
-            checked_run(purger, spec, shutdown).await
+            run(purger, spec, shutdown).await
         }
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",
@@ -173,7 +179,7 @@ pub async fn run_consumer_with(
 }
 
 /// Record `settings` as the ones `name` decides with from here on: a
-/// `ConfigChanged` into every partition of its first input topic, unless
+/// `ConfigChanged` into every partition of its input topics, unless
 /// its local store says they are in force in every partition already.
 /// (Every member of a fleet must run with the same settings; a member
 /// whose store lacks a partition writes the same settings again, which
@@ -209,8 +215,9 @@ async fn record_settings(
     publish_settings(cfg, name, route, topology, &settings).await
 }
 
-/// Write `settings` as a `ConfigChanged` into every partition of `name`'s
-/// first input topic.
+/// Write `settings` as a `ConfigChanged` into every partition of each of
+/// `name`'s input topics: on whichever topic an event comes, the settings
+/// recorded before it on that topic are in force for it.
 async fn publish_settings(
     cfg: &Config,
     name: &str,
@@ -218,50 +225,34 @@ async fn publish_settings(
     topology: &Topology,
     settings: &Settings,
 ) -> Result<(), RuntimeError> {
-    let Some(topic) = route.reads.first() else {
-        return Ok(());
-    };
-    let partitions = topology.topics.get(topic).map_or(1, |t| t.partitions);
     let producer = EventProducer::new(&cfg.kafka, &format!("mailfleet-{name}-settings"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    for partition in 0..partitions {
-        let event = ConfigChanged {
-            envelope: Envelope::new(
-                format!("config:{name}:{}:{topic}:{partition}", &settings.hash[..16]),
-                now,
-                format!("mailfleet-{name}"),
-            ),
-            consumer: name.to_string(),
-            settings: settings.json.clone(),
-            hash: settings.hash.clone(),
-        };
-        let bytes = mailfleet_events::encode(&event).map_err(|e| {
-            RuntimeError::InvalidConfig(vec![format!("encoding ConfigChanged: {e}")])
-        })?;
-        producer.send_to_partition(topic, partition, &bytes).await?;
+    for topic in &route.reads {
+        let partitions = topology.topics.get(topic).map_or(1, |t| t.partitions);
+        for partition in 0..partitions {
+            let event = ConfigChanged {
+                envelope: Envelope::new(
+                    format!("config:{name}:{}:{topic}:{partition}", &settings.hash[..16]),
+                    now,
+                    format!("mailfleet-{name}"),
+                ),
+                consumer: name.to_string(),
+                settings: settings.json.clone(),
+                hash: settings.hash.clone(),
+            };
+            let bytes = mailfleet_events::encode(&event).map_err(|e| {
+                RuntimeError::InvalidConfig(vec![format!("encoding ConfigChanged: {e}")])
+            })?;
+            producer.send_to_partition(topic, partition, &bytes).await?;
+        }
     }
-    tracing::info!(consumer = %name, hash = %settings.hash, settings = %settings.json, %topic,
-        "new settings recorded (ConfigChanged)");
+    tracing::info!(consumer = %name, hash = %settings.hash, settings = %settings.json,
+        topics = ?route.reads, "new settings recorded (ConfigChanged)");
     Ok(())
 }
 
-/// Consumers whose outputs are decided, not emitted by an effect: the ones
-/// `mailfleet audit decisions` can recompute.
-pub const AUDITABLE: &[&str] = &["counter", "greylist", "index", "lifecycle", "purger"];
-
-async fn checked_run<C: Consumer>(
-    consumer: C,
-    spec: RunSpec,
-    shutdown: Shutdown,
-) -> Result<RunStats, RuntimeError> {
-    if spec.capture.is_some() && !spec.run_effects && !AUDITABLE.contains(&consumer.name()) {
-        return Err(RuntimeError::InvalidConfig(vec![format!(
-            "consumer {:?}: its effects emit events, which an audit cannot recompute (auditable: {})",
-            consumer.name(),
-            AUDITABLE.join(", ")
-        )]));
-    }
-    run(consumer, spec, shutdown).await
-}
+/// Consumers all of whose outputs are decided, none emitted by an effect:
+/// `mailfleet audit decisions` compares every output of theirs.
+pub const ALL_DECIDED: &[&str] = &["counter", "greylist", "index", "lifecycle", "purger"];

@@ -119,6 +119,7 @@ mod tests {
             messages: 1,
             quota_bytes: 9,
             over_quota: true,
+            settings_hash: None,
         });
         let check_with = |statuses: StatusProjection, null_sender: bool| AccountCheck {
             statuses: Some(statuses),

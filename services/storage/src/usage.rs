@@ -83,6 +83,7 @@ mod tests {
             messages: 1,
             quota_bytes: 10,
             over_quota,
+            settings_hash: None,
         };
         assert_eq!(p.check("a@y", "bob@x"), RcptStatus::Accept);
         p.apply(&usage(true));

@@ -48,6 +48,39 @@ pub struct StorageConfig {
     /// Topic for the deletion saga's `DeletionStepCompleted { MAILDIR }`
     /// (the writer reads its `DeletionStepRequested` there too).
     pub accounts_topic: String,
+    /// The hash of the recorded settings this config was built from
+    /// (`ConfigChanged`); `None` for the config file's own.
+    #[serde(skip)]
+    pub settings_hash: Option<String>,
+}
+
+/// The settings the writer's quota decisions depend on: what a
+/// `ConfigChanged` records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageRules {
+    pub default_plan: String,
+    pub plans: BTreeMap<String, u64>,
+}
+
+impl StorageConfig {
+    /// The decision-relevant settings.
+    pub fn rules(&self) -> StorageRules {
+        StorageRules {
+            default_plan: self.default_plan.clone(),
+            plans: self.plans.clone(),
+        }
+    }
+
+    /// This config with recorded `rules` (whose settings hash is `hash`).
+    pub fn with_rules(&self, rules: StorageRules, hash: String) -> StorageConfig {
+        StorageConfig {
+            default_plan: rules.default_plan,
+            plans: rules.plans,
+            settings_hash: Some(hash),
+            ..self.clone()
+        }
+    }
 }
 
 const GIB: u64 = 1 << 30;
@@ -76,6 +109,7 @@ impl Default for StorageConfig {
             usage_topic: "accounts.usage".into(),
             notify_topic: "notify.requests".into(),
             accounts_topic: "accounts.events".into(),
+            settings_hash: None,
         }
     }
 }

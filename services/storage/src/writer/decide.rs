@@ -5,6 +5,7 @@
 
 use mailfleet_events::{
     accounts::{DeletionStep, DeletionStepRequested, PlanChanged, QuotaChanged, UsageChanged},
+    config::ConfigChanged,
     mail::{
         MessageQuarantined, MessageRejected, MessageScanned, MessagesPurged, PurgeRequested,
         QuarantineReason, RejectReason, ScanVerdict,
@@ -31,6 +32,8 @@ pub enum StorageInput {
     Purged(MessagesPurged),
     /// The deletion saga's request to remove a whole mailbox.
     DeleteMailbox(DeletionStepRequested),
+    /// The settings in force from here on (handled by the consumer).
+    Config(ConfigChanged),
     /// Another event on a shared topic.
     Other(Envelope),
 }
@@ -46,6 +49,7 @@ impl Decode for StorageInput {
             "mailfleet.accounts.DeletionStepRequested" => {
                 Self::DeleteMailbox(registry.decode(bytes)?)
             }
+            "mailfleet.config.ConfigChanged" => Self::Config(registry.decode(bytes)?),
             _ => Self::Other(Envelope::default()),
         })
     }
@@ -57,6 +61,7 @@ impl Decode for StorageInput {
             Self::Purge(e) => &e.envelope,
             Self::Purged(e) => &e.envelope,
             Self::DeleteMailbox(e) => &e.envelope,
+            Self::Config(e) => &e.envelope,
             Self::Other(e) => e,
         }
     }
@@ -134,7 +139,9 @@ pub fn decide(
         StorageInput::DeleteMailbox(r) if r.step == DeletionStep::Maildir => {
             delete_mailbox(cfg, state, r)
         }
-        StorageInput::DeleteMailbox(_) | StorageInput::Other(_) => Ok(Decision::ignore()),
+        StorageInput::DeleteMailbox(_) | StorageInput::Config(_) | StorageInput::Other(_) => {
+            Ok(Decision::ignore())
+        }
     }
 }
 
@@ -176,7 +183,7 @@ fn scanned(
     d.emit(
         &cfg.usage_topic,
         s.account.as_bytes(),
-        usage_event(&s.envelope, &s.account, usage, quota),
+        usage_event(cfg, &s.envelope, &s.account, usage, quota),
     );
     d.intend(Plan::Deliver);
     Ok(d)
@@ -198,6 +205,7 @@ fn over_quota(cfg: &StorageConfig, d: &mut Decision, s: &MessageScanned, usage: 
             sender: s.sender.clone(),
             blob_id: s.blob_id.clone(),
             message_id: s.message_id.clone(),
+            settings_hash: cfg.settings_hash.clone(),
         },
     );
     let params = [
@@ -296,7 +304,7 @@ fn account_changed(
     d.emit(
         &cfg.usage_topic,
         account.as_bytes(),
-        usage_event(cause, account, usage, bytes),
+        usage_event(cfg, cause, account, usage, bytes),
     );
     Ok(d)
 }
@@ -321,7 +329,7 @@ fn purged(
     d.emit(
         &cfg.usage_topic,
         p.account.as_bytes(),
-        usage_event(&p.envelope, &p.account, usage, quota),
+        usage_event(cfg, &p.envelope, &p.account, usage, quota),
     );
     plan_bytes(
         cfg,
@@ -356,7 +364,7 @@ fn delete_mailbox(
     d.emit(
         &cfg.usage_topic,
         r.account.as_bytes(),
-        usage_event(&r.envelope, &r.account, Usage::default(), quota),
+        usage_event(cfg, &r.envelope, &r.account, Usage::default(), quota),
     );
     d.intend(Plan::DeleteMailbox);
     Ok(d)
@@ -404,7 +412,13 @@ pub fn plan_bytes_changes(d: &Decision) -> Vec<(String, i64)> {
         .collect()
 }
 
-fn usage_event(cause: &Envelope, account: &str, usage: Usage, quota: i64) -> UsageChanged {
+fn usage_event(
+    cfg: &StorageConfig,
+    cause: &Envelope,
+    account: &str,
+    usage: Usage,
+    quota: i64,
+) -> UsageChanged {
     UsageChanged {
         envelope: Envelope::caused_by(cause, NAME),
         account: account.to_string(),
@@ -412,6 +426,7 @@ fn usage_event(cause: &Envelope, account: &str, usage: Usage, quota: i64) -> Usa
         messages: usage.messages,
         quota_bytes: quota,
         over_quota: usage.bytes >= quota,
+        settings_hash: cfg.settings_hash.clone(),
     }
 }
 

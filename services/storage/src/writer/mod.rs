@@ -19,9 +19,13 @@ use std::{future::Future, path::PathBuf, sync::Arc};
 
 use mailfleet_events::{mail::MessageRejected, Event};
 use mailfleet_ingest::blob::BlobStore;
-use mailfleet_runtime::{metrics as m, Consumer, Decision, Input, Outcome, StateError, StateView};
+use mailfleet_runtime::{
+    metrics as m,
+    settings::{InForce, Settings},
+    Consumer, Decision, Input, Outcome, StateError, StateView,
+};
 
-pub use config::{FolderRule, StorageConfig};
+pub use config::{FolderRule, StorageConfig, StorageRules};
 pub use decide::{Plan, StorageInput};
 pub use state::{Usage, UsageKey};
 
@@ -33,6 +37,8 @@ pub const NAME: &str = "storage";
 /// The storage writer consumer.
 pub struct StorageWriter {
     cfg: StorageConfig,
+    /// The config file's quota plans until a `ConfigChanged`, then the log's.
+    in_force: InForce<StorageConfig>,
     blobs: Arc<BlobStore>,
     maildirs: Maildirs,
     quarantine_dir: PathBuf,
@@ -50,7 +56,26 @@ impl StorageWriter {
             quarantine_dir: PathBuf::from(&cfg.quarantine_dir),
             rules: folders::FolderRules::new(&cfg.folder_rules),
             blobs,
+            in_force: InForce::new(NAME, cfg.clone()),
             cfg,
+        }
+    }
+
+    /// The settings this config file gives, as a `ConfigChanged` records them.
+    pub fn settings(&self) -> Result<Settings, String> {
+        Settings::of(&self.cfg.rules())
+    }
+
+    /// The config recorded settings give, if they are valid.
+    fn build(&self, settings: &Settings) -> Result<StorageConfig, String> {
+        let rules: StorageRules =
+            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+        let cfg = self.cfg.with_rules(rules, settings.hash.clone());
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems.join("; "))
         }
     }
 }
@@ -67,7 +92,11 @@ impl Consumer for StorageWriter {
         state: &StateView<'_>,
         input: &Input<StorageInput>,
     ) -> Result<Decision, StateError> {
-        let d = decide::decide(&self.cfg, state, &input.event)?;
+        if let StorageInput::Config(c) = &input.event {
+            return self.in_force.take(state, c, |s| self.build(s));
+        }
+        let (cfg, _) = self.in_force.get(state, |s| self.build(s))?;
+        let d = decide::decide(&cfg, state, &input.event)?;
         let partition = input.meta.partition.to_string();
         for (plan, bytes) in decide::plan_bytes_changes(&d) {
             metrics::gauge!(m::STORAGE_BYTES, "plan" => plan, "partition" => partition.clone())
