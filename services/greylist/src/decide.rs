@@ -173,6 +173,18 @@ impl Greylist {
         d: &mut Decision,
     ) -> Result<Answer, StateError> {
         let (in_force, _) = self.config_in_force(state)?;
+        self.judge_with(&in_force, state, a, now, d)
+    }
+
+    /// [`Greylist::judge`] with the settings in force already looked up.
+    fn judge_with(
+        &self,
+        in_force: &GreylistInForce,
+        state: &StateView<'_>,
+        a: &DeliveryAttempted,
+        now: i64,
+        d: &mut Decision,
+    ) -> Result<Answer, StateError> {
         let c = &in_force.config;
         let (Some(addr), Some(name), Some(rcpt), Some(sender)) =
             (&a.client_address, &a.client_name, &a.recipient, &a.sender)
@@ -344,9 +356,14 @@ impl Consumer for Greylist {
             }
             GreylistInput::Config(c) => return self.take_settings(state, c),
             GreylistInput::Attempt(a) => {
-                let (_, settings_hash) = self.config_in_force(state)?;
-                let answer =
-                    self.judge(state, a, a.envelope.event_time.div_euclid(1000), &mut d)?;
+                let (in_force, settings_hash) = self.config_in_force(state)?;
+                let answer = self.judge_with(
+                    &in_force,
+                    state,
+                    a,
+                    a.envelope.event_time.div_euclid(1000),
+                    &mut d,
+                )?;
                 let decided = GreylistDecided {
                     envelope: Envelope::caused_by(&a.envelope, "greylist"),
                     triplet: answer.triplet,
