@@ -85,7 +85,11 @@ pub async fn apply(
                 source,
             })?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let existing = partition_counts(&admin)?;
+    let names: Vec<&str> = topology.topics.keys().map(String::as_str).collect();
+    // A broker that has just created a topic can answer metadata with the
+    // topic in an error state and no partitions for a moment; wait until the
+    // declared topics that exist are settled, so that none is misread.
+    let existing = settled_partition_counts(&admin, &names, |_| 0).await?;
     let mut report = Vec::new();
     for (name, spec) in &topology.topics {
         let change = match existing.iter().find(|(t, _)| t == name) {
@@ -94,24 +98,68 @@ pub async fn apply(
         };
         report.push((name.clone(), change));
     }
+    // The controller acknowledges a change before the broker's metadata shows
+    // it. Return only once the declared layout is visible, so that the next
+    // apply, or a consumer started right after, sees what this one did.
+    settled_partition_counts(&admin, &names, |name| topology.topics[name].partitions).await?;
     Ok(report)
 }
 
-fn partition_counts(
+/// How long `apply` waits for the broker's metadata to show its changes.
+const METADATA_SETTLE: Duration = Duration::from_secs(30);
+
+/// The partition counts of the topics of `names` that exist, once each of
+/// them is settled: no error, a leader for every partition, and at least
+/// `min_partitions(name)` partitions (0: absent is settled too). Past
+/// [`METADATA_SETTLE`], the names still unsettled are the error.
+async fn settled_partition_counts(
     admin: &AdminClient<DefaultClientContext>,
+    names: &[&str],
+    min_partitions: impl Fn(&str) -> i32,
 ) -> Result<Vec<(String, i32)>, RuntimeError> {
-    let md = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(15))
-        .map_err(|source| RuntimeError::Kafka {
-            op: "fetch metadata",
-            source,
-        })?;
-    Ok(md
-        .topics()
-        .iter()
-        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-        .collect())
+    let deadline = std::time::Instant::now() + METADATA_SETTLE;
+    loop {
+        let md = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(|source| RuntimeError::Kafka {
+                op: "fetch metadata",
+                source,
+            })?;
+        let mut counts = Vec::new();
+        let mut unsettled = Vec::new();
+        for name in names {
+            let want = min_partitions(name);
+            match md.topics().iter().find(|t| t.name() == *name) {
+                None if want == 0 => {}
+                None => unsettled.push(*name),
+                Some(t) => {
+                    let n = t.partitions().len() as i32;
+                    if t.error().is_some()
+                        || n < want.max(1)
+                        || t.partitions().iter().any(|p| p.leader() < 0)
+                    {
+                        unsettled.push(*name);
+                    } else {
+                        counts.push((name.to_string(), n));
+                    }
+                }
+            }
+        }
+        if unsettled.is_empty() {
+            return Ok(counts);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(RuntimeError::ApplyTopic {
+                topic: unsettled.join(", "),
+                reason: format!(
+                    "the broker's metadata did not show it settled within {}s",
+                    METADATA_SETTLE.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn configs(spec: &TopicSpec) -> [(&'static str, String); 2] {
@@ -210,6 +258,21 @@ async fn update(
                 topic: name.to_string(),
                 reason: code.to_string(),
             })?;
+        }
+        // Like a new partition, a new config shows in describe only once the
+        // broker has applied the controller's record.
+        let deadline = std::time::Instant::now() + METADATA_SETTLE;
+        while config_differs(admin, opts, name, spec).await? {
+            if std::time::Instant::now() >= deadline {
+                return Err(RuntimeError::ApplyTopic {
+                    topic: name.to_string(),
+                    reason: format!(
+                        "the altered config did not show within {}s",
+                        METADATA_SETTLE.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         if change == TopicChange::Unchanged {
             change = TopicChange::ConfigUpdated;
