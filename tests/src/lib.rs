@@ -476,3 +476,61 @@ pub async fn wait_until(
     }
     Ok(())
 }
+
+/// The end offset of every partition of `topics`, now.
+pub fn end_offsets(topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let c: BaseConsumer = admin::client_config(&kafka()).create()?;
+    let mut out = BTreeMap::new();
+    for t in topics {
+        let md = c.fetch_metadata(Some(t), Duration::from_secs(10))?;
+        for p in md.topics().iter().flat_map(|x| x.partitions()) {
+            let (_, high) = c.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
+            out.insert((t.clone(), p.id()), high);
+        }
+    }
+    Ok(out)
+}
+
+/// Wait until the consumer store in `store_dir` has applied every record
+/// of `topics` up to their current ends.
+pub async fn wait_applied(store_dir: &Path, topics: &[String]) -> anyhow::Result<()> {
+    let ends = end_offsets(topics)?;
+    wait_until(
+        &format!("{} to apply its inputs", store_dir.display()),
+        Duration::from_secs(60),
+        || {
+            mailfleet_runtime::Store::open_read_only(store_dir).is_ok_and(|s| {
+                let done: BTreeMap<(String, i32), i64> = s
+                    .offsets()
+                    .into_iter()
+                    .map(|(t, p, o)| ((t, p), o))
+                    .collect();
+                ends.iter()
+                    .all(|(tp, end)| *end == 0 || done.get(tp).is_some_and(|o| o >= end))
+            })
+        },
+    )
+    .await
+}
+
+/// `partition -> digest` from `mailfleet replay`'s lines.
+pub fn replay_digests(stdout: &str) -> BTreeMap<i32, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("partition ")?;
+            let (p, rest) = rest.split_once(": state ")?;
+            let digest = rest.split(' ').next()?;
+            (digest != "empty").then(|| Some((p.parse().ok()?, digest.to_string())))?
+        })
+        .collect()
+}
+
+/// `partition -> digest` of a stopped consumer's live store.
+pub fn live_digests(store_dir: &Path) -> anyhow::Result<BTreeMap<i32, String>> {
+    Ok(mailfleet_runtime::Store::open_read_only(store_dir)?
+        .partition_digests()?
+        .into_iter()
+        .map(|(p, (d, _))| (p, d))
+        .collect())
+}

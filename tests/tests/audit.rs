@@ -25,7 +25,7 @@ use mailfleet_runtime::{
     admin,
     producer::EventProducer,
     topology::{Route, TopicSpec},
-    Store, Topology,
+    Topology,
 };
 use mailfleet_tests::*;
 
@@ -256,40 +256,9 @@ async fn run_live_with(w: &World, config: &Path, consumer: &str) -> anyhow::Resu
     let mut child = Children(vec![spawn_mailfleet(config, &["run", consumer], &log)?]);
     let topology = Topology::load(Some(&w.dir.join("topology.toml")))?;
     let inputs = topology.route(consumer)?.reads.clone();
-    let ends = end_offsets(&inputs)?;
-    let store_dir = w.dir.join("state").join(consumer);
-    wait_until(
-        &format!("{consumer} to apply its inputs"),
-        Duration::from_secs(60),
-        || {
-            Store::open_read_only(&store_dir).is_ok_and(|s| {
-                let done: BTreeMap<(String, i32), i64> = s
-                    .offsets()
-                    .into_iter()
-                    .map(|(t, p, o)| ((t, p), o))
-                    .collect();
-                ends.iter()
-                    .all(|(tp, end)| *end == 0 || done.get(tp).is_some_and(|o| o >= end))
-            })
-        },
-    )
-    .await?;
+    wait_applied(&w.dir.join("state").join(consumer), &inputs).await?;
     child.terminate()?;
     Ok(())
-}
-
-fn end_offsets(topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = admin::client_config(&kafka()).create()?;
-    let mut out = BTreeMap::new();
-    for t in topics {
-        let md = c.fetch_metadata(Some(t), Duration::from_secs(10))?;
-        for p in md.topics().iter().flat_map(|x| x.partitions()) {
-            let (_, high) = c.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
-            out.insert((t.clone(), p.id()), high);
-        }
-    }
-    Ok(out)
 }
 
 fn mailfleet(config: &Path, args: &[&str]) -> anyhow::Result<Output> {
@@ -308,19 +277,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// `partition -> digest` from `mailfleet replay`'s lines.
-fn digests(stdout: &str) -> BTreeMap<i32, String> {
-    stdout
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("partition ")?;
-            let (p, rest) = rest.split_once(": state ")?;
-            let digest = rest.split(' ').next()?;
-            (digest != "empty").then(|| Some((p.parse().ok()?, digest.to_string())))?
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyhow::Result<()> {
     let w = world().await?;
@@ -331,12 +287,7 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
     record_inputs(&w, &producer).await?;
     for consumer in ["greylist", "lifecycle", "index"] {
         run_live(&w, consumer).await?;
-        let live = Store::open_read_only(&w.dir.join("state").join(consumer))?;
-        let live: BTreeMap<i32, String> = live
-            .partition_digests()?
-            .into_iter()
-            .map(|(p, (d, _))| (p, d))
-            .collect();
+        let live = live_digests(&w.dir.join("state").join(consumer))?;
         assert!(!live.is_empty(), "{consumer}: live state is empty");
         let mut replays = Vec::new();
         for n in 0..2 {
@@ -351,7 +302,7 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
                 ],
             )?;
             assert!(out.status.success(), "replay {consumer}: {}", text(&out));
-            replays.push(digests(&String::from_utf8_lossy(&out.stdout)));
+            replays.push(replay_digests(&String::from_utf8_lossy(&out.stdout)));
         }
         assert_eq!(replays[0], replays[1], "{consumer}: replaying twice");
         assert_eq!(

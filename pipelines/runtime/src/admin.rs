@@ -162,10 +162,13 @@ async fn settled_partition_counts(
     }
 }
 
-fn configs(spec: &TopicSpec) -> [(&'static str, String); 2] {
+/// Every topic's records carry the broker's append time: a consumer of
+/// several topics orders them by it, the same live and in a replay.
+fn configs(spec: &TopicSpec) -> [(&'static str, String); 3] {
     [
         ("retention.ms", spec.retention_ms.to_string()),
         ("cleanup.policy", spec.cleanup_policy.as_kafka().to_string()),
+        ("message.timestamp.type", "LogAppendTime".to_string()),
     ]
 }
 

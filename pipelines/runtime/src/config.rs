@@ -48,6 +48,12 @@ pub struct RuntimeConfig {
     /// what has already arrived at once: lowest latency, and under load the
     /// batches still fill while the previous one is processed.
     pub batch_max_wait_ms: u64,
+    /// A consumer of several topics orders each partition's records by
+    /// append time across its topics (see the runner's `merge`). A record
+    /// waits at most this long, ms, for a caught-up topic that might still
+    /// bring an earlier one: it must exceed the broker's clock skew and
+    /// fetch latency.
+    pub merge_grace_ms: u64,
     /// Where undecodable and rejected inputs go.
     pub deadletter_topic: String,
     /// First backoff after a transient failure, ms; doubles up to `retry_max_ms`.
@@ -68,6 +74,7 @@ impl Default for RuntimeConfig {
             data_dir: PathBuf::from("run/state"),
             batch_max_events: 5000,
             batch_max_wait_ms: 0,
+            merge_grace_ms: 1000,
             deadletter_topic: "deadletter".into(),
             retry_initial_ms: 200,
             retry_max_ms: 30_000,
@@ -128,6 +135,12 @@ impl RuntimeConfig {
             out.push(format!(
                 "runtime.batch_max_wait_ms = {}: must be at most 10000",
                 self.batch_max_wait_ms
+            ));
+        }
+        if !(1..=60_000).contains(&self.merge_grace_ms) {
+            out.push(format!(
+                "runtime.merge_grace_ms = {}: must be 1..=60000",
+                self.merge_grace_ms
             ));
         }
         if let Err(e) = check_topic_name(&self.deadletter_topic) {

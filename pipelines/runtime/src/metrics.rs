@@ -25,6 +25,11 @@ pub const BATCH_EVENTS: &str = "mailfleet_runtime_batch_events";
 pub const CONSUMER_LAG: &str = "mailfleet_runtime_consumer_lag_events";
 /// Partitions currently assigned to this process.
 pub const ASSIGNED_PARTITIONS: &str = "mailfleet_runtime_assigned_partitions";
+/// Records of a multi-topic consumer queued for the cross-topic merge.
+pub const MERGE_HELD: &str = "mailfleet_runtime_merge_held_events";
+/// Records that arrived with an append time before one already released in
+/// their partition: their order may differ from a replay's.
+pub const MERGE_LATE: &str = "mailfleet_runtime_merge_late_total";
 
 /// Policy requests answered, by `result`: decided, timeout, not_rcpt.
 pub const POLICY_REQUESTS: &str = "mailfleet_policy_requests_total";
@@ -178,4 +183,9 @@ fn describe() {
         "Records between committed offset and partition end"
     );
     describe_gauge!(ASSIGNED_PARTITIONS, "Partitions assigned to this process");
+    describe_gauge!(MERGE_HELD, "Records queued for the cross-topic merge");
+    describe_counter!(
+        MERGE_LATE,
+        "Records that arrived after a later one of their partition was released"
+    );
 }

@@ -17,7 +17,9 @@
 //! committed group offsets are lag telemetry and never a starting point.
 //!
 //! # The batch loop
-//! 1. poll up to `batch_max_events` records or `batch_max_wait_ms`;
+//! 1. poll up to `batch_max_events` records or `batch_max_wait_ms`; a
+//!    consumer of several topics then takes them in one order per partition,
+//!    the same live and in a replay ([`merge`]);
 //! 2. decode and decide each record ([`batch`]), running effects if any;
 //! 3. produce outputs and dead letters, and await every acknowledgement;
 //! 4. write one `WriteBatch` with state changes and next offsets;
@@ -30,6 +32,7 @@
 
 mod batch;
 pub mod context;
+mod merge;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -60,6 +63,7 @@ use crate::{
 
 use batch::{Decider, PartitionWork, Record};
 use context::{RuntimeContext, Shared, Tp};
+use merge::{Merge, Source};
 
 /// Where and how one consumer runs.
 #[derive(Debug, Clone)]
@@ -219,6 +223,10 @@ struct Runner<C: Consumer> {
     telemetry: HashMap<Tp, i64>,
     telemetry_at: Instant,
     stats: RunStats,
+    /// The cross-topic order of a consumer of several topics.
+    merge: Option<Merge>,
+    /// The input partitions assigned, as of the last rebalance.
+    assigned: std::collections::HashSet<Tp>,
 }
 
 const TELEMETRY_EVERY: Duration = Duration::from_secs(1);
@@ -292,6 +300,8 @@ impl<C: Consumer> Runner<C> {
             }
         }
         let producer = EventProducer::new(&spec.kafka, &format!("mailfleet-{name}-out"))?;
+        let merge =
+            (spec.inputs.len() > 1).then(|| Merge::new(&spec.inputs, spec.runtime.merge_grace_ms));
         tracing::info!(consumer = %name, group = %spec.group, inputs = ?spec.inputs,
             store = %dir.display(), "consumer started");
         Ok(Self {
@@ -308,6 +318,8 @@ impl<C: Consumer> Runner<C> {
             telemetry: HashMap::new(),
             telemetry_at: Instant::now(),
             stats: RunStats::default(),
+            merge,
+            assigned: Default::default(),
         })
     }
 
@@ -332,7 +344,9 @@ impl<C: Consumer> Runner<C> {
                 // An assignment change resets pauses: assigned partitions
                 // start at their stored offsets again.
                 self.paused.clear();
+                self.forget_unassigned();
             }
+            let records = self.order(records);
             if !records.is_empty() {
                 self.process(records, started, shutdown)?;
             }
@@ -412,6 +426,99 @@ impl<C: Consumer> Runner<C> {
         (records, started)
     }
 
+    /// The records to process now, in the order a replay takes too: as
+    /// polled for a consumer of one topic, merged across topics otherwise.
+    fn order(&mut self, records: Vec<Record>) -> Vec<Record> {
+        let Some(mut merge) = self.merge.take() else {
+            return records;
+        };
+        let mut out = merge.push(records);
+        let late = merge.late();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        out.extend(merge.release(now_ms, |topic, partition| self.source(topic, partition)));
+        if merge.late() > late {
+            metrics::counter!(m::MERGE_LATE, "consumer" => self.name.clone())
+                .increment(merge.late() - late);
+        }
+        metrics::gauge!(m::MERGE_HELD, "consumer" => self.name.clone()).set(merge.len() as f64);
+        self.merge = Some(merge);
+        out
+    }
+
+    /// Where an input partition with nothing queued stands, for the merge.
+    fn source(&self, topic: &str, partition: i32) -> Source {
+        let tp: Tp = (topic.to_string(), partition);
+        if !self.assigned.contains(&tp) {
+            // Not read here: a topic with fewer partitions, or one another
+            // member was given. Nothing of it comes to this process.
+            return Source::Exhausted;
+        }
+        if self.paused.contains_key(&tp) {
+            return Source::Behind;
+        }
+        let next = self
+            .shared
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&tp)
+            .copied();
+        if let Some(stops) = &self.spec.stop_at {
+            match stops.get(&tp) {
+                None => return Source::Exhausted,
+                Some(&stop) if stop == 0 || next.unwrap_or(0) >= stop => return Source::Exhausted,
+                Some(_) => {}
+            }
+        }
+        let Some((low, high)) = cached_watermarks(&self.kc, topic, partition) else {
+            return Source::Behind;
+        };
+        match next.or((low >= 0).then_some(low)) {
+            Some(next) if next >= high => Source::CaughtUp,
+            None if high == 0 => Source::CaughtUp,
+            _ => Source::Behind,
+        }
+    }
+
+    /// After a rebalance: drop what the merge holds of partitions no longer
+    /// assigned, and note where they resume if they come back.
+    fn forget_unassigned(&mut self) {
+        let Some(merge) = self.merge.as_mut() else {
+            return;
+        };
+        self.assigned = self
+            .kc
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let partitions: std::collections::HashSet<i32> =
+            self.assigned.iter().map(|(_, p)| *p).collect();
+        for (tp, offset) in merge.drop_unassigned(&partitions) {
+            self.rewind(tp, offset);
+        }
+    }
+
+    /// Read `tp` again from `offset`, also after a rebalance.
+    fn rewind(&self, tp: Tp, offset: i64) {
+        self.shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tp.clone(), offset);
+        self.shared
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tp, offset);
+    }
+
     /// Whether `stop_at` excludes this record (at or past its partition's
     /// stop, or a partition it does not list).
     fn past_stop(&self, tp: &Tp, offset: i64) -> bool {
@@ -459,10 +566,34 @@ impl<C: Consumer> Runner<C> {
         };
         let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
         let mut overlays: HashMap<i32, Overlay> = HashMap::new();
+        // A partition stops at a stalled record, whichever of its topics the
+        // later records come from: they wait to be decided in the same order.
+        let mut stalled: std::collections::HashSet<i32> = std::collections::HashSet::new();
+        let mut unhandled = Vec::new();
         for rec in records {
             let tp = (rec.meta.topic.clone(), rec.meta.partition);
-            let overlay = overlays.entry(rec.meta.partition).or_default();
-            decider.handle(rec, work.entry(tp).or_default(), overlay);
+            let partition = tp.1;
+            if stalled.contains(&partition) {
+                // The stalled topic is read again from its stall; the others'
+                // records wait in the merge.
+                if work.get(&tp).is_none_or(|w| w.stall.is_none()) {
+                    unhandled.push(rec);
+                }
+                continue;
+            }
+            let overlay = overlays.entry(partition).or_default();
+            let w = work.entry(tp).or_default();
+            decider.handle(rec, w, overlay);
+            if w.stall.is_some() {
+                stalled.insert(partition);
+            }
+        }
+        if let Some(merge) = self.merge.as_mut() {
+            // What the merge holds of a stalled topic would come twice.
+            for (tp, _) in work.iter().filter(|(_, w)| w.stall.is_some()) {
+                merge.drop_topic(tp);
+            }
+            merge.unrelease(unhandled);
         }
         self.send(&work, shutdown)?;
         self.commit(&work, &overlays)?;
@@ -546,10 +677,13 @@ impl<C: Consumer> Runner<C> {
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        for ((topic, partition), w) in &work {
+        for (tp, w) in &work {
             if let Some(next) = w.next_offset {
-                inflight.insert((topic.clone(), *partition), next);
-                self.telemetry.insert((topic.clone(), *partition), next);
+                // Records the merge still holds were taken past `next`.
+                if !self.merge.as_ref().is_some_and(|m| m.holds(tp)) {
+                    inflight.insert(tp.clone(), next);
+                }
+                self.telemetry.insert(tp.clone(), next);
             }
         }
         drop(inflight);
@@ -674,4 +808,29 @@ impl<C: Consumer> Runner<C> {
             }
         }
     }
+}
+
+/// The low and high watermarks librdkafka last learned for a partition
+/// (from fetch responses; no request is made). `None` while unknown.
+fn cached_watermarks(
+    kc: &BaseConsumer<RuntimeContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `kc`, the topic name is a
+    // NUL-terminated string that outlives the call, and librdkafka only
+    // writes the two offsets through the pointers given.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            kc.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
 }
