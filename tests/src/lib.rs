@@ -534,3 +534,21 @@ pub fn live_digests(store_dir: &Path) -> anyhow::Result<BTreeMap<i32, String>> {
         .map(|(p, (d, _))| (p, d))
         .collect())
 }
+
+/// Run `mailfleet --config <config> <args>` to completion: its stdout, or
+/// an error with its status and everything it printed.
+pub fn run_cli(config: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(mailfleet_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "mailfleet {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}

@@ -3,7 +3,7 @@
 //! with the index agreeing and rebuilding to the same digest, and crash
 //! safety of deliveries.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use mailfleet_events::{
     accounts::{QuotaChanged, UsageChanged},
@@ -108,43 +108,19 @@ async fn over_quota_mail_is_rejected_and_quota_changed_lifts_the_limit() -> anyh
     fleet.stop()?;
     let live = live_digests(&store)?;
     assert!(!live.is_empty());
-    let replay_dir = fleet.world.dir.join("replay-storage");
-    let out = mailfleet(
+    let replay_dir = fleet.world.dir.join("replay-storage").display().to_string();
+    let out = run_cli(
         &fleet.config,
-        &["replay", "storage", "--state-dir"],
-        &replay_dir,
+        &["replay", "storage", "--state-dir", &replay_dir],
     )?;
     assert_eq!(replay_digests(&out), live, "{out}");
-    let out = mailfleet(
-        &fleet.config,
-        &["audit", "decisions", "storage"],
-        Path::new(""),
-    )?;
+    let out = run_cli(&fleet.config, &["audit", "decisions", "storage"])?;
     let last = out.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("audited=") && last.ends_with(" diffs=0") && last != "audited=0 diffs=0",
         "{out}"
     );
     Ok(())
-}
-
-/// Run the CLI with `config` (and `dir` as a last argument, unless empty);
-/// its stdout, or an error with all it printed.
-fn mailfleet(config: &Path, args: &[&str], dir: &Path) -> anyhow::Result<String> {
-    let mut cmd = Command::new(mailfleet_bin());
-    cmd.arg("--config").arg(config).args(args);
-    if !dir.as_os_str().is_empty() {
-        cmd.arg(dir);
-    }
-    let out = cmd.output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    anyhow::ensure!(
-        out.status.success(),
-        "mailfleet {args:?}: {}\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(stdout)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -32,6 +32,7 @@ pub const NAMES: &[&str] = &[
     "directory",
     "notifier",
     "purger",
+    "reporter",
 ];
 
 /// Run one consumer until shutdown.
@@ -171,6 +172,7 @@ pub async fn run_consumer_with(
             let purger = Purger::new(cfg.consumers.purger.clone(), partitions);
             run(purger, spec, shutdown).await
         }
+        "reporter" => run(mailfleet_report::Reporter, spec, shutdown).await,
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",
             NAMES.join(", ")

@@ -17,6 +17,7 @@ mod lmtp;
 mod migrate;
 mod postfix_map;
 mod replay;
+mod report;
 mod scan;
 mod scheduler;
 
@@ -84,6 +85,8 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The monthly report (from the reporter consumer's state): HTML with SVG charts, Markdown or JSON.
+    Report(report::ReportArgs),
     /// Replay a consumer's inputs into fresh state (no outputs, no effects) and print its digests.
     Replay(replay::ReplayArgs),
     /// Audits from the events alone: decisions, an account's history, a mail's path.
@@ -180,6 +183,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             postfix_map::run(&cfg, once, shutdown).await
         }
         Command::Replay(args) => replay::run(args, &cfg).await,
+        Command::Report(args) => report::run(args, &cfg),
         Command::Audit { what } => {
             if !audit::run(what, &cfg).await? {
                 use std::io::Write;

@@ -1,0 +1,415 @@
+//! What each event adds to the month's figures.
+
+use std::collections::BTreeMap;
+
+use mailfleet_events::{
+    accounts::{
+        AccountRegistered, AccountStatusChanged, LoginFailed, LoginRecorded, MigrationCompleted,
+        PlanChanged, UsageChanged,
+    },
+    greylist::{GreylistDecided, GreylistReason, GreylistVerdict},
+    mail::{MessageQuarantined, MessageRejected, MessageScanned, MessageStored, MessagesPurged},
+    notify::NotificationRequested,
+    runtime::DeadLetter,
+    Envelope, EventError, Registry,
+};
+use mailfleet_runtime::{dedup, Decision, Decode, StateError, StateView};
+
+use crate::{
+    month::Month,
+    names as n,
+    state::{AccountKey, AccountRow, CountKey, LevelKey, SnapshotKey},
+};
+
+/// The events the reporter counts; anything else on its topics is ignored.
+pub enum ReporterInput {
+    Registered(AccountRegistered),
+    Login(LoginRecorded),
+    LoginFailed(LoginFailed),
+    Status(AccountStatusChanged),
+    Plan(PlanChanged),
+    Usage(UsageChanged),
+    Migrated(MigrationCompleted),
+    Greylist(GreylistDecided),
+    Scanned(MessageScanned),
+    Stored(MessageStored),
+    Rejected(MessageRejected),
+    Quarantined(MessageQuarantined),
+    Purged(MessagesPurged),
+    Notification(NotificationRequested),
+    DeadLetter(DeadLetter),
+    Other(Envelope),
+}
+
+impl Decode for ReporterInput {
+    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
+        let r = registry;
+        Ok(match registry.writer_of(bytes)?.name.as_str() {
+            "mailfleet.accounts.AccountRegistered" => Self::Registered(r.decode(bytes)?),
+            "mailfleet.accounts.LoginRecorded" => Self::Login(r.decode(bytes)?),
+            "mailfleet.accounts.LoginFailed" => Self::LoginFailed(r.decode(bytes)?),
+            "mailfleet.accounts.AccountStatusChanged" => Self::Status(r.decode(bytes)?),
+            "mailfleet.accounts.PlanChanged" => Self::Plan(r.decode(bytes)?),
+            "mailfleet.accounts.UsageChanged" => Self::Usage(r.decode(bytes)?),
+            "mailfleet.accounts.MigrationCompleted" => Self::Migrated(r.decode(bytes)?),
+            "mailfleet.greylist.GreylistDecided" => Self::Greylist(r.decode(bytes)?),
+            "mailfleet.mail.MessageScanned" => Self::Scanned(r.decode(bytes)?),
+            "mailfleet.mail.MessageStored" => Self::Stored(r.decode(bytes)?),
+            "mailfleet.mail.MessageRejected" => Self::Rejected(r.decode(bytes)?),
+            "mailfleet.mail.MessageQuarantined" => Self::Quarantined(r.decode(bytes)?),
+            "mailfleet.mail.MessagesPurged" => Self::Purged(r.decode(bytes)?),
+            "mailfleet.notify.NotificationRequested" => Self::Notification(r.decode(bytes)?),
+            "mailfleet.runtime.DeadLetter" => Self::DeadLetter(r.decode(bytes)?),
+            _ => Self::Other(Envelope::default()),
+        })
+    }
+
+    fn envelope(&self) -> &Envelope {
+        match self {
+            Self::Registered(e) => &e.envelope,
+            Self::Login(e) => &e.envelope,
+            Self::LoginFailed(e) => &e.envelope,
+            Self::Status(e) => &e.envelope,
+            Self::Plan(e) => &e.envelope,
+            Self::Usage(e) => &e.envelope,
+            Self::Migrated(e) => &e.envelope,
+            Self::Greylist(e) => &e.envelope,
+            Self::Scanned(e) => &e.envelope,
+            Self::Stored(e) => &e.envelope,
+            Self::Rejected(e) => &e.envelope,
+            Self::Quarantined(e) => &e.envelope,
+            Self::Purged(e) => &e.envelope,
+            Self::Notification(e) => &e.envelope,
+            Self::DeadLetter(e) => &e.envelope,
+            Self::Other(e) => e,
+        }
+    }
+}
+
+/// A label from an enum symbol: `WHITELISTED_CLIENT` → `whitelisted-client`.
+pub fn label<T: std::fmt::Debug>(v: &T) -> String {
+    let debug = format!("{v:?}");
+    let mut out = String::new();
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// The plan an account without one is counted under.
+pub const NO_PLAN: &str = "unknown";
+
+/// The changes of one event, read through the state and kept in order.
+struct Tx<'s, 'v> {
+    state: &'s StateView<'v>,
+    month: Month,
+    values: BTreeMap<(u8, String, String), i64>,
+    decision: Decision,
+}
+
+impl<'s, 'v> Tx<'s, 'v> {
+    fn new(state: &'s StateView<'v>, month: Month) -> Self {
+        Tx {
+            state,
+            month,
+            values: BTreeMap::new(),
+            decision: Decision::apply(),
+        }
+    }
+
+    fn count(&mut self, name: &str, label: &str, by: i64) -> Result<(), StateError> {
+        let slot = (b'c', name.to_string(), label.to_string());
+        let now = match self.values.get(&slot) {
+            Some(v) => *v,
+            None => self
+                .state
+                .get(&CountKey {
+                    month: self.month,
+                    name,
+                    label,
+                })?
+                .unwrap_or(0),
+        } + by;
+        self.values.insert(slot, now);
+        self.decision.put(
+            &CountKey {
+                month: self.month,
+                name,
+                label,
+            },
+            &now,
+        );
+        Ok(())
+    }
+
+    fn level(&mut self, name: &str, label: &str, delta: i64) -> Result<(), StateError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let slot = (b'v', name.to_string(), label.to_string());
+        let now = match self.values.get(&slot) {
+            Some(v) => *v,
+            None => self.state.get(&LevelKey { name, label })?.unwrap_or(0),
+        } + delta;
+        self.values.insert(slot, now);
+        self.decision.put(&LevelKey { name, label }, &now);
+        self.decision.put(
+            &SnapshotKey {
+                month: self.month,
+                name,
+                label,
+            },
+            &now,
+        );
+        Ok(())
+    }
+}
+
+/// Apply one event to the figures of its month (its event time, UTC).
+pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, StateError> {
+    use ReporterInput as I;
+    let envelope = input.envelope();
+    if matches!(input, I::Other(_)) {
+        return Ok(Decision::ignore());
+    }
+    if dedup::is_duplicate(state, envelope)? {
+        return Ok(Decision::ignore());
+    }
+    let mut tx = Tx::new(state, Month::of_ms(envelope.event_time));
+    match input {
+        I::Registered(e) => {
+            tx.count(n::REGISTRATIONS, "", 1)?;
+            let mut row = account(state, &e.account)?;
+            move_usage(&mut tx, &row, &e.plan)?;
+            row.plan = e.plan.clone();
+            tx.decision.put(&AccountKey(&e.account), &row);
+        }
+        I::Login(e) => tx.count(n::LOGINS, &label(&e.channel), 1)?,
+        I::LoginFailed(e) => tx.count(n::LOGIN_FAILURES, &e.reason, 1)?,
+        I::Status(e) => {
+            let mut row = account(state, &e.account)?;
+            let to = label(&e.to);
+            if row.status != to {
+                if !row.status.is_empty() {
+                    tx.level(n::ACCOUNTS, &row.status, -1)?;
+                }
+                tx.level(n::ACCOUNTS, &to, 1)?;
+            }
+            tx.count(n::STATUS_CHANGES, &to, 1)?;
+            row.status = to;
+            tx.decision.put(&AccountKey(&e.account), &row);
+        }
+        I::Plan(e) => {
+            let mut row = account(state, &e.account)?;
+            tx.count(n::PLAN_CHANGES, &e.plan, 1)?;
+            move_usage(&mut tx, &row, &e.plan)?;
+            row.plan = e.plan.clone();
+            tx.decision.put(&AccountKey(&e.account), &row);
+        }
+        I::Usage(e) => {
+            let mut row = account(state, &e.account)?;
+            let plan = plan_of(&row).to_string();
+            tx.level(n::STORAGE_BYTES, &plan, e.used_bytes - row.used_bytes)?;
+            tx.level(n::INDEX_MESSAGES, &plan, e.messages - row.messages)?;
+            row.used_bytes = e.used_bytes;
+            row.messages = e.messages;
+            tx.decision.put(&AccountKey(&e.account), &row);
+        }
+        I::Migrated(_) => tx.count(n::MIGRATIONS, "", 1)?,
+        I::Greylist(e) => {
+            let outcome = match (e.verdict, e.reason) {
+                (_, GreylistReason::WhitelistedClient | GreylistReason::WhitelistedRecipient) => {
+                    "whitelisted"
+                }
+                (_, GreylistReason::AutoWhitelisted) => "auto-whitelisted",
+                (GreylistVerdict::Defer, _) => "deferred",
+                (GreylistVerdict::Pass, _) => "passed",
+                (GreylistVerdict::Unknown, _) => "unknown",
+            };
+            tx.count(n::GREYLIST, outcome, 1)?;
+        }
+        I::Scanned(e) => tx.count(n::SCANS, &label(&e.verdict), 1)?,
+        I::Stored(e) => {
+            tx.count(n::DELIVERED, "", 1)?;
+            tx.count(n::DELIVERED_BYTES, "", e.size)?;
+        }
+        I::Rejected(_) => tx.count(n::REJECTED_OVER_QUOTA, "", 1)?,
+        I::Quarantined(e) => tx.count(n::QUARANTINED, &label(&e.reason), 1)?,
+        I::Purged(e) => {
+            tx.count(n::PURGES, &e.folder, 1)?;
+            tx.count(n::PURGED_MESSAGES, &e.folder, e.count)?;
+            tx.count(n::PURGED_BYTES, &e.folder, e.bytes)?;
+        }
+        I::Notification(e) => tx.count(n::NOTIFICATIONS, &e.template, 1)?,
+        I::DeadLetter(e) => tx.count(n::DEAD_LETTERS, &e.consumer, 1)?,
+        I::Other(_) => {}
+    }
+    let mut decision = tx.decision;
+    dedup::remember(&mut decision, envelope);
+    Ok(decision)
+}
+
+fn account(state: &StateView<'_>, account: &str) -> Result<AccountRow, StateError> {
+    Ok(state.get(&AccountKey(account))?.unwrap_or_default())
+}
+
+fn plan_of(row: &AccountRow) -> &str {
+    if row.plan.is_empty() {
+        NO_PLAN
+    } else {
+        &row.plan
+    }
+}
+
+/// The account's usage leaves its old plan's levels for `to`'s.
+fn move_usage(tx: &mut Tx<'_, '_>, row: &AccountRow, to: &str) -> Result<(), StateError> {
+    let from = plan_of(row).to_string();
+    if from == to {
+        return Ok(());
+    }
+    tx.level(n::STORAGE_BYTES, &from, -row.used_bytes)?;
+    tx.level(n::STORAGE_BYTES, to, row.used_bytes)?;
+    tx.level(n::INDEX_MESSAGES, &from, -row.messages)?;
+    tx.level(n::INDEX_MESSAGES, to, row.messages)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mailfleet_events::{
+        accounts::AccountStatus,
+        mail::{QuarantineReason, RejectReason},
+    };
+    use mailfleet_runtime::{Overlay, StateKey};
+
+    use super::*;
+
+    /// Apply events in order to an in-memory state; return it.
+    fn apply(events: Vec<ReporterInput>) -> Overlay {
+        let mut overlay = Overlay::default();
+        for e in events {
+            let d = decide(&StateView::in_memory(&overlay), &e).unwrap();
+            overlay.extend(d.changes);
+        }
+        overlay
+    }
+
+    fn value<K: StateKey<Value = i64>>(o: &Overlay, key: K) -> i64 {
+        StateView::in_memory(o).get(&key).unwrap().unwrap_or(0)
+    }
+
+    fn count(o: &Overlay, month: &str, name: &str, label: &str) -> i64 {
+        let month = Month::parse(month).unwrap();
+        value(o, CountKey { month, name, label })
+    }
+
+    fn env(id: &str, at: i64) -> Envelope {
+        Envelope::new(id, at, "test")
+    }
+
+    const OCT: i64 = 1_791_590_400_000;
+
+    fn status(id: &str, to: AccountStatus) -> ReporterInput {
+        ReporterInput::Status(AccountStatusChanged {
+            envelope: env(id, OCT),
+            account: "a@x.test".into(),
+            from: AccountStatus::Unknown,
+            to,
+            reason: "test".into(),
+            settings_hash: None,
+        })
+    }
+
+    #[test]
+    fn a_status_change_moves_one_account_between_levels() {
+        let o = apply(vec![
+            status("s1", AccountStatus::Active),
+            status("s2", AccountStatus::Inactive),
+            status("s3", AccountStatus::Active),
+            status("s4", AccountStatus::Deleted),
+        ]);
+        let level = |label| {
+            value(
+                &o,
+                LevelKey {
+                    name: n::ACCOUNTS,
+                    label,
+                },
+            )
+        };
+        assert_eq!(
+            (level("active"), level("inactive"), level("deleted")),
+            (0, 0, 1)
+        );
+        assert_eq!(count(&o, "2026-10", n::STATUS_CHANGES, "active"), 2);
+    }
+
+    #[test]
+    fn a_duplicate_event_id_counts_once() {
+        let o = apply(vec![
+            status("same", AccountStatus::Active),
+            status("same", AccountStatus::Active),
+        ]);
+        assert_eq!(count(&o, "2026-10", n::STATUS_CHANGES, "active"), 1);
+    }
+
+    #[test]
+    fn rejections_quarantines_and_migrations_are_counted() {
+        let rejected = ReporterInput::Rejected(MessageRejected {
+            envelope: env("r", OCT),
+            account: "a@x.test".into(),
+            delivery_id: "d".into(),
+            reason: RejectReason::OverQuota,
+            size: 10,
+            used_bytes: 100,
+            quota_bytes: 100,
+            sender: "s@y.test".into(),
+            blob_id: "b".into(),
+            message_id: None,
+            settings_hash: None,
+        });
+        let quarantined = ReporterInput::Quarantined(MessageQuarantined {
+            envelope: env("q", OCT),
+            account: "a@x.test".into(),
+            delivery_id: "d2".into(),
+            reason: QuarantineReason::Infected,
+            detail: "Eicar".into(),
+            path: "/q/1".into(),
+            size: 68,
+            blob_id: "b2".into(),
+            sender: "s@y.test".into(),
+            message_id: None,
+        });
+        let migrated = ReporterInput::Migrated(MigrationCompleted {
+            envelope: env("m", OCT),
+            account: "a@x.test".into(),
+            target_mail_root: "/new".into(),
+            target_ldap_base: "ou=new".into(),
+            messages: 1,
+            bytes: 1,
+            entries: 1,
+            token_delivery: "t".into(),
+        });
+        let o = apply(vec![
+            rejected,
+            quarantined,
+            migrated,
+            ReporterInput::Other(env("o", OCT)),
+        ]);
+        assert_eq!(count(&o, "2026-10", n::REJECTED_OVER_QUOTA, ""), 1);
+        assert_eq!(count(&o, "2026-10", n::QUARANTINED, "infected"), 1);
+        assert_eq!(count(&o, "2026-10", n::MIGRATIONS, ""), 1);
+    }
+
+    #[test]
+    fn labels_come_from_enum_symbols() {
+        assert_eq!(
+            label(&GreylistReason::WhitelistedClient),
+            "whitelisted-client"
+        );
+        assert_eq!(label(&AccountStatus::Active), "active");
+    }
+}

@@ -1,0 +1,139 @@
+//! The reporter's tables. Every figure is kept per input partition and
+//! summed over partitions when a report is made.
+//!
+//! - `c` month, name, label: a count of what happened in the month;
+//! - `v` name, label: a level now (accounts by status, bytes by plan);
+//! - `l` month, name, label: the level as the month's last event left it;
+//! - `a` account: what the levels need of one account.
+
+use mailfleet_runtime::{StateKey, StateValue};
+
+use crate::month::Month;
+
+fn push_parts(out: &mut Vec<u8>, parts: &[&str]) {
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(p.as_bytes());
+    }
+}
+
+/// Split a key body written by [`push_parts`].
+pub fn parts(body: &[u8]) -> Vec<String> {
+    body.split(|b| *b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
+/// A count of one month.
+pub struct CountKey<'a> {
+    pub month: Month,
+    pub name: &'a str,
+    pub label: &'a str,
+}
+
+impl StateKey for CountKey<'_> {
+    type Value = i64;
+    const PREFIX: u8 = b'c';
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        push_parts(out, &[&self.month.to_string(), self.name, self.label]);
+    }
+}
+
+/// A level now.
+pub struct LevelKey<'a> {
+    pub name: &'a str,
+    pub label: &'a str,
+}
+
+impl StateKey for LevelKey<'_> {
+    type Value = i64;
+    const PREFIX: u8 = b'v';
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        push_parts(out, &[self.name, self.label]);
+    }
+}
+
+/// A level at the end of a month (as far as this partition's events go).
+pub struct SnapshotKey<'a> {
+    pub month: Month,
+    pub name: &'a str,
+    pub label: &'a str,
+}
+
+impl StateKey for SnapshotKey<'_> {
+    type Value = i64;
+    const PREFIX: u8 = b'l';
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        push_parts(out, &[&self.month.to_string(), self.name, self.label]);
+    }
+}
+
+/// One account, as the levels see it.
+pub struct AccountKey<'a>(pub &'a str);
+
+impl StateKey for AccountKey<'_> {
+    type Value = AccountRow;
+    const PREFIX: u8 = b'a';
+    fn encode_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.as_bytes());
+    }
+}
+
+/// Status (empty before the first change), plan, and usage of one account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountRow {
+    pub status: String,
+    pub plan: String,
+    pub used_bytes: i64,
+    pub messages: i64,
+}
+
+impl StateValue for AccountRow {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_parts(
+            &mut out,
+            &[
+                &self.status,
+                &self.plan,
+                &self.used_bytes.to_string(),
+                &self.messages.to_string(),
+            ],
+        );
+        out
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let p = parts(bytes);
+        let [status, plan, used, messages] = p.as_slice() else {
+            return Err(format!("{} fields, expected 4", p.len()));
+        };
+        let num = |s: &str| s.parse::<i64>().map_err(|e| format!("{s:?}: {e}"));
+        Ok(AccountRow {
+            status: status.clone(),
+            plan: plan.clone(),
+            used_bytes: num(used)?,
+            messages: num(messages)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_row_round_trips_and_a_bad_one_is_named() {
+        let row = AccountRow {
+            status: "active".into(),
+            plan: "free".into(),
+            used_bytes: 1234,
+            messages: 5,
+        };
+        assert_eq!(AccountRow::from_bytes(&row.to_bytes()).unwrap(), row);
+        assert!(AccountRow::from_bytes(b"x")
+            .unwrap_err()
+            .contains("1 fields"));
+    }
+}
