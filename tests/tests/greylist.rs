@@ -433,7 +433,12 @@ async fn every_limit_closes_the_offending_connection_and_nothing_else() -> anyho
         .starts_with("PREPEND"));
 
     let text = recorder.render();
-    for name in mailfleet_runtime::metrics::POLICY_ALL {
+    // The greylist consumer runs in this process too.
+    let greylist = [mailfleet_runtime::metrics::GREYLIST_DECISIONS];
+    for name in mailfleet_runtime::metrics::POLICY_ALL
+        .iter()
+        .chain(&greylist)
+    {
         assert!(text.contains(name), "{name} was never emitted:\n{text}");
     }
     let malformed = metric_sum(&text, mailfleet_runtime::metrics::POLICY_MALFORMED, &[]);

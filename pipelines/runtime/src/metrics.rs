@@ -31,6 +31,11 @@ pub const MERGE_HELD: &str = "mailfleet_runtime_merge_held_events";
 /// their partition: their order may differ from a replay's.
 pub const MERGE_LATE: &str = "mailfleet_runtime_merge_late_total";
 
+/// Greylist decisions made, by `verdict` and `reason`.
+pub const GREYLIST_DECISIONS: &str = "mailfleet_greylist_decisions_total";
+/// Account status transitions decided by the lifecycle, by `to`.
+pub const LIFECYCLE_TRANSITIONS: &str = "mailfleet_lifecycle_transitions_total";
+
 /// Policy requests answered, by `result`: decided, timeout, not_rcpt.
 pub const POLICY_REQUESTS: &str = "mailfleet_policy_requests_total";
 /// Time from an RCPT request to its answer.
@@ -149,11 +154,19 @@ pub fn install_exporter(cfg: &MetricsConfig) -> Result<(), RuntimeError> {
     };
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        // Every duration is a histogram with buckets (not a summary), so
+        // dashboards can aggregate quantiles across processes.
         .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(BATCH_DURATION.to_string()),
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_string()),
             &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                5.0, 10.0,
             ],
+        )
+        .map_err(|e| fail(e.to_string()))?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(BATCH_EVENTS.to_string()),
+            &[1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0],
         )
         .map_err(|e| fail(e.to_string()))?
         .install()

@@ -364,6 +364,10 @@ impl Consumer for Greylist {
                     a.envelope.event_time.div_euclid(1000),
                     &mut d,
                 )?;
+                metrics::counter!(mailfleet_runtime::metrics::GREYLIST_DECISIONS,
+                    "verdict" => format!("{:?}", answer.verdict).to_lowercase(),
+                    "reason" => format!("{:?}", answer.reason).to_lowercase())
+                .increment(1);
                 let decided = GreylistDecided {
                     envelope: Envelope::caused_by(&a.envelope, "greylist"),
                     triplet: answer.triplet,

@@ -1,6 +1,7 @@
 //! `mailfleet demo`: demo traffic through the fleet, and what happened.
 //! The fleet so far: the counting pipeline, greylisting, mail ingest with
-//! scanning and storage, and the accounts (lifecycle, directory, deletion).
+//! scanning and storage, the accounts (lifecycle, directory, deletion), and
+//! the monthly report of it all.
 
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,21 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
     print_dead_letters(cfg, 3)?;
     crate::demo_greylist::run(cfg, &topology, &run_id).await?;
     crate::demo_mail::run(cfg, &topology, &run_id).await?;
-    crate::demo_accounts::run(cfg, &topology, &run_id).await
+    crate::demo_accounts::run(cfg, &topology, &run_id).await?;
+    // Beside the state: run/state → run/reports.
+    let out_dir = cfg
+        .runtime
+        .data_dir
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("reports");
+    let (html, md) = crate::demo_report::run(cfg, &topology, &out_dir).await?;
+    println!(
+        "== the monthly report:\n  {}\n  {}",
+        html.display(),
+        md.display()
+    );
+    Ok(())
 }
 
 fn print_counts(cfg: &Config) -> anyhow::Result<()> {

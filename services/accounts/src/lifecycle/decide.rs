@@ -343,6 +343,9 @@ fn changed(
     reason: String,
 ) {
     let event = status_changed(cfg, cause, name, (from, to), reason);
+    metrics::counter!(mailfleet_runtime::metrics::LIFECYCLE_TRANSITIONS,
+        "to" => format!("{to:?}").to_lowercase())
+    .increment(1);
     d.emit(&cfg.status_topic, name, event.clone());
     d.emit(&cfg.events_topic, name, event);
 }
