@@ -53,9 +53,13 @@ struct Cli {
 enum Command {
     /// Run consumers in this process until SIGTERM (several share one process on small installs).
     Run {
-        /// Consumer names, e.g. `counter`.
-        #[arg(required = true)]
+        /// Consumer names, e.g. `greylist storage`; several share one process.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
         consumers: Vec<String>,
+        /// Every consumer of the service in this one process (small installs):
+        /// all of `mailfleet run`'s consumers but the `counter` example.
+        #[arg(long)]
+        all: bool,
     },
     /// The Postfix policy server (greylisting through the greylist consumer).
     Policy,
@@ -143,7 +147,18 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Run { consumers } => run(consumers, cfg).await,
+        Command::Run { consumers, all } => {
+            let consumers = if all {
+                consumers::NAMES
+                    .iter()
+                    .filter(|n| **n != "counter")
+                    .map(|n| n.to_string())
+                    .collect()
+            } else {
+                consumers
+            };
+            run(consumers, cfg).await
+        }
         Command::Topics {
             action: TopicsAction::Apply,
         } => {
