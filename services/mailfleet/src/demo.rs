@@ -84,6 +84,7 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
     crate::demo_greylist::run(cfg, &topology, &run_id).await?;
     crate::demo_mail::run(cfg, &topology, &run_id).await?;
     crate::demo_accounts::run(cfg, &topology, &run_id).await?;
+    crate::demo_purge::run(cfg, &topology, &run_id).await?;
     // Beside the state: run/state → run/reports.
     let out_dir = cfg
         .runtime

@@ -142,7 +142,10 @@ async fn store_and_index(
 }
 
 /// Each partition's current end offset of `topics`.
-fn ends(cfg: &Config, topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+pub(crate) fn ends(
+    cfg: &Config,
+    topics: &[String],
+) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
     let consumer: BaseConsumer = mailfleet_runtime::admin::client_config(&cfg.kafka).create()?;
     let mut out = BTreeMap::new();
     for topic in topics {
@@ -201,9 +204,16 @@ fn traffic(run_id: &str, local: &str) -> Vec<(Kind, String, Vec<String>, Vec<u8>
 }
 
 fn message(id: &str, n: u32, attachment: Option<(&str, Vec<u8>)>) -> Vec<u8> {
+    // Some plain messages come flagged by the upstream spam filter: the
+    // writer files them in Spam, and the monthly Spam purge empties it.
+    let spam = if (16..=21).contains(&(n % 40)) {
+        "X-Spam-Flag: YES\r\n"
+    } else {
+        ""
+    };
     let head = format!(
         "From: sender@example.net\r\nTo: user@example.test\r\nSubject: demo message {n}\r\n\
-         Message-ID: <{id}>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+         Message-ID: <{id}>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n{spam}"
     );
     let text = "Hello,\r\n\r\nthe figures are attached.\r\n".repeat(1 + n as usize % 20);
     let Some((name, content)) = attachment else {
@@ -325,7 +335,7 @@ fn print_results(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
 }
 
 /// Every event of type `E` in `topic`, from the beginning.
-fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
+pub(crate) fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
     let consumer: BaseConsumer = mailfleet_runtime::admin::client_config(&cfg.kafka)
         .set("group.id", format!("demo-reader-{}", rand::random::<u32>()))
         .set("enable.auto.commit", "false")

@@ -12,6 +12,7 @@ mod demo;
 mod demo_accounts;
 mod demo_greylist;
 mod demo_mail;
+mod demo_purge;
 mod demo_report;
 mod index;
 mod lmtp;

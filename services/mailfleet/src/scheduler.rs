@@ -384,37 +384,48 @@ impl Emitter {
     }
 
     fn job_due(&self, job: &str, at: i64, id: String) -> anyhow::Result<JobDue> {
-        let cfg = self
-            .jobs
-            .get(job)
-            .ok_or_else(|| anyhow::anyhow!("job {job:?} is due but not configured"))?;
-        let mut params = BTreeMap::new();
-        let kind = match cfg.kind {
-            JobKind::Purge => "purge",
-            JobKind::PostfixMap => "postfix-map",
-        };
-        if let Some(folder) = &cfg.folder {
-            params.insert("folder".into(), folder.clone());
-        }
-        if let Some(days) = cfg.older_than_days {
-            params.insert("older_than_days".into(), days.to_string());
-        }
-        if let Some(before) = cfg.received_before(at) {
-            params.insert("received_before".into(), before.to_string());
-        }
-        if cfg.kind == JobKind::Purge {
-            params.insert("window_minutes".into(), cfg.window_minutes.to_string());
-            params.insert("max_purges_per_s".into(), cfg.max_purges_per_s.to_string());
-        }
-        Ok(JobDue {
-            envelope: Envelope::new(id.clone(), at, self.name.as_str()),
-            job: job.into(),
-            kind: kind.into(),
-            due_at: at,
-            run_id: id,
-            params,
-        })
+        job_due(&self.jobs, &self.name, job, at, id)
     }
+}
+
+/// The `JobDue` of one run of `job` (as configured in `jobs`) due at `at`,
+/// written by `producer`; its params carry the job's settings.
+pub fn job_due(
+    jobs: &BTreeMap<String, JobConfig>,
+    producer: &str,
+    job: &str,
+    at: i64,
+    id: String,
+) -> anyhow::Result<JobDue> {
+    let cfg = jobs
+        .get(job)
+        .ok_or_else(|| anyhow::anyhow!("job {job:?} is due but not configured"))?;
+    let mut params = BTreeMap::new();
+    let kind = match cfg.kind {
+        JobKind::Purge => "purge",
+        JobKind::PostfixMap => "postfix-map",
+    };
+    if let Some(folder) = &cfg.folder {
+        params.insert("folder".into(), folder.clone());
+    }
+    if let Some(days) = cfg.older_than_days {
+        params.insert("older_than_days".into(), days.to_string());
+    }
+    if let Some(before) = cfg.received_before(at) {
+        params.insert("received_before".into(), before.to_string());
+    }
+    if cfg.kind == JobKind::Purge {
+        params.insert("window_minutes".into(), cfg.window_minutes.to_string());
+        params.insert("max_purges_per_s".into(), cfg.max_purges_per_s.to_string());
+    }
+    Ok(JobDue {
+        envelope: Envelope::new(id.clone(), at, producer),
+        job: job.into(),
+        kind: kind.into(),
+        due_at: at,
+        run_id: id,
+        params,
+    })
 }
 
 /// Where a new owner resumes.
