@@ -105,6 +105,22 @@ async fn over_quota_mail_is_rejected_and_quota_changed_lifts_the_limit() -> anyh
         .clone();
     let store = fleet.world.dir.join("state/storage");
     wait_applied(&store, &inputs).await?;
+    // The writer reads several topics: the merge's metrics are served.
+    let text = scrape(fleet.metrics).unwrap_or_default();
+    for name in [
+        mailfleet_runtime::metrics::MERGE_HELD,
+        mailfleet_runtime::metrics::MERGE_LATE,
+    ] {
+        assert!(
+            text.contains(&format!("{name}{{consumer=\"storage\"}}")),
+            "{name} missing:\n{text}"
+        );
+    }
+    assert_eq!(
+        metric_sum(&text, mailfleet_runtime::metrics::MERGE_LATE, &[]),
+        0.0,
+        "no record came out of order"
+    );
     fleet.stop()?;
     let live = live_digests(&store)?;
     assert!(!live.is_empty());

@@ -302,6 +302,11 @@ impl<C: Consumer> Runner<C> {
         let producer = EventProducer::new(&spec.kafka, &format!("mailfleet-{name}-out"))?;
         let merge =
             (spec.inputs.len() > 1).then(|| Merge::new(&spec.inputs, spec.runtime.merge_grace_ms));
+        if merge.is_some() {
+            // Shown from the start, not from the first late record.
+            metrics::counter!(m::MERGE_LATE, "consumer" => name.clone()).increment(0);
+            metrics::gauge!(m::MERGE_HELD, "consumer" => name.clone()).set(0.0);
+        }
         tracing::info!(consumer = %name, group = %spec.group, inputs = ?spec.inputs,
             store = %dir.display(), "consumer started");
         Ok(Self {
