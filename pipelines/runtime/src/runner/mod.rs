@@ -12,6 +12,11 @@
 //!   deterministic event ids (consumer, topic, partition, offset, index), so
 //!   downstream consumers drop them as duplicates (see [`crate::dedup`]).
 //!
+//! A store that has applied a partition past its log's end (the topic was
+//! recreated, or the broker lost its data) stops the consumer with an
+//! error naming the partition, rather than skipping the new records as
+//! seen ones.
+//!
 //! Precondition: a state key is only ever written by inputs of one
 //! partition, and decisions depend only on state and input. Kafka's
 //! committed group offsets are lag telemetry and never a starting point.
@@ -540,7 +545,9 @@ impl<C: Consumer> Runner<C> {
             .positions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if positions.get(tp).is_some_and(|&next| offset < next) {
+        if let Some(&next) = positions.get(tp).filter(|&&next| offset < next) {
+            drop(positions);
+            self.check_log_not_reset(tp, next);
             return false;
         }
         positions.insert(tp.clone(), offset + 1);
@@ -551,6 +558,34 @@ impl<C: Consumer> Runner<C> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(tp.clone(), offset + 1);
         true
+    }
+
+    /// A record below what this store applied is normally one seen before.
+    /// But when the partition now ends before that point, its log was reset
+    /// (a recreated topic, a broker that lost its data): every record would
+    /// be skipped as seen, and new ones reuse old offsets, so their output
+    /// ids would collide downstream. Stop, naming the partition and what
+    /// to do, rather than skip silently.
+    fn check_log_not_reset(&self, tp: &Tp, next: i64) {
+        let Some((_, high)) = cached_watermarks(&self.kc, &tp.0, tp.1) else {
+            return;
+        };
+        if high >= next {
+            return;
+        }
+        let reason = format!(
+            "{}/{}: the log ends at offset {high}, but this consumer's store applied it up to \
+             {next}: the topic was recreated or the broker lost its data. Move the state folder \
+             ({}) away to rebuild it from the log as it is now",
+            tp.0,
+            tp.1,
+            self.store.path().display()
+        );
+        let mut fatal = self.shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if fatal.is_none() {
+            tracing::error!(consumer = %self.name, %reason, "log reset under the consumer");
+            *fatal = Some(reason);
+        }
     }
 
     fn process(
