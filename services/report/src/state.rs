@@ -26,20 +26,26 @@ pub fn parts(body: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// A count of one month.
-pub struct CountKey<'a> {
+/// A figure of one month, in the table `P`.
+pub struct MonthKey<'a, const P: u8> {
     pub month: Month,
     pub name: &'a str,
     pub label: &'a str,
 }
 
-impl StateKey for CountKey<'_> {
+impl<const P: u8> StateKey for MonthKey<'_, P> {
     type Value = i64;
-    const PREFIX: u8 = b'c';
+    const PREFIX: u8 = P;
     fn encode_key(&self, out: &mut Vec<u8>) {
         push_parts(out, &[&self.month.to_string(), self.name, self.label]);
     }
 }
+
+/// A count of one month.
+pub type CountKey<'a> = MonthKey<'a, b'c'>;
+
+/// A level at the end of a month (as far as this partition's events go).
+pub type SnapshotKey<'a> = MonthKey<'a, b'l'>;
 
 /// A level now.
 pub struct LevelKey<'a> {
@@ -52,21 +58,6 @@ impl StateKey for LevelKey<'_> {
     const PREFIX: u8 = b'v';
     fn encode_key(&self, out: &mut Vec<u8>) {
         push_parts(out, &[self.name, self.label]);
-    }
-}
-
-/// A level at the end of a month (as far as this partition's events go).
-pub struct SnapshotKey<'a> {
-    pub month: Month,
-    pub name: &'a str,
-    pub label: &'a str,
-}
-
-impl StateKey for SnapshotKey<'_> {
-    type Value = i64;
-    const PREFIX: u8 = b'l';
-    fn encode_key(&self, out: &mut Vec<u8>) {
-        push_parts(out, &[&self.month.to_string(), self.name, self.label]);
     }
 }
 
