@@ -7,11 +7,7 @@ use std::path::PathBuf;
 use mailfleet_report::{read_store, render, report, Month};
 use mailfleet_runtime::{RunSpec, Shutdown, Store, Topology};
 
-use crate::{
-    config::Config,
-    consumers,
-    replay::{resolve, RangeArgs},
-};
+use crate::{config::Config, consumers, demo_mail::ends};
 
 /// Run the reporter up to the topics' ends, then write this month's report
 /// into `out_dir`; returns the HTML and Markdown paths.
@@ -21,16 +17,8 @@ pub async fn run(
     out_dir: &std::path::Path,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let route = topology.route(mailfleet_report::NAME)?;
-    let range = resolve(
-        &cfg.kafka,
-        &route.reads,
-        &RangeArgs {
-            from: "earliest".into(),
-            to: None,
-        },
-    )?;
     let spec = RunSpec {
-        stop_at: Some(range.stop),
+        stop_at: Some(ends(cfg, &route.reads)?),
         ..RunSpec::for_route(route, &cfg.kafka, &cfg.runtime)
     };
     let stats =
