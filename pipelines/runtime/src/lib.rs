@@ -7,6 +7,7 @@
 //! which consumer reads which topics; [`admin::apply`] creates them.
 
 pub mod admin;
+pub mod allow;
 pub mod calendar;
 pub mod config;
 mod consumer;

@@ -46,6 +46,8 @@ pub const POLICY_MALFORMED: &str = "mailfleet_policy_malformed_total";
 pub const POLICY_CONNECTIONS: &str = "mailfleet_policy_connections";
 /// Connections closed at once because `max_connections` were open.
 pub const POLICY_CONNECTIONS_REFUSED: &str = "mailfleet_policy_connections_refused_total";
+/// Connections closed at once because the client is outside `policy.allow`.
+pub const POLICY_CONNECTIONS_DENIED: &str = "mailfleet_policy_connections_denied_total";
 
 /// The policy server's names, for the test that each is emitted.
 pub const POLICY_ALL: &[&str] = &[
@@ -54,6 +56,7 @@ pub const POLICY_ALL: &[&str] = &[
     POLICY_MALFORMED,
     POLICY_CONNECTIONS,
     POLICY_CONNECTIONS_REFUSED,
+    POLICY_CONNECTIONS_DENIED,
 ];
 
 /// LMTP messages (DATA phases), by `result`: accepted, partial (some
@@ -69,6 +72,8 @@ pub const LMTP_ACK_DURATION: &str = "mailfleet_lmtp_ack_duration_seconds";
 pub const LMTP_CONNECTIONS: &str = "mailfleet_lmtp_connections";
 /// DATA phases cut off by the client before the final dot.
 pub const LMTP_ABORTED: &str = "mailfleet_lmtp_aborted_total";
+/// Connections answered `421 4.7.0` and closed: client outside `lmtp.allow`.
+pub const LMTP_CONNECTIONS_DENIED: &str = "mailfleet_lmtp_connections_denied_total";
 
 /// The LMTP server's names, for the test that each is emitted.
 pub const LMTP_ALL: &[&str] = &[
@@ -78,6 +83,7 @@ pub const LMTP_ALL: &[&str] = &[
     LMTP_ACK_DURATION,
     LMTP_CONNECTIONS,
     LMTP_ABORTED,
+    LMTP_CONNECTIONS_DENIED,
 ];
 
 /// Messages scanned, by `verdict`: clean, infected, banned.

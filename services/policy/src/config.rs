@@ -28,6 +28,9 @@ impl FailMode {
 pub struct PolicyConfig {
     /// `host:port` to listen on (Postfix: `check_policy_service inet:127.0.0.1:10023`).
     pub listen: String,
+    /// Client networks (CIDRs) that may connect; any other client is
+    /// closed at once. Default: loopback only.
+    pub allow: Vec<String>,
     /// This server's name in events, so that its replies find it; unique per MX host.
     pub host: String,
     /// How long to wait for the greylist decision, ms.
@@ -59,6 +62,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:10023".into(),
+            allow: mailfleet_runtime::allow::loopback(),
             host: "mx1".into(),
             timeout_ms: 2000,
             fail_mode: FailMode::Dunno,
@@ -81,6 +85,10 @@ impl PolicyConfig {
         if let Err(e) = self.listen.parse::<std::net::SocketAddr>() {
             out.push(format!("policy.listen = {:?}: {e}", self.listen));
         }
+        out.extend(mailfleet_runtime::allow::AllowList::problems(
+            "policy.allow",
+            &self.allow,
+        ));
         if self.host.is_empty() {
             out.push("policy.host is empty".into());
         }

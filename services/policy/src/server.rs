@@ -9,7 +9,8 @@ use std::{
 use mailfleet_events::{greylist::DeliveryAttempted, Envelope};
 use mailfleet_greylist::triplet::{client_net, Grouping};
 use mailfleet_runtime::{
-    config::KafkaConfig, metrics as m, producer::EventProducer, RuntimeError, Shutdown,
+    allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, RuntimeError,
+    Shutdown,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -40,6 +41,7 @@ pub async fn serve(
     kafka: &KafkaConfig,
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
+    let allow = AllowList::parse("policy.allow", &cfg.allow)?;
     let waiters = Waiters::default();
     waiter::follow(
         kafka,
@@ -68,6 +70,7 @@ pub async fn serve(
         cfg,
     });
     let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
+    metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(0);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,6 +82,13 @@ pub async fn serve(
             },
             _ = shutdown.wait() => break,
         };
+        if !allow.allows(peer.ip()) {
+            // Closed unread: Postfix's policy client logs the lost
+            // connection and defers (451 4.3.5), so nothing passes unasked.
+            metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(1);
+            tracing::warn!(%peer, "client not in policy.allow; closing");
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics::counter!(m::POLICY_CONNECTIONS_REFUSED).increment(1);
             tracing::warn!(%peer, "connection limit reached; closing");

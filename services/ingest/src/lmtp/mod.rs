@@ -24,6 +24,9 @@ pub use session::{AcceptAll, RcptStatus, RecipientCheck};
 pub struct LmtpConfig {
     /// `host:port` to listen on (Postfix: `virtual_transport = lmtp:inet:127.0.0.1:2424`).
     pub listen: String,
+    /// Client networks (CIDRs) that may connect; any other client gets
+    /// `421 4.7.0` and is closed. Default: loopback only.
+    pub allow: Vec<String>,
     /// This server's name in its greeting and LHLO reply.
     pub hostname: String,
     /// Largest message accepted, bytes; larger gets `552 5.3.4`.
@@ -61,6 +64,7 @@ impl Default for LmtpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:2424".into(),
+            allow: mailfleet_runtime::allow::loopback(),
             hostname: "localhost".into(),
             max_message_bytes: 50 * 1024 * 1024,
             max_recipients: 1000,
@@ -84,6 +88,10 @@ impl LmtpConfig {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             out.push(format!("lmtp.listen = {:?}: not an ip:port", self.listen));
         }
+        out.extend(mailfleet_runtime::allow::AllowList::problems(
+            "lmtp.allow",
+            &self.allow,
+        ));
         let positive = [
             ("max_message_bytes", self.max_message_bytes),
             ("max_recipients", self.max_recipients as u64),

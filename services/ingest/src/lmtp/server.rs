@@ -12,7 +12,9 @@ use std::{
 
 use futures::future::join_all;
 use mailfleet_events::{mail::MessageReceived, Envelope};
-use mailfleet_runtime::{config::KafkaConfig, metrics as m, producer::EventProducer, Shutdown};
+use mailfleet_runtime::{
+    allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, Shutdown,
+};
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
     net::{TcpListener, TcpStream},
@@ -53,6 +55,7 @@ pub async fn serve(
     recipients: Arc<dyn RecipientCheck>,
     shutdown: Shutdown,
 ) -> Result<(), IngestError> {
+    let allow = AllowList::parse("lmtp.allow", &cfg.allow)?;
     let instance = format!("{}-{}", cfg.hostname, std::process::id());
     let ack = Duration::from_millis(cfg.ack_timeout_ms);
     let producer =
@@ -69,6 +72,7 @@ pub async fn serve(
     metrics::counter!(m::LMTP_ABORTED).increment(0);
     metrics::counter!(m::LMTP_BYTES).increment(0);
     metrics::gauge!(m::LMTP_CONNECTIONS).set(0.0);
+    metrics::counter!(m::LMTP_CONNECTIONS_DENIED).increment(0);
     let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
     tracing::info!(listen = %server.cfg.listen, "LMTP server listening");
     loop {
@@ -83,6 +87,12 @@ pub async fn serve(
             },
             _ = shutdown.wait() => break,
         };
+        if !allow.allows(peer.ip()) {
+            metrics::counter!(m::LMTP_CONNECTIONS_DENIED).increment(1);
+            tracing::warn!(%peer, "client not in lmtp.allow; answering 421 4.7.0 and closing");
+            tokio::spawn(refuse_denied(stream));
+            continue;
+        }
         let server = server.clone();
         let shutdown = shutdown.clone();
         let slot = slots.clone().try_acquire_owned();
@@ -104,6 +114,18 @@ pub async fn serve(
 async fn refuse_busy(mut stream: TcpStream) {
     let busy = reply(421, "4.3.2", "Too many connections, try again later");
     let _ = stream.write_all(busy.as_bytes()).await;
+}
+
+/// A client outside `lmtp.allow`: a `421` greeting, then close. Postfix
+/// logs the text and keeps the mail queued (a temporary failure), so a
+/// wrong allow list delays mail and says why instead of bouncing it.
+async fn refuse_denied(mut stream: TcpStream) {
+    let text = reply(
+        421,
+        "4.7.0",
+        "Client address not allowed, closing connection",
+    );
+    let _ = timeout(Duration::from_secs(5), stream.write_all(text.as_bytes())).await;
 }
 
 /// One command line read.
