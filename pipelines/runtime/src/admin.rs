@@ -36,13 +36,25 @@ pub enum TopicChange {
     },
 }
 
-/// Build a librdkafka client config with the common settings.
+/// Build a librdkafka client config with the common settings, the
+/// `properties` and the `property_files` (read now: a rotated secret is
+/// picked up by the next client).
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.brokers);
     for (key, value) in &kafka.properties {
         if let Some(v) = value.as_str() {
             cfg.set(key, v);
+        }
+    }
+    for key in kafka.property_files.keys() {
+        // Checked at load (`problems`); a file gone since then leaves the
+        // property unset, and the broker refuses the client.
+        match kafka.read_property_file(key) {
+            Ok(v) => {
+                cfg.set(key, v);
+            }
+            Err(e) => tracing::error!(error = %e, "Kafka client made without a secret"),
         }
     }
     cfg

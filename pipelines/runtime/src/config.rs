@@ -8,7 +8,7 @@
 //! `MAILFLEET_LOG` keep their own meaning. Values that parse as TOML
 //! (numbers, booleans, arrays) are taken as such, anything else as a string.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
 
@@ -25,6 +25,11 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Extra librdkafka properties for every client, e.g. `{"socket.timeout.ms" = "10000"}`.
     pub properties: toml::Table,
+    /// librdkafka properties whose values are secrets, read from these
+    /// files each time a client is made (one trailing newline dropped),
+    /// e.g. `{"sasl.password" = "run/secrets/kafka.password"}`: the secret
+    /// stays out of the config file and the environment.
+    pub property_files: BTreeMap<String, PathBuf>,
 }
 
 impl Default for KafkaConfig {
@@ -32,6 +37,7 @@ impl Default for KafkaConfig {
         Self {
             brokers: "127.0.0.1:9092".into(),
             properties: toml::Table::new(),
+            property_files: BTreeMap::new(),
         }
     }
 }
@@ -114,7 +120,38 @@ impl KafkaConfig {
                 ));
             }
         }
+        for (key, path) in &self.property_files {
+            if self.properties.contains_key(key) {
+                out.push(format!(
+                    "kafka.property_files.{key}: also set in kafka.properties; keep one"
+                ));
+            }
+            match self.read_property_file(key) {
+                Ok(v) if v.is_empty() => out.push(format!(
+                    "kafka.property_files.{key} = {:?}: the file is empty",
+                    path.display().to_string()
+                )),
+                Ok(_) => {}
+                Err(e) => out.push(e),
+            }
+        }
         out
+    }
+
+    /// The value of `key` from its file in `property_files`, or why not.
+    pub fn read_property_file(&self, key: &str) -> Result<String, String> {
+        let path = self
+            .property_files
+            .get(key)
+            .ok_or_else(|| format!("kafka.property_files.{key}: not set"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "kafka.property_files.{key} = {:?}: {e}",
+                path.display().to_string()
+            )
+        })?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
     }
 }
 
@@ -337,6 +374,35 @@ mod tests {
             listen: "localhost".into(),
         };
         assert!(m.problems()[0].contains("\"localhost\""));
+    }
+
+    #[test]
+    fn property_files_are_read_and_bad_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("kafka.password");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .property_files
+            .insert("sasl.password".into(), secret.clone());
+        assert!(kafka.problems().is_empty(), "{:?}", kafka.problems());
+        assert_eq!(kafka.read_property_file("sasl.password").unwrap(), "s3cret");
+        kafka
+            .property_files
+            .insert("ssl.key.password".into(), dir.path().join("missing"));
+        std::fs::write(&secret, "").unwrap();
+        let problems = kafka.problems().join("\n");
+        assert!(
+            problems.contains("kafka.property_files.sasl.password"),
+            "{problems}"
+        );
+        assert!(problems.contains("the file is empty"), "{problems}");
+        assert!(
+            problems.contains("kafka.property_files.ssl.key.password"),
+            "{problems}"
+        );
+        assert!(problems.contains("missing"), "{problems}");
+        assert!(!format!("{kafka:?}").contains("s3cret"));
     }
 
     #[test]
