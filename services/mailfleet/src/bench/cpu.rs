@@ -108,7 +108,7 @@ fn machine_cpu() -> (f64, f64) {
 
 /// (own, waited-for children) CPU seconds of a process from
 /// `/proc/<pid>/stat` (utime+stime, cutime+cstime; USER_HZ is 100).
-fn proc_cpu(pid: &str) -> (f64, f64) {
+pub(super) fn proc_cpu(pid: &str) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return (0.0, 0.0);
     };

@@ -4,6 +4,7 @@
 mod consume;
 mod corpus;
 mod cpu;
+mod kstreams;
 mod lifecycle;
 mod lmtp;
 mod policy;
@@ -40,6 +41,9 @@ pub enum Bench {
     Lifecycle(lifecycle::LifecycleLoad),
     /// Raw rdkafka consume loop vs the runtime with the counting consumer (RocksDB state).
     Consume(ConsumeLoad),
+    /// The greylist consumer vs the same decider as a Kafka Streams application
+    /// (events/s, RSS), or `--state-only`: its RSS holding 10M triplets.
+    Kstreams(kstreams::KstreamsLoad),
     /// Raw rdkafka consume loop vs a state restore (a fleet member rebuilding
     /// a partition's state from the earliest offset) vs `mailfleet replay`.
     Replay(ConsumeLoad),
@@ -52,6 +56,7 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
         Bench::Scan(load) => scan::run(cfg, load).await,
         Bench::Store(load) => store::run(cfg, load).await,
         Bench::Lifecycle(load) => lifecycle::run(cfg, load).await,
+        Bench::Kstreams(load) => kstreams::run(cfg, load).await,
         Bench::Consume(load) => consume::consume(cfg, load.shape(), load.rounds.max(1)).await,
         Bench::Replay(load) => consume::replay(cfg, load.shape(), load.rounds.max(1)).await,
     }
