@@ -23,6 +23,7 @@ use mailfleet_runtime::{
 };
 pub mod api;
 pub mod directory;
+pub mod faults;
 pub mod fleet;
 pub mod ingest;
 pub mod notify;
