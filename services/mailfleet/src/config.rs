@@ -365,6 +365,75 @@ mod tests {
         assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
     }
 
+    /// Every `listen` key and its value in `ops/mailfleet.toml`, walked.
+    fn listen_keys(value: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
+        let Some(table) = value.as_object() else {
+            return;
+        };
+        for (key, v) in table {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            match v.as_str() {
+                Some(text) if key == "listen" => out.push((path, text.to_string())),
+                _ => listen_keys(v, &path, out),
+            }
+        }
+    }
+
+    #[test]
+    fn every_server_listens_on_loopback_and_allows_loopback_by_default() {
+        let path = Path::new(&crate::manifest_dir()).join("../../ops/mailfleet.toml");
+        let doc = load_document(Some(&path), Vec::new()).unwrap();
+        let mut in_file = Vec::new();
+        listen_keys(&serde_json::to_value(&doc).unwrap(), "", &mut in_file);
+        in_file.sort();
+        let d = Config::default();
+        let in_code = vec![
+            ("api.listen".to_string(), d.api.listen.clone()),
+            ("lmtp.listen".to_string(), d.lmtp.listen.clone()),
+            ("metrics.listen".to_string(), d.metrics.listen.clone()),
+            ("policy.listen".to_string(), d.policy.listen.clone()),
+        ];
+        let names = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        // A new server's listen key must join this test (and its default be loopback).
+        assert_eq!(names(&in_file), names(&in_code));
+        for (key, value) in in_file.iter().chain(&in_code) {
+            let addr: std::net::SocketAddr = value.parse().unwrap();
+            assert_eq!(addr.ip().to_string(), "127.0.0.1", "{key} = {value:?}");
+        }
+        let loopback = mailfleet_runtime::allow::loopback();
+        assert_eq!(d.lmtp.allow, loopback);
+        assert_eq!(d.policy.allow, loopback);
+        let file: Config = from_document(doc, "ops/mailfleet.toml").unwrap();
+        assert_eq!(file.lmtp.allow, loopback);
+        assert_eq!(file.policy.allow, loopback);
+        // The clients' defaults point at loopback too.
+        assert_eq!(d.kafka.brokers, "127.0.0.1:9092");
+        assert!(
+            d.ldap.url.starts_with("ldap://127.0.0.1:"),
+            "{}",
+            d.ldap.url
+        );
+    }
+
+    #[test]
+    fn a_bad_allow_entry_is_named_at_load() {
+        let env = [(
+            "MAILFLEET_LMTP__ALLOW",
+            "[\"127.0.0.1/32\", \"10.1.2.0/33\"]",
+        )]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg: Config = from_document(load_document(None, env).unwrap(), "test").unwrap();
+        let problems = cfg.problems().join("\n");
+        assert!(
+            problems.contains("lmtp.allow[1] = \"10.1.2.0/33\""),
+            "{problems}"
+        );
+    }
+
     /// A config from `MAILFLEET_SCHEDULER__...` overrides alone.
     fn scheduler_from(vars: &[(&str, &str)]) -> Result<Config, RuntimeError> {
         let env = vars
