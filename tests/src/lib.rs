@@ -27,6 +27,7 @@ pub mod faults;
 pub mod fleet;
 pub mod ingest;
 pub mod notify;
+pub mod outage;
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},

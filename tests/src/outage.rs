@@ -1,0 +1,308 @@
+//! Helpers for the fault tests (`tests/tests/faults_*.rs`): private
+//! instances of the real servers that a test may stop and start, and a
+//! watch on a consumer through an outage.
+//!
+//! A private instance is the `ops/` script with its own run folder and
+//! port (`MAILFLEET_RUN_DIR`, `MAILFLEET_<SERVICE>_PORT`), so stopping it
+//! disturbs no other test: the shared instances on the default ports are
+//! never touched. Dropping one resets it (stopped, data deleted), also
+//! when the test fails.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use mailfleet_runtime::{admin, config::KafkaConfig, Store};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    Offset, TopicPartitionList,
+};
+
+use crate::{free_port, repo_root, scrape, scratch_dir, wait_until};
+
+/// Offsets per (topic, partition).
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+/// A private instance of a real server run by `ops/<script>`.
+pub struct Private {
+    script: &'static str,
+    /// Its run folder (`MAILFLEET_RUN_DIR`).
+    pub run_dir: PathBuf,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Private {
+    fn new(script: &'static str, test: &str, env: &[&'static str]) -> Private {
+        let port = free_port();
+        let mut vars = vec![(env[0], port.to_string())];
+        vars.extend(env[1..].iter().map(|v| (*v, free_port().to_string())));
+        Private {
+            script,
+            run_dir: scratch_dir(&format!("{test}-{script}")),
+            port,
+            env: vars,
+        }
+    }
+
+    /// A single-node Kafka broker (`ops/kafka`).
+    pub fn kafka(test: &str) -> Private {
+        Private::new(
+            "kafka",
+            test,
+            &["MAILFLEET_KAFKA_PORT", "MAILFLEET_KAFKA_CONTROLLER_PORT"],
+        )
+    }
+
+    /// slapd with the accounts tree (`ops/ldap`).
+    pub fn slapd(test: &str) -> Private {
+        Private::new("ldap", test, &["MAILFLEET_LDAP_PORT"])
+    }
+
+    /// clamd with the test signatures (`ops/clamav`).
+    pub fn clamd(test: &str) -> Private {
+        Private::new("clamav", test, &["MAILFLEET_CLAMAV_PORT"])
+    }
+
+    fn ops(&self, action: &str) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let out = Command::new(repo_root().join("ops").join(self.script))
+            .arg(action)
+            .env("MAILFLEET_RUN_DIR", &self.run_dir)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ops/{} {action} (port {}): {}\n{}",
+            self.script,
+            self.port,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(started.elapsed())
+    }
+
+    /// Start it (and wait until it answers); how long that took.
+    pub fn start(&self) -> anyhow::Result<Duration> {
+        self.ops("start")
+    }
+
+    /// Stop it; how long that took.
+    pub fn stop(&self) -> anyhow::Result<Duration> {
+        self.ops("stop")
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's client settings (for [`Private::kafka`]).
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.address(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    /// `ldap://127.0.0.1:<port>` (for [`Private::slapd`]).
+    pub fn ldap_url(&self) -> String {
+        format!("ldap://{}", self.address())
+    }
+
+    /// The service DN's password file (for [`Private::slapd`]).
+    pub fn ldap_password_file(&self) -> PathBuf {
+        self.run_dir.join("ldap/secrets/mailfleet.password")
+    }
+
+    /// How many entries the subtree at `base` has (0 when it does not
+    /// exist), searched as the service DN (for [`Private::slapd`]).
+    pub fn ldap_count(&self, base: &str) -> anyhow::Result<usize> {
+        let out = Command::new("ldapsearch")
+            .args(["-x", "-LLL", "-o", "nettimeout=5", "-H", &self.ldap_url()])
+            .args(["-D", crate::directory::SERVICE_DN, "-y"])
+            .arg(self.ldap_password_file())
+            .args(["-b", base, "-s", "sub", "(objectClass=*)", "1.1"])
+            .env("LDAPNOINIT", "1")
+            .output()?;
+        match out.status.code() {
+            Some(0) => Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("dn: "))
+                .count()),
+            Some(32) => Ok(0), // noSuchObject
+            code => anyhow::bail!(
+                "ldapsearch {base} on {}: exit {code:?}: {}",
+                self.ldap_url(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        if let Err(e) = self.ops("reset") {
+            eprintln!("resetting the private {}: {e}", self.script);
+        }
+    }
+}
+
+/// The offsets a consumer store has applied (empty before its first
+/// commit). Read-only: the consumer may be running.
+pub fn applied(store_dir: &Path) -> Offsets {
+    Store::open_read_only(store_dir)
+        .map(|s| {
+            s.offsets()
+                .into_iter()
+                .map(|(t, p, o)| ((t, p), o))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The end offset of every partition of `topics` on `kafka`.
+pub fn ends(kafka: &KafkaConfig, topics: &[String]) -> anyhow::Result<Offsets> {
+    let c: BaseConsumer = admin::client_config(kafka).create()?;
+    let mut out = Offsets::new();
+    for t in topics {
+        let md = c.fetch_metadata(Some(t), Duration::from_secs(10))?;
+        for p in md.topics().iter().flat_map(|x| x.partitions()) {
+            let (_, high) = c.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
+            out.insert((t.clone(), p.id()), high);
+        }
+    }
+    Ok(out)
+}
+
+/// The offsets `group` committed to Kafka (its lag telemetry), for every
+/// partition of `partitions`; a partition with none counts as 0. Reads them
+/// without joining the group.
+pub fn committed(
+    kafka: &KafkaConfig,
+    group: &str,
+    partitions: &Offsets,
+) -> anyhow::Result<Offsets> {
+    let c: BaseConsumer = admin::client_config(kafka)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in partitions.keys() {
+        tpl.add_partition(t, *p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| {
+            let o = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            ((e.topic().to_string(), e.partition()), o)
+        })
+        .collect())
+}
+
+/// Whether every partition in `ends` is applied up to its end.
+pub fn caught_up(applied: &Offsets, ends: &Offsets) -> bool {
+    ends.iter()
+        .all(|(tp, end)| *end == 0 || applied.get(tp).is_some_and(|o| o >= end))
+}
+
+/// Wait until the store has applied `topics` up to their ends as they are
+/// now; how long that took.
+pub async fn wait_caught_up(
+    kafka: &KafkaConfig,
+    store_dir: &Path,
+    topics: &[String],
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let target = ends(kafka, topics)?;
+    wait_until(
+        &format!("{} to apply {target:?}", store_dir.display()),
+        limit,
+        || caught_up(&applied(store_dir), &target),
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// One look at a consumer during an outage.
+pub struct Sample {
+    /// Since the watch began.
+    pub at: Duration,
+    /// The offsets its store had applied.
+    pub applied: Offsets,
+    /// Its Prometheus text (empty when it did not answer).
+    pub metrics: String,
+}
+
+/// Samples of a consumer's store and metrics over time.
+pub struct Watch {
+    store: PathBuf,
+    metrics_port: u16,
+    started: Instant,
+    pub samples: Vec<Sample>,
+}
+
+impl Watch {
+    pub fn new(store: &Path, metrics_port: u16) -> Watch {
+        Watch {
+            store: store.to_path_buf(),
+            metrics_port,
+            started: Instant::now(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Take a sample now.
+    pub fn sample(&mut self) -> &Sample {
+        self.samples.push(Sample {
+            at: self.started.elapsed(),
+            applied: applied(&self.store),
+            metrics: scrape(self.metrics_port).unwrap_or_default(),
+        });
+        self.samples.last().expect("just pushed")
+    }
+
+    /// A metric's value (the sum of the matching samples) in each sample.
+    pub fn series(&self, name: &str, labels: &[&str]) -> Vec<f64> {
+        self.samples
+            .iter()
+            .map(|s| crate::metric_sum(&s.metrics, name, labels))
+            .collect()
+    }
+
+    /// Fail unless no sample has the store past `held` (the offsets at the
+    /// outage's start, i.e. the first input that had to fail on each
+    /// partition), naming the first sample that was.
+    pub fn assert_held(&self, held: &Offsets) -> anyhow::Result<()> {
+        for s in &self.samples {
+            for (tp, o) in &s.applied {
+                let limit = held.get(tp).copied().unwrap_or(0);
+                anyhow::ensure!(
+                    *o <= limit,
+                    "{}/{} applied up to {o} after {:?} of the outage: past the first failed \
+                     input at {limit}",
+                    tp.0,
+                    tp.1,
+                    s.at
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of figures for the test's output (`--nocapture` shows it).
+pub fn report(what: &str, figures: &[(&str, String)]) {
+    let text: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("FAULT {what}: {}", text.join(" "));
+}
