@@ -6,10 +6,13 @@
 //! either answers `452 4.3.1` (disk) or `451 4.3.0` (Kafka), so Postfix
 //! keeps the mail and retries. A connection lost during DATA announces
 //! nothing. Read [`session`] for the protocol, [`server`] for the I/O.
+//! [`command`], [`line`], [`data`] and [`session`] are pure over the
+//! client's bytes (no Kafka, no disk): `fuzz/` builds them on their own.
 
 pub mod client;
-mod command;
+pub mod command;
 pub mod data;
+pub mod line;
 mod server;
 pub mod session;
 

@@ -16,7 +16,7 @@ use mailfleet_runtime::{
     allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, Shutdown,
 };
 use tokio::{
-    io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
+    io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
     time::timeout,
@@ -24,6 +24,7 @@ use tokio::{
 
 use super::{
     data::{read_data, DataEnd},
+    line::{read_line, trim_eol, Line},
     session::{reply, Limits, RecipientCheck, Session, Step, Transaction},
     LmtpConfig,
 };
@@ -32,9 +33,6 @@ use crate::{
     message::summarize,
     IngestError,
 };
-
-/// Longest command line, bytes (RFC 5321 allows 512; be lenient).
-const MAX_COMMAND: usize = 4096;
 
 struct Server {
     cfg: LmtpConfig,
@@ -126,13 +124,6 @@ async fn refuse_denied(mut stream: TcpStream) {
         "Client address not allowed, closing connection",
     );
     let _ = timeout(Duration::from_secs(5), stream.write_all(text.as_bytes())).await;
-}
-
-/// One command line read.
-enum Line {
-    Command,
-    TooLong,
-    Eof,
 }
 
 impl Server {
@@ -322,43 +313,6 @@ fn each(tx: &Transaction, answer: impl Fn(&str) -> String) -> Vec<String> {
 async fn close<W: AsyncWrite + Unpin>(writer: &mut W, text: &str) -> std::io::Result<()> {
     writer.write_all(text.as_bytes()).await?;
     writer.flush().await
-}
-
-/// Read one line (through its LF) into `line`, keeping at most
-/// [`MAX_COMMAND`] bytes: a longer line is read to its end and reported.
-async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    line: &mut Vec<u8>,
-) -> std::io::Result<Line> {
-    let mut too_long = false;
-    loop {
-        let buf = reader.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok(Line::Eof);
-        }
-        let (used, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        if line.len() + used > MAX_COMMAND {
-            too_long = true;
-        } else {
-            line.extend_from_slice(&buf[..used]);
-        }
-        reader.consume(used);
-        if done {
-            return Ok(if too_long {
-                Line::TooLong
-            } else {
-                Line::Command
-            });
-        }
-    }
-}
-
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 fn now_ms() -> i64 {
