@@ -1,0 +1,409 @@
+//! No plaintext password anywhere: an end-to-end flow that handles
+//! passwords (register and logins through the real API, a password change
+//! and a migration applied to the real slapd by the directory effector
+//! and `mailfleet account migrate`), with every process logging at debug,
+//! then a scan of every record of every topic the flow wrote (raw key,
+//! value and headers, all partitions, to the end) and of every file the
+//! processes wrote (the test's folder: logs, state, RocksDB; plus what
+//! slapd and the broker logged meanwhile) for each password, plain or in
+//! base64 (at any alignment). A hit fails naming the topic, partition and
+//! offset, or the file and line. Passwords are made at run time.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use mailfleet_accounts::api::{
+    wire::{Channel, LoginRequest, RegisterRequest, Secret},
+    ApiClient,
+};
+use mailfleet_events::{accounts::AccountPasswordChanged, Envelope};
+use mailfleet_runtime::admin::{client_config, watermarks};
+use mailfleet_tests::{api::strong_password, directory::*, *};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+    Message, Offset, TopicPartitionList,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A secret to look for, by what it is.
+struct Needle {
+    what: &'static str,
+    forms: Vec<(String, Vec<u8>)>,
+}
+
+impl Needle {
+    /// The password itself and its base64 (standard and URL-safe) at each
+    /// of the three alignments it can take inside a longer base64 text.
+    fn new(what: &'static str, secret: &str) -> Needle {
+        let mut forms = vec![("plain".to_string(), secret.as_bytes().to_vec())];
+        for shift in 0..3usize {
+            let mut bytes = vec![0u8; shift];
+            bytes.extend_from_slice(secret.as_bytes());
+            let encoded = base64(&bytes);
+            let (from, to) = ((shift * 8).div_ceil(6), bytes.len() * 8 / 6);
+            let core = &encoded[from..to];
+            forms.push((format!("base64@{shift}"), core.as_bytes().to_vec()));
+            let url = core.replace('+', "-").replace('/', "_");
+            forms.push((format!("base64url@{shift}"), url.into_bytes()));
+        }
+        Needle { what, forms }
+    }
+
+    /// The first form found in `haystack`: (form, byte offset).
+    fn find(&self, haystack: &[u8]) -> Option<(&str, usize)> {
+        self.forms.iter().find_map(|(form, n)| {
+            haystack
+                .windows(n.len())
+                .position(|w| w == n.as_slice())
+                .map(|at| (form.as_str(), at))
+        })
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Every hit of any needle in `bytes`, described with `place(offset)`.
+fn scan(needles: &[Needle], bytes: &[u8], place: impl Fn(usize) -> String) -> Vec<String> {
+    needles
+        .iter()
+        .filter_map(|n| {
+            n.find(bytes)
+                .map(|(form, at)| format!("{} ({form}) in {}", n.what, place(at)))
+        })
+        .collect()
+}
+
+/// Every record of `topic` (all partitions, to their current end) scanned.
+fn scan_topic(needles: &[Needle], topic: &str) -> anyhow::Result<(usize, Vec<String>)> {
+    let consumer: BaseConsumer = client_config(&kafka())
+        .set("group.id", unique("secrets-scan"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let ends = watermarks(&consumer, topic, Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, low, _) in &ends {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*low))?;
+    }
+    consumer.assign(&tpl)?;
+    let mut left: usize = ends
+        .iter()
+        .map(|(_, low, high)| (high - low) as usize)
+        .sum();
+    let (mut read, mut hits) = (0, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while left > 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{topic}: {left} records not read in 30 s"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg?;
+        let mut parts = vec![
+            msg.key().unwrap_or_default().to_vec(),
+            msg.payload().unwrap_or_default().to_vec(),
+        ];
+        if let Some(headers) = msg.headers() {
+            for h in headers.iter() {
+                parts.push(h.key.as_bytes().to_vec());
+                parts.push(h.value.unwrap_or_default().to_vec());
+            }
+        }
+        let place = format!(
+            "topic {topic} partition {} offset {}",
+            msg.partition(),
+            msg.offset()
+        );
+        hits.extend(scan(needles, &parts.concat(), |_| place.clone()));
+        read += 1;
+        left -= 1;
+    }
+    Ok((read, hits))
+}
+
+/// `path` from byte `from` scanned; hits name the file and line.
+fn scan_file(needles: &[Needle], path: &Path, from: u64) -> anyhow::Result<Vec<String>> {
+    let bytes = std::fs::read(path)?;
+    let skip = (from as usize).min(bytes.len());
+    let lines_before = bytes[..skip].iter().filter(|b| **b == b'\n').count();
+    let tail = &bytes[skip..];
+    Ok(scan(needles, tail, |at| {
+        let line = lines_before + 1 + tail[..at].iter().filter(|b| **b == b'\n').count();
+        format!("{}:{line}", path.display())
+    }))
+}
+
+/// Every file below `dir`.
+fn files_below(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Logs of the shared servers, with their size now: only what they write
+/// from here on is this test's.
+fn shared_logs() -> Vec<(PathBuf, u64)> {
+    let run = std::env::var_os("MAILFLEET_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("run"));
+    ["ldap/slapd.log", "kafka/server.log", "kafka/kafka.out"]
+        .iter()
+        .map(|f| run.join(f))
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+            (p, len)
+        })
+        .collect()
+}
+
+/// `mailfleet` with every log line down to debug, into `log`.
+fn spawn_debug(config: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    Ok(Command::new(mailfleet_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("MAILFLEET_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?)
+}
+
+/// `mailfleet account <args>` with `stdin`; its stderr goes to `log`.
+fn cli(config: &Path, args: &[&str], stdin: &str, log: &Path) -> anyhow::Result<String> {
+    let mut child = Command::new(mailfleet_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("account")
+        .args(args)
+        .env("MAILFLEET_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?,
+        )
+        .spawn()?;
+    std::io::Write::write_all(child.stdin.as_mut().expect("piped"), stdin.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8(out.stdout)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mailfleet account {args:?}: {:?}\n{stdout}",
+        out.status
+    );
+    Ok(stdout)
+}
+
+#[test]
+fn the_scan_finds_a_password_in_any_encoding() {
+    let secret = strong_password();
+    let needles = [Needle::new("planted", &secret)];
+    for prefix in ["", "x", "xy", "xyz"] {
+        let wrapped = base64(format!("{prefix}{secret}-and-more").as_bytes());
+        let url = wrapped.replace('+', "-").replace('/', "_");
+        for text in [format!("{prefix}{secret}"), wrapped, url] {
+            assert!(
+                needles[0].find(text.as_bytes()).is_some(),
+                "{prefix:?}: {text}"
+            );
+        }
+    }
+    assert!(needles[0].find(b"nothing to see").is_none());
+    assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_password_reaches_a_topic_or_a_log() -> anyhow::Result<()> {
+    let _slapd = SLAPD.read().await;
+    require_slapd()?;
+    let shared = shared_logs();
+    let world = DirectoryWorld::new("secrets").await?;
+    let (alice, bob) = (world.address("alice"), world.address("bob"));
+    let (alice_dn, bob_dn) = (account_dn(PEOPLE, &alice), account_dn(PEOPLE, &bob));
+    let paid_dn = account_dn(PAID_PEOPLE, &alice);
+    let _cleanup = Cleanup(vec![alice_dn.clone(), bob_dn.clone(), paid_dn.clone()]);
+    let (mail_root, paid_root) = (world.dir.join("mail"), world.dir.join("paid-mail"));
+    std::fs::create_dir_all(&paid_root)?;
+    let api_port = free_port();
+    let extra = format!(
+        "[api]\nlisten = \"127.0.0.1:{api_port}\"\nevents_topic = {accounts:?}\n\
+         [consumers.storage]\nmail_root = {mail:?}\n",
+        accounts = world.accounts,
+        mail = mail_root.display().to_string(),
+    );
+    let api_config = world.write_config("api.toml", "", &extra)?;
+    let directory_config = world.write_config("directory.toml", "", &extra)?;
+    let mut children = Children(vec![
+        spawn_debug(&api_config, &["api"], &world.dir.join("api.log"))?,
+        spawn_debug(
+            &directory_config,
+            &["run", "directory"],
+            &world.dir.join("directory.log"),
+        )?,
+    ]);
+    let client = ApiClient::new(&format!("http://127.0.0.1:{api_port}"), None)?;
+    let ready = async {
+        while !client.ready().await.is_ok_and(|r| r.ready) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, ready).await?;
+
+    let secrets = [
+        ("alice's password", strong_password()),
+        ("bob's password", strong_password()),
+        ("a wrong password", strong_password()),
+        ("bob's new password", random_password()),
+        (
+            "the service DN's password",
+            std::fs::read_to_string(service_password_file())?,
+        ),
+    ];
+    let [alice_pw, bob_pw, wrong_pw, bob_new, _] = secrets.clone().map(|(_, s)| s);
+    let cli_log = world.dir.join("cli.log");
+
+    // Register: alice by the CLI (password on stdin), bob through the API.
+    cli(
+        &api_config,
+        &["register", &alice, "--password-stdin"],
+        &alice_pw,
+        &cli_log,
+    )?;
+    client
+        .register(&RegisterRequest {
+            account: bob.clone(),
+            password: Secret::new(bob_pw.clone()),
+            plan: None,
+            display_name: None,
+        })
+        .await?;
+    // Logins: right by the CLI, wrong through the API (401).
+    cli(
+        &api_config,
+        &["login", &alice, "--channel", "webmail", "--password-stdin"],
+        &alice_pw,
+        &cli_log,
+    )?;
+    let login = |password: &str| LoginRequest {
+        channel: Channel::Webmail,
+        ip: Some("192.0.2.7".into()),
+        password: Some(Secret::new(password.to_string())),
+    };
+    let refused = client.login(&bob, &login(&wrong_pw)).await.unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    client.login(&bob, &login(&bob_pw)).await?;
+    wait_until("both entries in slapd", WAIT, || {
+        bind(&alice_dn, &alice_pw).is_ok_and(|c| c == SUCCESS)
+            && bind(&bob_dn, &bob_pw).is_ok_and(|c| c == SUCCESS)
+    })
+    .await?;
+
+    // A password change (the hash on the topic), applied by the effector.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let changed = AccountPasswordChanged {
+        envelope: Envelope::new(format!("secrets:{bob}:password"), now, "secrets-test"),
+        account: bob.clone(),
+        password_hash: argon2_hash(&bob_new)?,
+        reason: "reset".into(),
+    };
+    world.produce(&bob, &changed).await?;
+    wait_until("bob binds with the new password", WAIT, || {
+        bind(&bob_dn, &bob_new).is_ok_and(|c| c == SUCCESS)
+    })
+    .await?;
+
+    // A migration: its one-time password is printed on stdout, once, and nowhere else.
+    let printed = cli(
+        &directory_config,
+        &[
+            "migrate",
+            &alice,
+            "--to-mail-root",
+            &paid_root.display().to_string(),
+            "--to-ldap-base",
+            PAID_BASE,
+        ],
+        "",
+        &cli_log,
+    )?;
+    let token = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("one-time password for "))
+        .and_then(|l| l.rsplit(": ").next())
+        .ok_or_else(|| anyhow::anyhow!("no one-time password printed:\n{printed}"))?
+        .to_string();
+    assert_eq!(bind(&paid_dn, &token)?, SUCCESS);
+    children.terminate()?;
+
+    let mut needles: Vec<Needle> = secrets
+        .iter()
+        .map(|(what, s)| Needle::new(what, s))
+        .collect();
+    needles.push(Needle::new("the migration's one-time password", &token));
+    let mut hits = Vec::new();
+    let mut records = 0;
+    for topic in [&world.accounts, &world.alerts, &world.deadletter] {
+        let (read, found) = scan_topic(&needles, topic)?;
+        records += read;
+        hits.extend(found);
+    }
+    // Registered x2, logins x3 (one failed), the change, the migration's two,
+    // the directory's own: the scan read real traffic.
+    assert!(records >= 8, "only {records} records on the topics");
+    let files = files_below(&world.dir)?;
+    for path in &files {
+        hits.extend(scan_file(&needles, path, 0)?);
+    }
+    for (path, from) in &shared {
+        hits.extend(scan_file(&needles, path, *from)?);
+    }
+    let api_log = std::fs::read_to_string(world.dir.join("api.log"))?;
+    assert!(
+        api_log.contains("account registered"),
+        "the API logged nothing:\n{api_log}"
+    );
+    assert!(api_log.contains("DEBUG"), "the API did not log at debug");
+    assert!(hits.is_empty(), "passwords found:\n{}", hits.join("\n"));
+    eprintln!(
+        "scanned {records} records on 3 topics, {} files of the test and {} shared logs: no password",
+        files.len(),
+        shared.len()
+    );
+    Ok(())
+}
