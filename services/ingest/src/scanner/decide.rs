@@ -29,6 +29,12 @@ pub fn check(received: &MessageReceived) -> Decision {
     if received.account.is_empty() {
         return Decision::reject(format!("MessageReceived {id}: account is empty"));
     }
+    if received.size < 0 {
+        return Decision::reject(format!(
+            "MessageReceived {id}: size {} is negative",
+            received.size
+        ));
+    }
     Decision::apply()
 }
 
@@ -158,6 +164,12 @@ mod tests {
             _ => panic!("expected a rejection"),
         }
         assert!(matches!(check(&received("")).verdict, Decided::Apply));
+        let mut r = received("a@example.net");
+        r.size = -1;
+        match check(&r).verdict {
+            Decided::Reject(reason) => assert!(reason.contains("size -1"), "{reason}"),
+            _ => panic!("expected a rejection"),
+        }
     }
 
     #[test]

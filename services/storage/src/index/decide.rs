@@ -54,6 +54,10 @@ pub fn decide(
     accounts_topic: &str,
 ) -> Result<Decision, StateError> {
     match input {
+        IndexInput::Stored(s) if s.size < 0 => Ok(Decision::reject(format!(
+            "MessageStored {}: size {} is negative",
+            s.envelope.event_id, s.size
+        ))),
         IndexInput::Stored(s) => stored(state, s),
         IndexInput::Purged(p) => purged(state, p),
         IndexInput::Quarantined(q) => quarantined(state, q),

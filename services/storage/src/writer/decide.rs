@@ -99,7 +99,18 @@ pub fn decide(
     input: &StorageInput,
 ) -> Result<Decision, StateError> {
     match input {
+        StorageInput::Scanned(s) if s.size < 0 => Ok(Decision::reject(format!(
+            "MessageScanned {}: size {} is negative",
+            s.envelope.event_id, s.size
+        ))),
         StorageInput::Scanned(s) => scanned(cfg, state, s),
+        StorageInput::Quota(q) if q.quota_bytes.is_some_and(|b| b < 0) => {
+            Ok(Decision::reject(format!(
+                "QuotaChanged {}: quota_bytes {} is negative",
+                q.envelope.event_id,
+                q.quota_bytes.unwrap_or_default()
+            )))
+        }
         StorageInput::Quota(q) => {
             let mut quota = state.get(&QuotaKey(q.account.clone()))?.unwrap_or_default();
             quota.explicit = q.quota_bytes;

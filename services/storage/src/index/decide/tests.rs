@@ -157,3 +157,13 @@ fn a_deleted_mailbox_forgets_only_that_account_and_tells_the_saga() {
     );
     assert_eq!(tally(&state, StatsKey), Tally { count: 1, bytes: 3 });
 }
+
+#[test]
+fn a_negative_size_is_rejected_with_the_value() {
+    let mut state = Overlay::default();
+    match run(&mut state, stored("neg", "INBOX", -7)).verdict {
+        Verdict::Reject(reason) => assert!(reason.contains("size -7"), "{reason}"),
+        _ => panic!("expected a rejection"),
+    }
+    assert!(state.is_empty(), "nothing indexed");
+}

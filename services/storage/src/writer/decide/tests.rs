@@ -277,3 +277,26 @@ fn the_maildir_step_forgets_usage_but_never_redelivers_old_mail() {
         ));
     }
 }
+
+#[test]
+fn a_negative_size_or_quota_is_rejected_with_the_value() {
+    let mut state = Overlay::default();
+    let d = run(
+        &mut state,
+        StorageInput::Scanned(scanned("neg", "bob@x", -5, ScanVerdict::Clean)),
+    );
+    match d.verdict {
+        Verdict::Reject(reason) => assert!(reason.contains("size -5"), "{reason}"),
+        _ => panic!("expected a rejection"),
+    }
+    let quota = QuotaChanged {
+        envelope: Envelope::new("q", 1, "api"),
+        account: "bob@x".into(),
+        quota_bytes: Some(-100),
+    };
+    match run(&mut state, StorageInput::Quota(quota)).verdict {
+        Verdict::Reject(reason) => assert!(reason.contains("quota_bytes -100"), "{reason}"),
+        _ => panic!("expected a rejection"),
+    }
+    assert!(state.is_empty(), "no usage, no quota");
+}
