@@ -1,7 +1,9 @@
 //! `mailfleet demo`: demo traffic through the fleet, and what happened.
-//! The fleet so far: the counting pipeline, greylisting, mail ingest with
-//! scanning and storage, the accounts (lifecycle, directory, deletion), and
-//! the monthly report of it all.
+//! The fleet runs as an operator runs it (`mailfleet run --all` and
+//! `mailfleet lmtp`, see [`crate::demo_fleet`]); the demo plays the world
+//! around it: the example counting consumer, SMTP clients asking the policy
+//! server, an MX delivering mail over LMTP, users logging in and changing
+//! plans, the clock, and at the end the monthly report of it all.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use rdkafka::{
 use crate::{
     bench::{progress_bar, traffic_records},
     config::Config,
+    demo_fleet::Fleet,
 };
 
 #[derive(Args)]
@@ -28,13 +31,34 @@ pub struct DemoArgs {
     /// Distinct keys among them.
     #[arg(long, default_value_t = 50)]
     keys: u64,
+    /// The fleet's `/metrics` port (`mailfleet run --all`); `mailfleet lmtp`
+    /// takes the next one.
+    #[arg(long, default_value_t = 9464)]
+    metrics_port: u16,
 }
 
-pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
+pub async fn run(
+    args: DemoArgs,
+    cfg: &Config,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let topology = cfg.topology()?;
     println!("== topics");
     for (topic, change) in admin::apply(&cfg.kafka, &topology).await? {
         println!("  {topic}: {change:?}");
+    }
+    // Beside the state: run/state → run/fleet.log, run/reports.
+    let run_dir = cfg
+        .runtime
+        .data_dir
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let log = run_dir.join("fleet.log");
+    let mut fleet = Fleet::start(cfg, &topology, config_path, &log, args.metrics_port)?;
+    println!("== the fleet (log: {}):", log.display());
+    for line in fleet.describe() {
+        println!("  {line}");
     }
     let route = topology.route("counter")?;
     let input = route.reads.first().context("counter reads no topic")?;
@@ -82,17 +106,10 @@ pub async fn run(args: DemoArgs, cfg: &Config) -> anyhow::Result<()> {
     print_counts(cfg)?;
     print_dead_letters(cfg, 3)?;
     crate::demo_greylist::run(cfg, &topology, &run_id).await?;
-    crate::demo_mail::run(cfg, &topology, &run_id).await?;
-    crate::demo_accounts::run(cfg, &topology, &run_id).await?;
-    crate::demo_purge::run(cfg, &topology, &run_id).await?;
-    // Beside the state: run/state → run/reports.
-    let out_dir = cfg
-        .runtime
-        .data_dir
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join("reports");
-    let (html, md) = crate::demo_report::run(cfg, &topology, &out_dir).await?;
+    crate::demo_mail::run(cfg, &topology, &run_id, &mut fleet).await?;
+    crate::demo_accounts::run(cfg, &topology, &run_id, &mut fleet).await?;
+    crate::demo_purge::run(cfg, &topology, &run_id, &mut fleet).await?;
+    let (html, md) = crate::demo_report::run(cfg, &run_dir.join("reports"), fleet).await?;
     println!(
         "== the monthly report:\n  {}\n  {}",
         html.display(),

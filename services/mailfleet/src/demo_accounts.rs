@@ -1,47 +1,48 @@
 //! The accounts part of `mailfleet demo`: a season of accounts, told in
 //! event time. Thirty accounts register a hundred days ago; most log in
-//! now and then, one is blocked by an admin, the rest never come back.
-//! Clock ticks move the lifecycle on: the idle accounts go inactive (a
-//! notice each), two reactivate within the grace period and one logs in,
-//! and the others are deleted everywhere by the saga. The lifecycle, the
-//! deleter, the LDAP directory (real slapd), the storage writer and the
-//! indexer run in this process; then the tally, and one account's history.
+//! now and then over every channel (webmail, IMAP, ActiveSync, SyncML),
+//! some change plan and one gets a bigger quota, one is blocked by an
+//! admin, the rest never come back. Clock ticks move the lifecycle on: the
+//! idle accounts go inactive (a notice each, mailed through Postfix back
+//! into their mailboxes), two reactivate within the grace period and one
+//! logs in, and the others are deleted everywhere by the saga. The fleet's
+//! lifecycle, deleter, LDAP directory (real slapd), notifier, storage
+//! writer and indexer do the work; then the tally, and one account's
+//! history.
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
-use mailfleet_accounts::{
-    deleter::{self, Deleter},
-    directory::{self, Directory},
-    lifecycle::{self, Lifecycle},
-    password,
-};
+use mailfleet_accounts::{deleter, directory, lifecycle, password};
 use mailfleet_events::{
     accounts::{
         AccountBlocked, AccountDeleted, AccountReactivated, AccountRegistered, AccountStatus,
         AccountStatusChanged, BlockReason, DeletionStepCompleted, LoginChannel, LoginRecorded,
+        PlanChanged, QuotaChanged,
     },
     clock::ClockTicked,
     notify::NotificationRequested,
     Envelope, Event, Registry,
 };
-use mailfleet_ingest::blob::BlobStore;
-use mailfleet_runtime::{producer::EventProducer, RunSpec, Shutdown, Topology};
-use mailfleet_storage::{index::Indexer, writer::StorageWriter};
+use mailfleet_runtime::{producer::EventProducer, Topology};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
     bench::{read_records, ReadRecord},
     config::Config,
+    demo_fleet::Fleet,
 };
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 const ACCOUNTS: usize = 30;
+/// Every channel a login comes over.
+const CHANNELS: [LoginChannel; 4] = [
+    LoginChannel::Webmail,
+    LoginChannel::Imap,
+    LoginChannel::Activesync,
+    LoginChannel::Syncml,
+];
 
 /// What each demo account does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,12 @@ fn plan_of(i: usize) -> Plan {
     }
 }
 
-pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: &Config,
+    topology: &Topology,
+    run_id: &str,
+    fleet: &mut Fleet,
+) -> anyhow::Result<()> {
     let events = cfg.consumers.lifecycle.events_topic.clone();
     let domain = cfg
         .consumers
@@ -82,11 +88,8 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         .collect();
     let expected_deleted = (0..ACCOUNTS).filter(|i| plan_of(*i) == Plan::Gone).count();
 
-    // The fleet, in this process, until the saga has deleted the accounts
-    // that never came back (or two minutes).
-    let shutdown = Shutdown::new();
-    let fleet = start_fleet(cfg, topology, &shutdown)?;
-
+    // The fleet's lifecycle, deleter, directory, storage writer, indexer
+    // and notifier take the season from here.
     let now = now_ms();
     let t0 = now - 100 * DAY_MS;
     let timeline = timeline(&accounts, cfg, t0, run_id).await?;
@@ -107,26 +110,27 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         sent
     );
 
-    let started = Instant::now();
-    let deleted = loop {
-        let gone = mine::<AccountDeleted>(cfg, &events, run_id, |e| &e.account)?;
-        if gone.len() >= expected_deleted || started.elapsed() > Duration::from_secs(120) {
-            break gone;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    shutdown.trigger();
-    for (name, handle) in fleet {
-        handle
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|r| r.map_err(anyhow::Error::from))
-            .with_context(|| format!("consumer {name}"))?;
-    }
+    let took = fleet
+        .settle(
+            &[
+                lifecycle::NAME,
+                deleter::NAME,
+                directory::NAME,
+                "storage",
+                "index",
+                "notifier",
+            ],
+            Duration::from_secs(240),
+        )
+        .await
+        .context(
+            "the accounts' season (is slapd up? ops/ldap start; Postfix? ops/postfix start)",
+        )?;
+    let deleted = mine::<AccountDeleted>(cfg, &events, run_id, |e| &e.account)?;
     println!(
-        "== accounts fleet (lifecycle, deleter, directory, storage, index): {} of {expected_deleted} deletions done in {:.1}s",
+        "== the fleet's lifecycle, deleter, directory, storage, index and notifier caught up in {:.1}s: {} of {expected_deleted} deletions done",
+        took.as_secs_f64(),
         deleted.len(),
-        started.elapsed().as_secs_f64()
     );
     report(cfg, run_id, &accounts).await
 }
@@ -172,10 +176,27 @@ async fn timeline(
                     let login = LoginRecorded {
                         envelope: env(&format!("login{n}"), i, t0 + day * DAY_MS),
                         account: account.clone(),
-                        channel: [LoginChannel::Webmail, LoginChannel::Activesync][n % 2],
+                        channel: CHANNELS[(i + n) % CHANNELS.len()],
                         ip: Some(format!("192.0.2.{}", 10 + i)),
                     };
                     push(&mut out, account, mailfleet_events::encode(&login)?);
+                }
+                // Some upgrade their plan; support raises one quota by hand.
+                if i % 5 == 1 {
+                    let plan = PlanChanged {
+                        envelope: env("plan", i, t0 + (30 + i as i64) * DAY_MS),
+                        account: account.clone(),
+                        plan: if i % 10 == 1 { "plus" } else { "pro" }.into(),
+                    };
+                    push(&mut out, account, mailfleet_events::encode(&plan)?);
+                }
+                if i == 3 {
+                    let quota = QuotaChanged {
+                        envelope: env("quota", i, t0 + 45 * DAY_MS),
+                        account: account.clone(),
+                        quota_bytes: Some(20 * 1024 * 1024 * 1024),
+                    };
+                    push(&mut out, account, mailfleet_events::encode(&quota)?);
                 }
             }
             Plan::Blocked => {
@@ -247,80 +268,6 @@ async fn tick(
     Ok(())
 }
 
-type Running = (
-    &'static str,
-    tokio::task::JoinHandle<Result<mailfleet_runtime::RunStats, mailfleet_runtime::RuntimeError>>,
-);
-
-/// Spawn the accounts consumers until `shutdown`.
-fn start_fleet(
-    cfg: &Config,
-    topology: &Topology,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Vec<Running>> {
-    let spec = |name: &str| -> anyhow::Result<RunSpec> {
-        Ok(RunSpec::for_route(
-            topology.route(name)?,
-            &cfg.kafka,
-            &cfg.runtime,
-        ))
-    };
-    let blobs = Arc::new(BlobStore::open(&cfg.blobs.dir)?);
-    let directory = Directory::new(cfg.consumers.directory.clone(), cfg.ldap.clone())
-        .map_err(|p| anyhow::anyhow!("[ldap]: {} (is slapd up? ops/ldap start)", p.join("; ")))?;
-    let first_output = |name: &str| -> anyhow::Result<String> {
-        Ok(topology
-            .route(name)?
-            .writes
-            .first()
-            .cloned()
-            .unwrap_or_default())
-    };
-    let sd = || shutdown.clone();
-    Ok(vec![
-        (
-            lifecycle::NAME,
-            tokio::spawn(mailfleet_runtime::run(
-                Lifecycle::new(cfg.consumers.lifecycle.clone()),
-                spec(lifecycle::NAME)?,
-                sd(),
-            )),
-        ),
-        (
-            deleter::NAME,
-            tokio::spawn(mailfleet_runtime::run(
-                Deleter::new(cfg.consumers.deleter.clone(), blobs.clone()),
-                spec(deleter::NAME)?,
-                sd(),
-            )),
-        ),
-        (
-            directory::NAME,
-            tokio::spawn(mailfleet_runtime::run(
-                directory,
-                spec(directory::NAME)?,
-                sd(),
-            )),
-        ),
-        (
-            "storage",
-            tokio::spawn(mailfleet_runtime::run(
-                StorageWriter::new(cfg.consumers.storage.clone(), blobs),
-                spec("storage")?,
-                sd(),
-            )),
-        ),
-        (
-            "index",
-            tokio::spawn(mailfleet_runtime::run(
-                Indexer::new(first_output("index")?),
-                spec("index")?,
-                sd(),
-            )),
-        ),
-    ])
-}
-
 /// This run's events of type `E` on `topic`.
 fn mine<E: Event>(
     cfg: &Config,
@@ -360,7 +307,7 @@ async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Resu
             &e.to
         })?;
     println!(
-        "== notices requested: {} `deactivated` (respond within {} h); `mailfleet run notifier` mails them through Postfix",
+        "== notices requested: {} `deactivated` (respond within {} h); the fleet's notifier mails them through Postfix to `mailfleet lmtp` (in compressed time a deleted account's notice bounces: 550 5.1.1)",
         notices.len(),
         cfg.consumers.lifecycle.grace_period_hours
     );

@@ -5,9 +5,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_policy::{client::PolicyClient, PolicyConfig};
-use mailfleet_runtime::{RunSpec, Shutdown, Topology};
+use mailfleet_runtime::{Shutdown, Topology};
 
 use crate::config::Config;
 
@@ -33,15 +32,10 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         route.reads[0].clone(),
         route.writes.first().cloned().unwrap_or_default(),
     );
+    // The greylist consumer is the fleet's; the policy server Postfix would
+    // ask runs here, answering from the fleet's decisions.
     let g = cfg.consumers.greylist.clone();
-    let lists = WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())?;
     let shutdown = Shutdown::new();
-    let spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
-    tokio::spawn(mailfleet_runtime::run(
-        Greylist::new(g.clone(), lists, decisions.clone()),
-        spec,
-        shutdown.clone(),
-    ));
     let listen = format!(
         "127.0.0.1:{}",
         std::net::TcpListener::bind("127.0.0.1:0")?
@@ -162,7 +156,7 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         }
     }
     shutdown.trigger();
-    println!("== greylisting: a day of SMTP traffic through `mailfleet policy` and the greylist consumer");
+    println!("== greylisting: a day of SMTP traffic through a policy server and the fleet's greylist consumer");
     for ((kind, verb), n) in &tally {
         println!("  {kind:?}: {n} x {verb}");
     }

@@ -1,8 +1,10 @@
 //! The mail part of `mailfleet demo`: a slice of a day's inbound mail
-//! delivered over LMTP (as Postfix would) to an in-process `mailfleet
-//! lmtp`, scanned by the scanner consumer with the real clamd, stored into
-//! Maildirs (or the quarantine) by the storage writer and indexed; then a
-//! tally of the verdicts, blocked accounts, admin alerts and one mailbox.
+//! delivered over LMTP (as Postfix would) to an LMTP server in the demo
+//! process (it accepts every recipient: the demo's mailboxes are not
+//! accounts), scanned by the fleet's scanner with the real clamd, stored
+//! into Maildirs (or the quarantine) by its storage writer and indexed;
+//! then a tally of the verdicts, blocked accounts, admin alerts and one
+//! mailbox.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -13,18 +15,15 @@ use mailfleet_events::{
     mail::{MessageScanned, ScanVerdict},
     Event, Registry,
 };
-use mailfleet_ingest::{blob::BlobStore, lmtp::client::LmtpClient, scanner::Scanner};
-use mailfleet_runtime::{RunSpec, Shutdown, Store, Topology};
-use mailfleet_storage::{
-    index,
-    writer::{self, StorageWriter},
-};
+use mailfleet_ingest::{blob::BlobStore, lmtp::client::LmtpClient};
+use mailfleet_runtime::{Shutdown, Store, Topology};
+use mailfleet_storage::index;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message, Offset, TopicPartitionList,
 };
 
-use crate::config::Config;
+use crate::{config::Config, demo_fleet::Fleet};
 
 /// What a demo message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,7 +38,12 @@ enum Kind {
     Banned,
 }
 
-pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: &Config,
+    topology: &Topology,
+    run_id: &str,
+    fleet: &mut Fleet,
+) -> anyhow::Result<()> {
     let route = topology.route("scanner")?;
     let received = route.reads[0].clone();
     let blobs = Arc::new(BlobStore::open(&cfg.blobs.dir)?);
@@ -70,59 +74,23 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         cfg.blobs.dir
     );
 
-    // The scanner picks up where it left off; this run's recipients are the
-    // newest inputs, and it stops once it has handled that many more.
-    let backlog = unscanned_backlog(cfg, &received)?;
-    let spec = RunSpec {
-        stop_after: Some(backlog),
-        ..RunSpec::for_route(route, &cfg.kafka, &cfg.runtime)
-    };
-    let started = std::time::Instant::now();
-    let blobs_for_storage = blobs.clone();
-    let scanner = Scanner::new(cfg.consumers.scanner.clone(), blobs);
-    let stats = tokio::time::timeout(
-        Duration::from_secs(300),
-        mailfleet_runtime::run(scanner, spec, Shutdown::new()),
-    )
-    .await
-    .context("the scanner did not finish in 5 minutes (is clamd up? ops/clamav start)")??;
+    // The fleet's scanner, storage writer and indexer take it from here.
+    let took = fleet
+        .settle(&["scanner", "storage", "index"], Duration::from_secs(300))
+        .await
+        .context("scanning and storing the demo mail (is clamd up? ops/clamav start)")?;
     shutdown.trigger();
     println!(
-        "== scanner: {} inputs in {:.2}s, {} outputs, {} dead letters",
-        stats.events,
-        started.elapsed().as_secs_f64(),
-        stats.outputs,
-        stats.dead_letters
-    );
-    print_results(cfg, run_id)?;
-    store_and_index(cfg, topology, blobs_for_storage).await
-}
-
-/// Run the storage writer and the indexer over everything that is there
-/// now (up to the current ends of their inputs), then show one mailbox.
-async fn store_and_index(
-    cfg: &Config,
-    topology: &Topology,
-    blobs: Arc<BlobStore>,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let route = topology.route(writer::NAME)?;
-    let mut spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
-    spec.stop_at = Some(ends(cfg, &route.reads)?);
-    let writer = StorageWriter::new(cfg.consumers.storage.clone(), blobs);
-    let stats = mailfleet_runtime::run(writer, spec, Shutdown::new()).await?;
-    println!(
-        "== storage writer: {} inputs in {:.2}s, {} outputs (stored, quarantined, usage), Maildirs in {}",
-        stats.events,
-        started.elapsed().as_secs_f64(),
-        stats.outputs,
+        "== the fleet's scanner, storage writer and indexer caught up in {:.1}s; Maildirs in {}",
+        took.as_secs_f64(),
         cfg.consumers.storage.mail_root
     );
-    let route = topology.route(index::NAME)?;
-    let mut spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
-    spec.stop_at = Some(ends(cfg, &route.reads)?);
-    let stats = mailfleet_runtime::run(index::Indexer::default(), spec, Shutdown::new()).await?;
-    println!("== index: {} inputs", stats.events);
+    print_results(cfg, run_id)?;
+    show_mailbox(cfg)
+}
+
+/// One mailbox, as the index sees it.
+fn show_mailbox(cfg: &Config) -> anyhow::Result<()> {
     let store = Store::open_read_only(&cfg.runtime.data_dir.join(index::NAME))?;
     let local = local_domain(cfg);
     let account = format!("user7@{local}");
@@ -273,22 +241,6 @@ fn fmt_tally<K: std::fmt::Debug>(tally: &BTreeMap<K, u32>) -> String {
 
 /// Records in `topic` the scanner has not handled: from the next offset in
 /// its own store (where it resumes; the start when it has none) to the end.
-fn unscanned_backlog(cfg: &Config, topic: &str) -> anyhow::Result<u64> {
-    let store = Store::open(
-        &cfg.runtime.data_dir.join(mailfleet_ingest::scanner::NAME),
-        false,
-    )?;
-    let consumer: BaseConsumer = mailfleet_runtime::admin::client_config(&cfg.kafka).create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut backlog = 0;
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        let next = store.offset(topic, p.id())?.unwrap_or(low).max(low);
-        backlog += (high - next).max(0) as u64;
-    }
-    Ok(backlog)
-}
-
 /// This run's verdicts, blocks and alerts, read back from the topics.
 fn print_results(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
     let mine = |id: &Option<String>| id.as_deref().is_some_and(|m| m.starts_with(run_id));

@@ -1,4 +1,7 @@
-//! The demo's scheduled clean-up: each configured purge job (Trash daily,
+//! The demo's scheduled clean-up. First some users delete mail: their mail
+//! client moves it to Trash (what Dovecot does for an IMAP MOVE: a rename
+//! of the file into `.Trash/cur`, which no event records). Then each
+//! configured purge job (Trash daily,
 //! Spam monthly) runs once, as `mailfleet scheduler` writes a run, in
 //! compressed time. The run goes into every partition of the purge topic;
 //! the purger plans each account's slot over the job's window; one clock
@@ -6,17 +9,20 @@
 //! `PurgeRequested` out and reports `MessagesPurged`.
 
 use mailfleet_events::{clock::ClockTicked, mail::MessagesPurged, Envelope};
-use mailfleet_runtime::{producer::EventProducer, RunSpec, Shutdown, Topology};
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
+use mailfleet_runtime::{producer::EventProducer, Topology};
 use mailfleet_scheduler::{schedule::run_id, JobKind};
 
-use crate::{
-    config::Config,
-    consumers,
-    demo_mail::{ends, read_all},
-    scheduler::job_due,
-};
+use crate::{config::Config, demo_fleet::Fleet, demo_mail::read_all, scheduler::job_due};
 
-pub async fn run(cfg: &Config, topology: &Topology, run: &str) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: &Config,
+    topology: &Topology,
+    run: &str,
+    fleet: &mut Fleet,
+) -> anyhow::Result<()> {
     let sec = &cfg.scheduler;
     let jobs: Vec<(&String, i64)> = sec
         .core
@@ -29,6 +35,10 @@ pub async fn run(cfg: &Config, topology: &Topology, run: &str) -> anyhow::Result
         println!("== purges: no purge job configured");
         return Ok(());
     }
+    let moved = move_to_trash(&cfg.consumers.storage.mail_root)?;
+    println!(
+        "== users of {moved} mailboxes deleted a message each: moved to Trash as an IMAP MOVE does (a rename into .Trash/cur)"
+    );
     let topic = &sec.purge_topic;
     let partitions = topology.topics.get(topic).map_or(1, |t| t.partitions);
     let producer = EventProducer::new(&cfg.kafka, &format!("{run}-purges"))?;
@@ -64,19 +74,14 @@ pub async fn run(cfg: &Config, topology: &Topology, run: &str) -> anyhow::Result
         names.join(", "),
         (at - due) / 60_000
     );
-    for consumer in ["purger", "storage"] {
-        let route = topology.route(consumer)?;
-        let spec = RunSpec {
-            stop_at: Some(ends(cfg, &route.reads)?),
-            ..RunSpec::for_route(route, &cfg.kafka, &cfg.runtime)
-        };
-        let stats =
-            consumers::run_consumer_with(consumer, cfg, topology, spec, Shutdown::new()).await?;
-        println!(
-            "== {consumer}: {} inputs, {} outputs",
-            stats.events, stats.outputs
-        );
-    }
+    let took = fleet
+        .settle(&["purger", "storage", "index"], Duration::from_secs(180))
+        .await
+        .context("the purges")?;
+    println!(
+        "== the fleet's purger, storage writer and indexer caught up in {:.1}s",
+        took.as_secs_f64()
+    );
     let stored = &cfg.consumers.storage.stored_topic;
     let purged: Vec<MessagesPurged> = read_all::<MessagesPurged>(cfg, stored)?
         .into_iter()
@@ -93,4 +98,53 @@ pub async fn run(cfg: &Config, topology: &Topology, run: &str) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// Move the oldest message of every third mailbox under `root`
+/// (`<domain>/<user>/Maildir`) into its Trash; returns how many moved.
+fn move_to_trash(root: &str) -> anyhow::Result<usize> {
+    let mut mailboxes: Vec<std::path::PathBuf> = Vec::new();
+    for domain in read_dir_sorted(Path::new(root))? {
+        for user in read_dir_sorted(&domain)? {
+            let maildir = user.join("Maildir");
+            if maildir.join("new").is_dir() || maildir.join("cur").is_dir() {
+                mailboxes.push(maildir);
+            }
+        }
+    }
+    let mut moved = 0;
+    for maildir in mailboxes.iter().step_by(3) {
+        let mut files = Vec::new();
+        for sub in ["new", "cur"] {
+            files.extend(read_dir_sorted(&maildir.join(sub))?);
+        }
+        let Some(file) = files.into_iter().find(|f| f.is_file()) else {
+            continue;
+        };
+        let trash = maildir.join(".Trash");
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(trash.join(sub))?;
+        }
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        // Seen, as a client marks what it moves: `<base>:2,S`.
+        let base = name.split(':').next().unwrap_or(name);
+        let to = trash.join("cur").join(format!("{base}:2,S"));
+        std::fs::rename(&file, &to)
+            .with_context(|| format!("moving {} to {}", file.display(), to.display()))?;
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+fn read_dir_sorted(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    out.sort();
+    Ok(out)
 }

@@ -1,34 +1,59 @@
-//! The demo's last step: the reporter catches up with everything the demo
-//! (and earlier runs) wrote, and the month's report is written as HTML and
+//! The demo's last step: the fleet's reporter catches up with everything
+//! the demo (and earlier runs) wrote, the fleet's own metrics are shown and
+//! the fleet stopped, and the month's report is written as HTML and
 //! Markdown, with its headline figures on screen.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use mailfleet_report::{read_store, render, report, Month};
-use mailfleet_runtime::{RunSpec, Shutdown, Store, Topology};
+use mailfleet_runtime::Store;
 
-use crate::{config::Config, consumers, demo_mail::ends};
+use crate::{
+    config::Config,
+    demo_fleet::{by_label, scrape, Fleet},
+};
 
-/// Run the reporter up to the topics' ends, then write this month's report
-/// into `out_dir`; returns the HTML and Markdown paths.
+/// Wait for the fleet's reporter to catch up with everything the demo (and
+/// earlier runs) wrote, show what the fleet did, stop it, then write this
+/// month's report into `out_dir`; returns the HTML and Markdown paths.
 pub async fn run(
     cfg: &Config,
-    topology: &Topology,
     out_dir: &std::path::Path,
+    mut fleet: Fleet,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let route = topology.route(mailfleet_report::NAME)?;
-    let spec = RunSpec {
-        stop_at: Some(ends(cfg, &route.reads)?),
-        ..RunSpec::for_route(route, &cfg.kafka, &cfg.runtime)
-    };
-    let stats =
-        consumers::run_consumer_with(mailfleet_report::NAME, cfg, topology, spec, Shutdown::new())
-            .await?;
+    let took = fleet
+        .settle(&[mailfleet_report::NAME], Duration::from_secs(120))
+        .await?;
     println!(
-        "== reporter: {} events counted (its state: {})",
-        stats.events,
+        "== the fleet's reporter caught up in {:.1}s (its state: {})",
+        took.as_secs_f64(),
         cfg.runtime.data_dir.join(mailfleet_report::NAME).display()
     );
+    let page = scrape(fleet.consumers_metrics())?;
+    let processed = by_label(
+        &page,
+        "mailfleet_runtime_events_processed_total",
+        "consumer",
+    );
+    let produced = by_label(
+        &page,
+        "mailfleet_runtime_outputs_produced_total",
+        "consumer",
+    );
+    let letters = by_label(&page, "mailfleet_runtime_deadletters_total", "consumer");
+    println!(
+        "== the fleet, from its /metrics (http://{}/metrics), since it started:",
+        fleet.consumers_metrics()
+    );
+    for (consumer, n) in &processed {
+        println!(
+            "  {consumer:<10} {:>7} events in, {:>7} out, {:>4} dead letters",
+            n,
+            produced.get(consumer).copied().unwrap_or(0.0),
+            letters.get(consumer).copied().unwrap_or(0.0)
+        );
+    }
+    fleet.stop()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;

@@ -10,6 +10,7 @@ mod config;
 mod consumers;
 mod demo;
 mod demo_accounts;
+mod demo_fleet;
 mod demo_greylist;
 mod demo_mail;
 mod demo_purge;
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command, cfg)) {
+    match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailfleet: {e:#}");
@@ -146,7 +147,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
+async fn dispatch(
+    command: Command,
+    cfg: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
     match command {
         Command::Run { consumers, all } => {
             let consumers = if all {
@@ -210,7 +215,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { which } => bench::run(which, &cfg).await,
-        Command::Demo(args) => demo::run(args, &cfg).await,
+        Command::Demo(args) => demo::run(args, &cfg, config_path.as_deref()).await,
     }
 }
 

@@ -357,7 +357,12 @@ impl<C: Consumer> Runner<C> {
                 self.forget_unassigned();
             }
             let records = self.order(records);
-            if !records.is_empty() {
+            if records.is_empty() {
+                // Idle: the last batch's offsets still reach the group (at
+                // most a second late), so its lag reads 0, not the lag of
+                // whichever batch came last within the second.
+                self.commit_telemetry(false);
+            } else {
                 self.process(records, started, shutdown)?;
             }
         }
