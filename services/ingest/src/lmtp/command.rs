@@ -63,7 +63,7 @@ pub fn parse(line: &str) -> Result<Command, Refusal> {
         "NOOP" => Command::Noop,
         "QUIT" => Command::Quit,
         "VRFY" => Command::Vrfy,
-        _ => Command::Unknown(verb.chars().take(32).collect()),
+        _ => Command::Unknown(printable(verb, 32)),
     })
 }
 
@@ -77,16 +77,19 @@ fn mail(rest: &str) -> Result<Command, Refusal> {
     for (key, value) in params {
         match (key.to_ascii_uppercase().as_str(), value) {
             ("SIZE", Some(v)) => {
-                let n = v
-                    .parse::<u64>()
-                    .map_err(|_| Refusal::syntax(format!("SIZE={v}: not a number")))?;
+                let n = v.parse::<u64>().map_err(|_| {
+                    Refusal::syntax(format!("SIZE={}: not a number", printable(v, 64)))
+                })?;
                 size = Some(n);
             }
             ("BODY", Some(v)) => {
                 body = match v.to_ascii_uppercase().as_str() {
                     "7BIT" => BodyType::SevenBit,
                     "8BITMIME" => BodyType::EightBitMime,
-                    _ => return Err(Refusal::syntax(format!("BODY={v}: use 7BIT or 8BITMIME"))),
+                    _ => {
+                        let v = printable(v, 64);
+                        return Err(Refusal::syntax(format!("BODY={v}: use 7BIT or 8BITMIME")));
+                    }
                 }
             }
             _ => return Err(unsupported(key)),
@@ -109,8 +112,23 @@ fn unsupported(key: &str) -> Refusal {
     Refusal {
         code: 555,
         enhanced: "5.5.4",
-        text: format!("Unsupported parameter {key}"),
+        text: format!("Unsupported parameter {}", printable(key, 32)),
     }
+}
+
+/// Client text fit to echo in a reply: at most `max` characters, control
+/// characters as escapes (`\r`, `\u{8}`), so that a reply line stays one
+/// printable line whatever the client sent (found by `fuzz/`).
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `FROM:` / `TO:`, case-insensitive, tolerating a space after the colon.
@@ -239,6 +257,26 @@ mod tests {
             "Missing closing '>'"
         );
         assert_eq!(parse("LHLO").unwrap_err().code, 501);
+    }
+
+    #[test]
+    fn echoed_client_text_has_no_control_characters() {
+        assert_eq!(
+            parse("\u{8}DATA\r<>").unwrap(),
+            Command::Unknown("\\u{8}DATA\\r<>".into())
+        );
+        assert_eq!(
+            parse("MAIL FROM:<a@b> SIZE=1\u{b}2").unwrap_err().text,
+            "SIZE=1\\u{b}2: not a number"
+        );
+        assert_eq!(
+            parse("MAIL FROM:<a@b> BODY=\0").unwrap_err().text,
+            "BODY=\\u{0}: use 7BIT or 8BITMIME"
+        );
+        assert_eq!(
+            parse("RCPT TO:<b@c> X\u{1b}=1").unwrap_err().text,
+            "Unsupported parameter X\\u{1b}"
+        );
     }
 
     #[test]
