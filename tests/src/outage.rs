@@ -21,7 +21,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 
-use crate::{free_port, repo_root, scrape, scratch_dir, wait_until};
+use crate::{free_port, repo_root, scrape, scratch_dir, wait_until, Children};
 
 /// Offsets per (topic, partition).
 pub type Offsets = BTreeMap<(String, i32), i64>;
@@ -280,6 +280,20 @@ impl Watch {
             .collect()
     }
 
+    /// The increase of a metric from the first sample to the last, and
+    /// its last value.
+    pub fn growth(&self, name: &str, labels: &[&str]) -> (f64, f64) {
+        let series = self.series(name, labels);
+        let first = series.first().copied().unwrap_or(0.0);
+        let last = series.last().copied().unwrap_or(0.0);
+        (last - first, last)
+    }
+
+    /// When each sample was taken, whole seconds into the watch.
+    pub fn times(&self) -> Vec<u64> {
+        self.samples.iter().map(|s| s.at.as_secs()).collect()
+    }
+
     /// Fail unless no sample has the store past `held` (the offsets at the
     /// outage's start, i.e. the first input that had to fail on each
     /// partition), naming the first sample that was.
@@ -299,6 +313,58 @@ impl Watch {
         }
         Ok(())
     }
+}
+
+/// The `consumer` label of the runtime metrics, as scraped.
+pub fn consumer_label(name: &str) -> String {
+    format!("consumer=\"{name}\"")
+}
+
+/// Fail unless every child is still running.
+pub fn alive(children: &mut Children, what: &str) -> anyhow::Result<()> {
+    for child in &mut children.0 {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{what} exited during the outage: {status}");
+        }
+    }
+    Ok(())
+}
+
+/// The sum of all partitions' offsets.
+pub fn total(offsets: &Offsets) -> i64 {
+    offsets.values().sum()
+}
+
+/// Every record of `topic` from the beginning with its timestamp (the
+/// broker's append time on mailfleet topics), until nothing new came for
+/// `idle`.
+pub fn read_timed(
+    kafka: &KafkaConfig,
+    topic: &str,
+    idle: Duration,
+) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+    use rdkafka::Message;
+    let consumer: BaseConsumer = admin::client_config(kafka)
+        .set("group.id", crate::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < idle {
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = msg?;
+            let at = msg.timestamp().to_millis().unwrap_or(-1);
+            out.push((at, msg.payload().unwrap_or_default().to_vec()));
+            last = Instant::now();
+        }
+    }
+    Ok(out)
 }
 
 /// One line of figures for the test's output (`--nocapture` shows it).

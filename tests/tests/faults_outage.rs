@@ -1,8 +1,8 @@
 //! A dependency down for [`OUTAGE`] while events keep coming: slapd under
-//! the directory consumer, clamd under the scanner, and the Kafka broker
-//! under a consumer and the producers around it. Each runs `mailfleet run
-//! <consumer>` against a private instance (`outage::Private`: the `ops/`
-//! script with its own folder and port), so no shared server is stopped.
+//! the directory consumer, clamd under the scanner (the broker's outage is
+//! in `faults_kafka.rs`). Each runs `mailfleet run <consumer>` against a
+//! private instance (`outage::Private`: the `ops/` script with its own
+//! folder and port), so no shared server is stopped.
 //!
 //! Each test checks that during the outage the consumer stays up, its store
 //! (and the group's committed offsets) stay at the first input that had to
@@ -11,7 +11,7 @@
 //! once (outputs counted by event id, side effects looked at). The figures
 //! are printed as `FAULT ...` lines (`--nocapture`).
 //!
-//! The three run one after another, so that their timings do not disturb
+//! The two run one after another, so that their timings do not disturb
 //! each other on a small machine.
 
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use mailfleet_events::{
     Envelope,
 };
 use mailfleet_runtime::{
-    admin, metrics as m,
+    metrics as m,
     producer::EventProducer,
     topology::{Route, TopicSpec},
     Topology,
@@ -45,32 +45,6 @@ const RECOVERY: Duration = Duration::from_secs(60);
 
 /// One outage test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn consumer(name: &str) -> String {
-    format!("consumer=\"{name}\"")
-}
-
-/// Fail unless the child is still running.
-fn alive(children: &mut Children, what: &str) -> anyhow::Result<()> {
-    for child in &mut children.0 {
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("{what} exited during the outage: {status}");
-        }
-    }
-    Ok(())
-}
-
-/// The increase of a metric over the watch, and its last value.
-fn growth(watch: &Watch, name: &str, labels: &[&str]) -> (f64, f64) {
-    let series = watch.series(name, labels);
-    let first = series.first().copied().unwrap_or(0.0);
-    let last = series.last().copied().unwrap_or(0.0);
-    (last - first, last)
-}
-
-fn total(offsets: &Offsets) -> i64 {
-    offsets.values().sum()
-}
 
 // ---------------------------------------------------------------- slapd
 
@@ -193,10 +167,10 @@ async fn slapd_down_the_directory_waits_at_the_failed_event_and_recovers_by_itse
         committed_during.iter().all(|(tp, o)| *o <= held[tp]),
         "committed past the failure: {committed_during:?} > {held:?}"
     );
-    let label = consumer("directory");
-    let (retries, _) = growth(&watch, m::RETRIES, &[&label]);
-    let (transient, _) = growth(&watch, m::ERRORS, &[&label, "kind=\"transient\""]);
-    let (_, lag) = growth(&watch, m::CONSUMER_LAG, &[&label]);
+    let label = consumer_label("directory");
+    let (retries, _) = watch.growth(m::RETRIES, &[&label]);
+    let (transient, _) = watch.growth(m::ERRORS, &[&label, "kind=\"transient\""]);
+    let (_, lag) = watch.growth(m::CONSUMER_LAG, &[&label]);
     assert!(retries >= 5.0, "retries while slapd was down: {retries}");
     assert!(transient >= 5.0, "transient errors counted: {transient}");
     assert!(lag >= 1.0, "lag shown during the outage: {lag}");
@@ -231,6 +205,10 @@ async fn slapd_down_the_directory_waits_at_the_failed_event_and_recovers_by_itse
             ("start_s", format!("{:.1}", start_took.as_secs_f64())),
             ("recovered_s", format!("{:.1}", recovered.as_secs_f64())),
             ("retries", retries.to_string()),
+            (
+                "retries_per_sample",
+                format!("{:?}", watch.series(m::RETRIES, &[&label])),
+            ),
             ("transient_errors", transient.to_string()),
             ("lag_at_end_of_outage", lag.to_string()),
             ("held", format!("{held:?}")),
@@ -313,10 +291,10 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
         committed_during.iter().all(|(tp, o)| *o <= held[tp]),
         "committed past the failure: {committed_during:?} > {held:?}"
     );
-    let label = consumer("scanner");
-    let (failures, _) = growth(&watch, m::SCANNER_FAILURES, &["kind=\"clamd\""]);
-    let (retries, _) = growth(&watch, m::RETRIES, &[&label]);
-    let (_, lag) = growth(&watch, m::CONSUMER_LAG, &[&label]);
+    let label = consumer_label("scanner");
+    let (failures, _) = watch.growth(m::SCANNER_FAILURES, &["kind=\"clamd\""]);
+    let (retries, _) = watch.growth(m::RETRIES, &[&label]);
+    let (_, lag) = watch.growth(m::CONSUMER_LAG, &[&label]);
     assert!(failures >= 5.0, "clamd failures counted: {failures}");
     assert!(retries >= 5.0, "retries while clamd was down: {retries}");
     assert!(lag >= 1.0, "lag shown during the outage: {lag}");
@@ -359,6 +337,10 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
             ("recovered_s", format!("{:.1}", recovered.as_secs_f64())),
             ("clamd_failures", failures.to_string()),
             ("retries", retries.to_string()),
+            (
+                "retries_per_sample",
+                format!("{:?}", watch.series(m::RETRIES, &[&label])),
+            ),
             ("lag_at_end_of_outage", lag.to_string()),
             ("held", format!("{held:?}")),
             ("committed_during", format!("{committed_during:?}")),
@@ -368,173 +350,4 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
     );
     scanner.terminate()?;
     lmtp.terminate()
-}
-
-// ---------------------------------------------------------------- Kafka
-
-/// The counter's topics (3 partitions) on `kafka`, and a config for
-/// `mailfleet run counter` with its state in `dir`.
-async fn counter_world(
-    kafka: &mailfleet_runtime::config::KafkaConfig,
-    name: &str,
-    dir: &std::path::Path,
-    metrics: u16,
-) -> anyhow::Result<(Topology, std::path::PathBuf)> {
-    let topic = |t: &str| format!("{name}.{t}");
-    let topology = Topology {
-        topics: ["in", "out", "dead"]
-            .iter()
-            .map(|t| (topic(t), TopicSpec::scratch(3)))
-            .collect(),
-        consumers: [(
-            "counter".to_string(),
-            Route {
-                group: format!("{name}-counter"),
-                reads: vec![topic("in")],
-                writes: vec![topic("out")],
-            },
-        )]
-        .into(),
-    };
-    admin::apply(kafka, &topology).await?;
-    let config = ConfigFiles {
-        dir,
-        topology_file: "topology.toml",
-        topology: &topology,
-        brokers: &kafka.brokers,
-        data_dir: &dir.join("state"),
-        deadletter: &topic("dead"),
-        metrics_port: metrics,
-    }
-    .write("counter.toml", "")?;
-    Ok((topology, config))
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kafka_down_the_consumer_and_its_producers_resume_by_themselves_exactly_once(
-) -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
-    let broker = Private::kafka("faults-kafka");
-    let broker_start = broker.start()?;
-    let kafka = broker.kafka_config();
-    let name = unique("faults-kafka");
-    let dir = scratch_dir(&name);
-    let metrics = free_port();
-    let (topology, config) = counter_world(&kafka, &name, &dir, metrics).await?;
-    let (input, output) = (format!("{name}.in"), format!("{name}.out"));
-    let mut children = Children(vec![spawn_mailfleet(
-        &config,
-        &["run", "counter"],
-        &dir.join("counter.log"),
-    )?]);
-    let store = dir.join("state/counter");
-    let topics = vec![input.clone()];
-    // The input side: one idempotent producer, sends not awaited one by
-    // one, so that those made while the broker is down wait in its queue.
-    let producer = EventProducer::new(&kafka, &name)?;
-    let keys = 10;
-    let send = |i: u64| {
-        let producer = producer.clone();
-        let e = mailfleet_counter::traffic::test_event(&name, i, keys, 16);
-        let topic = input.clone();
-        tokio::spawn(async move {
-            let payload = mailfleet_events::encode(&e).expect("a test event encodes");
-            producer.send_raw(&topic, e.key.as_bytes(), &payload).await
-        })
-    };
-    let before = 300;
-    let mut sends: Vec<_> = (0..before).map(send).collect();
-    for s in sends.drain(..) {
-        s.await??;
-    }
-    wait_caught_up(&kafka, &store, &topics, RECOVERY).await?;
-    let held = ends(&kafka, &topics)?;
-
-    let mut watch = Watch::new(&store, metrics);
-    watch.sample();
-    let stop_took = broker.stop()?;
-    let down_at = Instant::now();
-    let per_feed = 20;
-    let mut next = before;
-    for _ in 0..FEEDS {
-        sends.extend((next..next + per_feed).map(send));
-        next += per_feed;
-        tokio::time::sleep(OUTAGE / FEEDS).await;
-        watch.sample();
-        alive(&mut children, "mailfleet run counter")?;
-    }
-    let start_took = broker.start()?;
-    let outage = down_at.elapsed();
-    let back = Instant::now();
-    for s in sends.drain(..) {
-        s.await??;
-    }
-    let delivered_in = back.elapsed();
-    wait_caught_up(&kafka, &store, &topics, RECOVERY).await?;
-    let recovered = back.elapsed();
-    let total_events = next;
-
-    watch.assert_held(&held)?;
-    let label = consumer("counter");
-    let (poll_errors, _) = growth(&watch, m::ERRORS, &[&label, "kind=\"poll\""]);
-    let (_, assigned) = growth(&watch, m::ASSIGNED_PARTITIONS, &[&label]);
-    assert!(
-        poll_errors >= 1.0,
-        "poll errors while Kafka was down: {poll_errors}"
-    );
-
-    // Every input sent once (idempotent producer), handled once.
-    let ends_after = ends(&kafka, &topics)?;
-    assert_eq!(
-        total(&ends_after) as u64,
-        total_events,
-        "inputs on the topic"
-    );
-    let expected = expected_counts(total_events, keys);
-    let counts =
-        mailfleet_counter::stored_counts(&mailfleet_runtime::Store::open_read_only(&store)?)?;
-    assert_eq!(counts, expected, "each input counted once");
-    let outputs = read_topic_from(&kafka, &output, usize::MAX, Duration::from_secs(5))?;
-    let (pairs, dups) = dedup_counted(&outputs)?;
-    assert_eq!(
-        pairs,
-        expected_pairs(&expected),
-        "one output per input, by event id"
-    );
-    let group = &topology.consumers["counter"].group;
-    wait_until("the group's offsets at the ends", RECOVERY, || {
-        committed(&kafka, group, &ends_after).is_ok_and(|c| c == ends_after)
-    })
-    .await?;
-    let after = scrape(metrics).unwrap_or_default();
-    let processed = metric_sum(&after, m::EVENTS_PROCESSED, &[&label]);
-    assert_eq!(processed as u64, total_events, "each input handled once");
-    report(
-        "kafka",
-        &[
-            (
-                "broker_first_start_s",
-                format!("{:.1}", broker_start.as_secs_f64()),
-            ),
-            ("stop_s", format!("{:.1}", stop_took.as_secs_f64())),
-            ("outage_s", format!("{:.1}", outage.as_secs_f64())),
-            ("start_s", format!("{:.1}", start_took.as_secs_f64())),
-            (
-                "inputs_acked_after_start_s",
-                format!("{:.1}", delivered_in.as_secs_f64()),
-            ),
-            ("recovered_s", format!("{:.1}", recovered.as_secs_f64())),
-            ("poll_errors", poll_errors.to_string()),
-            ("assigned_partitions", format!("{assigned:?}")),
-            ("events", total_events.to_string()),
-            ("outputs", outputs.len().to_string()),
-            ("duplicate_outputs", dups.to_string()),
-            ("held", format!("{held:?}")),
-            (
-                "metric_samples",
-                format!("{:?}", watch.series(m::ERRORS, &[&label])),
-            ),
-        ],
-    );
-    children.terminate()
 }

@@ -668,7 +668,9 @@ impl<C: Consumer> Runner<C> {
             let sends = pending
                 .iter()
                 .map(|o| self.producer.send_raw(&o.topic, &o.key, &o.payload));
-            let results = self.tokio.block_on(join_all(sends));
+            let results = self
+                .tokio
+                .block_on(self.acknowledged(join_all(sends), pending.len()));
             let mut failed = Vec::new();
             for (out, result) in pending.into_iter().zip(results) {
                 if let Err(e) = result {
@@ -692,6 +694,31 @@ impl<C: Consumer> Runner<C> {
         }
         Ok(())
     }
+
+    /// Await `sends`. librdkafka keeps and retries records the broker has
+    /// not acknowledged (until `message.timeout.ms`, 300 s by default), so
+    /// while the broker is down the batch waits here and nothing is polled:
+    /// every [`Self::ACK_WAIT_REPORT`] the wait is logged and counted as an
+    /// error of kind `unacked`, so the outage shows in the metrics while it
+    /// lasts, not only once the sends fail or succeed.
+    async fn acknowledged<F: std::future::Future>(&self, sends: F, outputs: usize) -> F::Output {
+        let started = Instant::now();
+        let mut sends = std::pin::pin!(sends);
+        loop {
+            tokio::select! {
+                results = &mut sends => return results,
+                () = tokio::time::sleep(Self::ACK_WAIT_REPORT) => {
+                    metrics::counter!(m::ERRORS, "consumer" => self.name.clone(), "kind" => "unacked")
+                        .increment(1);
+                    tracing::warn!(consumer = %self.name, outputs, waited_s = started.elapsed().as_secs(),
+                        "outputs not acknowledged by Kafka yet; the batch waits, nothing is committed");
+                }
+            }
+        }
+    }
+
+    /// How often a wait for acknowledgements is reported.
+    const ACK_WAIT_REPORT: Duration = Duration::from_secs(5);
 
     /// One WriteBatch: every partition's state changes and every input
     /// partition's next offset.
