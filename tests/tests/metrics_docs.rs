@@ -26,13 +26,15 @@ fn the_metrics_doc_lists_exactly_the_defined_names() -> anyhow::Result<()> {
         m::SCANNER_ALL,
         m::STORAGE_ALL,
         m::PURGER_ALL,
+        m::POSTFIX_MAP_ALL,
+        m::SCHEDULER_ALL,
+        m::CLOCK_ALL,
+        m::API_ALL,
         &[
             m::MERGE_HELD,
             m::MERGE_LATE,
             m::GREYLIST_DECISIONS,
             m::LIFECYCLE_TRANSITIONS,
-            m::POSTFIX_MAP_ENTRIES,
-            m::POSTFIX_MAP_RUNS,
         ],
         mailfleet_accounts::notifier::metrics::ALL,
     ]

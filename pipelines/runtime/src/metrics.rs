@@ -3,6 +3,7 @@
 //! Names follow `mailfleet_<area>_<name>_<unit>`. Every metric carries a
 //! `consumer` label; lag also carries `topic` and `partition`.
 
+use mailfleet_events::runtime::DeadLetterKind;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::{config::MetricsConfig, error::RuntimeError};
@@ -126,6 +127,32 @@ pub const POSTFIX_MAP_ENTRIES: &str = "mailfleet_postfix_map_entries";
 /// Postfix map runs, by `result`: installed, unchanged, failed.
 pub const POSTFIX_MAP_RUNS: &str = "mailfleet_postfix_map_runs_total";
 
+/// The Postfix map installer's names, for the test that each is emitted.
+pub const POSTFIX_MAP_ALL: &[&str] = &[POSTFIX_MAP_ENTRIES, POSTFIX_MAP_RUNS];
+
+/// Job runs (`JobDue`) the active scheduler wrote, per `job`.
+pub const SCHEDULER_RUNS: &str = "mailfleet_scheduler_runs_total";
+/// 1 while this scheduler holds the lease and emits, 0 on standby.
+pub const SCHEDULER_LEADER: &str = "mailfleet_scheduler_leader";
+/// Clock instants emitted (one `ClockTicked` into every partition of each
+/// clocked topic), per `clock` (`every-<n>s`); by `mailfleet clock` and by
+/// the active `mailfleet scheduler`.
+pub const CLOCK_TICKS: &str = "mailfleet_clock_ticks_total";
+
+/// The scheduler's names, for the test that each is emitted.
+pub const SCHEDULER_ALL: &[&str] = &[SCHEDULER_RUNS, SCHEDULER_LEADER, CLOCK_TICKS];
+/// The clock's names, for the test that each is emitted.
+pub const CLOCK_ALL: &[&str] = &[CLOCK_TICKS];
+
+/// Account API requests answered, by `route` (method and route pattern,
+/// e.g. `POST /accounts`; `unmatched` for no route) and `status` (the code).
+pub const API_REQUESTS: &str = "mailfleet_api_requests_total";
+/// Time from a request's arrival to its answer, by `route`.
+pub const API_REQUEST_DURATION: &str = "mailfleet_api_request_duration_seconds";
+
+/// The account API's names, for the test that each is emitted.
+pub const API_ALL: &[&str] = &[API_REQUESTS, API_REQUEST_DURATION];
+
 /// The purge planner's names, for the test that each is emitted.
 pub const PURGER_ALL: &[&str] = &[
     PURGES_PLANNED,
@@ -147,6 +174,36 @@ pub const ALL: &[&str] = &[
     CONSUMER_LAG,
     ASSIGNED_PARTITIONS,
 ];
+
+/// The `kind`s of [`ERRORS`] the runner counts.
+pub const ERROR_KINDS: &[&str] = &["poll", "produce", "unacked", "transient"];
+
+/// Every [`DeadLetterKind`], as the `kind` label of [`DEADLETTERS`] spells
+/// it (its `Debug` name).
+pub fn dead_letter_kinds() -> Vec<String> {
+    use DeadLetterKind::*;
+    let all = [Undecodable, UnknownSchema, WrongType, Rejected, Unknown];
+    // A new kind fails to compile here until it is added to `all`.
+    all.iter()
+        .map(|k| match k {
+            Undecodable | UnknownSchema | WrongType | Rejected | Unknown => format!("{k:?}"),
+        })
+        .collect()
+}
+
+/// Put a consumer's failure counters at 0 (each error and dead-letter
+/// kind, and the retries) when it starts, so that `rate()` and alerts see
+/// them before the first failure.
+pub fn init_consumer(consumer: &str) {
+    for kind in ERROR_KINDS {
+        metrics::counter!(ERRORS, "consumer" => consumer.to_string(), "kind" => *kind).increment(0);
+    }
+    for kind in dead_letter_kinds() {
+        metrics::counter!(DEADLETTERS, "consumer" => consumer.to_string(), "kind" => kind)
+            .increment(0);
+    }
+    metrics::counter!(RETRIES, "consumer" => consumer.to_string()).increment(0);
+}
 
 /// Serve `/metrics` on the configured address (loopback by default).
 /// Must be called inside a tokio runtime.

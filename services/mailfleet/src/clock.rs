@@ -1,12 +1,13 @@
 //! `mailfleet clock`: time as an event. Every `every_s`, a `ClockTicked`
 //! goes into every partition of each clocked topic, stamped with the tick's
 //! boundary time and a deterministic id, so a restarted clock re-sends the
-//! same tick rather than a new one.
+//! same tick rather than a new one. A long-running clock serves
+//! `/metrics` (`[metrics] listen`): `mailfleet_clock_ticks_total{clock}`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailfleet_events::{clock::ClockTicked, Envelope};
-use mailfleet_runtime::{producer::EventProducer, Shutdown};
+use mailfleet_runtime::{metrics as m, producer::EventProducer, Shutdown};
 
 use crate::config::Config;
 
@@ -15,6 +16,12 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
     let topology = cfg.topology()?;
     let producer = EventProducer::new(&cfg.kafka, "mailfleet-clock")?;
     let period_ms = cfg.clock.every_s as i64 * 1000;
+    let clock = format!("every-{}s", cfg.clock.every_s);
+    if !once {
+        m::install_exporter(&cfg.metrics)?;
+        // At 0 from the start, so that `rate()` and alerts see the series.
+        metrics::counter!(m::CLOCK_TICKS, "clock" => clock.clone()).increment(0);
+    }
     loop {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
         let tick_ms = now_ms - now_ms.rem_euclid(period_ms);
@@ -30,7 +37,7 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
                         tick_ms,
                         "clock",
                     ),
-                    clock: format!("every-{}s", cfg.clock.every_s),
+                    clock: clock.clone(),
                     period_ms,
                 };
                 producer
@@ -39,6 +46,7 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
             }
             tracing::info!(%topic, partitions = spec.partitions, tick_ms, "ticked");
         }
+        metrics::counter!(m::CLOCK_TICKS, "clock" => clock.clone()).increment(1);
         if once {
             return Ok(());
         }

@@ -44,6 +44,7 @@ pub async fn run_consumer(
 ) -> Result<RunStats, RuntimeError> {
     let route = topology.route(name)?;
     let spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
+    mailfleet_runtime::metrics::init_consumer(name);
     run_consumer_with(name, cfg, topology, spec, shutdown).await
 }
 

@@ -31,6 +31,10 @@
 //! owner died in may be written twice; their ids (`clock:<topic>:
 //! <partition>:<ms>`, as `mailfleet clock` makes them) are deterministic, so
 //! consumers deduplicate them. Job run ids are [`run_id`].
+//!
+//! **Metrics** (`[metrics] listen`): `mailfleet_scheduler_leader` (1 while
+//! this instance holds the lease), `mailfleet_scheduler_runs_total{job}`
+//! and `mailfleet_clock_ticks_total{clock}`, all at 0 from the start.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -43,6 +47,7 @@ use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope, Registry
 use mailfleet_runtime::{
     admin::{client_config, watermarks},
     config::KafkaConfig,
+    metrics as m,
     producer::EventProducer,
 };
 use mailfleet_runtime::{Shutdown, Topology};
@@ -97,6 +102,9 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         sec.lease_topic
     );
     let name = format!("scheduler:{}", std::process::id());
+    m::install_exporter(&cfg.metrics)?;
+    let clock = format!("every-{}s", sec.core.tick_every_s);
+    init_metrics(&sec.core.jobs, &clock);
     let emitter = Emitter {
         producer: EventProducer::new(&cfg.kafka, "mailfleet-scheduler")?,
         kafka: cfg.kafka.clone(),
@@ -104,6 +112,7 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         purge: (sec.purge_topic.clone(), purge_partitions),
         jobs: sec.core.jobs.clone(),
         tick_every_s: sec.core.tick_every_s,
+        clock,
         schedules,
         clocked,
         name,
@@ -117,6 +126,21 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .await?
         .map_err(|_| anyhow::anyhow!("the lease thread panicked"))?;
     result
+}
+
+/// Every series at 0 (standby, no run, no tick yet), so that `rate()` and
+/// alerts see them before the first event.
+fn init_metrics(jobs: &BTreeMap<String, JobConfig>, clock: &str) {
+    set_leader(false);
+    for job in jobs.keys() {
+        metrics::counter!(m::SCHEDULER_RUNS, "job" => job.clone()).increment(0);
+    }
+    metrics::counter!(m::CLOCK_TICKS, "clock" => clock.to_string()).increment(0);
+}
+
+/// `mailfleet_scheduler_leader`: 1 while this instance holds the lease.
+fn set_leader(active: bool) {
+    metrics::gauge!(m::SCHEDULER_LEADER).set(if active { 1.0 } else { 0.0 });
 }
 
 fn partitions(topology: &Topology, key: &str, topic: &str) -> anyhow::Result<i32> {
@@ -158,6 +182,7 @@ impl ConsumerContext for LeaseContext {
                 tracing::info!("lease revoked: standby");
             }
             state.active = false;
+            set_leader(false);
         }
     }
 }
@@ -203,8 +228,10 @@ fn join_lease(
                     tracing::info!("lease lost: standby");
                 }
                 s.active = owns;
+                set_leader(owns);
             }
             state.blocking_lock().active = false;
+            set_leader(false);
             drop(consumer);
         })
         .context("starting the lease thread")?;
@@ -220,6 +247,8 @@ struct Emitter {
     purge: (String, i32),
     jobs: BTreeMap<String, JobConfig>,
     tick_every_s: u32,
+    /// `ClockTicked.clock`: `every-<tick_every_s>s`.
+    clock: String,
     schedules: Schedules,
     /// Each clocked topic with its partition count.
     clocked: Vec<(String, i32)>,
@@ -318,6 +347,7 @@ impl Emitter {
                     self.producer
                         .send(&self.jobs_topic, job.as_bytes(), &event)
                         .await?;
+                    metrics::counter!(m::SCHEDULER_RUNS, "job" => job.clone()).increment(1);
                     tracing::info!(run = %event.run_id, "job due");
                 }
             }
@@ -349,7 +379,7 @@ impl Emitter {
                         at,
                         self.name.as_str(),
                     ),
-                    clock: format!("every-{}s", self.tick_every_s),
+                    clock: self.clock.clone(),
                     period_ms,
                 };
                 let bytes = mailfleet_events::encode(&tick)?;
@@ -361,6 +391,7 @@ impl Emitter {
             }
         }
         futures::future::try_join_all(sends).await?;
+        metrics::counter!(m::CLOCK_TICKS, "clock" => self.clock.clone()).increment(1);
         tracing::debug!(at, "ticked");
         Ok(())
     }

@@ -26,6 +26,7 @@ pub mod errors;
 pub mod projection;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 pub mod wire;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -87,6 +88,7 @@ pub async fn serve(
     let timeout = Duration::from_millis(cfg.ack_timeout_ms);
     let producer = EventProducer::with_delivery_timeout(kafka, "mailfleet-api", timeout)?;
     announce_ready(projection.clone(), shutdown.clone());
+    telemetry::init();
     let parallel = std::thread::available_parallelism().map_or(2, usize::from);
     let state = Arc::new(AppState {
         projection,

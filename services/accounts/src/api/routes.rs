@@ -57,6 +57,8 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .merge(accounts)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Outermost, so that refusals (401, 413, 404) are counted too.
+        .layer(middleware::from_fn(super::telemetry::record))
         .with_state(state)
 }
 
