@@ -83,13 +83,11 @@ async fn counter_world(
     Ok((topology, config))
 }
 
+/// A send in progress: its (partition, offset) once acknowledged.
+type Sending = JoinHandle<Result<(i32, i64), mailfleet_runtime::RuntimeError>>;
+
 /// Send test event `i` without waiting for its acknowledgement.
-fn send(
-    producer: &EventProducer,
-    run: &str,
-    topic: &str,
-    i: u64,
-) -> JoinHandle<Result<(i32, i64), mailfleet_runtime::RuntimeError>> {
+fn send(producer: &EventProducer, run: &str, topic: &str, i: u64) -> Sending {
     let producer = producer.clone();
     let e = mailfleet_counter::traffic::test_event(run, i, KEYS, 16);
     let topic = topic.to_string();
@@ -107,10 +105,7 @@ fn feeder(
     topic: String,
     from: u64,
     stop: Arc<AtomicBool>,
-) -> JoinHandle<(
-    u64,
-    Vec<JoinHandle<Result<(i32, i64), mailfleet_runtime::RuntimeError>>>,
-)> {
+) -> JoinHandle<(u64, Vec<Sending>)> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FEED_EVERY);
         let (mut i, mut sends) = (from, Vec::new());

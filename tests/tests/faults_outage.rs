@@ -256,7 +256,7 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
     // so they spread over the partitions.
     let mut deliver = |i: u32| -> anyhow::Result<()> {
         let subject = format!("m{i}");
-        let mail = if i % 2 == 0 {
+        let mail = if i.is_multiple_of(2) {
             message_with_attachment(&subject, "a.txt", eicar().as_bytes())
         } else {
             simple_message(&subject, "hello")
@@ -313,7 +313,7 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
             .iter()
             .find(|v| v.message_id.as_deref() == Some(&id))
             .ok_or_else(|| anyhow::anyhow!("no verdict for {id}"))?;
-        let expected = if i % 2 == 0 {
+        let expected = if i.is_multiple_of(2) {
             ScanVerdict::Infected
         } else {
             ScanVerdict::Clean
