@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod admin;
 pub mod clock;
 pub mod config;
+mod datum;
 mod envelope;
 mod error;
 pub mod framing;

@@ -1,11 +1,37 @@
 //! The schema registry: every version of every event schema under `schemas/`,
 //! looked up by fingerprint (to read) or by name (to write the newest).
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    sync::LazyLock,
+};
 
 use apache_avro::{schema::Name, GenericSingleObjectReader, Schema};
 
-use crate::{framing, Event, EventError};
+use crate::{datum, framing, Event, EventError};
+
+/// A hasher for the registry's few keys, looked up once or twice per
+/// event: a fingerprint is already a hash, and names are short (SipHash
+/// showed in the profile of every decode and encode).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 mod files {
     include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));
@@ -25,6 +51,10 @@ pub struct SchemaVersion {
     pub fingerprint: [u8; 8],
     /// A reader with the schema's names resolved once, for the fast path.
     reader: GenericSingleObjectReader,
+    /// Whether [`datum::read`] handles every part of the schema.
+    direct: bool,
+    /// Whether this is the newest version of its schema.
+    is_newest: bool,
 }
 
 impl std::fmt::Debug for SchemaVersion {
@@ -42,8 +72,8 @@ impl std::fmt::Debug for SchemaVersion {
 #[derive(Debug)]
 pub struct Registry {
     versions: Vec<SchemaVersion>,
-    by_fingerprint: HashMap<[u8; 8], usize>,
-    newest: HashMap<String, usize>,
+    by_fingerprint: KeyMap<[u8; 8], usize>,
+    newest: KeyMap<String, usize>,
 }
 
 static BUILTIN: LazyLock<Registry> = LazyLock::new(|| {
@@ -62,11 +92,14 @@ impl Registry {
     pub fn from_files(files: &[(&str, &str)]) -> Result<Registry, EventError> {
         let mut reg = Registry {
             versions: Vec::new(),
-            by_fingerprint: HashMap::new(),
-            newest: HashMap::new(),
+            by_fingerprint: KeyMap::default(),
+            newest: KeyMap::default(),
         };
         for (path, json) in files {
             reg.add(load(path, json)?)?;
+        }
+        for &i in reg.newest.values() {
+            reg.versions[i].is_newest = true;
         }
         Ok(reg)
     }
@@ -131,13 +164,28 @@ impl Registry {
             .newest(E::NAME)
             .ok_or_else(|| EventError::UnknownSchema(E::NAME.to_string()))?;
         let mut out = framing::header(&v.fingerprint, 128);
-        apache_avro::write_avro_datum_ref(&v.schema, event, &mut out).map_err(|e| {
+        if v.direct && datum::write(&v.schema, event, &mut out).is_ok() {
+            return Ok(out);
+        }
+        // What the direct writer refuses, apache-avro writes (or refuses).
+        out.truncate(framing::HEADER_LEN);
+        Self::encode_value(v, event, &mut out)?;
+        Ok(out)
+    }
+
+    /// Encode through apache-avro's schema-aware serializer.
+    fn encode_value<E: Event>(
+        v: &SchemaVersion,
+        event: &E,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EventError> {
+        apache_avro::write_avro_datum_ref(&v.schema, event, out).map_err(|e| {
             EventError::Encode {
                 name: E::NAME,
                 source: Box::new(e),
             }
         })?;
-        Ok(out)
+        Ok(())
     }
 
     /// Decode bytes written with any known version of `E`'s schema into `E`.
@@ -149,7 +197,38 @@ impl Registry {
                 actual: writer.name.clone(),
             });
         }
-        let reader = self.newest(E::NAME).filter(|r| r.version != writer.version);
+        let reader = if writer.is_newest {
+            None
+        } else {
+            self.newest(E::NAME)
+        };
+        if reader.is_none() {
+            // Straight into `E`; anything the direct reader refuses is
+            // decoded through apache-avro as before, so errors stay its own.
+            if let Some(event) = Self::decode_direct(writer, bytes) {
+                return Ok(event);
+            }
+        }
+        Self::decode_value(writer, reader, bytes)
+    }
+
+    /// Decode with the writer's own schema without an intermediate
+    /// `Value`, if the direct reader handles it whole.
+    fn decode_direct<E: Event>(writer: &SchemaVersion, bytes: &[u8]) -> Option<E> {
+        if !writer.direct {
+            return None;
+        }
+        let mut body = bytes.get(framing::HEADER_LEN..)?;
+        let event = datum::read::<E>(&writer.schema, &mut body).ok()?;
+        body.is_empty().then_some(event)
+    }
+
+    /// Decode through apache-avro's `Value`, resolving into `reader` if set.
+    fn decode_value<E: Event>(
+        writer: &SchemaVersion,
+        reader: Option<&SchemaVersion>,
+        bytes: &[u8],
+    ) -> Result<E, EventError> {
         let fail = |e| EventError::Decode {
             name: writer.name.clone(),
             version: writer.version,
@@ -224,9 +303,11 @@ fn load(path: &str, json: &str) -> Result<SchemaVersion, EventError> {
         name,
         version,
         path: path.to_string(),
+        direct: datum::supported(&schema),
         schema,
         fingerprint,
         reader,
+        is_newest: false,
     })
 }
 

@@ -73,6 +73,18 @@ pub struct InForce<C> {
     consumer: String,
     file: Arc<C>,
     cache: Mutex<HashMap<String, Arc<C>>>,
+    /// The settings read last, as stored bytes, with their hash and
+    /// config: the same bytes come with nearly every event, and comparing
+    /// them is far cheaper than hashing them again (SHA-256 of the JSON,
+    /// whitelist texts included, was half of a greylist decision).
+    last: Mutex<Option<Last<C>>>,
+}
+
+/// Stored settings bytes, their hash and the config they built.
+struct Last<C> {
+    bytes: Vec<u8>,
+    hash: String,
+    config: Arc<C>,
 }
 
 impl<C> InForce<C> {
@@ -82,6 +94,7 @@ impl<C> InForce<C> {
             consumer: consumer.into(),
             file: Arc::new(file),
             cache: Mutex::default(),
+            last: Mutex::default(),
         }
     }
 
@@ -98,18 +111,31 @@ impl<C> InForce<C> {
         state: &StateView<'_>,
         build: impl Fn(&Settings) -> Result<C, String>,
     ) -> Result<(Arc<C>, Option<String>), StateError> {
-        let Some(settings) = state.get(&InForceKey)? else {
+        let Some(bytes) = state.get_raw(&InForceKey)? else {
             return Ok((self.file.clone(), None));
         };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cfg) = cache.get(&settings.hash) {
-            return Ok((cfg.clone(), Some(settings.hash)));
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = last.as_ref().filter(|l| l.bytes == bytes) {
+            return Ok((l.config.clone(), Some(l.hash.clone())));
         }
-        let cfg = Arc::new(build(&settings).map_err(|reason| StateError::Corrupt {
-            key: format!("{} settings in force", self.consumer),
-            reason,
-        })?);
-        cache.insert(settings.hash.clone(), cfg.clone());
+        let settings = StateView::decode(&InForceKey, &bytes)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cfg = match cache.get(&settings.hash) {
+            Some(cfg) => cfg.clone(),
+            None => {
+                let cfg = Arc::new(build(&settings).map_err(|reason| StateError::Corrupt {
+                    key: format!("{} settings in force", self.consumer),
+                    reason,
+                })?);
+                cache.insert(settings.hash.clone(), cfg.clone());
+                cfg
+            }
+        };
+        *last = Some(Last {
+            bytes,
+            hash: settings.hash.clone(),
+            config: cfg.clone(),
+        });
         Ok((cfg, Some(settings.hash)))
     }
 
@@ -177,5 +203,58 @@ mod tests {
         })
         .unwrap();
         assert_ne!(other.hash, s.hash);
+    }
+
+    #[test]
+    fn the_config_in_force_follows_the_stored_settings() {
+        let in_force = InForce::new("c", "file".to_string());
+        let built = std::sync::atomic::AtomicUsize::new(0);
+        let build = |s: &Settings| {
+            built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if s.json.contains("bad") {
+                Err("refused".to_string())
+            } else {
+                Ok(s.json.clone())
+            }
+        };
+        let overlay = crate::Overlay::default();
+        let view = StateView::in_memory(&overlay);
+        let (cfg, hash) = in_force.get(&view, build).unwrap();
+        assert_eq!((cfg.as_str(), hash), ("file", None), "none recorded yet");
+        let a = Settings::from_json(r#"{"a":1}"#.into());
+        let b = Settings::from_json(r#"{"b":2}"#.into());
+        let with = |s: &Settings| {
+            let mut o = crate::Overlay::default();
+            o.insert(InForceKey.to_key_bytes(), Some(s.to_bytes()));
+            o
+        };
+        // Two partitions with different settings, read in turns: each
+        // read gives its own, and each is built once.
+        let (oa, ob) = (with(&a), with(&b));
+        for _ in 0..3 {
+            for (o, s) in [(&oa, &a), (&ob, &b)] {
+                let (cfg, hash) = in_force.get(&StateView::in_memory(o), build).unwrap();
+                assert_eq!(
+                    (cfg.as_str(), hash.as_deref()),
+                    (s.json.as_str(), Some(s.hash.as_str()))
+                );
+            }
+        }
+        assert_eq!(built.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // Refused settings are an error every time, never cached.
+        let bad = with(&Settings::from_json(r#"{"bad":1}"#.into()));
+        for _ in 0..2 {
+            let err = in_force
+                .get(&StateView::in_memory(&bad), build)
+                .unwrap_err();
+            assert!(err.to_string().contains("refused"), "{err}");
+        }
+        // Bytes that are not UTF-8 are corrupt state, named as such.
+        let mut corrupt = crate::Overlay::default();
+        corrupt.insert(InForceKey.to_key_bytes(), Some(vec![0xff, 0xfe]));
+        let err = in_force
+            .get(&StateView::in_memory(&corrupt), build)
+            .unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
     }
 }

@@ -133,16 +133,32 @@ impl<'a> StateView<'a> {
     /// Read one typed value.
     pub fn get<K: StateKey>(&self, key: &K) -> Result<Option<K::Value>, StateError> {
         let raw = key.to_key_bytes();
-        let bytes = match self.overlay.get(&raw) {
+        let bytes = self.get_key_bytes(&raw)?;
+        bytes.map(|b| decode_value::<K>(&raw, &b)).transpose()
+    }
+
+    /// Read one value's stored bytes, undecoded: for a caller that can
+    /// tell bytes it decoded before (a large value read per event).
+    pub fn get_raw<K: StateKey>(&self, key: &K) -> Result<Option<Vec<u8>>, StateError> {
+        self.get_key_bytes(&key.to_key_bytes())
+    }
+
+    fn get_key_bytes(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(match self.overlay.get(raw) {
             Some(pending) => pending.clone(),
             None => match self.store {
                 Some(store) => store
-                    .get_state(&partition_key(self.partition, &raw))
+                    .get_state(&partition_key(self.partition, raw))
                     .map_err(StateError::Read)?,
                 None => None,
             },
-        };
-        bytes.map(|b| decode_value::<K>(&raw, &b)).transpose()
+        })
+    }
+
+    /// Decode bytes read with [`StateView::get_raw`] as `K`'s value; the
+    /// error names the key, as [`StateView::get`]'s does.
+    pub fn decode<K: StateKey>(key: &K, bytes: &[u8]) -> Result<K::Value, StateError> {
+        decode_value::<K>(&key.to_key_bytes(), bytes)
     }
 
     /// Every entry of one table in this partition, as (key body, value),

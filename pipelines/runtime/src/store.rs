@@ -84,6 +84,11 @@ impl Store {
         block.set_cache_index_and_filter_blocks(true);
         state_opts.set_block_based_table_factory(&block);
         state_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // A lookup of a key the memtable does not hold (a greylist
+        // triplet seen for the first time) is answered by a bloom filter,
+        // not a skiplist search: 5% of the memtable's size.
+        state_opts.set_memtable_prefix_bloom_ratio(0.05);
+        state_opts.set_memtable_whole_key_filtering(true);
 
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, state_opts),

@@ -16,8 +16,115 @@ fn env(id: &str) -> Envelope {
 fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: E) {
     let bytes = crate::encode(&event).unwrap();
     assert_eq!(bytes[..2], framing::MAGIC);
+    // The direct writer handles every event type (arrays and maps aside)
+    // and writes apache-avro's bytes.
+    let newest = Registry::builtin().newest(E::NAME).unwrap();
+    let mut by_apache = framing::header(&newest.fingerprint, 0);
+    Registry::encode_value(newest, &event, &mut by_apache).unwrap();
+    assert_eq!(bytes, by_apache, "{} encodes differently", E::NAME);
+    let mut direct = framing::header(&newest.fingerprint, 0);
+    if let Err(e) = datum::write(&newest.schema, &event, &mut direct) {
+        assert!(
+            e.to_string().contains("left to apache-avro"),
+            "{} not written directly: {e}",
+            E::NAME
+        );
+    }
     let back: E = Registry::builtin().decode(&bytes).unwrap();
     assert_eq!(back, event);
+    // Both decoders, each on its own: the direct reader must handle every
+    // event type and give what apache-avro's `Value` path gives.
+    let writer = Registry::builtin().writer_of(&bytes).unwrap();
+    let direct: E = Registry::decode_direct(writer, &bytes)
+        .unwrap_or_else(|| panic!("{} not read directly", E::NAME));
+    let via_value: E = Registry::decode_value(writer, None, &bytes).unwrap();
+    assert_eq!(direct, event);
+    assert_eq!(via_value, event);
+    // Every cut of the bytes: the direct reader refuses it, and the decode
+    // gives what apache-avro gives (which reads a union index cut off at
+    // the end as null), never a panic. A byte more is left over.
+    for cut in 0..bytes.len() {
+        assert!(Registry::decode_direct::<E>(writer, &bytes[..cut]).is_none());
+        if cut >= framing::HEADER_LEN {
+            assert_eq!(
+                Registry::builtin().decode::<E>(&bytes[..cut]).ok(),
+                Registry::decode_value::<E>(writer, None, &bytes[..cut]).ok(),
+                "{} cut at {cut}",
+                E::NAME
+            );
+        } else {
+            assert!(Registry::builtin().decode::<E>(&bytes[..cut]).is_err());
+        }
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Registry::decode_direct::<E>(writer, &longer).is_none());
+    let err = Registry::builtin().decode::<E>(&longer).unwrap_err();
+    assert!(err.to_string().contains("left over"), "{err}");
+}
+
+#[test]
+fn corrupted_bytes_decode_alike_or_fail_alike() {
+    // Every single-byte change of a few events: where the direct reader
+    // succeeds, apache-avro gives the same event; where it fails, the
+    // decode falls back and fails (or succeeds) exactly as apache-avro.
+    let attempt = DeliveryAttempted {
+        envelope: Envelope {
+            causation_id: Some("c".into()),
+            ..env("a1")
+        },
+        client_address: Some("192.0.2.1".into()),
+        client_name: None,
+        reverse_client_name: Some("r".into()),
+        helo_name: None,
+        sender: Some("s@x".into()),
+        recipient: Some("r@y".into()),
+        instance: None,
+        size: Some(-5),
+        queue_id: None,
+        policy_host: "mx1".into(),
+    };
+    let decided = GreylistDecided {
+        envelope: env("d1"),
+        triplet: Some("t".into()),
+        verdict: GreylistVerdict::Defer,
+        reason: GreylistReason::TooEarly,
+        action: "DEFER".into(),
+        delay_seconds: 1 << 40,
+        policy_host: "mx1".into(),
+        settings_hash: None,
+    };
+    fn check<E: Event + PartialEq + std::fmt::Debug>(event: &E) {
+        let bytes = crate::encode(event).unwrap();
+        let writer = Registry::builtin().writer_of(&bytes).unwrap();
+        for i in framing::HEADER_LEN..bytes.len() {
+            for value in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, bytes[i] ^ 0x01] {
+                let mut bad = bytes.clone();
+                bad[i] = value;
+                let slow = Registry::decode_value::<E>(writer, None, &bad);
+                match Registry::decode_direct::<E>(writer, &bad) {
+                    Some(fast) => assert_eq!(
+                        Some(&fast),
+                        slow.as_ref().ok(),
+                        "byte {i} = {value:#x}: the direct reader differs"
+                    ),
+                    None => assert_eq!(
+                        Registry::builtin().decode::<E>(&bad).ok(),
+                        slow.ok(),
+                        "byte {i} = {value:#x}: the fallback differs"
+                    ),
+                }
+            }
+        }
+    }
+    check(&attempt);
+    check(&decided);
+    check(&TestEvent {
+        envelope: env("t"),
+        key: "k".into(),
+        payload: vec![1, 2, 3],
+        weight: 7,
+    });
 }
 
 #[test]

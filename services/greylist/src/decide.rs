@@ -365,8 +365,8 @@ impl Consumer for Greylist {
                     &mut d,
                 )?;
                 metrics::counter!(mailfleet_runtime::metrics::GREYLIST_DECISIONS,
-                    "verdict" => format!("{:?}", answer.verdict).to_lowercase(),
-                    "reason" => format!("{:?}", answer.reason).to_lowercase())
+                    "verdict" => verdict_label(answer.verdict),
+                    "reason" => reason_label(answer.reason))
                 .increment(1);
                 let decided = GreylistDecided {
                     envelope: Envelope::caused_by(&a.envelope, "greylist"),
@@ -383,6 +383,31 @@ impl Consumer for Greylist {
             }
         }
         Ok(d)
+    }
+}
+
+/// The `verdict` label of a decision: the variant's name in lower case,
+/// without formatting one per event.
+pub fn verdict_label(v: GreylistVerdict) -> &'static str {
+    match v {
+        GreylistVerdict::Defer => "defer",
+        GreylistVerdict::Pass => "pass",
+        GreylistVerdict::Unknown => "unknown",
+    }
+}
+
+/// The `reason` label of a decision: the variant's name in lower case.
+pub fn reason_label(r: GreylistReason) -> &'static str {
+    match r {
+        GreylistReason::New => "new",
+        GreylistReason::TooEarly => "tooearly",
+        GreylistReason::Passed => "passed",
+        GreylistReason::WhitelistedClient => "whitelistedclient",
+        GreylistReason::WhitelistedRecipient => "whitelistedrecipient",
+        GreylistReason::AutoWhitelisted => "autowhitelisted",
+        GreylistReason::MissingAttributes => "missingattributes",
+        GreylistReason::RetryWindowExpired => "retrywindowexpired",
+        GreylistReason::Unknown => "unknown",
     }
 }
 

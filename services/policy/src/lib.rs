@@ -6,6 +6,7 @@
 //! states get `DUNNO`. With no answer in `timeout_ms` it answers the fail
 //! mode. Start at [`serve`]; the wire format is in [`protocol`].
 
+pub mod attempt;
 pub mod client;
 mod config;
 pub mod protocol;

@@ -1,13 +1,11 @@
 //! The listener: one task per Postfix connection, many requests each.
 
 use std::{
-    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use mailfleet_events::{greylist::DeliveryAttempted, Envelope};
-use mailfleet_greylist::triplet::{client_net, Grouping};
+use mailfleet_greylist::triplet::Grouping;
 use mailfleet_runtime::{
     allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, RuntimeError,
     Shutdown,
@@ -20,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    attempt,
     protocol::{read_request, reply, Limits, Request},
     waiter::{self, Waiters},
     PolicyConfig,
@@ -152,14 +151,9 @@ impl Server {
             return "DUNNO".into();
         }
         let started = Instant::now();
-        let attempt = self.attempt(req);
+        let attempt = attempt::attempt(&self.cfg, req);
         let id = attempt.envelope.event_id.clone();
-        let key = attempt
-            .client_address
-            .as_deref()
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            .map(|ip| client_net(ip, self.grouping))
-            .unwrap_or_default();
+        let key = attempt::key(&attempt, self.grouping);
         let reply = self.waiters.register(&id);
         let round_trip = async {
             self.producer
@@ -181,34 +175,6 @@ impl Server {
                 tracing::warn!(attempt = %id, "no greylist decision in time; answering the fail mode");
                 self.cfg.fail_mode.action().to_string()
             }
-        }
-    }
-
-    fn attempt(&self, req: &Request) -> DeliveryAttempted {
-        let get = |k: &str| req.get(k).cloned();
-        let test_time = req
-            .get("policy_test_time")
-            .filter(|_| self.cfg.accept_test_time)
-            .and_then(|t| t.parse::<i64>().ok())
-            .map(|secs| secs * 1000);
-        let now_ms = test_time.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64)
-        });
-        let id = format!("{}:{:032x}", self.cfg.host, rand::random::<u128>());
-        DeliveryAttempted {
-            envelope: Envelope::new(id, now_ms, format!("policy@{}", self.cfg.host)),
-            client_address: get("client_address"),
-            client_name: get("client_name"),
-            reverse_client_name: get("reverse_client_name"),
-            helo_name: get("helo_name"),
-            sender: get("sender"),
-            recipient: get("recipient"),
-            instance: get("instance"),
-            size: req.get("size").and_then(|s| s.parse().ok()),
-            queue_id: get("queue_id").filter(|q| !q.is_empty()),
-            policy_host: self.cfg.host.clone(),
         }
     }
 }

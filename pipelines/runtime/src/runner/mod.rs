@@ -38,6 +38,7 @@
 mod batch;
 pub mod context;
 mod merge;
+pub mod offline;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -555,13 +556,14 @@ impl<C: Consumer> Runner<C> {
             self.check_log_not_reset(tp, next);
             return false;
         }
-        positions.insert(tp.clone(), offset + 1);
+        set_position(&mut positions, tp, offset + 1);
         drop(positions);
-        self.shared
+        let mut inflight = self
+            .shared
             .inflight
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tp.clone(), offset + 1);
+            .unwrap_or_else(|p| p.into_inner());
+        set_position(&mut inflight, tp, offset + 1);
         true
     }
 
@@ -609,30 +611,11 @@ impl<C: Consumer> Runner<C> {
             tokio: &self.tokio,
             run_effects: self.spec.run_effects,
         };
-        let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
-        let mut overlays: HashMap<i32, Overlay> = HashMap::new();
-        // A partition stops at a stalled record, whichever of its topics the
-        // later records come from: they wait to be decided in the same order.
-        let mut stalled: std::collections::HashSet<i32> = std::collections::HashSet::new();
-        let mut unhandled = Vec::new();
-        for rec in records {
-            let tp = (rec.meta.topic.clone(), rec.meta.partition);
-            let partition = tp.1;
-            if stalled.contains(&partition) {
-                // The stalled topic is read again from its stall; the others'
-                // records wait in the merge.
-                if work.get(&tp).is_none_or(|w| w.stall.is_none()) {
-                    unhandled.push(rec);
-                }
-                continue;
-            }
-            let overlay = overlays.entry(partition).or_default();
-            let w = work.entry(tp).or_default();
-            decider.handle(rec, w, overlay);
-            if w.stall.is_some() {
-                stalled.insert(partition);
-            }
-        }
+        let Decided {
+            work,
+            overlays,
+            unhandled,
+        } = decide_records(&decider, records);
         if let Some(merge) = self.merge.as_mut() {
             // What the merge holds of a stalled topic would come twice.
             for (tp, _) in work.iter().filter(|(_, w)| w.stall.is_some()) {
@@ -727,20 +710,7 @@ impl<C: Consumer> Runner<C> {
         work: &HashMap<Tp, PartitionWork>,
         overlays: &HashMap<i32, Overlay>,
     ) -> Result<(), RuntimeError> {
-        let mut commit = Commit::default();
-        for (partition, overlay) in overlays {
-            commit.state.extend(
-                overlay
-                    .iter()
-                    .map(|(k, v)| (partition_key(*partition, k), v.clone())),
-            );
-        }
-        for ((topic, partition), w) in work {
-            if let Some(next) = w.next_offset {
-                commit.offsets.push((topic.clone(), *partition, next));
-            }
-        }
-        self.store.commit(&commit)
+        self.store.commit(&commit_of(work, overlays))
     }
 
     fn after_commit(&mut self, work: HashMap<Tp, PartitionWork>, count: usize, started: Instant) {
@@ -880,6 +850,78 @@ impl<C: Consumer> Runner<C> {
             }
         }
     }
+}
+
+/// Set a partition's offset, cloning its topic name only the first time
+/// (this runs for every record polled).
+fn set_position(map: &mut HashMap<Tp, i64>, tp: &Tp, offset: i64) {
+    match map.get_mut(tp) {
+        Some(at) => *at = offset,
+        None => {
+            map.insert(tp.clone(), offset);
+        }
+    }
+}
+
+/// A batch decided but not yet sent or committed.
+struct Decided {
+    work: HashMap<Tp, PartitionWork>,
+    overlays: HashMap<i32, Overlay>,
+    /// Records after a stall on their partition, left for the merge.
+    unhandled: Vec<Record>,
+}
+
+/// Decode and decide each record of a batch, in order, into its
+/// partition's work and overlay.
+fn decide_records<C: Consumer>(decider: &Decider<'_, C>, records: Vec<Record>) -> Decided {
+    let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
+    let mut overlays: HashMap<i32, Overlay> = HashMap::new();
+    // A partition stops at a stalled record, whichever of its topics the
+    // later records come from: they wait to be decided in the same order.
+    let mut stalled: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut unhandled = Vec::new();
+    for rec in records {
+        let tp = (rec.meta.topic.clone(), rec.meta.partition);
+        let partition = tp.1;
+        if stalled.contains(&partition) {
+            // The stalled topic is read again from its stall; the others'
+            // records wait in the merge.
+            if work.get(&tp).is_none_or(|w| w.stall.is_none()) {
+                unhandled.push(rec);
+            }
+            continue;
+        }
+        let overlay = overlays.entry(partition).or_default();
+        let w = work.entry(tp).or_default();
+        decider.handle(rec, w, overlay);
+        if w.stall.is_some() {
+            stalled.insert(partition);
+        }
+    }
+    Decided {
+        work,
+        overlays,
+        unhandled,
+    }
+}
+
+/// One WriteBatch's contents: every partition's state changes and every
+/// input partition's next offset.
+fn commit_of(work: &HashMap<Tp, PartitionWork>, overlays: &HashMap<i32, Overlay>) -> Commit {
+    let mut commit = Commit::default();
+    for (partition, overlay) in overlays {
+        commit.state.extend(
+            overlay
+                .iter()
+                .map(|(k, v)| (partition_key(*partition, k), v.clone())),
+        );
+    }
+    for ((topic, partition), w) in work {
+        if let Some(next) = w.next_offset {
+            commit.offsets.push((topic.clone(), *partition, next));
+        }
+    }
+    commit
 }
 
 /// The low and high watermarks librdkafka last learned for a partition

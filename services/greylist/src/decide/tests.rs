@@ -455,3 +455,24 @@ fn settings_in_force_come_from_the_log_not_the_file() {
         .unwrap();
     assert!(matches!(&refused.verdict, Verdict::Reject(r) if r.contains("soon")));
 }
+
+#[test]
+fn metric_labels_are_the_variant_names_in_lower_case() {
+    use GreylistVerdict as V;
+    for v in [V::Defer, V::Pass, V::Unknown] {
+        assert_eq!(verdict_label(v), format!("{v:?}").to_lowercase());
+    }
+    for r in [
+        R::New,
+        R::TooEarly,
+        R::Passed,
+        R::WhitelistedClient,
+        R::WhitelistedRecipient,
+        R::AutoWhitelisted,
+        R::MissingAttributes,
+        R::RetryWindowExpired,
+        R::Unknown,
+    ] {
+        assert_eq!(reason_label(r), format!("{r:?}").to_lowercase());
+    }
+}

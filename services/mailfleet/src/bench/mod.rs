@@ -4,6 +4,7 @@
 mod consume;
 mod corpus;
 mod cpu;
+mod hot;
 mod kstreams;
 mod lifecycle;
 mod lmtp;
@@ -47,6 +48,10 @@ pub enum Bench {
     /// Raw rdkafka consume loop vs a state restore (a fleet member rebuilding
     /// a partition's state from the earliest offset) vs `mailfleet replay`.
     Replay(ConsumeLoad),
+    /// The hot paths in process, without the broker, for a profiler:
+    /// Avro round trips, the policy server's request work, the runtime's
+    /// batch work for the greylist and the counting consumer.
+    Hot(hot::HotLoad),
 }
 
 pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
@@ -59,6 +64,7 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
         Bench::Kstreams(load) => kstreams::run(cfg, load).await,
         Bench::Consume(load) => consume::consume(cfg, load.shape(), load.rounds.max(1)).await,
         Bench::Replay(load) => consume::replay(cfg, load.shape(), load.rounds.max(1)).await,
+        Bench::Hot(load) => hot::run(cfg, load).await,
     }
 }
 
