@@ -303,7 +303,7 @@ impl Watch {
                 let limit = held.get(tp).copied().unwrap_or(0);
                 anyhow::ensure!(
                     *o <= limit,
-                    "{}/{} applied up to {o} after {:?} of the outage: past the first failed \
+                    "{}/{} applied up to {o} at {:?} into the watch: past the first failed \
                      input at {limit}",
                     tp.0,
                     tp.1,
