@@ -12,7 +12,8 @@ use crate::{config::MetricsConfig, error::RuntimeError};
 pub const EVENTS_PROCESSED: &str = "mailfleet_runtime_events_processed_total";
 /// Output events produced and acknowledged by Kafka.
 pub const OUTPUTS_PRODUCED: &str = "mailfleet_runtime_outputs_produced_total";
-/// Failures by `kind`: poll, produce, store, transient.
+/// Failures by `kind`: poll, produce, unacked (outputs still waiting for
+/// Kafka's acknowledgement, every 5 s), store, transient.
 pub const ERRORS: &str = "mailfleet_runtime_errors_total";
 /// Inputs sent to the dead-letter topic, by `kind`.
 pub const DEADLETTERS: &str = "mailfleet_runtime_deadletters_total";
