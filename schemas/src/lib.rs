@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod admin;
+mod bounds;
 pub mod clock;
 pub mod config;
 mod datum;

@@ -229,6 +229,7 @@ impl Registry {
         reader: Option<&SchemaVersion>,
         bytes: &[u8],
     ) -> Result<E, EventError> {
+        crate::bounds::check(writer, bytes)?;
         let fail = |e| EventError::Decode {
             name: writer.name.clone(),
             version: writer.version,
@@ -262,6 +263,7 @@ impl Registry {
     /// its full name: for audits and tools that handle every type.
     pub fn to_json(&self, bytes: &[u8]) -> Result<(String, serde_json::Value), EventError> {
         let writer = self.writer_of(bytes)?;
+        crate::bounds::check(writer, bytes)?;
         let fail = |e| EventError::Decode {
             name: writer.name.clone(),
             version: writer.version,
