@@ -254,13 +254,19 @@ async fn scheduler_has_exactly_one_active_and_a_standby_takes_over() -> anyhow::
         true,
     )
     .await?;
-    let spawn =
-        |n: &str| spawn_mailfleet(&w.config, &["scheduler"], &w.dir.join(format!("{n}.log")));
+    // Each instance serves /metrics on its own port.
+    let ports = [free_port(), free_port()];
+    let spawn = |n: &str, port: u16| {
+        let listen = format!("127.0.0.1:{port}");
+        let env = [("MAILFLEET_METRICS__LISTEN", listen.as_str())];
+        let log = w.dir.join(format!("{n}.log"));
+        spawn_with_env(&w.config, &["scheduler"], &env, &log)
+    };
     let started = now_ms();
-    let mut children = Children(vec![spawn("a")?]);
+    let mut children = Children(vec![spawn("a", ports[0])?]);
     let pid_a = format!("scheduler:{}", children.0[0].id());
     wait_for_run(&w.jobs, started, Some(&pid_a), Duration::from_secs(30)).await?;
-    children.0.push(spawn("b")?);
+    children.0.push(spawn("b", ports[1])?);
     let pid_b = format!("scheduler:{}", children.0[1].id());
     // B joins: the group rebalances, the lease may move; runs go on.
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -278,6 +284,16 @@ async fn scheduler_has_exactly_one_active_and_a_standby_takes_over() -> anyhow::
     } else {
         (1, pid_a)
     };
+    // The active one says so on /metrics, the standby says 0.
+    let leader = |port: u16| {
+        let text = scrape(port).unwrap_or_default();
+        metric_sum(&text, "mailfleet_scheduler_leader", &[])
+    };
+    assert_eq!(
+        (leader(ports[active]), leader(ports[1 - active])),
+        (1.0, 0.0),
+        "mailfleet_scheduler_leader of the active and the standby"
+    );
     children.0[active].kill()?;
     children.0[active].wait()?;
     let killed_at = now_ms();
