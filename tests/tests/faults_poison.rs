@@ -44,6 +44,18 @@ struct Poison {
     names: String,
 }
 
+/// A well-formed event with an impossible value: its topic and key, its
+/// bytes, what is wrong, the consumer that must reject it, and what the
+/// reason must name.
+type Impossible<'a> = (
+    &'a String,
+    &'a [u8],
+    Vec<u8>,
+    &'static str,
+    &'static str,
+    String,
+);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_events_are_dead_lettered_with_their_reason_and_later_events_flow(
 ) -> anyhow::Result<()> {
@@ -108,7 +120,7 @@ async fn poison_events_are_dead_lettered_with_their_reason_and_later_events_flow
     // A well-formed event with an impossible value, per topic and reader.
     let blobs = BlobStore::open(w.blob_dir())?;
     let blob = blobs.put(simple_message("poison-blob", "x").as_bytes())?;
-    let impossible: Vec<(&String, &[u8], Vec<u8>, &'static str, &str, String)> = vec![
+    let impossible: Vec<Impossible> = vec![
         (
             &world.attempts,
             b"10.9.9.0",
