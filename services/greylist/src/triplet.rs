@@ -69,6 +69,14 @@ pub fn normalise_sender(sender: &str) -> String {
 /// BATV is `prvs=tag=user` but is seen as `prvs=user=tag` too: keep the
 /// part that does not look like a 10-character tag.
 fn strip_batv(user: &str) -> &str {
+    // Most senders are not BATV: no need to split them.
+    if !user
+        .as_bytes()
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"prvs="))
+    {
+        return user;
+    }
     let parts: Vec<&str> = user.split('=').collect();
     if parts.len() != 3 || !parts[0].eq_ignore_ascii_case("prvs") {
         return user;
@@ -87,6 +95,40 @@ fn strip_batv(user: &str) -> &str {
 
 /// Replace every run of digits that forms a whole word (`\b\d+\b`) by `#`.
 fn hash_digit_words(s: &str) -> String {
+    if s.is_ascii() {
+        hash_digit_words_ascii(s.as_bytes())
+    } else {
+        hash_digit_words_chars(s)
+    }
+}
+
+/// [`hash_digit_words`] over ASCII, byte by byte (where a character is a
+/// byte and Unicode's alphanumerics are ASCII's), without the `Vec<char>`
+/// of [`hash_digit_words_chars`]: it runs for every attempt.
+fn hash_digit_words_ascii(s: &[u8]) -> String {
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let starts_word = i == 0 || !word(s[i - 1]);
+        if s[i].is_ascii_digit() && starts_word {
+            let end = (i..s.len())
+                .find(|&j| !s[j].is_ascii_digit())
+                .unwrap_or(s.len());
+            if end == s.len() || !word(s[end]) {
+                out.push('#');
+                i = end;
+                continue;
+            }
+        }
+        out.push(char::from(s[i]));
+        i += 1;
+    }
+    out
+}
+
+/// [`hash_digit_words`] for any text, character by character.
+fn hash_digit_words_chars(s: &str) -> String {
     let word = |c: char| c.is_alphanumeric() || c == '_';
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
@@ -182,5 +224,39 @@ mod tests {
             triplet("192.0.2.0", "Bob+x@Example.NET", "Carol@Example.ORG"),
             "192.0.2.0/bob@example.net/carol@example.org"
         );
+        assert_eq!(normalise_sender("PRVS=0123456789=a@x"), "a@x");
+        assert_eq!(normalise_sender("prvs@x"), "prvs@x");
+        assert_eq!(normalise_sender("prvsé=0123456789=a@x"), "prvsé=#=a@x");
+        assert_eq!(
+            normalise_sender("ü12-34@x"),
+            "ü12-#@x",
+            "non-ASCII: by character"
+        );
+    }
+
+    #[test]
+    fn the_ascii_digit_words_match_the_character_version() {
+        // Every string of up to 5 characters over a small alphabet that has
+        // digits, word and non-word characters.
+        let alphabet = ['1', '2', 'a', 'Z', '_', '-', '.', '='];
+        let mut words = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(longer);
+            words.dedup();
+        }
+        words.sort();
+        words.dedup();
+        assert!(words.len() > 30_000);
+        for w in &words {
+            assert_eq!(
+                hash_digit_words_ascii(w.as_bytes()),
+                hash_digit_words_chars(w),
+                "{w:?}"
+            );
+        }
     }
 }
