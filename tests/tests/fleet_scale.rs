@@ -409,7 +409,7 @@ async fn a_fleet_scales_up_and_down_under_load_with_no_audit_diffs() -> anyhow::
         } else {
             &w.accounts
         };
-        wait_caught_up(&dirs, &[input.clone()]).await?;
+        wait_caught_up(&dirs, std::slice::from_ref(input)).await?;
     }
     // The lifecycle's own outputs on its input (the transitions of the
     // tick) are inputs too: one more round once they are written.
@@ -418,7 +418,7 @@ async fn a_fleet_scales_up_and_down_under_load_with_no_audit_diffs() -> anyhow::
             .iter()
             .map(|s| s.join("lifecycle"))
             .collect::<Vec<_>>(),
-        &[w.accounts.clone()],
+        std::slice::from_ref(&w.accounts),
     )
     .await?;
     for m in [&mut a, &mut c, &mut d] {

@@ -408,6 +408,9 @@ fn greylist_path(cfg: &Config, load: &HotLoad, reqs: &[Req]) -> anyhow::Result<S
     Ok(format!("batch {}, {reasons:?}", load.batch))
 }
 
+/// An output as the batch work returns it: (topic, key, value).
+type Output = (String, Vec<u8>, Vec<u8>);
+
 /// The runtime's batch work for every batch; returns the outputs.
 #[inline(never)]
 fn greylist_batches(
@@ -415,7 +418,7 @@ fn greylist_batches(
     store: &Store,
     batches: Vec<Vec<(RecordMeta, Vec<u8>)>>,
     tokio: &tokio::runtime::Handle,
-) -> anyhow::Result<Vec<(String, Vec<u8>, Vec<u8>)>> {
+) -> anyhow::Result<Vec<Output>> {
     let mut outputs = Vec::new();
     for batch in batches {
         let done = offline::process(greylist, store, batch, tokio)?;
