@@ -22,11 +22,6 @@ use crate::error::RuntimeError;
 const CF_STATE: &str = "state";
 const CF_OFFSETS: &str = "offsets";
 
-/// The state's block cache, per store.
-const BLOCK_CACHE_BYTES: usize = 32 << 20;
-/// One memtable of the state (at most two exist).
-const MEMTABLE_BYTES: usize = 16 << 20;
-
 /// Entries the read cache holds before it starts over.
 const CACHE_ENTRIES: usize = 1 << 18;
 
@@ -87,14 +82,7 @@ impl Store {
         let mut block = BlockBasedOptions::default();
         block.set_bloom_filter(10.0, false);
         block.set_cache_index_and_filter_blocks(true);
-        // Memory is bounded per store: one block cache (index and filter
-        // blocks included) and two memtables of 16 MiB (RocksDB's default
-        // is two of 64 MiB: most of a big consumer's resident memory for
-        // no measurable gain, see docs/benchmarks.md, state size).
-        block.set_block_cache(&rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
         state_opts.set_block_based_table_factory(&block);
-        state_opts.set_write_buffer_size(MEMTABLE_BYTES);
-        state_opts.set_max_write_buffer_number(2);
         state_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // A lookup of a key the memtable does not hold (a greylist
         // triplet seen for the first time) is answered by a bloom filter,

@@ -276,13 +276,6 @@ impl<C: Consumer> Runner<C> {
         set_default(&mut consumer_cfg, "statistics.interval.ms", "5000");
         set_default(&mut consumer_cfg, "session.timeout.ms", "10000");
         set_default(&mut consumer_cfg, "heartbeat.interval.ms", "1000");
-        // Prefetch: librdkafka's defaults queue up to 100,000 records or
-        // 64 MiB per partition ahead of a consumer that is behind; with a
-        // dozen partitions that was most of a greylist consumer's memory
-        // (docs/benchmarks.md, state size). A batch takes at most
-        // `batch_max_events` anyway, and these bounds cost no throughput.
-        set_default(&mut consumer_cfg, "queued.min.messages", "10000");
-        set_default(&mut consumer_cfg, "queued.max.messages.kbytes", "4096");
         // Notice new partitions and topics within seconds, not 5 minutes.
         set_default(
             &mut consumer_cfg,
