@@ -7,6 +7,7 @@ use mailfleet_events::{
         AccountRegistered, AccountStatusChanged, LoginFailed, LoginRecorded, MigrationCompleted,
         PlanChanged, UsageChanged,
     },
+    clock::ClockTicked,
     greylist::{GreylistDecided, GreylistReason, GreylistVerdict},
     mail::{MessageQuarantined, MessageRejected, MessageScanned, MessageStored, MessagesPurged},
     notify::NotificationRequested,
@@ -38,6 +39,8 @@ pub enum ReporterInput {
     Purged(MessagesPurged),
     Notification(NotificationRequested),
     DeadLetter(DeadLetter),
+    /// The clock's ticks (on `accounts.events`): they forget old event ids.
+    Tick(ClockTicked),
     Other(Envelope),
 }
 
@@ -60,6 +63,7 @@ impl Decode for ReporterInput {
             "mailfleet.mail.MessagesPurged" => Self::Purged(r.decode(bytes)?),
             "mailfleet.notify.NotificationRequested" => Self::Notification(r.decode(bytes)?),
             "mailfleet.runtime.DeadLetter" => Self::DeadLetter(r.decode(bytes)?),
+            "mailfleet.clock.ClockTicked" => Self::Tick(r.decode(bytes)?),
             _ => Self::Other(Envelope::default()),
         })
     }
@@ -81,6 +85,7 @@ impl Decode for ReporterInput {
             Self::Purged(e) => &e.envelope,
             Self::Notification(e) => &e.envelope,
             Self::DeadLetter(e) => &e.envelope,
+            Self::Tick(e) => &e.envelope,
             Self::Other(e) => e,
         }
     }
@@ -98,6 +103,11 @@ pub fn label<T: std::fmt::Debug>(v: &T) -> String {
     }
     out
 }
+
+/// How long an event id is remembered, to drop a duplicate of it: an
+/// upstream consumer sends an event again only after a crash, within
+/// minutes of the first copy. Counted from when the reporter read it.
+pub const DEDUP_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
 
 /// The plan an account without one is counted under.
 pub const NO_PLAN: &str = "unknown";
@@ -172,8 +182,19 @@ impl<'s, 'v> Tx<'s, 'v> {
 pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, StateError> {
     use ReporterInput as I;
     let envelope = input.envelope();
-    if matches!(input, I::Other(_)) {
-        return Ok(Decision::ignore());
+    match input {
+        I::Other(_) => return Ok(Decision::ignore()),
+        I::Tick(tick) => {
+            let mut decision = Decision::apply();
+            dedup::forget_older(
+                state,
+                &mut decision,
+                tick.envelope.event_time,
+                DEDUP_WINDOW_MS,
+            )?;
+            return Ok(decision);
+        }
+        _ => {}
     }
     if dedup::is_duplicate(state, envelope)? {
         return Ok(Decision::ignore());
@@ -245,10 +266,10 @@ pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, 
         }
         I::Notification(e) => tx.count(n::NOTIFICATIONS, &e.template, 1)?,
         I::DeadLetter(e) => tx.count(n::DEAD_LETTERS, &e.consumer, 1)?,
-        I::Other(_) => {}
+        I::Tick(_) | I::Other(_) => {}
     }
     let mut decision = tx.decision;
-    dedup::remember(&mut decision, envelope);
+    dedup::remember(state, &mut decision, envelope)?;
     Ok(decision)
 }
 
@@ -354,6 +375,44 @@ mod tests {
             status("same", AccountStatus::Active),
         ]);
         assert_eq!(count(&o, "2026-10", n::STATUS_CHANGES, "active"), 1);
+    }
+
+    fn tick(at: i64) -> ReporterInput {
+        ReporterInput::Tick(ClockTicked {
+            envelope: env(&format!("clock:{at}"), at),
+            clock: "minute".into(),
+            period_ms: 60_000,
+        })
+    }
+
+    fn seen_ids(o: &Overlay) -> usize {
+        o.iter()
+            .filter(|(k, v)| k.first() == Some(&0xF0) && v.is_some())
+            .count()
+    }
+
+    #[test]
+    fn ticks_forget_event_ids_after_the_window_and_the_figures_stay() {
+        let day = 24 * 3_600_000;
+        let o = apply(vec![
+            tick(OCT),
+            status("s1", AccountStatus::Active),
+            tick(OCT + day),
+            status("s1", AccountStatus::Active),
+            status("s2", AccountStatus::Inactive),
+        ]);
+        assert_eq!(seen_ids(&o), 2);
+        assert_eq!(count(&o, "2026-10", n::STATUS_CHANGES, "active"), 1);
+        let mut later = o.clone();
+        let d = decide(
+            &StateView::in_memory(&later),
+            &tick(OCT + day + DEDUP_WINDOW_MS + 3_600_000),
+        )
+        .unwrap();
+        later.extend(d.changes);
+        assert_eq!(seen_ids(&later), 0, "the ids outlived the window");
+        assert_eq!(count(&later, "2026-10", n::STATUS_CHANGES, "active"), 1);
+        assert_eq!(count(&later, "2026-10", n::STATUS_CHANGES, "inactive"), 1);
     }
 
     #[test]
