@@ -194,6 +194,15 @@ pub trait Consumer: Send + Sync + 'static {
         input: &Input<Self::Event>,
     ) -> Result<Decision, StateError>;
 
+    /// librdkafka properties for this consumer's Kafka consumer, applied
+    /// unless `kafka.properties` sets them. For a consumer that is slow per
+    /// event and holds a big state, a shallow prefetch: librdkafka's default
+    /// queues up to 100,000 records per partition, far more than such a
+    /// consumer needs to stay busy, and they sit in its memory.
+    fn client_defaults(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// Whether [`Consumer::effect`] does anything; when false the runtime skips it.
     fn has_effects(&self) -> bool {
         false

@@ -337,11 +337,25 @@ impl Greylist {
     }
 }
 
+/// The greylist's prefetch: 10,000 records or 4 MiB per partition, about a
+/// second of work at ~9 µs a decision. librdkafka's defaults (100,000 and
+/// 64 MiB) held ~240 MB of queued records in a consumer catching up on 12
+/// partitions, more than its state's cache and memtables together, and
+/// decided no faster (docs/benchmarks.md, the state-size run).
+pub const PREFETCH: &[(&str, &str)] = &[
+    ("queued.min.messages", "10000"),
+    ("queued.max.messages.kbytes", "4096"),
+];
+
 impl Consumer for Greylist {
     type Event = GreylistInput;
 
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn client_defaults(&self) -> &'static [(&'static str, &'static str)] {
+        PREFETCH
     }
 
     fn decide(

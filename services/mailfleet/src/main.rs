@@ -130,7 +130,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let arenas = cfg.runtime.apply_malloc_arenas();
     init_logging(&cfg);
+    if let Some(n) = arenas {
+        tracing::debug!(malloc_arena_max = n, "glibc malloc arenas bounded");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

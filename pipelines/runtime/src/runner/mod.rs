@@ -204,6 +204,45 @@ fn wait_for_topics(kc: &BaseConsumer<RuntimeContext>, topics: &[&str], name: &st
 /// How long a starting consumer waits for its input topics to exist.
 const TOPIC_WAIT: Duration = Duration::from_secs(30);
 
+/// The Kafka consumer's settings for consumer `name`: the fixed ones, then
+/// `kafka.properties`, then the consumer's own defaults and the runtime's,
+/// each only where nothing before set the key.
+fn consumer_client_config(
+    spec: &RunSpec,
+    name: &str,
+    defaults: &[(&str, &str)],
+) -> rdkafka::ClientConfig {
+    let mut consumer_cfg = client_config(&spec.kafka);
+    consumer_cfg
+        .set("group.id", &spec.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    if let Some(id) = &spec.runtime.instance_id {
+        consumer_cfg.set("group.instance.id", format!("{id}-{name}"));
+    }
+    // Defaults an operator may override in `kafka.properties`.
+    for (key, value) in defaults {
+        set_default(&mut consumer_cfg, key, value);
+    }
+    set_default(&mut consumer_cfg, "client.id", &format!("mailfleet-{name}"));
+    set_default(
+        &mut consumer_cfg,
+        "partition.assignment.strategy",
+        "range,roundrobin",
+    );
+    set_default(&mut consumer_cfg, "statistics.interval.ms", "5000");
+    set_default(&mut consumer_cfg, "session.timeout.ms", "10000");
+    set_default(&mut consumer_cfg, "heartbeat.interval.ms", "1000");
+    // Notice new partitions and topics within seconds, not 5 minutes.
+    set_default(
+        &mut consumer_cfg,
+        "topic.metadata.refresh.interval.ms",
+        "10000",
+    );
+    consumer_cfg
+}
+
 fn set_default(cfg: &mut rdkafka::ClientConfig, key: &str, value: &str) {
     if cfg.get(key).is_none() {
         cfg.set(key, value);
@@ -257,31 +296,7 @@ impl<C: Consumer> Runner<C> {
             shared: shared.clone(),
             start_at: spec.start_at.clone().unwrap_or_default(),
         };
-        let mut consumer_cfg = client_config(&spec.kafka);
-        consumer_cfg
-            .set("group.id", &spec.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
-        if let Some(id) = &spec.runtime.instance_id {
-            consumer_cfg.set("group.instance.id", format!("{id}-{name}"));
-        }
-        // Defaults an operator may override in `kafka.properties`.
-        set_default(&mut consumer_cfg, "client.id", &format!("mailfleet-{name}"));
-        set_default(
-            &mut consumer_cfg,
-            "partition.assignment.strategy",
-            "range,roundrobin",
-        );
-        set_default(&mut consumer_cfg, "statistics.interval.ms", "5000");
-        set_default(&mut consumer_cfg, "session.timeout.ms", "10000");
-        set_default(&mut consumer_cfg, "heartbeat.interval.ms", "1000");
-        // Notice new partitions and topics within seconds, not 5 minutes.
-        set_default(
-            &mut consumer_cfg,
-            "topic.metadata.refresh.interval.ms",
-            "10000",
-        );
+        let consumer_cfg = consumer_client_config(&spec, &name, consumer.client_defaults());
         let kc: BaseConsumer<RuntimeContext> =
             consumer_cfg
                 .create_with_context(ctx)
@@ -947,4 +962,49 @@ fn cached_watermarks(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some((low, high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(properties: &[(&str, &str)]) -> RunSpec {
+        let mut kafka = KafkaConfig::default();
+        for (k, v) in properties {
+            kafka.properties.insert(k.to_string(), (*v).into());
+        }
+        RunSpec {
+            group: "g".into(),
+            inputs: vec!["t".into()],
+            kafka,
+            runtime: RuntimeConfig::default(),
+            run_effects: true,
+            stop_after: None,
+            stop_at: None,
+            start_at: None,
+            produce: true,
+            capture: None,
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn a_consumers_client_defaults_apply_unless_the_operator_sets_them() {
+        let defaults = [("queued.min.messages", "10000"), ("client.id", "mine")];
+        let cfg = consumer_client_config(&spec(&[]), "grey", &defaults);
+        assert_eq!(cfg.get("queued.min.messages"), Some("10000"));
+        assert_eq!(cfg.get("client.id"), Some("mine"));
+        assert_eq!(cfg.get("group.id"), Some("g"));
+
+        let cfg = consumer_client_config(
+            &spec(&[("queued.min.messages", "50000")]),
+            "grey",
+            &defaults,
+        );
+        assert_eq!(cfg.get("queued.min.messages"), Some("50000"));
+
+        let cfg = consumer_client_config(&spec(&[]), "counter", &[]);
+        assert_eq!(cfg.get("queued.min.messages"), None);
+        assert_eq!(cfg.get("client.id"), Some("mailfleet-counter"));
+    }
 }
