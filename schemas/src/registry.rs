@@ -1,37 +1,16 @@
 //! The schema registry: every version of every event schema under `schemas/`,
 //! looked up by fingerprint (to read) or by name (to write the newest).
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasherDefault, Hasher},
-    sync::LazyLock,
-};
+use std::{collections::HashMap, sync::LazyLock};
 
 use apache_avro::{schema::Name, GenericSingleObjectReader, Schema};
 
 use crate::{datum, framing, Event, EventError};
 
-/// A hasher for the registry's few keys, looked up once or twice per
-/// event: a fingerprint is already a hash, and names are short (SipHash
-/// showed in the profile of every decode and encode).
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+/// The registry's few keys are looked up once or twice per event: FxHash,
+/// not SipHash (which showed in the profile of every decode and encode); a
+/// fingerprint is already a hash, and the names are the schemas' own.
+type KeyMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 mod files {
     include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));
