@@ -27,7 +27,7 @@ pub use consumer::{
     output_id, Consumer, Decision, Decode, Emit, Input, Outcome, RecordMeta, Verdict,
 };
 pub use error::{RuntimeError, StateError};
-pub use runner::{offline, run, Capture, RunSpec, RunStats};
+pub use runner::{offline, run, Capture, RunSpec, RunStats, FETCH_DEFAULTS};
 pub use shutdown::Shutdown;
 pub use state::{partition_key, split_partition_key, Overlay, StateKey, StateValue, StateView};
 pub use store::Store;

@@ -338,10 +338,11 @@ impl Greylist {
 }
 
 /// The greylist's prefetch: 10,000 records or 4 MiB per partition, about a
-/// second of work at ~9 µs a decision. librdkafka's defaults (100,000 and
-/// 64 MiB) held ~240 MB of queued records in a consumer catching up on 12
-/// partitions, more than its state's cache and memtables together, and
-/// decided no faster (docs/benchmarks.md, the state-size run).
+/// second of work at ~9 µs a decision (with the runtime's 10 ms
+/// `fetch.queue.backoff.ms`, the queue is topped up long before it runs
+/// dry). librdkafka's defaults (100,000 and 64 MiB) held ~240 MB of queued
+/// records in a consumer catching up on 12 partitions, more than its
+/// state's cache and memtables together (docs/benchmarks.md, state size).
 pub const PREFETCH: &[(&str, &str)] = &[
     ("queued.min.messages", "10000"),
     ("queued.max.messages.kbytes", "4096"),

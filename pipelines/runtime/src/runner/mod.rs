@@ -204,6 +204,15 @@ fn wait_for_topics(kc: &BaseConsumer<RuntimeContext>, topics: &[&str], name: &st
 /// How long a starting consumer waits for its input topics to exist.
 const TOPIC_WAIT: Duration = Duration::from_secs(30);
 
+/// How every consumer of the runtime fetches, unless `kafka.properties`
+/// says otherwise. librdkafka (since 2.1) waits `fetch.queue.backoff.ms`,
+/// 1 s by default, before fetching again for a partition whose local queue
+/// was full: a consumer catching up then idles on every partition in turn.
+/// 10 ms doubled `bench consume` for both the runtime and the raw loop
+/// (docs/benchmarks.md), and with a shallow prefetch (the greylist's) it
+/// is what keeps the queue from running dry.
+pub const FETCH_DEFAULTS: &[(&str, &str)] = &[("fetch.queue.backoff.ms", "10")];
+
 /// The Kafka consumer's settings for consumer `name`: the fixed ones, then
 /// `kafka.properties`, then the consumer's own defaults and the runtime's,
 /// each only where nothing before set the key.
@@ -223,6 +232,9 @@ fn consumer_client_config(
     }
     // Defaults an operator may override in `kafka.properties`.
     for (key, value) in defaults {
+        set_default(&mut consumer_cfg, key, value);
+    }
+    for (key, value) in FETCH_DEFAULTS {
         set_default(&mut consumer_cfg, key, value);
     }
     set_default(&mut consumer_cfg, "client.id", &format!("mailfleet-{name}"));
@@ -994,14 +1006,19 @@ mod tests {
         let cfg = consumer_client_config(&spec(&[]), "grey", &defaults);
         assert_eq!(cfg.get("queued.min.messages"), Some("10000"));
         assert_eq!(cfg.get("client.id"), Some("mine"));
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(cfg.get("group.id"), Some("g"));
 
         let cfg = consumer_client_config(
-            &spec(&[("queued.min.messages", "50000")]),
+            &spec(&[
+                ("queued.min.messages", "50000"),
+                ("fetch.queue.backoff.ms", "1000"),
+            ]),
             "grey",
             &defaults,
         );
         assert_eq!(cfg.get("queued.min.messages"), Some("50000"));
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("1000"));
 
         let cfg = consumer_client_config(&spec(&[]), "counter", &[]);
         assert_eq!(cfg.get("queued.min.messages"), None);

@@ -244,13 +244,20 @@ pub fn traffic_records(
         .collect()
 }
 
-/// The peer: a plain rdkafka poll loop that only counts.
+/// The peer: a plain rdkafka poll loop that only counts. It fetches as the
+/// runtime does (`FETCH_DEFAULTS`, unless `kafka.properties` overrides).
 fn raw_loop(cfg: &Config, topic: &str, group: &str, events: u64) -> anyhow::Result<Duration> {
-    let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
+    let mut client = admin::client_config(&cfg.kafka);
+    client
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in mailfleet_runtime::FETCH_DEFAULTS {
+        if client.get(key).is_none() {
+            client.set(*key, *value);
+        }
+    }
+    let consumer: BaseConsumer = client.create()?;
     consumer.subscribe(&[topic])?;
     let started = Instant::now();
     let (mut seen, mut bytes) = (0u64, 0usize);
