@@ -985,19 +985,12 @@ mod tests {
         for (k, v) in properties {
             kafka.properties.insert(k.to_string(), (*v).into());
         }
-        RunSpec {
+        let route = crate::topology::Route {
             group: "g".into(),
-            inputs: vec!["t".into()],
-            kafka,
-            runtime: RuntimeConfig::default(),
-            run_effects: true,
-            stop_after: None,
-            stop_at: None,
-            start_at: None,
-            produce: true,
-            capture: None,
-            progress: None,
-        }
+            reads: vec!["t".into()],
+            writes: vec![],
+        };
+        RunSpec::for_route(&route, &kafka, &RuntimeConfig::default())
     }
 
     #[test]
