@@ -19,7 +19,7 @@
 
 use apache_avro::{error::Details, schema::Name, Schema};
 
-use crate::{framing, EventError, SchemaVersion};
+use crate::{datum, framing, EventError, SchemaVersion};
 
 /// Refuse `bytes` (a framed record written with `writer`) if a length or
 /// count in its body is larger than the bytes left.
@@ -81,18 +81,8 @@ impl Walk<'_> {
         match schema {
             Schema::Null => Ok(()),
             Schema::Boolean => self.skip(1),
-            Schema::Int
-            | Schema::Long
-            | Schema::Enum(_)
-            | Schema::Date
-            | Schema::TimeMillis
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => self.long().map(drop),
+            Schema::Enum(_) => self.long().map(drop),
+            s if datum::is_int(s) || datum::is_long(s) => self.long().map(drop),
             Schema::Float => self.skip(4),
             Schema::Double => self.skip(8),
             Schema::String | Schema::Bytes => self.length("a length"),

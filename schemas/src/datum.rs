@@ -47,28 +47,39 @@ fn fail<T>(what: &str) -> Result<T> {
     Err(DatumError(what.to_string()))
 }
 
+/// The kinds Avro writes as a zig-zag varint that fits an i32.
+pub(crate) fn is_int(schema: &Schema) -> bool {
+    matches!(schema, Schema::Int | Schema::Date | Schema::TimeMillis)
+}
+
+/// The kinds Avro writes as a zig-zag varint of up to 64 bits (the other
+/// integer logical types).
+pub(crate) fn is_long(schema: &Schema) -> bool {
+    matches!(
+        schema,
+        Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos
+    )
+}
+
 /// Whether every part of `schema` is a kind this reader handles (no named
 /// references, fixed, decimal, uuid or duration).
 pub(crate) fn supported(schema: &Schema) -> bool {
     match schema {
+        s if is_int(s) || is_long(s) => true,
         Schema::Null
         | Schema::Boolean
-        | Schema::Int
-        | Schema::Long
         | Schema::Float
         | Schema::Double
         | Schema::Bytes
         | Schema::String
-        | Schema::Enum(_)
-        | Schema::Date
-        | Schema::TimeMillis
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => true,
+        | Schema::Enum(_) => true,
         Schema::Array(a) => supported(&a.items),
         Schema::Map(m) => supported(&m.types),
         Schema::Union(u) => u.variants().iter().all(supported),
@@ -183,15 +194,8 @@ impl<'de> de::Deserializer<'de> for Datum<'_, '_, 'de> {
                 1 => visitor.visit_bool(true),
                 _ => fail("boolean byte not 0 or 1"),
             },
-            Schema::Int | Schema::Date | Schema::TimeMillis => visitor.visit_i32(int(self.input)?),
-            Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => visitor.visit_i64(long(self.input)?),
+            s if is_int(s) => visitor.visit_i32(int(self.input)?),
+            s if is_long(s) => visitor.visit_i64(long(self.input)?),
             Schema::Float => {
                 let b = take(self.input, 4)?;
                 visitor.visit_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -533,20 +537,13 @@ struct Enc<'s, 'w> {
 impl Enc<'_, '_> {
     fn integer(self, n: i64) -> Result<()> {
         match self.schema {
-            Schema::Int | Schema::Date | Schema::TimeMillis => {
+            s if is_int(s) => {
                 if i32::try_from(n).is_err() {
                     return fail("int out of range");
                 }
                 put_long(self.out, n);
             }
-            Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => put_long(self.out, n),
+            s if is_long(s) => put_long(self.out, n),
             _ => return fail("not an int or long"),
         }
         Ok(())
