@@ -382,5 +382,65 @@ fn print_scheduler_samples(
         hash: "9f1a".repeat(16),
     };
     println!("{}", line(&changed)?);
+    print_submission_samples(env)
+}
+
+fn print_submission_samples(
+    env: &dyn Fn(&str) -> Envelope,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use mailfleet_events::submission::{
+        LimitAction, MessageSubmitted, SubmissionAttempted, SubmissionDecided, SubmitAction,
+    };
+    let account = || "dave@example.org".to_string();
+    let samples = [
+        line(&SubmissionAttempted {
+            envelope: env("sa1"),
+            account: account(),
+            sasl_username: "Dave@Example.org".into(),
+            sender: account(),
+            recipient: "zoë@example.net".into(),
+            client_address: "192.0.2.25".into(),
+            client_name: "webmail.example.org".into(),
+            size: 4_096,
+            queue_id: String::new(),
+            instance: "5f3e.6a1b2c3d.1a2b3.0".into(),
+            policy_host: "sub1".into(),
+        })?,
+        line(&SubmissionDecided {
+            envelope: env("sd1"),
+            account: account(),
+            recipient: "zoë@example.net".into(),
+            action: LimitAction::Defer,
+            limit: Some("recipients_per_hour".into()),
+            reply: "DEFER 4.7.1 recipients per hour limit 100 reached for dave@example.org".into(),
+            recipients_last_hour: 100,
+            distinct_recipients_last_day: 80,
+            messages_last_day: 12,
+            bytes_last_day: 262_144_000,
+            plan: "free".into(),
+            policy_host: "sub1".into(),
+            settings_hash: None,
+        })?,
+        line(&MessageSubmitted {
+            envelope: env("ms1"),
+            account: account(),
+            sasl_username: "Dave@Example.org".into(),
+            sender: account(),
+            recipients: vec!["zoë@example.net".into(), "erin@example.com".into()],
+            size: 4_096,
+            queue_id: "4Rk2Lq0x7Sz".into(),
+            message_id: None,
+            client_address: "2001:db8::25".into(),
+            verdict: ScanVerdict::Banned,
+            signature: None,
+            file: Some("invoice.pdf.exe".into()),
+            rule: Some("double-extension".into()),
+            scanner: "policy-only".into(),
+            action: SubmitAction::Rejected,
+        })?,
+    ];
+    for sample in samples {
+        println!("{sample}");
+    }
     Ok(())
 }

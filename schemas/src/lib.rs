@@ -27,6 +27,7 @@ pub mod notify;
 mod registry;
 pub mod runtime;
 pub mod scheduler;
+pub mod submission;
 
 pub use envelope::Envelope;
 pub use error::EventError;

@@ -583,3 +583,64 @@ fn scheduler_job_due_round_trips() {
         .names()
         .contains(&"mailfleet.scheduler.JobDue"));
 }
+
+#[test]
+fn submission_events_round_trip() {
+    use crate::submission::*;
+    let attempt = SubmissionAttempted {
+        envelope: env("sa1"),
+        account: "alice@example.org".into(),
+        sasl_username: "Alice@Example.org".into(),
+        sender: "alice@example.org".into(),
+        recipient: "bob@example.net".into(),
+        client_address: "192.0.2.10".into(),
+        client_name: "webmail.example.org".into(),
+        size: 0,
+        queue_id: String::new(),
+        instance: "1a2b.3c4d.0".into(),
+        policy_host: "sub1".into(),
+    };
+    round_trip(attempt.clone());
+    round_trip(SubmissionDecided {
+        envelope: Envelope {
+            causation_id: Some("sa1".into()),
+            ..env("sd1")
+        },
+        account: "alice@example.org".into(),
+        recipient: "bob@example.net".into(),
+        action: LimitAction::Defer,
+        limit: Some("recipients_per_hour".into()),
+        reply: "DEFER 4.7.1 recipients per hour limit 100 reached for alice@example.org".into(),
+        recipients_last_hour: 100,
+        distinct_recipients_last_day: 42,
+        messages_last_day: 7,
+        bytes_last_day: 1 << 33,
+        plan: "free".into(),
+        policy_host: "sub1".into(),
+        settings_hash: Some("ab".repeat(32)),
+    });
+    round_trip(MessageSubmitted {
+        envelope: env("ms1"),
+        account: "alice@example.org".into(),
+        sasl_username: "alice@example.org".into(),
+        sender: String::new(),
+        recipients: vec!["bob@example.net".into(), "carol@example.com".into()],
+        size: 68,
+        queue_id: "4XyZ1".into(),
+        message_id: Some("m1@example.org".into()),
+        client_address: "2001:db8::10".into(),
+        verdict: ScanVerdict::Infected,
+        signature: Some("Eicar-Signature".into()),
+        file: None,
+        rule: None,
+        scanner: "ClamAV 1.4.3".into(),
+        action: SubmitAction::Rejected,
+    });
+    for name in [
+        "mailfleet.submission.SubmissionAttempted",
+        "mailfleet.submission.SubmissionDecided",
+        "mailfleet.submission.MessageSubmitted",
+    ] {
+        assert!(Registry::builtin().names().contains(&name), "{name}");
+    }
+}
