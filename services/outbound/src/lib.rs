@@ -1,0 +1,94 @@
+//! The outbound limits consumer (`mailfleet run outbound`): what the
+//! service's own users may send, per account, over sliding windows.
+//!
+//! For each recipient of an authenticated submission the policy server
+//! writes a `SubmissionAttempted` to `submission.attempts` and waits for
+//! the `SubmissionDecided` with the attempt's id as `causation_id` on
+//! `submission.decisions` (as it does for greylisting). The submission
+//! filter's `MessageSubmitted` (`mail.submitted`) counts each relayed
+//! message and its bytes, and a virus in one blocks the account at once.
+//! The plans and blocks come from `accounts.events`. Limits per plan,
+//! and what counts as abuse, are in [`OutboundConfig`]; the rules are in
+//! [`decide`] (start at [`decide::decide`]), the windows in [`windows`],
+//! the state in [`state`]. All three input topics are keyed by account,
+//! so one account's state lives in one partition.
+//!
+//! No effects: a replay or `mailfleet audit decisions outbound` recomputes
+//! every output from the log, with the settings recorded in it
+//! (`ConfigChanged`).
+
+mod config;
+pub mod decide;
+pub mod metrics;
+mod outputs;
+pub mod state;
+pub mod windows;
+
+use mailfleet_runtime::{
+    settings::{InForce, Settings},
+    Consumer, Decision, Input, StateError, StateView,
+};
+
+pub use config::{OutboundConfig, OutboundRules, PlanLimits, MAX_TRACKED_RECIPIENTS};
+pub use decide::{Limit, OutboundInput};
+pub use outputs::{ABUSE_KIND, VIRUS_KIND};
+
+/// The consumer's name.
+pub const NAME: &str = "outbound";
+
+/// The outbound limits consumer: no effects, only events.
+pub struct Outbound {
+    /// The config file's limits until a `ConfigChanged`, then the log's.
+    in_force: InForce<OutboundConfig>,
+}
+
+impl Outbound {
+    pub fn new(cfg: OutboundConfig) -> Self {
+        Self {
+            in_force: InForce::new(NAME, cfg),
+        }
+    }
+
+    /// Its config file's config.
+    pub fn config(&self) -> &OutboundConfig {
+        self.in_force.file()
+    }
+
+    /// The settings this config file gives, as a `ConfigChanged` records them.
+    pub fn settings(&self) -> Result<Settings, String> {
+        Settings::of(&self.config().rules())
+    }
+
+    /// The config recorded settings give, if they are valid.
+    fn build(&self, settings: &Settings) -> Result<OutboundConfig, String> {
+        let rules: OutboundRules =
+            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+        let cfg = self.config().with_rules(rules, settings.hash.clone());
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+impl Consumer for Outbound {
+    type Event = OutboundInput;
+
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn decide(
+        &self,
+        state: &StateView<'_>,
+        input: &Input<OutboundInput>,
+    ) -> Result<Decision, StateError> {
+        if let OutboundInput::Config(c) = &input.event {
+            return self.in_force.take(state, c, |s| self.build(s));
+        }
+        let (cfg, _) = self.in_force.get(state, |s| self.build(s))?;
+        decide::decide(&cfg, state, &input.event)
+    }
+}
