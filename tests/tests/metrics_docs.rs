@@ -37,6 +37,7 @@ fn the_metrics_doc_lists_exactly_the_defined_names() -> anyhow::Result<()> {
             m::LIFECYCLE_TRANSITIONS,
         ],
         mailfleet_accounts::notifier::metrics::ALL,
+        mailfleet_outbound::metrics::ALL,
     ]
     .concat()
     .into_iter()

@@ -14,6 +14,7 @@ use mailfleet_accounts::{
 use mailfleet_counter::CounterConfig;
 use mailfleet_greylist::GreylistConfig;
 use mailfleet_ingest::{lmtp::LmtpConfig, scanner::ScannerConfig, BlobConfig};
+use mailfleet_outbound::OutboundConfig;
 use mailfleet_policy::PolicyConfig;
 use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
@@ -281,6 +282,8 @@ pub struct ConsumersConfig {
     pub notifier: NotifierConfig,
     /// The purge planner (staggered Trash and Spam clean-ups).
     pub purger: PurgerConfig,
+    /// The outbound limits (per-account windows on the submission path).
+    pub outbound: OutboundConfig,
 }
 
 impl Config {
@@ -311,6 +314,7 @@ impl Config {
         out.extend(self.consumers.directory.problems());
         out.extend(self.consumers.notifier.problems());
         out.extend(self.consumers.purger.problems());
+        out.extend(self.consumers.outbound.problems());
         out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());
         out.extend(self.api.problems());

@@ -11,6 +11,7 @@ use mailfleet_counter::Counter;
 use mailfleet_events::{config::ConfigChanged, Envelope};
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
+use mailfleet_outbound::Outbound;
 use mailfleet_runtime::{
     producer::EventProducer, run, settings::Settings, RunSpec, RunStats, RuntimeError, Shutdown,
     Store, Topology,
@@ -32,6 +33,7 @@ pub const NAMES: &[&str] = &[
     "directory",
     "notifier",
     "purger",
+    "outbound",
     "reporter",
 ];
 
@@ -173,6 +175,16 @@ pub async fn run_consumer_with(
             let purger = Purger::new(cfg.consumers.purger.clone(), partitions);
             run(purger, spec, shutdown).await
         }
+        "outbound" => {
+            let outbound = Outbound::new(cfg.consumers.outbound.clone());
+            if spec.produce {
+                let settings = outbound.settings().map_err(|e| {
+                    RuntimeError::InvalidConfig(vec![format!("consumers.outbound: {e}")])
+                })?;
+                record_settings(cfg, name, route, topology, settings).await?;
+            }
+            run(outbound, spec, shutdown).await
+        }
         "reporter" => run(mailfleet_report::Reporter, spec, shutdown).await,
         other => Err(RuntimeError::InvalidConfig(vec![format!(
             "unknown consumer {other:?} (known: {})",
@@ -258,4 +270,11 @@ async fn publish_settings(
 
 /// Consumers all of whose outputs are decided, none emitted by an effect:
 /// `mailfleet audit decisions` compares every output of theirs.
-pub const ALL_DECIDED: &[&str] = &["counter", "greylist", "index", "lifecycle", "purger"];
+pub const ALL_DECIDED: &[&str] = &[
+    "counter",
+    "greylist",
+    "index",
+    "lifecycle",
+    "purger",
+    "outbound",
+];
