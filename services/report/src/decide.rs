@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 
 use mailfleet_events::{
     accounts::{
-        AccountRegistered, AccountStatusChanged, LoginFailed, LoginRecorded, MigrationCompleted,
-        PlanChanged, UsageChanged,
+        AccountBlocked, AccountRegistered, AccountStatusChanged, LoginFailed, LoginRecorded,
+        MigrationCompleted, PlanChanged, UsageChanged,
     },
     clock::ClockTicked,
     greylist::{GreylistDecided, GreylistReason, GreylistVerdict},
     mail::{MessageQuarantined, MessageRejected, MessageScanned, MessageStored, MessagesPurged},
     notify::NotificationRequested,
     runtime::DeadLetter,
+    submission::{LimitAction, MessageSubmitted, SubmissionDecided, SubmitAction},
     Envelope, EventError, Registry,
 };
 use mailfleet_runtime::{dedup, Decision, Decode, StateError, StateView};
@@ -39,6 +40,9 @@ pub enum ReporterInput {
     Purged(MessagesPurged),
     Notification(NotificationRequested),
     DeadLetter(DeadLetter),
+    Blocked(AccountBlocked),
+    Submitted(MessageSubmitted),
+    SubmissionDecided(SubmissionDecided),
     /// The clock's ticks (on `accounts.events`): they forget old event ids.
     Tick(ClockTicked),
     Other(Envelope),
@@ -63,6 +67,9 @@ impl Decode for ReporterInput {
             "mailfleet.mail.MessagesPurged" => Self::Purged(r.decode(bytes)?),
             "mailfleet.notify.NotificationRequested" => Self::Notification(r.decode(bytes)?),
             "mailfleet.runtime.DeadLetter" => Self::DeadLetter(r.decode(bytes)?),
+            "mailfleet.accounts.AccountBlocked" => Self::Blocked(r.decode(bytes)?),
+            "mailfleet.submission.MessageSubmitted" => Self::Submitted(r.decode(bytes)?),
+            "mailfleet.submission.SubmissionDecided" => Self::SubmissionDecided(r.decode(bytes)?),
             "mailfleet.clock.ClockTicked" => Self::Tick(r.decode(bytes)?),
             _ => Self::Other(Envelope::default()),
         })
@@ -85,6 +92,9 @@ impl Decode for ReporterInput {
             Self::Purged(e) => &e.envelope,
             Self::Notification(e) => &e.envelope,
             Self::DeadLetter(e) => &e.envelope,
+            Self::Blocked(e) => &e.envelope,
+            Self::Submitted(e) => &e.envelope,
+            Self::SubmissionDecided(e) => &e.envelope,
             Self::Tick(e) => &e.envelope,
             Self::Other(e) => e,
         }
@@ -266,11 +276,33 @@ pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, 
         }
         I::Notification(e) => tx.count(n::NOTIFICATIONS, &e.template, 1)?,
         I::DeadLetter(e) => tx.count(n::DEAD_LETTERS, &e.consumer, 1)?,
+        I::Blocked(e) => tx.count(n::BLOCKS, &label(&e.reason), 1)?,
+        I::Submitted(e) => submitted(&mut tx, e)?,
+        I::SubmissionDecided(e) if e.action == LimitAction::Defer => {
+            let limit = e.limit.as_deref().unwrap_or("unknown");
+            tx.count(n::SUBMISSION_DEFERRALS, limit, 1)?;
+        }
+        I::SubmissionDecided(_) => {}
         I::Tick(_) | I::Other(_) => {}
     }
     let mut decision = tx.decision;
     dedup::remember(state, &mut decision, envelope)?;
     Ok(decision)
+}
+
+/// A submitted message: its outcome, its verdict, and the bytes relayed.
+fn submitted(tx: &mut Tx<'_, '_>, e: &MessageSubmitted) -> Result<(), StateError> {
+    let outcome = match e.action {
+        SubmitAction::Accepted => "accepted",
+        SubmitAction::Rejected => "rejected",
+        SubmitAction::Unknown => "unknown",
+    };
+    tx.count(n::SUBMITTED, outcome, 1)?;
+    tx.count(n::SUBMITTED_SCANS, &label(&e.verdict), 1)?;
+    if e.action == SubmitAction::Accepted {
+        tx.count(n::SUBMITTED_BYTES, "", e.size)?;
+    }
+    Ok(())
 }
 
 fn account(state: &StateView<'_>, account: &str) -> Result<AccountRow, StateError> {
@@ -301,8 +333,8 @@ fn move_usage(tx: &mut Tx<'_, '_>, row: &AccountRow, to: &str) -> Result<(), Sta
 #[cfg(test)]
 mod tests {
     use mailfleet_events::{
-        accounts::AccountStatus,
-        mail::{QuarantineReason, RejectReason},
+        accounts::{AccountStatus, BlockReason},
+        mail::{QuarantineReason, RejectReason, ScanVerdict},
     };
     use mailfleet_runtime::{Overlay, StateKey};
 
@@ -461,6 +493,87 @@ mod tests {
         assert_eq!(count(&o, "2026-10", n::REJECTED_OVER_QUOTA, ""), 1);
         assert_eq!(count(&o, "2026-10", n::QUARANTINED, "infected"), 1);
         assert_eq!(count(&o, "2026-10", n::MIGRATIONS, ""), 1);
+    }
+
+    fn submitted(id: &str, verdict: ScanVerdict, action: SubmitAction) -> ReporterInput {
+        ReporterInput::Submitted(MessageSubmitted {
+            envelope: env(id, OCT),
+            account: "a@x.test".into(),
+            sasl_username: "a@x.test".into(),
+            sender: "a@x.test".into(),
+            recipients: vec!["b@y.test".into()],
+            size: 1_000,
+            queue_id: String::new(),
+            message_id: None,
+            client_address: "192.0.2.1".into(),
+            verdict,
+            signature: None,
+            file: None,
+            rule: None,
+            scanner: "ClamAV".into(),
+            action,
+        })
+    }
+
+    fn decided(id: &str, limit: Option<&str>) -> ReporterInput {
+        ReporterInput::SubmissionDecided(SubmissionDecided {
+            envelope: env(id, OCT),
+            account: "a@x.test".into(),
+            recipient: "b@y.test".into(),
+            action: if limit.is_some() {
+                LimitAction::Defer
+            } else {
+                LimitAction::Pass
+            },
+            limit: limit.map(str::to_string),
+            reply: "DUNNO".into(),
+            recipients_last_hour: 1,
+            distinct_recipients_last_day: 1,
+            messages_last_day: 0,
+            bytes_last_day: 0,
+            plan: "free".into(),
+            policy_host: "sub1".into(),
+            settings_hash: None,
+        })
+    }
+
+    fn blocked(id: &str, reason: BlockReason) -> ReporterInput {
+        ReporterInput::Blocked(AccountBlocked {
+            envelope: env(id, OCT),
+            account: "a@x.test".into(),
+            reason,
+            message_id: None,
+            blob_id: None,
+            detail: "d".into(),
+        })
+    }
+
+    #[test]
+    fn the_submission_path_is_counted() {
+        let o = apply(vec![
+            submitted("s1", ScanVerdict::Clean, SubmitAction::Accepted),
+            submitted("s2", ScanVerdict::Clean, SubmitAction::Accepted),
+            submitted("s3", ScanVerdict::Infected, SubmitAction::Rejected),
+            submitted("s4", ScanVerdict::Banned, SubmitAction::Rejected),
+            decided("d1", None),
+            decided("d2", Some("recipients_per_hour")),
+            decided("d3", Some("recipients_per_hour")),
+            decided("d4", Some("blocked")),
+            blocked("b1", BlockReason::Abuse),
+            blocked("b2", BlockReason::Virus),
+            blocked("b2", BlockReason::Virus),
+        ]);
+        let c = |name, label| count(&o, "2026-10", name, label);
+        assert_eq!(
+            (c(n::SUBMITTED, "accepted"), c(n::SUBMITTED, "rejected")),
+            (2, 2)
+        );
+        assert_eq!(c(n::SUBMITTED_BYTES, ""), 2_000, "relayed bytes only");
+        assert_eq!(c(n::SUBMITTED_SCANS, "infected"), 1);
+        assert_eq!(c(n::SUBMITTED_SCANS, "banned"), 1);
+        assert_eq!(c(n::SUBMISSION_DEFERRALS, "recipients_per_hour"), 2);
+        assert_eq!(c(n::SUBMISSION_DEFERRALS, "blocked"), 1);
+        assert_eq!((c(n::BLOCKS, "abuse"), c(n::BLOCKS, "virus")), (1, 1));
     }
 
     #[test]

@@ -103,6 +103,27 @@ impl Figures {
                 self.count(n::SCANS, "banned"),
             ),
             (
+                "submitted",
+                "Mails submitted by users",
+                self.count_total(n::SUBMITTED),
+            ),
+            (
+                "outbound_viruses",
+                "Viruses submitted by users",
+                self.count(n::SUBMITTED_SCANS, "infected"),
+            ),
+            (
+                "submission_deferrals",
+                "Submissions deferred for limits",
+                self.count_total(n::SUBMISSION_DEFERRALS)
+                    - self.count(n::SUBMISSION_DEFERRALS, "blocked"),
+            ),
+            (
+                "abuse_blocks",
+                "Accounts blocked for abuse",
+                self.count(n::BLOCKS, "abuse"),
+            ),
+            (
                 "purged_messages",
                 "Mails purged",
                 self.count_total(n::PURGED_MESSAGES),

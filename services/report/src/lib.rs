@@ -69,6 +69,20 @@ pub mod names {
     pub const NOTIFICATIONS: &str = "notifications";
     /// Dead letters, by the consumer that wrote them.
     pub const DEAD_LETTERS: &str = "dead_letters";
+    /// Messages the service's own users submitted (`MessageSubmitted`), by
+    /// outcome: `accepted` (relayed), `rejected` (refused to the sender).
+    pub const SUBMITTED: &str = "submitted";
+    /// Bytes of the submitted messages that were relayed.
+    pub const SUBMITTED_BYTES: &str = "submitted_bytes";
+    /// Verdicts on submitted messages: `clean`, `infected` (a virus from
+    /// an account: it is blocked), `banned`, `unknown`.
+    pub const SUBMITTED_SCANS: &str = "submitted_scans";
+    /// Submission attempts deferred by the outbound limits, by limit
+    /// (its name: `recipients_per_hour`, ..., `blocked`).
+    pub const SUBMISSION_DEFERRALS: &str = "submission_deferrals";
+    /// Accounts blocked (`AccountBlocked`), by reason: `virus`, `abuse`,
+    /// `admin`.
+    pub const BLOCKS: &str = "blocks";
 }
 
 /// The reporter: counts, never emits.

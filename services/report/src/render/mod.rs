@@ -63,6 +63,14 @@ pub(crate) const BREAKDOWNS: &[(&str, &str, bool)] = &[
     ("Greylisting", n::GREYLIST, false),
     ("Scan verdicts", n::SCANS, false),
     ("Quarantined", n::QUARANTINED, false),
+    ("Submitted mails by outcome", n::SUBMITTED, false),
+    ("Submitted mails by verdict", n::SUBMITTED_SCANS, false),
+    (
+        "Submission deferrals by limit",
+        n::SUBMISSION_DEFERRALS,
+        false,
+    ),
+    ("Account blocks by reason", n::BLOCKS, false),
     ("Purged messages by folder", n::PURGED_MESSAGES, false),
     ("Purged bytes by folder", n::PURGED_BYTES, false),
     ("Notifications by template", n::NOTIFICATIONS, false),
@@ -193,6 +201,40 @@ mod tests {
         assert_eq!(change(90, 100), "-10 (-10.0%)");
         assert_eq!(change(5, 0), "+5 (new)");
         assert_eq!(change(5, 5), "=");
+    }
+
+    #[test]
+    fn the_submission_figures_are_in_the_headline_and_the_details() {
+        use crate::figures::{report, Entry};
+        let e = |name: &str, label: &str, v: i64| -> Entry {
+            let month = crate::Month::parse("2026-10").unwrap();
+            (0, month, name.into(), label.into(), v)
+        };
+        let counts = vec![
+            e(n::SUBMITTED, "accepted", 1_200),
+            e(n::SUBMITTED, "rejected", 3),
+            e(n::SUBMITTED_SCANS, "infected", 2),
+            e(n::SUBMISSION_DEFERRALS, "recipients_per_hour", 40),
+            e(n::SUBMISSION_DEFERRALS, "blocked", 9),
+            e(n::BLOCKS, "abuse", 1),
+            e(n::BLOCKS, "virus", 2),
+        ];
+        let r = report(&counts, &[], crate::Month::parse("2026-10").unwrap(), 1);
+        let md = render(&r, Format::Markdown);
+        for line in [
+            "| Mails submitted by users | 1,203 | 0 | +1,203 (new) |",
+            "| Viruses submitted by users | 2 | 0 | +2 (new) |",
+            "| Submissions deferred for limits | 40 | 0 | +40 (new) |",
+            "| Accounts blocked for abuse | 1 | 0 | +1 (new) |",
+            "### Submission deferrals by limit",
+            "| recipients_per_hour | 40 |",
+            "### Account blocks by reason",
+            "| virus | 2 |",
+        ] {
+            assert!(md.contains(line), "{line:?} not in\n{md}");
+        }
+        let html = render(&r, Format::Html);
+        assert!(html.contains("Accounts blocked for abuse"), "{html}");
     }
 
     #[test]
