@@ -31,7 +31,10 @@ pub struct SubmissionAttempted {
     /// The policy server that asked, to route the reply.
     pub policy_host: String,
 }
-impl_event!(SubmissionAttempted, "mailfleet.submission.SubmissionAttempted");
+impl_event!(
+    SubmissionAttempted,
+    "mailfleet.submission.SubmissionAttempted"
+);
 
 /// Let through or deferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
