@@ -38,6 +38,7 @@ fn the_metrics_doc_lists_exactly_the_defined_names() -> anyhow::Result<()> {
         ],
         mailfleet_accounts::notifier::metrics::ALL,
         mailfleet_outbound::metrics::ALL,
+        mailfleet_submission::metrics::ALL,
     ]
     .concat()
     .into_iter()

@@ -22,6 +22,7 @@ use mailfleet_runtime::{
 };
 use mailfleet_scheduler::{purger::PurgerConfig, SchedulerConfig};
 use mailfleet_storage::writer::StorageConfig;
+use mailfleet_submission::SubmissionConfig;
 use serde::Deserialize;
 
 /// The whole config. Every section is optional; defaults live in each
@@ -45,6 +46,8 @@ pub struct Config {
     pub clock: ClockConfig,
     /// The LMTP server Postfix delivers to.
     pub lmtp: LmtpConfig,
+    /// The submission milter Postfix's SASL submission listener calls.
+    pub submission: SubmissionConfig,
     /// The account API (`mailfleet api`) and the CLI's default address.
     pub api: ApiConfig,
     /// Where raw messages are kept.
@@ -317,6 +320,7 @@ impl Config {
         out.extend(self.consumers.outbound.problems());
         out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());
+        out.extend(self.submission.problems());
         out.extend(self.api.problems());
         out.extend(self.scheduler.problems());
         if self.blobs.dir.is_empty() {
@@ -400,6 +404,7 @@ mod tests {
             ("lmtp.listen".to_string(), d.lmtp.listen.clone()),
             ("metrics.listen".to_string(), d.metrics.listen.clone()),
             ("policy.listen".to_string(), d.policy.listen.clone()),
+            ("submission.listen".to_string(), d.submission.listen.clone()),
         ];
         let names = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
         // A new server's listen key must join this test (and its default be loopback).
@@ -411,9 +416,11 @@ mod tests {
         let loopback = mailfleet_runtime::allow::loopback();
         assert_eq!(d.lmtp.allow, loopback);
         assert_eq!(d.policy.allow, loopback);
+        assert_eq!(d.submission.allow, loopback);
         let file: Config = from_document(doc, "ops/mailfleet.toml").unwrap();
         assert_eq!(file.lmtp.allow, loopback);
         assert_eq!(file.policy.allow, loopback);
+        assert_eq!(file.submission.allow, loopback);
         // The clients' defaults point at loopback too.
         assert_eq!(d.kafka.brokers, "127.0.0.1:9092");
         assert!(

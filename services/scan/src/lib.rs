@@ -3,11 +3,16 @@
 //! Start with [`scan`]: it runs the virus scan ([`clamd`], the real clamd
 //! over INSTREAM) and then the attachment policy ([`policy`]: banned file
 //! names and types, also inside zip archives) over one raw message, and
-//! returns one [`Verdict`]. The scanner consumer and `mailfleet scan` both
-//! call it, so the operator tool and the pipeline never disagree.
+//! returns one [`Verdict`]. The scanner consumer, the submission milter
+//! and `mailfleet scan` all call it, so the operator tool, inbound and
+//! outbound mail never disagree; [`Engine`] holds one configured scanner
+//! with its name for the audit trail.
 
 pub mod clamd;
+mod engine;
 pub mod policy;
+
+pub use engine::{Engine, POLICY_ONLY};
 
 use serde::Serialize;
 

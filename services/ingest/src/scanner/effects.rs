@@ -1,9 +1,6 @@
 //! The scanner's I/O: read the blob, ask clamd, apply the policy.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
 use mailfleet_events::mail::MessageReceived;
 use mailfleet_runtime::{metrics as m, Outcome};
@@ -11,14 +8,6 @@ use mailfleet_scan::Verdict;
 
 use super::{decide, Scanner};
 use crate::blob::BlobError;
-
-/// How long a clamd version string is reused before asking again (it
-/// changes when clamd reloads its signatures).
-const VERSION_TTL: Duration = Duration::from_secs(600);
-
-/// The clamd version, asked for at most every [`VERSION_TTL`].
-#[derive(Default)]
-pub struct VersionCache(Mutex<Option<(Instant, String)>>);
 
 impl Scanner {
     /// Scan one message and turn the verdict into events.
@@ -28,8 +17,7 @@ impl Scanner {
             Ok(raw) => raw,
             Err(outcome) => return outcome,
         };
-        let verdict = match mailfleet_scan::scan(&raw, &self.cfg.policy, self.clamd.as_ref()).await
-        {
+        let verdict = match self.engine.scan(&raw).await {
             Ok(v) => v,
             Err(e) => {
                 metrics::counter!(m::SCANNER_FAILURES, "kind" => "clamd").increment(1);
@@ -52,7 +40,7 @@ impl Scanner {
             tracing::info!(blob = %received.blob_id, account = %received.account,
                 sender = %received.sender, ?verdict, "message not clean");
         }
-        let scanner = self.scanner_name().await;
+        let scanner = self.engine.name().await;
         Outcome::Emitted(decide::verdict_events(
             &self.cfg, received, &verdict, &scanner,
         ))
@@ -75,24 +63,5 @@ impl Scanner {
         };
         metrics::counter!(m::SCANNER_FAILURES, "kind" => "blob").increment(1);
         Err(failure)
-    }
-
-    /// What scanned, for the audit trail: clamd's version, or policy-only.
-    async fn scanner_name(&self) -> String {
-        let Some(clamd) = &self.clamd else {
-            return "policy-only".into();
-        };
-        if let Ok(cache) = self.version.0.lock() {
-            if let Some((at, version)) = cache.as_ref() {
-                if at.elapsed() < VERSION_TTL {
-                    return version.clone();
-                }
-            }
-        }
-        let version = clamd.version().await.unwrap_or_else(|_| "clamd".into());
-        if let Ok(mut cache) = self.version.0.lock() {
-            *cache = Some((Instant::now(), version.clone()));
-        }
-        version
     }
 }

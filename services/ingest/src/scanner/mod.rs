@@ -15,7 +15,7 @@ use std::{future::Future, sync::Arc};
 
 use mailfleet_events::mail::MessageReceived;
 use mailfleet_runtime::{metrics as m, Consumer, Decision, Input, Outcome, StateError, StateView};
-use mailfleet_scan::clamd::Clamd;
+use mailfleet_scan::Engine;
 
 pub use config::ScannerConfig;
 
@@ -28,23 +28,20 @@ pub const NAME: &str = "scanner";
 pub struct Scanner {
     cfg: ScannerConfig,
     blobs: Arc<BlobStore>,
-    clamd: Option<Clamd>,
-    version: effects::VersionCache,
+    /// The attachment policy and clamd, the same calls the submission
+    /// milter makes.
+    engine: Engine,
 }
 
 impl Scanner {
     pub fn new(cfg: ScannerConfig, blobs: Arc<BlobStore>) -> Self {
-        let clamd = cfg.use_clamd.then(|| Clamd::new(cfg.clamd.clone()));
+        let clamd = cfg.use_clamd.then(|| cfg.clamd.clone());
+        let engine = Engine::new(cfg.policy.clone(), clamd);
         // Exported from the start, so that alerts on failures have a series.
         for kind in ["clamd", "blob"] {
             metrics::counter!(m::SCANNER_FAILURES, "kind" => kind).increment(0);
         }
-        Self {
-            cfg,
-            blobs,
-            clamd,
-            version: effects::VersionCache::default(),
-        }
+        Self { cfg, blobs, engine }
     }
 }
 
