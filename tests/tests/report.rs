@@ -1,19 +1,21 @@
 //! The monthly report over the real broker (F8): the reporter consumer
-//! counts two months of events from every topic it reads, `mailfleet
-//! report` gives the exact figures as JSON, the changes in Markdown, and an
-//! HTML page that headless Chromium renders with its SVG charts.
+//! counts two months of events from every topic it reads (the submission
+//! path's too), `mailfleet report` gives the exact figures as JSON, the
+//! changes in Markdown, and an HTML page that headless Chromium renders
+//! with its SVG charts.
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use mailfleet_events::{
     accounts::{
-        AccountRegistered, AccountStatus, AccountStatusChanged, LoginChannel, LoginRecorded,
-        PlanChanged, UsageChanged,
+        AccountBlocked, AccountRegistered, AccountStatus, AccountStatusChanged, BlockReason,
+        LoginChannel, LoginRecorded, PlanChanged, UsageChanged,
     },
     greylist::{GreylistDecided, GreylistReason, GreylistVerdict},
     mail::{MessageScanned, MessageStored, MessagesPurged, ScanVerdict},
     notify::NotificationRequested,
     runtime::{DeadLetter, DeadLetterKind},
+    submission::{LimitAction, MessageSubmitted, SubmissionDecided, SubmitAction},
     Envelope, Event,
 };
 use mailfleet_runtime::{
@@ -40,6 +42,8 @@ struct Topics {
     stored: String,
     notify: String,
     dead: String,
+    submitted: String,
+    submission_decisions: String,
 }
 
 async fn send<E: Event>(p: &EventProducer, topic: &str, key: &str, e: &E) -> anyhow::Result<()> {
@@ -105,6 +109,71 @@ fn scanned(id: &str, at: i64, verdict: ScanVerdict) -> MessageScanned {
         rule: None,
         scanner: "test".into(),
     }
+}
+
+/// October on the submission path: alice relays one message and submits
+/// a virus, two of her recipients are deferred for a limit, one passes,
+/// and she is blocked for abuse.
+async fn record_submission(t: &Topics, p: &EventProducer) -> anyhow::Result<()> {
+    let alice = "alice@example.test";
+    for (id, verdict, action) in [
+        ("sub-1", ScanVerdict::Clean, SubmitAction::Accepted),
+        ("sub-2", ScanVerdict::Infected, SubmitAction::Rejected),
+    ] {
+        let m = MessageSubmitted {
+            envelope: env(id, OCT + 10),
+            account: alice.into(),
+            sasl_username: alice.into(),
+            sender: alice.into(),
+            recipients: vec!["x@remote.test".into()],
+            size: 700,
+            queue_id: String::new(),
+            message_id: None,
+            client_address: "192.0.2.1".into(),
+            verdict,
+            signature: None,
+            file: None,
+            rule: None,
+            scanner: "test".into(),
+            action,
+        };
+        send(p, &t.submitted, alice, &m).await?;
+    }
+    for (id, limit) in [
+        ("sd-1", None),
+        ("sd-2", Some("recipients_per_hour")),
+        ("sd-3", Some("recipients_per_hour")),
+    ] {
+        let d = SubmissionDecided {
+            envelope: env(id, OCT + 20),
+            account: alice.into(),
+            recipient: "x@remote.test".into(),
+            action: if limit.is_some() {
+                LimitAction::Defer
+            } else {
+                LimitAction::Pass
+            },
+            limit: limit.map(str::to_string),
+            reply: "DUNNO".into(),
+            recipients_last_hour: 1,
+            distinct_recipients_last_day: 1,
+            messages_last_day: 1,
+            bytes_last_day: 700,
+            plan: "free".into(),
+            policy_host: "sub1".into(),
+            settings_hash: None,
+        };
+        send(p, &t.submission_decisions, alice, &d).await?;
+    }
+    let blocked = AccountBlocked {
+        envelope: env("block-alice", OCT + 30),
+        account: alice.into(),
+        reason: BlockReason::Abuse,
+        message_id: None,
+        blob_id: None,
+        detail: "test".into(),
+    };
+    send(p, &t.accounts, alice, &blocked).await
 }
 
 async fn record(t: &Topics, p: &EventProducer) -> anyhow::Result<()> {
@@ -309,6 +378,8 @@ async fn the_reporter_counts_a_month_and_the_report_renders_in_chromium() -> any
         stored: t("stored"),
         notify: t("notify"),
         dead: t("dead"),
+        submitted: t("submitted"),
+        submission_decisions: t("submission-decisions"),
     };
     let reads = vec![
         topics.accounts.clone(),
@@ -318,6 +389,8 @@ async fn the_reporter_counts_a_month_and_the_report_renders_in_chromium() -> any
         topics.stored.clone(),
         topics.notify.clone(),
         topics.dead.clone(),
+        topics.submission_decisions.clone(),
+        topics.submitted.clone(),
     ];
     let topology = Topology {
         topics: reads
@@ -350,6 +423,7 @@ async fn the_reporter_counts_a_month_and_the_report_renders_in_chromium() -> any
     .write("report.toml", "")?;
     let producer = EventProducer::new(&kafka(), "report-test")?;
     record(&topics, &producer).await?;
+    record_submission(&topics, &producer).await?;
 
     let log = dir.join("reporter.log");
     let mut child = Children(vec![spawn_mailfleet(&config, &["run", "reporter"], &log)?]);
@@ -400,6 +474,15 @@ async fn the_reporter_counts_a_month_and_the_report_renders_in_chromium() -> any
     assert_eq!(oct["counts"]["purged_bytes"]["Spam"], 50);
     assert_eq!(oct["counts"]["notifications"]["deactivated"], 1);
     assert_eq!(oct["counts"]["dead_letters"]["greylist"], 1);
+    assert_eq!(oct["counts"]["submitted"]["accepted"], 1, "{json:#}");
+    assert_eq!(oct["counts"]["submitted"]["rejected"], 1);
+    assert_eq!(oct["counts"]["submitted_bytes"][""], 700);
+    assert_eq!(oct["counts"]["submitted_scans"]["infected"], 1);
+    assert_eq!(
+        oct["counts"]["submission_deferrals"]["recipients_per_hour"],
+        2
+    );
+    assert_eq!(oct["counts"]["blocks"]["abuse"], 1);
 
     let md = run_cli(&config, &["report", "--month", "2026-10", "--format", "md"])?;
     assert!(
@@ -417,6 +500,11 @@ async fn the_reporter_counts_a_month_and_the_report_renders_in_chromium() -> any
         "{md}"
     );
     assert!(md.contains("### Logins by channel"), "{md}");
+    assert!(
+        md.contains("| Submissions deferred for limits | 2 | 0 | +2 (new) |"),
+        "{md}"
+    );
+    assert!(md.contains("### Account blocks by reason"), "{md}");
 
     let html = dir.join("report-2026-10.html");
     run_cli(
