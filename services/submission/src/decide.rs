@@ -9,7 +9,7 @@
 //! | over `max_message_bytes` | `552 5.3.4 Message size exceeds fixed limit of <max> bytes; message not sent` | the same |
 //! | clamd refuses the size | `552 5.3.4 Message too large for the virus scanner; message not sent` | the same |
 //! | clamd down, Kafka not acknowledging | `451 4.7.1 ...; try again later` | the same; the client retries |
-//! | no `{auth_authen}` | `451 4.7.1 ...` at MAIL (or at the end) | the same |
+//! | no `{auth_authen}` at the end (misconfiguration) | `451 4.7.1 ...` | the same |
 //!
 //! The event id is `submission:<account>:<digest>`, the digest being the
 //! sha256 of the message without Postfix's `Received` header

@@ -53,12 +53,10 @@ pub enum Step {
 /// Why a message was refused without a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The macro was not sent: Postfix is not configured to send it, or
-    /// the milter is on a listener without SMTP AUTH.
-    MissingMacro {
-        name: &'static str,
-        stage: &'static str,
-    },
+    /// The macro was not sent at the end of the message: Postfix is not
+    /// configured to send it, or the milter is on a listener that lets a
+    /// client without SMTP AUTH send.
+    MissingMacro { name: &'static str },
     /// Larger than `submission.max_message_bytes`.
     TooBig { size: u64, max: u64 },
 }
@@ -66,10 +64,11 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::MissingMacro { name, stage } => write!(
+            Refusal::MissingMacro { name } => write!(
                 f,
-                "no {name} macro at {stage}: add it to Postfix's milter_mail_macros and \
-                 milter_end_of_data_macros, and use this milter only on the SASL submission listener"
+                "no {name} macro at the end of the message: add it to Postfix's \
+                 milter_end_of_data_macros, and use this milter only on a listener that requires \
+                 SMTP AUTH (smtpd_client_restrictions = permit_sasl_authenticated, reject)"
             ),
             Refusal::TooBig { size, max } => write!(
                 f,
@@ -179,7 +178,10 @@ impl Session {
                 };
                 Ok(next())
             }
-            Command::Mail(args) => Ok(self.mail(first(&args))),
+            Command::Mail(args) => {
+                self.mail(first(&args));
+                Ok(next())
+            }
             Command::Rcpt(args) => {
                 let tx = self
                     .tx
@@ -233,24 +235,16 @@ impl Session {
         }
     }
 
-    /// MAIL: a new message, if the client authenticated.
-    fn mail(&mut self, sender: &str) -> Step {
-        self.tx = None;
-        if self.macros.get(AUTH_MACRO).is_none() {
-            return self.refuse(
-                decide::no_auth_reply(),
-                Refusal::MissingMacro {
-                    name: AUTH_MACRO,
-                    stage: "MAIL",
-                },
-            );
-        }
+    /// MAIL: a new message. Without a login it goes on: the submission
+    /// listener refuses an unauthenticated client itself, at RCPT (`554
+    /// 5.7.1 ... Access denied`), and a message that still reaches its end
+    /// without `{auth_authen}` is refused there.
+    fn mail(&mut self, sender: &str) {
         self.tx = Some(Transaction {
             sender: unbracket(sender),
             recipients: Vec::new(),
             message: MessageBuilder::new(self.max_message_bytes),
         });
-        Step::Reply(Reply::Continue)
     }
 
     /// The end of the message: a refusal, or the submission to scan.
@@ -269,10 +263,7 @@ impl Session {
         let Some(login) = self.macros.get(AUTH_MACRO) else {
             return self.refuse(
                 decide::no_auth_reply(),
-                Refusal::MissingMacro {
-                    name: AUTH_MACRO,
-                    stage: "end of message",
-                },
+                Refusal::MissingMacro { name: AUTH_MACRO },
             );
         };
         let message = match tx.message.finish() {

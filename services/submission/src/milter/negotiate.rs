@@ -6,16 +6,15 @@
 //!
 //! - to skip the steps we do not need: HELO, DATA, unknown commands and
 //!   end-of-headers (`SMFIP_NO*`);
-//! - not to wait for our reply where we never refuse: connect, RCPT,
-//!   headers and body chunks (`SMFIP_NR_*`), which saves a round trip per
-//!   header and per 64 KiB of body;
+//! - not to wait for our reply where we never refuse: connect, MAIL,
+//!   RCPT, headers and body chunks (`SMFIP_NR_*`), which saves a round
+//!   trip per command, header and 64 KiB of body;
 //! - header values with their leading space (`SMFIP_HDR_LEADSPC`), so the
 //!   message rebuilt for the scan has each header as the client sent it.
 //!
-//! MAIL is answered (a session without `{auth_authen}` is refused there)
-//! and so is the end of the message (the verdict). A flag the MTA does not
-//! offer is not asked for; the session then answers that step with
-//! `SMFIR_CONTINUE`, so any MTA from protocol version 2 on works.
+//! Only the end of the message is answered (the verdict). A flag the MTA
+//! does not offer is not asked for; the session then answers that step
+//! with `SMFIR_CONTINUE`, so any MTA from protocol version 2 on works.
 
 use super::command::{
     Options, SMFIC_BODY, SMFIC_BODYEOB, SMFIC_CONNECT, SMFIC_DATA, SMFIC_EOH, SMFIC_HEADER,
@@ -55,6 +54,7 @@ pub const WANTED: u32 = SMFIP_NOHELO
     | SMFIP_NOEOH
     | SMFIP_NR_CONN
     | SMFIP_NR_HELO
+    | SMFIP_NR_MAIL
     | SMFIP_NR_RCPT
     | SMFIP_NR_DATA
     | SMFIP_NR_UNKN
@@ -144,8 +144,13 @@ mod tests {
         assert_eq!(n.protocol, WANTED);
         assert_eq!(n.reply().actions, 0, "we change nothing");
         assert!(n.leading_space());
-        assert!(n.expects_reply(SMFIC_MAIL));
-        for silent in [SMFIC_CONNECT, SMFIC_RCPT, SMFIC_HEADER, SMFIC_BODY] {
+        for silent in [
+            SMFIC_CONNECT,
+            SMFIC_MAIL,
+            SMFIC_RCPT,
+            SMFIC_HEADER,
+            SMFIC_BODY,
+        ] {
             assert!(!n.expects_reply(silent), "{}", silent as char);
         }
         for never in [SMFIC_MACRO, SMFIC_ABORT, SMFIC_QUIT] {
