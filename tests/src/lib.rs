@@ -28,6 +28,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod notify;
 pub mod outage;
+pub mod submission;
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
@@ -491,6 +492,27 @@ pub fn end_offsets(topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), 
         }
     }
     Ok(out)
+}
+
+/// How many consumer starts (`consumer started` lines) `log` holds.
+pub fn starts_logged(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|text| text.matches("consumer started").count())
+        .unwrap_or(0)
+}
+
+/// Wait (up to 60 s) until `log` holds `more` consumer starts beyond the
+/// `before` it held when the process was spawned: the marker of *this* run.
+/// A restarted consumer whose store already applied every input meets
+/// [`wait_applied`] at once, before it installed its signal handler or
+/// opened its store; a stop sent then races its start.
+pub async fn wait_started(log: &Path, before: usize, more: usize) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{more} consumer start(s) in {}", log.display()),
+        Duration::from_secs(60),
+        || starts_logged(log) >= before + more,
+    )
+    .await
 }
 
 /// Wait until the consumer store in `store_dir` has applied every record

@@ -253,9 +253,12 @@ async fn run_live(w: &World, consumer: &str) -> anyhow::Result<()> {
 
 async fn run_live_with(w: &World, config: &Path, consumer: &str) -> anyhow::Result<()> {
     let log = w.dir.join(format!("{consumer}.log"));
+    let before = starts_logged(&log);
     let mut child = Children(vec![spawn_mailfleet(config, &["run", consumer], &log)?]);
     let topology = Topology::load(Some(&w.dir.join("topology.toml")))?;
     let inputs = topology.route(consumer)?.reads.clone();
+    // A restart's store has applied the inputs already: wait for this run.
+    wait_started(&log, before, 1).await?;
     wait_applied(&w.dir.join("state").join(consumer), &inputs).await?;
     child.terminate()?;
     Ok(())

@@ -79,6 +79,12 @@ pub struct RuntimeConfig {
     /// consumer's 450 MB at no cost in throughput (docs/benchmarks.md).
     /// The `MALLOC_ARENA_MAX` environment variable, if set, wins.
     pub malloc_arena_max: u32,
+    /// Longest a stopping consumer waits to leave its group, ms, after its
+    /// last batch is committed. A group that cannot be left in time (the
+    /// broker is down, the coordinator gone) is abandoned with a log line:
+    /// state and offsets are already in RocksDB, so nothing is lost, and the
+    /// group notices the member gone after `session.timeout.ms`.
+    pub close_timeout_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -94,6 +100,7 @@ impl Default for RuntimeConfig {
             sync_writes: false,
             instance_id: None,
             malloc_arena_max: 2,
+            close_timeout_ms: 10_000,
         }
     }
 }
@@ -198,6 +205,12 @@ impl RuntimeConfig {
             out.push(format!(
                 "runtime.retry_initial_ms = {}: must be > 0 and <= retry_max_ms ({})",
                 self.retry_initial_ms, self.retry_max_ms
+            ));
+        }
+        if !(100..=600_000).contains(&self.close_timeout_ms) {
+            out.push(format!(
+                "runtime.close_timeout_ms = {}: must be 100..=600000",
+                self.close_timeout_ms
             ));
         }
         if self.malloc_arena_max > 1024 {

@@ -28,7 +28,7 @@ pub use consumer::{
 };
 pub use error::{RuntimeError, StateError};
 pub use runner::{offline, run, Capture, RunSpec, RunStats, FETCH_DEFAULTS};
-pub use shutdown::Shutdown;
+pub use shutdown::{hold_signals, leave_group, Shutdown};
 pub use state::{partition_key, split_partition_key, Overlay, StateKey, StateValue, StateView};
 pub use store::Store;
 pub use topology::Topology;

@@ -3,11 +3,15 @@
 //! On SIGTERM or SIGINT the handle trips; the consumer loop stops fetching,
 //! finishes and commits its in-flight batch, and leaves the group.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use tokio::sync::Notify;
 
 /// A shared, one-way shutdown signal.
@@ -50,25 +54,76 @@ impl Shutdown {
         }
     }
 
-    /// Trip this handle on SIGTERM or SIGINT. Needs a tokio runtime.
-    pub fn trigger_on_signals(&self) {
+    /// Trip this handle on SIGTERM or SIGINT. Needs a tokio runtime (call
+    /// it inside one, or after `Runtime::enter`). The handlers are in place
+    /// when this returns, so a signal that comes at once, while the process
+    /// is still starting, trips the handle instead of killing the process;
+    /// one held since [`hold_signals`] is taken now.
+    pub fn trigger_on_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        set_signal_mask(libc::SIG_UNBLOCK);
         let handle = self.clone();
         tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        return;
-                    }
-                };
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             }
             handle.trigger();
         });
+        Ok(())
     }
+}
+
+/// Hold SIGTERM and SIGINT (block them in this thread and every thread it
+/// starts) until [`Shutdown::trigger_on_signals`] takes them. Called first
+/// thing in `main`, before any thread exists: a signal that comes while the
+/// process loads its config and starts its runtime then waits for the
+/// handler instead of killing the process. Child processes start with no
+/// signal blocked (Rust's `Command` clears the mask).
+pub fn hold_signals() {
+    set_signal_mask(libc::SIG_BLOCK);
+}
+
+/// Block or unblock SIGTERM and SIGINT in the calling thread.
+fn set_signal_mask(how: libc::c_int) {
+    // SAFETY: plain libc calls on a local, initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Leave the consumer group of `kc` and close it, waiting at most `within`.
+///
+/// Dropping a `BaseConsumer` closes it and polls until librdkafka says it
+/// is closed, with no bound: a group that cannot be left (its coordinator
+/// unreachable, the broker down) keeps the process from ever stopping.
+/// Here the wait is bounded; past it the consumer is abandoned (leaked, so
+/// its drop never runs) with a log line. Callers commit their state before
+/// they call this, so nothing is lost: the group drops the member after
+/// `session.timeout.ms`. `who` names the consumer in the logs.
+pub fn leave_group<C: ConsumerContext>(kc: BaseConsumer<C>, within: Duration, who: &str) {
+    let started = Instant::now();
+    if let Err(e) = kc.close_queue() {
+        tracing::warn!(consumer = %who, error = %e, "closing the consumer");
+        return; // the drop finds nothing to wait for
+    }
+    while !kc.closed() {
+        if started.elapsed() >= within {
+            tracing::warn!(consumer = %who, waited_ms = within.as_millis() as u64,
+                "could not leave the group in time; stopping without it (state and offsets are committed)");
+            std::mem::forget(kc);
+            return;
+        }
+        // Serves the close: the revocation callback and the leave request.
+        let _ = kc.poll(Duration::from_millis(100));
+    }
+    tracing::debug!(consumer = %who, took_ms = started.elapsed().as_millis() as u64, "left the group");
 }
 
 #[cfg(test)]

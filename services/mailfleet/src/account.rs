@@ -157,10 +157,8 @@ enum Quota {
 }
 
 /// `mailfleet api`: serve until SIGTERM.
-pub async fn serve(cfg: &Config) -> anyhow::Result<()> {
+pub async fn serve(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
     let storage = &cfg.consumers.storage;
     let settings = ApiSettings {
         config: cfg.api.clone(),

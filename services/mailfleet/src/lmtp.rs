@@ -49,10 +49,8 @@ impl RecipientCheck for AccountCheck {
 }
 
 /// Serve LMTP until SIGTERM.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
     let blobs = BlobStore::open(&cfg.blobs.dir)?;
     let listener = tokio::net::TcpListener::bind(&cfg.lmtp.listen)
         .await

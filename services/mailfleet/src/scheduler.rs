@@ -118,7 +118,8 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         name,
     };
     let state = Arc::new(Mutex::new(LeaseState::default()));
-    let lease = join_lease(&cfg.kafka, sec, state.clone(), shutdown.clone())?;
+    let close = Duration::from_millis(cfg.runtime.close_timeout_ms);
+    let lease = join_lease(&cfg.kafka, sec, state.clone(), shutdown.clone(), close)?;
     let result = emitter.run(&state, &shutdown).await;
     shutdown.trigger();
     // Leave the group now, so that a standby takes over at once.
@@ -193,6 +194,7 @@ fn join_lease(
     sec: &SchedulerSection,
     state: Arc<Mutex<LeaseState>>,
     shutdown: Shutdown,
+    close: Duration,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let session = sec.lease_session_timeout_ms;
     let consumer: BaseConsumer<LeaseContext> = client_config(kafka)
@@ -232,7 +234,7 @@ fn join_lease(
             }
             state.blocking_lock().active = false;
             set_leader(false);
-            drop(consumer);
+            mailfleet_runtime::leave_group(consumer, close, "scheduler-lease");
         })
         .context("starting the lease thread")?;
     Ok(handle)

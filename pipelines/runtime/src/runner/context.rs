@@ -10,9 +10,17 @@
 //! batch's records are not committed yet, so a partition assigned again
 //! starts after the records already in the batch (`inflight`), and the batch
 //! is then committed as usual.
+//!
+//! The callback never calls back into librdkafka for anything that waits on
+//! the consumer group (`assignment()`, `committed()`, `position()`, a
+//! synchronous commit): it runs on the consumer's own thread, also while the
+//! consumer closes, and such a call can then wait for ever on a group that
+//! is going away (a `SIGTERM` during a rebalance hung `mailfleet run` in
+//! `rd_kafka_assignment`). What it needs it keeps itself: the assignment is
+//! [`Shared::assigned`], kept from the partition lists the callback is given.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -44,6 +52,52 @@ pub struct Shared {
     pub generation: AtomicU64,
     /// A store read failed during a rebalance; the loop must stop.
     pub fatal: Mutex<Option<String>>,
+    /// The partitions assigned to this member, kept by the rebalance
+    /// callback from the lists it is given (never asked of librdkafka).
+    pub assigned: Mutex<HashSet<Tp>>,
+}
+
+impl Shared {
+    /// The partitions assigned now.
+    pub fn assigned(&self) -> HashSet<Tp> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Note an assignment change: an assignment is `tpl` (the callback's
+    /// `assign` replaces the whole assignment, as eager rebalancing gives
+    /// it), a revocation removes the partitions of `tpl`, an error forgets
+    /// them all. Returns how many are assigned after it.
+    pub fn note_assignment(&self, change: Assignment, tpl: &TopicPartitionList) -> usize {
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        let tps = tpl
+            .elements()
+            .into_iter()
+            .map(|e| (e.topic().to_string(), e.partition()));
+        match change {
+            Assignment::Set => {
+                assigned.clear();
+                assigned.extend(tps);
+            }
+            Assignment::Remove => {
+                for tp in tps {
+                    assigned.remove(&tp);
+                }
+            }
+            Assignment::Clear => assigned.clear(),
+        }
+        assigned.len()
+    }
+}
+
+/// How a rebalance changes the assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    Set,
+    Remove,
+    Clear,
 }
 
 /// The rdkafka context of a runtime consumer.
@@ -81,22 +135,26 @@ impl ConsumerContext for RuntimeContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(base, tpl),
+        // `assign`/`unassign` are what librdkafka expects of this callback,
+        // also while closing; nothing else here may wait on the group.
+        let (result, change) = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                (self.assign(base, tpl), Assignment::Set)
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(consumer = %self.consumer, partitions = %describe(tpl), "revoked");
-                base.unassign()
+                (base.unassign(), Assignment::Remove)
             }
             other => {
                 tracing::error!(consumer = %self.consumer, error = ?other, "rebalance error");
-                base.unassign()
+                (base.unassign(), Assignment::Clear)
             }
         };
         if let Err(e) = result {
             tracing::error!(consumer = %self.consumer, error = %e, "applying assignment");
         }
+        let assigned = self.shared.note_assignment(change, tpl);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
-        let assigned = base.assignment().map(|a| a.count()).unwrap_or(0);
         metrics::gauge!(m::ASSIGNED_PARTITIONS, "consumer" => self.consumer.clone())
             .set(assigned as f64);
     }
@@ -151,4 +209,33 @@ pub fn describe(tpl: &TopicPartitionList) -> String {
         .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tpl(tps: &[(&str, i32)]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in tps {
+            tpl.add_partition(topic, *partition);
+        }
+        tpl
+    }
+
+    #[test]
+    fn the_assignment_is_kept_from_the_callbacks_lists() {
+        let shared = Shared::default();
+        let n = shared.note_assignment(Assignment::Set, &tpl(&[("a", 0), ("a", 1), ("b", 0)]));
+        assert_eq!(n, 3);
+        // An eager rebalance hands the whole new assignment over at once.
+        let n = shared.note_assignment(Assignment::Set, &tpl(&[("a", 1), ("b", 1)]));
+        assert_eq!(n, 2);
+        assert!(shared.assigned().contains(&("b".to_string(), 1)));
+        assert!(!shared.assigned().contains(&("a".to_string(), 0)));
+        let n = shared.note_assignment(Assignment::Remove, &tpl(&[("a", 1), ("c", 9)]));
+        assert_eq!(n, 1, "a revocation removes its partitions, and only those");
+        assert_eq!(shared.note_assignment(Assignment::Clear, &tpl(&[])), 0);
+        assert!(shared.assigned().is_empty());
+    }
 }

@@ -167,7 +167,11 @@ pub async fn run<C: Consumer>(
     std::thread::Builder::new()
         .name(format!("consume-{name}"))
         .spawn(move || {
-            let result = Runner::start(consumer, spec, tokio).and_then(|mut r| r.run(&shutdown));
+            let result = Runner::start(consumer, spec, tokio, &shutdown).and_then(|mut r| {
+                let result = r.run(&shutdown);
+                r.close();
+                result
+            });
             let _ = tx.send(result);
         })
         .map_err(|e| RuntimeError::Thread {
@@ -185,13 +189,21 @@ pub async fn run<C: Consumer>(
 /// otherwise see no partitions until librdkafka's next metadata refresh,
 /// minutes later. Still missing after the wait: subscribe anyway (the
 /// refresh interval is lowered so it shows up soon) and say so.
-fn wait_for_topics(kc: &BaseConsumer<RuntimeContext>, topics: &[&str], name: &str) {
+fn wait_for_topics(
+    kc: &BaseConsumer<RuntimeContext>,
+    topics: &[&str],
+    name: &str,
+    shutdown: &Shutdown,
+) {
     let deadline = Instant::now() + TOPIC_WAIT;
     let listed = |topic: &str| {
         kc.fetch_metadata(Some(topic), Duration::from_secs(5))
             .is_ok_and(|md| md.topics().iter().any(|t| !t.partitions().is_empty()))
     };
     while let Some(missing) = topics.iter().find(|t| !listed(t)) {
+        if shutdown.is_triggered() {
+            return; // the loop stops before its first poll
+        }
         if Instant::now() >= deadline {
             tracing::warn!(consumer = %name, topic = %missing,
                 "input topic not found; subscribing anyway (run `mailfleet topics apply`)");
@@ -293,6 +305,7 @@ impl<C: Consumer> Runner<C> {
         consumer: C,
         mut spec: RunSpec,
         tokio: tokio::runtime::Handle,
+        shutdown: &Shutdown,
     ) -> Result<Self, RuntimeError> {
         let name = consumer.name().to_string();
         let dir = spec.runtime.data_dir.join(&name);
@@ -317,7 +330,7 @@ impl<C: Consumer> Runner<C> {
                     source,
                 })?;
         let topics: Vec<&str> = spec.inputs.iter().map(String::as_str).collect();
-        wait_for_topics(&kc, &topics, &name);
+        wait_for_topics(&kc, &topics, &name, shutdown);
         kc.subscribe(&topics)
             .map_err(|source| RuntimeError::Kafka {
                 op: "subscribe",
@@ -395,9 +408,16 @@ impl<C: Consumer> Runner<C> {
             }
         }
         self.commit_telemetry(true);
-        tracing::info!(consumer = %self.name, stats = ?self.stats, "stopping: leaving the group");
-        self.kc.unsubscribe();
         Ok(self.stats.clone())
+    }
+
+    /// Leave the group, within `runtime.close_timeout_ms`. Every batch is
+    /// committed by now: a consumer that cannot leave in time loses nothing.
+    fn close(self) {
+        tracing::info!(consumer = %self.name, stats = ?self.stats, "stopping: leaving the group");
+        let within = Duration::from_millis(self.spec.runtime.close_timeout_ms);
+        crate::shutdown::leave_group(self.kc, within, &self.name);
+        tracing::info!(consumer = %self.name, "stopped");
     }
 
     fn reached_stop(&self) -> bool {
@@ -531,16 +551,7 @@ impl<C: Consumer> Runner<C> {
         let Some(merge) = self.merge.as_mut() else {
             return;
         };
-        self.assigned = self
-            .kc
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.assigned = self.shared.assigned();
         let partitions: std::collections::HashSet<i32> =
             self.assigned.iter().map(|(_, p)| *p).collect();
         for (tp, offset) in merge.drop_unassigned(&partitions) {

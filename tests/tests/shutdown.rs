@@ -1,0 +1,337 @@
+//! SIGTERM while the groups rebalance (R1). Every consumer `mailfleet run`
+//! knows runs in three processes that join and are stopped in quick
+//! succession, cycle after cycle, so the stops land while the groups are
+//! still rebalancing, while members start up, and while they close. Every
+//! process must exit 0 within a few seconds.
+//!
+//! What it caught: the rebalance callback asked librdkafka for the
+//! assignment (`rd_kafka_assignment`) while the consumer was closing, and
+//! waited for ever for a group that was going away; and a SIGTERM that came
+//! before the signal handler was installed killed the process.
+//!
+//! The second test stops members while the group still waits for one that
+//! was killed with `kill -9` (it never left; the group holds its
+//! rebalance until the session times out): the state the fault tests'
+//! `mailfleet run lifecycle` hung in.
+//!
+//! The close timeout is raised to a minute here, so a process that only
+//! stops because its close was abandoned fails the test too.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use mailfleet_runtime::{
+    admin,
+    topology::{Route, TopicSpec},
+    Topology,
+};
+use mailfleet_tests::{directory, *};
+
+use rand::Rng;
+
+/// Cycles of start-and-stop.
+const CYCLES: usize = 8;
+/// Processes per cycle, each running every consumer.
+const MEMBERS: usize = 3;
+/// Cycles of freeze-and-stop (each over 10 s: the session must expire).
+const FROZEN_CYCLES: usize = 4;
+/// Longest a stopping process may take.
+const EXIT_WITHIN: Duration = Duration::from_secs(8);
+
+/// The service's topology with every topic and group renamed for this test.
+fn renamed(name: &str) -> anyhow::Result<Topology> {
+    let real = Topology::load(Some(&repo_root().join("pipelines/topology.toml")))?;
+    let t = |topic: &String| format!("{name}.{topic}");
+    Ok(Topology {
+        topics: real
+            .topics
+            .keys()
+            .map(|topic| (t(topic), TopicSpec::scratch(3)))
+            .collect::<BTreeMap<_, _>>(),
+        consumers: real
+            .consumers
+            .iter()
+            .map(|(consumer, route)| {
+                let route = Route {
+                    group: format!("{name}-{}", route.group),
+                    reads: route.reads.iter().map(t).collect(),
+                    writes: route.writes.iter().map(t).collect(),
+                };
+                (consumer.clone(), route)
+            })
+            .collect(),
+    })
+}
+
+/// One config per member slot: its own state folder and metrics port.
+fn configs(name: &str, dir: &Path, topology: &Topology) -> anyhow::Result<Vec<PathBuf>> {
+    // Every path absolute: the children run in the test's folder.
+    let path = |p: PathBuf| p.display().to_string();
+    let rest = format!(
+        "[blobs]\ndir = {blobs:?}\n\
+         [ldap]\nurl = {url:?}\nbind_password_file = {password:?}\ntimeout_ms = 3000\n\
+         [consumers.greylist]\nwhitelist_clients = [{clients:?}]\nwhitelist_recipients = [{rcpts:?}]\n\
+         [consumers.storage]\nmail_root = {mail:?}\nquarantine_dir = {quarantine:?}\n",
+        blobs = path(dir.join("blobs")),
+        url = directory::ldap_url(),
+        password = path(directory::service_password_file()),
+        clients = path(repo_root().join("ops/greylist/whitelist_clients")),
+        rcpts = path(repo_root().join("ops/greylist/whitelist_recipients")),
+        mail = path(dir.join("mail")),
+        quarantine = path(dir.join("quarantine")),
+    );
+    (0..MEMBERS)
+        .map(|slot| {
+            ConfigFiles {
+                dir,
+                topology_file: "topology.toml",
+                topology,
+                brokers: &kafka().brokers,
+                data_dir: &dir.join(format!("state-{slot}")),
+                deadletter: &format!("{name}.deadletter"),
+                metrics_port: free_port(),
+            }
+            .write(&format!("member-{slot}.toml"), &rest)
+        })
+        .collect()
+}
+
+/// SIGTERM `child`.
+fn signal(child: &Child) -> anyhow::Result<Instant> {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    Ok(Instant::now())
+}
+
+/// Wait for each signalled member: each must exit 0 within `EXIT_WITHIN`
+/// of its SIGTERM. Returns the slowest stop.
+fn wait_all(members: &mut [(Child, Instant, String)]) -> anyhow::Result<Duration> {
+    let mut slowest = Duration::ZERO;
+    for (child, signalled, what) in members.iter_mut() {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                anyhow::ensure!(status.success(), "{what} exited with {status}");
+                slowest = slowest.max(signalled.elapsed());
+                break;
+            }
+            if signalled.elapsed() > EXIT_WITHIN {
+                let _ = child.kill();
+                anyhow::bail!("{what} did not exit within {EXIT_WITHIN:?} of SIGTERM (hung)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(slowest)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_rebalances_exits_cleanly_every_time() -> anyhow::Result<()> {
+    let name = unique("shutdown");
+    let dir = scratch_dir(&name);
+    let topology = renamed(&name)?;
+    admin::apply(&kafka(), &topology).await?;
+    let configs = configs(&name, &dir, &topology)?;
+    // Every consumer `mailfleet run` knows has its route in the topology.
+    let consumers: Vec<&str> = topology.consumers.keys().map(String::as_str).collect();
+    anyhow::ensure!(consumers.len() >= 11, "too few consumers: {consumers:?}");
+    let mut args = vec!["run"];
+    args.extend(consumers);
+    let log = dir.join("members.log");
+    let mut rng = rand::rng();
+    let mut slowest = Duration::ZERO;
+    for cycle in 0..CYCLES {
+        let mut members = Children::default();
+        for config in &configs {
+            members
+                .0
+                .push(spawn_with_env(config, &args, MEMBER_ENV, &log)?);
+            // Joins land while the group settles the previous one.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+        }
+        // From "still starting" (0) to "settled" (3 s) over the cycles.
+        let wait = (cycle as u64 * 3000) / (CYCLES as u64 - 1);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let mut stopping = Vec::new();
+        for (i, child) in members.0.drain(..).enumerate() {
+            let what = format!("cycle {cycle} member {i} (stopped {wait} ms after the last start)");
+            let signalled = signal(&child)?;
+            stopping.push((child, signalled, what));
+            // Each leave rebalances the group the next one is closing in.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        }
+        let took = tokio::task::block_in_place(|| wait_all(&mut stopping));
+        for (child, _, _) in &mut stopping {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        slowest = slowest.max(took?);
+    }
+    let text = std::fs::read_to_string(&log)?;
+    anyhow::ensure!(
+        !text.contains("could not leave the group in time"),
+        "a close was abandoned instead of completing: see {}",
+        log.display()
+    );
+    anyhow::ensure!(
+        text.contains("SIGTERM: shutting down"),
+        "no member logged its SIGTERM: see {}",
+        log.display()
+    );
+    eprintln!("slowest stop: {slowest:?} over {CYCLES} cycles of {MEMBERS} members");
+    Ok(())
+}
+
+/// The members' settings: the close timeout raised so that only a clean
+/// close passes.
+const MEMBER_ENV: &[(&str, &str)] = &[("MAILFLEET_RUNTIME__CLOSE_TIMEOUT_MS", "60000")];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_the_group_waits_for_a_killed_member_exits_cleanly() -> anyhow::Result<()> {
+    let name = unique("shutdown-crashed");
+    let dir = scratch_dir(&name);
+    let topology = renamed(&name)?;
+    admin::apply(&kafka(), &topology).await?;
+    let configs = configs(&name, &dir, &topology)?;
+    let mut args = vec!["run"];
+    args.extend(topology.consumers.keys().map(String::as_str));
+    let log = dir.join("members.log");
+    let mut rng = rand::rng();
+    let mut slowest = Duration::ZERO;
+    // Slot 0 is started and killed; slots 1 and 2 are started and stopped.
+    for cycle in 0..CYCLES {
+        let mut victim = spawn_with_env(&configs[0], &args, MEMBER_ENV, &log)?;
+        let mut members = Children::default();
+        members
+            .0
+            .push(spawn_with_env(&configs[1], &args, MEMBER_ENV, &log)?);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2000..4000))).await;
+        // A crash: the group keeps waiting for it until its session ends.
+        victim.kill()?;
+        victim.wait()?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
+        members
+            .0
+            .push(spawn_with_env(&configs[2], &args, MEMBER_ENV, &log)?);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
+        let mut stopping = Vec::new();
+        for (i, child) in members.0.drain(..).enumerate() {
+            let what = format!("cycle {cycle} member {}", i + 1);
+            let signalled = signal(&child)?;
+            stopping.push((child, signalled, what));
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        }
+        let took = tokio::task::block_in_place(|| wait_all(&mut stopping));
+        for (child, _, _) in &mut stopping {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        slowest = slowest.max(took?);
+    }
+    let text = std::fs::read_to_string(&log)?;
+    anyhow::ensure!(
+        !text.contains("could not leave the group in time"),
+        "a close was abandoned instead of completing: see {}",
+        log.display()
+    );
+    eprintln!("slowest stop: {slowest:?} over {CYCLES} cycles");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_right_after_a_frozen_member_lost_its_session_exits_cleanly() -> anyhow::Result<()>
+{
+    let name = unique("shutdown-frozen");
+    let dir = scratch_dir(&name);
+    let topology = renamed(&name)?;
+    admin::apply(&kafka(), &topology).await?;
+    let configs = configs(&name, &dir, &topology)?;
+    let mut args = vec!["run"];
+    args.extend(topology.consumers.keys().map(String::as_str));
+    let log = dir.join("members.log");
+    let mut rng = rand::rng();
+    let mut slowest = Duration::ZERO;
+    // A member frozen (SIGSTOP) past `session.timeout.ms` (10 s) is thrown
+    // out of its groups; thawed, it finds its assignment lost, and the
+    // SIGTERM lands in that revocation or right after it. With no
+    // membership left there is no LeaveGroup to wait for: librdkafka tears
+    // the group down at once, racing the revocation callback.
+    for cycle in 0..FROZEN_CYCLES {
+        let mut members = Children::default();
+        for config in &configs[..2] {
+            members
+                .0
+                .push(spawn_with_env(config, &args, MEMBER_ENV, &log)?);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(3000..5000))).await;
+        let frozen = members.0[0].id().to_string();
+        std::process::Command::new("kill")
+            .args(["-STOP", &frozen])
+            .status()?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(11_000..13_000))).await;
+        std::process::Command::new("kill")
+            .args(["-CONT", &frozen])
+            .status()?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+        let mut stopping = Vec::new();
+        for (i, child) in members.0.drain(..).enumerate() {
+            let signalled = signal(&child)?;
+            stopping.push((child, signalled, format!("cycle {cycle} member {i}")));
+        }
+        let took = tokio::task::block_in_place(|| wait_all(&mut stopping));
+        for (child, _, _) in &mut stopping {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        slowest = slowest.max(took?);
+    }
+    eprintln!("slowest stop: {slowest:?} over {FROZEN_CYCLES} cycles");
+    Ok(())
+}
+
+/// Threads of process `pid` (1 until its tokio runtime starts).
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_as_soon_as_the_process_runs_exits_cleanly() -> anyhow::Result<()> {
+    let name = unique("shutdown-early");
+    let dir = scratch_dir(&name);
+    let topology = renamed(&name)?;
+    admin::apply(&kafka(), &topology).await?;
+    let configs = configs(&name, &dir, &topology)?;
+    let log = dir.join("members.log");
+    // The moment its runtime's threads exist the process is well into
+    // `main`: it loads its config and topology, binds its metrics port and
+    // starts its consumers. A SIGTERM from then on must stop it cleanly.
+    // (The signal handler used to be installed only after all that, and a
+    // SIGTERM before it killed the process: exit 143.)
+    for round in 0..10 {
+        let child = spawn_with_env(&configs[0], &["run", "counter"], MEMBER_ENV, &log)?;
+        let pid = child.id();
+        let started = Instant::now();
+        while threads(pid) < 2 {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "round {round}: the process never started its runtime"
+            );
+            std::hint::spin_loop();
+        }
+        let signalled = signal(&child)?;
+        let mut member = [(child, signalled, format!("round {round}"))];
+        tokio::task::block_in_place(|| wait_all(&mut member))?;
+    }
+    Ok(())
+}
