@@ -103,11 +103,7 @@ impl MailWorld {
                     Route {
                         group: format!("{}-scanner", self.name),
                         reads: vec![self.received.clone()],
-                        writes: vec![
-                            self.scanned.clone(),
-                            self.accounts.clone(),
-                            self.alerts.clone(),
-                        ],
+                        writes: vec![self.scanned.clone()],
                     },
                 ),
                 (

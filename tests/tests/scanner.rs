@@ -4,7 +4,7 @@
 use std::{process::Command, time::Duration};
 
 use mailfleet_events::{
-    accounts::{AccountBlocked, BlockReason},
+    accounts::AccountBlocked,
     admin::AdminAlert,
     mail::{MessageScanned, ScanVerdict},
 };
@@ -79,20 +79,17 @@ async fn verdicts_from_real_clamd_and_the_policy() -> anyhow::Result<()> {
     assert_eq!(banned.file.as_deref(), Some("invoice.pdf.exe"));
     assert_eq!(banned.rule.as_deref(), Some("double-extension"));
 
-    // Only the local sender of a virus is blocked, with an admin alert.
+    // A virus claiming a local sender is a verdict like any other: inbound
+    // mail never blocks the account it claims (an envelope sender is not
+    // proof), and raises no alert. Its verdict is on the log, and the
+    // scanner writes a message's outputs together, so a block would be too.
+    assert_eq!(by_subject("local-virus").verdict, ScanVerdict::Infected);
     let blocked: Vec<AccountBlocked> =
-        decode_all(&read_topic(&world.accounts, 2, Duration::from_secs(5))?)?;
-    assert_eq!(blocked.len(), 1, "{blocked:?}");
-    assert_eq!(blocked[0].account, "alice@example.test");
-    assert_eq!(blocked[0].reason, BlockReason::Virus);
+        decode_all(&read_topic(&world.accounts, 1, Duration::from_secs(2))?)?;
+    assert!(blocked.is_empty(), "inbound mail blocked: {blocked:?}");
     let alerts: Vec<AdminAlert> =
-        decode_all(&read_topic(&world.alerts, 2, Duration::from_secs(5))?)?;
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
-    assert_eq!(alerts[0].kind, "virus-from-local-sender");
-    assert_eq!(
-        alerts[0].envelope.causation_id, blocked[0].envelope.causation_id,
-        "both caused by the same MessageReceived"
-    );
+        decode_all(&read_topic(&world.alerts, 1, Duration::from_secs(2))?)?;
+    assert!(alerts.is_empty(), "{alerts:?}");
     let text = scrape(scanner_metrics).unwrap_or_default();
     for name in mailfleet_runtime::metrics::SCANNER_ALL {
         assert!(text.contains(name), "{name} not emitted:\n{text}");

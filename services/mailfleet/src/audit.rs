@@ -379,7 +379,7 @@ fn account_history(cfg: &Config, account: &str) -> anyhow::Result<()> {
         cfg.api.events_topic.as_str(),
         cfg.consumers.storage.stored_topic.as_str(),
         cfg.consumers.storage.notify_topic.as_str(),
-        cfg.consumers.scanner.alerts_topic.as_str(),
+        cfg.consumers.directory.alerts_topic.as_str(),
     ]
     .into_iter()
     .collect();

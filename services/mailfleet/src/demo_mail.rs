@@ -32,7 +32,9 @@ enum Kind {
     Clean,
     /// A virus (the EICAR test file) from outside.
     Virus,
-    /// A virus sent by one of our own accounts.
+    /// A virus from outside that claims one of our own accounts as its
+    /// sender: quarantined like any other, the account not blocked (an
+    /// envelope sender is not proof).
     LocalVirus,
     /// An executable, `invoice.pdf.exe`, an RFC 2231 name, an exe in a zip.
     Banned,
@@ -270,13 +272,18 @@ fn print_results(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
     for (what, n) in &findings {
         println!("  {n:>4} × {what}");
     }
-    let blocked: Vec<AccountBlocked> = read_all(cfg, &cfg.consumers.scanner.accounts_topic)?;
-    let alerts: Vec<AdminAlert> = read_all(cfg, &cfg.consumers.scanner.alerts_topic)?;
+    let blocked: Vec<AccountBlocked> = read_all(cfg, &cfg.consumers.lifecycle.events_topic)?;
     let blocked: Vec<_> = blocked.iter().filter(|b| mine(&b.message_id)).collect();
-    println!("== accounts blocked for sending a virus: {}", blocked.len());
-    for b in &blocked {
-        println!("  {} ({})", b.account, b.detail);
-    }
+    println!(
+        "== accounts blocked by this mail: {} (inbound mail never blocks the sender it claims)",
+        blocked.len()
+    );
+    anyhow::ensure!(
+        blocked.is_empty(),
+        "inbound mail blocked {:?}: a forged sender must never block an account",
+        blocked.iter().map(|b| &b.account).collect::<Vec<_>>()
+    );
+    let alerts: Vec<AdminAlert> = read_all(cfg, &cfg.consumers.directory.alerts_topic)?;
     let alerts = alerts
         .iter()
         .filter(|a| a.detail.as_deref().is_some_and(|d| d.contains(run_id)));

@@ -12,14 +12,17 @@ pub struct ScannerConfig {
     pub clamd: ClamdConfig,
     /// The attachment policy: banned names, types and archive limits.
     pub policy: PolicyConfig,
-    /// Domains whose addresses are the service's own accounts: a virus
-    /// sent from one of them blocks the sender.
+    /// Domains whose addresses are the service's own accounts. Inbound
+    /// mail claiming one as its sender is scanned like any other and never
+    /// blocks that account: an envelope sender is not proof. Only the
+    /// submission path, with SMTP AUTH, blocks (docs/submission.md).
     pub local_domains: Vec<String>,
     /// Topic the verdicts go to.
     pub scanned_topic: String,
-    /// Topic `AccountBlocked` goes to.
+    /// Unused: the scanner no longer blocks accounts (an inbound virus is
+    /// no proof of its sender). Accepted so that older configs still load.
     pub accounts_topic: String,
-    /// Topic `AdminAlert` goes to.
+    /// Unused, like `accounts_topic`: the scanner raises no admin alerts.
     pub alerts_topic: String,
 }
 
@@ -31,8 +34,8 @@ impl Default for ScannerConfig {
             policy: PolicyConfig::default(),
             local_domains: Vec::new(),
             scanned_topic: "mail.scanned".into(),
-            accounts_topic: "accounts.events".into(),
-            alerts_topic: "admin.alerts".into(),
+            accounts_topic: String::new(),
+            alerts_topic: String::new(),
         }
     }
 }
@@ -59,26 +62,9 @@ impl ScannerConfig {
                 ));
             }
         }
-        for (key, topic) in [
-            ("scanned_topic", &self.scanned_topic),
-            ("accounts_topic", &self.accounts_topic),
-            ("alerts_topic", &self.alerts_topic),
-        ] {
-            if topic.is_empty() {
-                out.push(format!("consumers.scanner.{key} is empty"));
-            }
+        if self.scanned_topic.is_empty() {
+            out.push("consumers.scanner.scanned_topic is empty".into());
         }
         out
-    }
-
-    /// Whether `address` belongs to one of the local domains.
-    pub fn is_local(&self, address: &str) -> bool {
-        address.rsplit_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && self
-                    .local_domains
-                    .iter()
-                    .any(|d| d.eq_ignore_ascii_case(domain))
-        })
     }
 }

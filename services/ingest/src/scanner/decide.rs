@@ -2,8 +2,6 @@
 //! verdict becomes.
 
 use mailfleet_events::{
-    accounts::{AccountBlocked, BlockReason},
-    admin::{AdminAlert, AlertSeverity},
     mail::{MessageReceived, MessageScanned, ScanVerdict},
     Envelope,
 };
@@ -38,15 +36,20 @@ pub fn check(received: &MessageReceived) -> Decision {
     Decision::apply()
 }
 
-/// The events one verdict becomes: always the `MessageScanned`; for a
-/// virus from one of our own accounts, also `AccountBlocked` and an alert.
+/// The event one verdict becomes: the `MessageScanned`, and nothing else.
+///
+/// Mail that came in over LMTP never blocks an account, whatever sender it
+/// claims: an envelope sender (or a From header) is not proof, and blocking
+/// on it let anyone block any account by sending a virus "from" it. Only a
+/// message an account submitted with SMTP AUTH proves who sent it; those
+/// come through the submission path, where the outbound limits consumer
+/// blocks the account (docs/submission.md).
 pub fn verdict_events(
     cfg: &ScannerConfig,
     received: &MessageReceived,
     verdict: &Verdict,
     scanner: &str,
 ) -> Vec<Emit> {
-    let envelope = || Envelope::caused_by(&received.envelope, NAME);
     let (kind, signature, file, rule) = match verdict {
         Verdict::Clean => (ScanVerdict::Clean, None, None, None),
         Verdict::Infected { signature } => {
@@ -60,7 +63,7 @@ pub fn verdict_events(
         ),
     };
     let scanned = MessageScanned {
-        envelope: envelope(),
+        envelope: Envelope::caused_by(&received.envelope, NAME),
         account: received.account.clone(),
         recipient: received.recipient.clone(),
         sender: received.sender.clone(),
@@ -69,55 +72,16 @@ pub fn verdict_events(
         received_at: received.received_at,
         message_id: received.message_id.clone(),
         verdict: kind,
-        signature: signature.clone(),
+        signature,
         file,
         rule,
         scanner: scanner.to_string(),
     };
-    let mut out = vec![Emit::new(
+    vec![Emit::new(
         &cfg.scanned_topic,
         received.account.as_bytes(),
         scanned,
-    )];
-    let Some(signature) = signature else {
-        return out;
-    };
-    // Once per message, not per recipient: the first recipient's input
-    // blocks the sender.
-    if !cfg.is_local(&received.sender) || received.recipient_index != 0 {
-        return out;
-    }
-    let sender = received.sender.to_lowercase();
-    out.push(Emit::new(
-        &cfg.accounts_topic,
-        sender.as_bytes(),
-        AccountBlocked {
-            envelope: envelope(),
-            account: sender.clone(),
-            reason: BlockReason::Virus,
-            message_id: received.message_id.clone(),
-            blob_id: Some(received.blob_id.clone()),
-            detail: signature.clone(),
-        },
-    ));
-    out.push(Emit::new(
-        &cfg.alerts_topic,
-        sender.as_bytes(),
-        AdminAlert {
-            envelope: envelope(),
-            severity: AlertSeverity::Critical,
-            kind: "virus-from-local-sender".into(),
-            account: Some(sender.clone()),
-            summary: format!("{sender} sent a virus ({signature}); the account is blocked"),
-            detail: Some(format!(
-                "blob {} message-id {} to {}; clear a false positive with `mailfleet account unblock {sender}`",
-                received.blob_id,
-                received.message_id.as_deref().unwrap_or("-"),
-                received.account
-            )),
-        },
-    ));
-    out
+    )]
 }
 
 #[cfg(test)]
@@ -186,22 +150,17 @@ mod tests {
     }
 
     #[test]
-    fn a_virus_from_a_local_sender_blocks_the_sender() {
+    fn an_inbound_virus_never_blocks_the_sender_it_claims() {
         let v = Verdict::Infected {
             signature: "Eicar".into(),
         };
-        let out = verdict_events(&cfg(), &received("Alice@example.org"), &v, "ClamAV");
-        let topics: Vec<_> = out.iter().map(|e| e.topic.as_str()).collect();
-        assert_eq!(topics, ["mail.scanned", "accounts.events", "admin.alerts"]);
-        assert_eq!(out[1].key, b"alice@example.org");
-        let outside = verdict_events(&cfg(), &received("mallory@example.net"), &v, "ClamAV");
-        assert_eq!(outside.len(), 1, "remote senders are not our accounts");
-        let bounce = verdict_events(&cfg(), &received(""), &v, "ClamAV");
-        assert_eq!(bounce.len(), 1, "the null sender is nobody");
-        let mut second = received("alice@example.org");
-        second.recipient_index = 1;
-        let again = verdict_events(&cfg(), &second, &v, "ClamAV");
-        assert_eq!(again.len(), 1, "the sender is blocked once per message");
+        // A forged local sender, a remote one, the null sender: each only
+        // gets its verdict (the mail is quarantined downstream).
+        for sender in ["Alice@example.org", "mallory@example.net", ""] {
+            let out = verdict_events(&cfg(), &received(sender), &v, "ClamAV");
+            let topics: Vec<_> = out.iter().map(|e| e.topic.as_str()).collect();
+            assert_eq!(topics, ["mail.scanned"], "sender {sender:?}");
+        }
     }
 
     #[test]
