@@ -94,7 +94,7 @@ impl Grey {
         let grouping = GreylistConfig::default().grouping();
         let shutdown = self.shutdown.clone();
         let server = tokio::spawn(async move {
-            mailfleet_policy::serve(cfg, grouping, &kafka(), shutdown).await
+            mailfleet_policy::serve(cfg, grouping, &kafka(), None, shutdown).await
         });
         wait_until(
             "the policy server to listen",

@@ -52,7 +52,7 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         ..cfg.policy.clone()
     };
     let (kafka, sd, grouping) = (cfg.kafka.clone(), shutdown.clone(), g.grouping());
-    tokio::spawn(async move { mailfleet_policy::serve(policy, grouping, &kafka, sd).await });
+    tokio::spawn(async move { mailfleet_policy::serve(policy, grouping, &kafka, None, sd).await });
     let mut client = connect(&listen).await?;
 
     // The greylist's state persists across demo runs (auto-whitelisted

@@ -18,11 +18,13 @@ mod demo_report;
 mod index;
 mod lmtp;
 mod migrate;
+mod policy;
 mod postfix_map;
 mod replay;
 mod report;
 mod scan;
 mod scheduler;
+mod submission;
 
 /// This crate's folder, for tests that read the repo's files: cargo sets
 /// CARGO_MANIFEST_DIR when it runs a test; the compile-time value can name
@@ -67,6 +69,8 @@ enum Command {
     Policy,
     /// The LMTP server Postfix delivers to (`virtual_transport = lmtp:inet:127.0.0.1:2424`).
     Lmtp,
+    /// The submission milter: scans what users submit, before Postfix queues it (`smtpd_milters = inet:127.0.0.1:10027`).
+    Submission,
     /// The account API (HTTP/JSON on `[api] listen`): registration, logins, quota, plan, admin.
     Api,
     /// Account commands, each one call of the account API.
@@ -122,6 +126,9 @@ enum TopicsAction {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: a SIGTERM while the process starts waits
+    // for the handler (installed below) instead of killing the process.
+    mailfleet_runtime::hold_signals();
     let cli = Cli::parse();
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(cfg) => cfg,
@@ -142,7 +149,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command, cfg, cli.config)) {
+    let shutdown = Shutdown::new();
+    if let Err(e) = runtime.block_on(async { shutdown.trigger_on_signals() }) {
+        eprintln!("mailfleet: cannot listen for SIGTERM/SIGINT: {e}");
+        return ExitCode::FAILURE;
+    }
+    match runtime.block_on(dispatch(cli.command, cfg, cli.config, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailfleet: {e:#}");
@@ -151,11 +163,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Run `command`. The services (`run`, `policy`, `lmtp`, `api`, `clock`,
+/// `scheduler`, `postfix-map`) stop gracefully on `shutdown` and exit 0; a
+/// one-shot command is cut short by it and fails, saying so.
 async fn dispatch(
     command: Command,
     cfg: Config,
     config_path: Option<PathBuf>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    if !command.is_service() {
+        let stopped = shutdown.clone();
+        return tokio::select! {
+            result = one_shot(command, cfg, config_path) => result,
+            _ = stopped.wait() => anyhow::bail!("stopped by a signal before it finished"),
+        };
+    }
     match command {
         Command::Run { consumers, all } => {
             let consumers = if all {
@@ -167,8 +190,48 @@ async fn dispatch(
             } else {
                 consumers
             };
-            run(consumers, cfg).await
+            run(consumers, cfg, shutdown).await
         }
+        Command::Policy => policy::run(&cfg, shutdown).await,
+        Command::Lmtp => lmtp::run(cfg, shutdown).await,
+        Command::Submission => submission::run(cfg, shutdown).await,
+        Command::Api => account::serve(&cfg, shutdown).await,
+        Command::Clock { once } => clock::run(&cfg, once, shutdown).await,
+        Command::Scheduler => scheduler::run(&cfg, shutdown).await,
+        Command::PostfixMap { once } => {
+            if !once {
+                metrics::install_exporter(&cfg.metrics)?;
+            }
+            postfix_map::run(&cfg, once, shutdown).await
+        }
+        other => one_shot(other, cfg, config_path).await,
+    }
+}
+
+impl Command {
+    /// A long-running service that stops gracefully on SIGTERM.
+    fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Run { .. }
+                | Command::Policy
+                | Command::Lmtp
+                | Command::Submission
+                | Command::Api
+                | Command::Clock { .. }
+                | Command::Scheduler
+                | Command::PostfixMap { .. }
+        )
+    }
+}
+
+/// A command that runs to its end (a signal cuts it short).
+async fn one_shot(
+    command: Command,
+    cfg: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    match command {
         Command::Topics {
             action: TopicsAction::Apply,
         } => {
@@ -178,36 +241,9 @@ async fn dispatch(
             }
             Ok(())
         }
-        Command::Policy => {
-            metrics::install_exporter(&cfg.metrics)?;
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            let grouping = cfg.consumers.greylist.grouping();
-            Ok(mailfleet_policy::serve(cfg.policy.clone(), grouping, &cfg.kafka, shutdown).await?)
-        }
-        Command::Lmtp => lmtp::run(cfg).await,
-        Command::Api => account::serve(&cfg).await,
         Command::Account(args) => account::run(args, &cfg).await,
         Command::Index { action } => index::run(action, &cfg).await,
         Command::Scan(args) => scan::run(args, &cfg).await,
-        Command::Clock { once } => {
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            clock::run(&cfg, once, shutdown).await
-        }
-        Command::Scheduler => {
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            scheduler::run(&cfg, shutdown).await
-        }
-        Command::PostfixMap { once } => {
-            if !once {
-                metrics::install_exporter(&cfg.metrics)?;
-            }
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            postfix_map::run(&cfg, once, shutdown).await
-        }
         Command::Replay(args) => replay::run(args, &cfg).await,
         Command::Report(args) => report::run(args, &cfg),
         Command::Audit { what } => {
@@ -220,10 +256,12 @@ async fn dispatch(
         }
         Command::Bench { which } => bench::run(which, &cfg).await,
         Command::Demo(args) => demo::run(args, &cfg, config_path.as_deref()).await,
+        // `dispatch` runs the services itself.
+        _ => anyhow::bail!("a service reached the one-shot path"),
     }
 }
 
-async fn run(names: Vec<String>, cfg: Config) -> anyhow::Result<()> {
+async fn run(names: Vec<String>, cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let topology = cfg.topology()?;
     for name in &names {
         topology.route(name)?;
@@ -234,8 +272,6 @@ async fn run(names: Vec<String>, cfg: Config) -> anyhow::Result<()> {
         );
     }
     metrics::install_exporter(&cfg.metrics)?;
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
     let runs = names.iter().map(|name| {
         let (cfg, topology, shutdown) = (&cfg, &topology, shutdown.clone());
         async move {

@@ -14,17 +14,7 @@ use crate::{protocol::Request, PolicyConfig};
 /// accepts it), and the attributes the greylist reads.
 pub fn attempt(cfg: &PolicyConfig, req: &Request) -> DeliveryAttempted {
     let get = |k: &str| req.get(k).cloned();
-    let test_time = req
-        .get("policy_test_time")
-        .filter(|_| cfg.accept_test_time)
-        .and_then(|t| t.parse::<i64>().ok())
-        .map(|secs| secs * 1000);
-    let now_ms = test_time.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    });
-    let id = format!("{}:{:032x}", cfg.host, rand::random::<u128>());
+    let (id, now_ms) = identity(cfg, req);
     DeliveryAttempted {
         envelope: Envelope::new(id, now_ms, format!("policy@{}", cfg.host)),
         client_address: get("client_address"),
@@ -38,6 +28,25 @@ pub fn attempt(cfg: &PolicyConfig, req: &Request) -> DeliveryAttempted {
         queue_id: get("queue_id").filter(|q| !q.is_empty()),
         policy_host: cfg.host.clone(),
     }
+}
+
+/// A new attempt's event id (this host and 128 random bits) and event
+/// time: the wall clock, or `policy_test_time` where the config accepts it.
+pub fn identity(cfg: &PolicyConfig, req: &Request) -> (String, i64) {
+    let test_time = req
+        .get("policy_test_time")
+        .filter(|_| cfg.accept_test_time)
+        .and_then(|t| t.parse::<i64>().ok())
+        .map(|secs| secs * 1000);
+    let now_ms = test_time.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    });
+    (
+        format!("{}:{:032x}", cfg.host, rand::random::<u128>()),
+        now_ms,
+    )
 }
 
 /// The Kafka key of an attempt: its client network, as the greylist's

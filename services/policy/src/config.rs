@@ -22,6 +22,28 @@ impl FailMode {
     }
 }
 
+/// What the policy server answers an authenticated submission when the
+/// outbound limits do not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmissionFailMode {
+    /// Ask the client to retry (`DEFER 4.3.0`): fails closed, so that a
+    /// hijacked account cannot spray while the limits are not checked.
+    Defer,
+    /// Let it through (`DUNNO`) unchecked.
+    Dunno,
+}
+
+impl SubmissionFailMode {
+    /// The Postfix action.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Defer => "DEFER 4.3.0 Outbound limits unavailable, try again later",
+            Self::Dunno => "DUNNO",
+        }
+    }
+}
+
 /// `[policy]`: the Postfix policy server.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,6 +78,20 @@ pub struct PolicyConfig {
     pub attempts_topic: String,
     /// Topic the decisions come from.
     pub decisions_topic: String,
+    /// Topic an authenticated submission's attempts go to (a request with
+    /// `sasl_username`: the submission listener's, docs/submission.md).
+    pub submission_attempts_topic: String,
+    /// Topic the outbound limits' answers come from.
+    pub submission_decisions_topic: String,
+    /// The answer to a submission when the limits do not answer in
+    /// `timeout_ms`.
+    pub submission_fail_mode: SubmissionFailMode,
+    /// Refuse a submission at RCPT (`REJECT 5.7.1`) unless the account is
+    /// active, from the account statuses on `status_topic` (the projection
+    /// the LMTP server checks recipients against).
+    pub check_submitters: bool,
+    /// The compacted topic of account statuses.
+    pub status_topic: String,
 }
 
 impl Default for PolicyConfig {
@@ -74,6 +110,11 @@ impl Default for PolicyConfig {
             accept_test_time: false,
             attempts_topic: "smtp.attempts".into(),
             decisions_topic: "greylist.decisions".into(),
+            submission_attempts_topic: "submission.attempts".into(),
+            submission_decisions_topic: "submission.decisions".into(),
+            submission_fail_mode: SubmissionFailMode::Defer,
+            check_submitters: true,
+            status_topic: "accounts.status".into(),
         }
     }
 }
@@ -102,6 +143,22 @@ impl PolicyConfig {
             if v == 0 {
                 out.push(format!("policy.{key} = 0: must be > 0"));
             }
+        }
+        for (key, topic) in [
+            ("attempts_topic", &self.attempts_topic),
+            ("decisions_topic", &self.decisions_topic),
+            ("submission_attempts_topic", &self.submission_attempts_topic),
+            (
+                "submission_decisions_topic",
+                &self.submission_decisions_topic,
+            ),
+        ] {
+            if topic.is_empty() {
+                out.push(format!("policy.{key} is empty"));
+            }
+        }
+        if self.check_submitters && self.status_topic.is_empty() {
+            out.push("policy.status_topic is empty while policy.check_submitters = true".into());
         }
         if self.max_request_bytes < self.max_line_bytes {
             out.push(format!(

@@ -5,13 +5,19 @@
 //! waits for the matching `GreylistDecided` and answers its action. Other
 //! states get `DUNNO`. With no answer in `timeout_ms` it answers the fail
 //! mode. Start at [`serve`]; the wire format is in [`protocol`].
+//!
+//! A request with `sasl_username` is an authenticated submission from the
+//! service's own users ([`submission`]): refused unless the account is
+//! active, else a `SubmissionAttempted` whose `SubmissionDecided` from the
+//! outbound limits consumer is the answer.
 
 pub mod attempt;
 pub mod client;
 mod config;
 pub mod protocol;
 mod server;
+pub mod submission;
 mod waiter;
 
-pub use config::{FailMode, PolicyConfig};
+pub use config::{FailMode, PolicyConfig, SubmissionFailMode};
 pub use server::serve;

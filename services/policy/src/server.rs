@@ -17,9 +17,15 @@ use tokio::{
     time::timeout,
 };
 
+use mailfleet_events::{
+    greylist::GreylistDecided,
+    submission::{LimitAction, SubmissionDecided},
+};
+
 use crate::{
     attempt,
     protocol::{read_request, reply, Limits, Request},
+    submission::{self, MaySubmit, Submitters},
     waiter::{self, Waiters},
     PolicyConfig,
 };
@@ -29,15 +35,19 @@ struct Server {
     grouping: Grouping,
     limits: Limits,
     producer: EventProducer,
-    waiters: Waiters,
+    waiters: Waiters<GreylistDecided>,
+    submissions: Waiters<SubmissionDecided>,
+    submitters: Option<Arc<dyn Submitters>>,
 }
 
 /// Serve until shutdown. `grouping` must match the greylist consumer's, as
-/// attempts are keyed (partitioned) by client network.
+/// attempts are keyed (partitioned) by client network. `submitters`, if
+/// given, says which accounts may submit (`policy.check_submitters`).
 pub async fn serve(
     cfg: PolicyConfig,
     grouping: Grouping,
     kafka: &KafkaConfig,
+    submitters: Option<Arc<dyn Submitters>>,
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
     let allow = AllowList::parse("policy.allow", &cfg.allow)?;
@@ -47,8 +57,23 @@ pub async fn serve(
         &cfg.decisions_topic,
         &cfg.host,
         waiters.clone(),
+        Duration::from_secs(15),
         shutdown.clone(),
     )?;
+    let submissions = Waiters::default();
+    // Optional where no submission listener asks (an MX-only host, a test
+    // world without the topic): submissions then get the fail mode.
+    if let Err(e) = waiter::follow(
+        kafka,
+        &cfg.submission_decisions_topic,
+        &cfg.host,
+        submissions.clone(),
+        Duration::from_secs(2),
+        shutdown.clone(),
+    ) {
+        tracing::warn!(error = %e, topic = %cfg.submission_decisions_topic,
+            "not following the outbound limits' decisions: submissions get policy.submission_fail_mode");
+    }
     let listener =
         TcpListener::bind(&cfg.listen)
             .await
@@ -66,6 +91,8 @@ pub async fn serve(
         producer: EventProducer::new(kafka, &format!("mailfleet-policy-{}", cfg.host))?,
         grouping,
         waiters,
+        submissions,
+        submitters,
         cfg,
     });
     let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
@@ -150,6 +177,9 @@ impl Server {
             metrics::counter!(m::POLICY_REQUESTS, "result" => "not_rcpt").increment(1);
             return "DUNNO".into();
         }
+        if let Some(account) = submission::login(req) {
+            return self.answer_submission(req, &account).await;
+        }
         let started = Instant::now();
         let attempt = attempt::attempt(&self.cfg, req);
         let id = attempt.envelope.event_id.clone();
@@ -174,6 +204,57 @@ impl Server {
                 metrics::counter!(m::POLICY_REQUESTS, "result" => "timeout").increment(1);
                 tracing::warn!(attempt = %id, "no greylist decision in time; answering the fail mode");
                 self.cfg.fail_mode.action().to_string()
+            }
+        }
+    }
+
+    /// The action for an authenticated RCPT: refused when the account may
+    /// not send, else what the outbound limits decide.
+    async fn answer_submission(&self, req: &Request, account: &str) -> String {
+        let answered = |result: &'static str, action: String| {
+            metrics::counter!(m::POLICY_REQUESTS, "result" => result).increment(1);
+            action
+        };
+        match self.submitters.as_ref().map(|s| s.may_submit(account)) {
+            Some(MaySubmit::No(status)) => {
+                tracing::info!(%account, status, "submission refused: account may not send");
+                return answered("submission_refused", submission::refusal(account, status));
+            }
+            Some(MaySubmit::NotReady) => {
+                return answered("submission_not_ready", submission::NOT_READY.into())
+            }
+            Some(MaySubmit::Yes) | None => {}
+        }
+        let started = Instant::now();
+        let attempt = submission::attempt(&self.cfg, req, account);
+        let id = attempt.envelope.event_id.clone();
+        let reply = self.submissions.register(&id);
+        let round_trip = async {
+            self.producer
+                .send(
+                    &self.cfg.submission_attempts_topic,
+                    account.as_bytes(),
+                    &attempt,
+                )
+                .await
+                .ok()?;
+            reply.await.ok()
+        };
+        let answer = timeout(Duration::from_millis(self.cfg.timeout_ms), round_trip).await;
+        metrics::histogram!(m::POLICY_REQUEST_DURATION).record(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(Some(decided)) if decided.action == LimitAction::Pass => {
+                answered("submission_pass", "DUNNO".into())
+            }
+            Ok(Some(decided)) => answered("submission_defer", decided.reply),
+            _ => {
+                self.submissions.forget(&id);
+                tracing::warn!(attempt = %id, %account,
+                    "no outbound limits decision in time; answering the submission fail mode");
+                answered(
+                    "submission_timeout",
+                    self.cfg.submission_fail_mode.action().to_string(),
+                )
             }
         }
     }

@@ -1,6 +1,7 @@
-//! Waiting for the greylist's answer: one reader follows the whole
-//! decisions topic from its current end and hands each decision meant for
-//! this policy host to the request waiting on its causation id.
+//! Waiting for an answer: one reader per decisions topic (the greylist's,
+//! the outbound limits') follows it from its current end and hands each
+//! decision meant for this policy host to the request waiting on its
+//! causation id.
 
 use std::{
     collections::HashMap,
@@ -8,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use mailfleet_events::{greylist::GreylistDecided, Registry};
+use mailfleet_events::{greylist::GreylistDecided, submission::SubmissionDecided, Event, Registry};
 use mailfleet_runtime::{admin::client_config, config::KafkaConfig, RuntimeError, Shutdown};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
@@ -16,15 +17,57 @@ use rdkafka::{
 };
 use tokio::sync::oneshot;
 
-/// Requests waiting for their decision, by attempt event id.
-#[derive(Clone, Default)]
-pub struct Waiters {
-    pending: Arc<Mutex<HashMap<String, oneshot::Sender<GreylistDecided>>>>,
+/// A decision a request waits for: which attempt caused it, and which
+/// policy host asked.
+pub trait Answer: Event + Send + 'static {
+    /// The attempt's event id.
+    fn cause(&self) -> Option<&str>;
+    /// The policy host that produced the attempt.
+    fn host(&self) -> &str;
 }
 
-impl Waiters {
+impl Answer for GreylistDecided {
+    fn cause(&self) -> Option<&str> {
+        self.envelope.causation_id.as_deref()
+    }
+    fn host(&self) -> &str {
+        &self.policy_host
+    }
+}
+
+impl Answer for SubmissionDecided {
+    fn cause(&self) -> Option<&str> {
+        self.envelope.causation_id.as_deref()
+    }
+    fn host(&self) -> &str {
+        &self.policy_host
+    }
+}
+
+/// Requests waiting for their decision, by attempt event id.
+pub struct Waiters<A> {
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<A>>>>,
+}
+
+impl<A> Clone for Waiters<A> {
+    fn clone(&self) -> Self {
+        Self {
+            pending: self.pending.clone(),
+        }
+    }
+}
+
+impl<A> Default for Waiters<A> {
+    fn default() -> Self {
+        Self {
+            pending: Arc::default(),
+        }
+    }
+}
+
+impl<A: Answer> Waiters<A> {
     /// Register before producing the attempt, so the answer cannot be missed.
-    pub fn register(&self, attempt_id: &str) -> oneshot::Receiver<GreylistDecided> {
+    pub fn register(&self, attempt_id: &str) -> oneshot::Receiver<A> {
         let (tx, rx) = oneshot::channel();
         self.lock().insert(attempt_id.to_string(), tx);
         rx
@@ -35,8 +78,8 @@ impl Waiters {
         self.lock().remove(attempt_id);
     }
 
-    fn deliver(&self, decided: GreylistDecided) {
-        let Some(cause) = decided.envelope.causation_id.clone() else {
+    fn deliver(&self, decided: A) {
+        let Some(cause) = decided.cause().map(str::to_string) else {
             return;
         };
         if let Some(tx) = self.lock().remove(&cause) {
@@ -44,17 +87,18 @@ impl Waiters {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<GreylistDecided>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<A>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// Follow the decisions topic on a thread until shutdown.
-pub fn follow(
+pub fn follow<A: Answer>(
     kafka: &KafkaConfig,
     topic: &str,
     host: &str,
-    waiters: Waiters,
+    waiters: Waiters<A>,
+    patience: Duration,
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
     let consumer: BaseConsumer = client_config(kafka)
@@ -69,8 +113,8 @@ pub fn follow(
     // Start at each partition's current end, fixed now: decisions written
     // after this point are never missed, however long the first fetch takes.
     // A topic created a moment ago may not be in the metadata yet: look
-    // again for a while before calling it missing.
-    let mut tries = 0;
+    // again for `patience` before calling it missing.
+    let give_up = std::time::Instant::now() + patience;
     let md = loop {
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -83,8 +127,7 @@ pub fn follow(
             .iter()
             .map(|t| t.partitions().len())
             .sum::<usize>();
-        tries += 1;
-        if partitions > 0 || tries >= 30 {
+        if partitions > 0 || std::time::Instant::now() >= give_up {
             break md;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -117,7 +160,7 @@ pub fn follow(
         })?;
     let host = host.to_string();
     std::thread::Builder::new()
-        .name("policy-decisions".into())
+        .name(format!("policy-{topic}").chars().take(15).collect())
         .spawn(move || {
             while !shutdown.is_triggered() {
                 let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
@@ -125,8 +168,8 @@ pub fn follow(
                 };
                 let Ok(msg) = msg else { continue };
                 let Some(bytes) = msg.payload() else { continue };
-                match Registry::builtin().decode::<GreylistDecided>(bytes) {
-                    Ok(d) if d.policy_host == host => waiters.deliver(d),
+                match Registry::builtin().decode::<A>(bytes) {
+                    Ok(d) if d.host() == host => waiters.deliver(d),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, offset = msg.offset(), "undecodable decision")

@@ -198,7 +198,7 @@ async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<St
         ..cfg.policy.clone()
     };
     let (kafka, sd) = (cfg.kafka.clone(), shutdown.clone());
-    tokio::spawn(async move { mailfleet_policy::serve(policy, grouping, &kafka, sd).await });
+    tokio::spawn(async move { mailfleet_policy::serve(policy, grouping, &kafka, None, sd).await });
     // Warm up until a decision comes back: the consumer has joined its group.
     let started = Instant::now();
     loop {
