@@ -161,7 +161,7 @@ async fn a_kill_during_a_message_records_nothing_and_the_retry_records_it_once(
     require_clamd()?;
     let milter = Milter::new("submission-kill", 0, "", &kafka().brokers, &clamd_address()).await?;
     let hold = [(mailfleet_submission::HOLD_ENV, "30000")];
-    let mut held = milter.spawn(&hold).await?;
+    let mut children = Children(vec![milter.spawn(&hold).await?]);
     let mail = simple_message("kill", "sent once");
     let login = Some("alice@example.test");
     let pending = {
@@ -179,15 +179,11 @@ async fn a_kill_during_a_message_records_nothing_and_the_retry_records_it_once(
             mta.submit(&env, mail.as_bytes()).await
         })
     };
-    let log = milter.log.clone();
-    wait_until(
-        "the milter to hold the message",
-        Duration::from_secs(30),
-        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("holding the message")),
-    )
-    .await?;
+    milter.wait_log("holding the message").await?;
+    let held = children.0.last_mut().expect("the held milter");
     held.kill()?; // SIGKILL
     held.wait()?;
+    children.0.pop();
     let cut = pending.await?;
     assert!(
         cut.is_err(),
@@ -195,7 +191,7 @@ async fn a_kill_during_a_message_records_nothing_and_the_retry_records_it_once(
     );
     assert!(milter.events(1, Duration::from_secs(3))?.is_empty());
 
-    let mut children = Children(vec![milter.spawn(&[]).await?]);
+    children.0.push(milter.spawn(&[]).await?);
     // Postfix gives the retry a new queue id; the message is the same.
     let reply = milter.submit(login, "Q2", &mail).await?;
     assert_eq!(reply, Reply::Continue);
@@ -297,7 +293,7 @@ async fn milter_through_postfix_submission_nothing_unscanned_leaves_and_a_kill_l
             (login.as_str(), login.as_str())
         );
         assert_eq!(e.sender, login);
-        assert_eq!(e.recipients, [to.clone()]);
+        assert_eq!(e.recipients, std::slice::from_ref(&to));
         assert!(!e.queue_id.is_empty(), "Postfix's queue id: {e:?}");
         assert_eq!(e.client_address, "127.0.0.1");
     }
@@ -322,9 +318,10 @@ async fn milter_through_postfix_submission_nothing_unscanned_leaves_and_a_kill_l
         std::thread::spawn(move || submit_file(&login, &password, &to, &raw))
     };
     milter.wait_log("holding the message").await?;
-    let mut held = children.0.pop().expect("the held milter");
+    let held = children.0.last_mut().expect("the held milter");
     held.kill()?; // SIGKILL
     held.wait()?;
+    children.0.pop();
     let (reply, transcript) = first.join().expect("swaks thread")?;
     assert!(reply.starts_with('4'), "a temporary failure: {transcript}");
     children.0.push(milter.spawn(&[]).await?);
