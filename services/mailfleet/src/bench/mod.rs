@@ -11,6 +11,8 @@ mod lmtp;
 mod policy;
 mod scan;
 mod store;
+mod submission;
+mod submit_client;
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,8 @@ pub enum Bench {
     /// Raw rdkafka consume loop vs a state restore (a fleet member rebuilding
     /// a partition's state from the earliest offset) vs `mailfleet replay`.
     Replay(ConsumeLoad),
+    /// Postfix submission (AUTH PLAIN) to the relay, with the submission milter vs without it.
+    Submission(submission::SubmissionLoad),
     /// The hot paths in process, without the broker, for a profiler:
     /// Avro round trips, the policy server's request work, the runtime's
     /// batch work for the greylist and the counting consumer.
@@ -64,6 +68,7 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
         Bench::Kstreams(load) => kstreams::run(cfg, load).await,
         Bench::Consume(load) => consume::consume(cfg, load.shape(), load.rounds.max(1)).await,
         Bench::Replay(load) => consume::replay(cfg, load.shape(), load.rounds.max(1)).await,
+        Bench::Submission(load) => submission::run(cfg, load).await,
         Bench::Hot(load) => hot::run(cfg, load).await,
     }
 }

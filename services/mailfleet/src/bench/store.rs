@@ -1140,7 +1140,7 @@ fn parse_delays(line: &str) -> Option<[f64; 5]> {
 }
 
 /// Run a program; (success, its stdout and stderr, trimmed).
-async fn shell(
+pub(super) async fn shell(
     program: &str,
     args: &[&str],
     env: &[(&str, &str)],
