@@ -265,6 +265,17 @@ async fn submission_auth_limits_virus_blocks_and_audits() -> anyhow::Result<()> 
         )
         .await?;
     }
+    // The fixed ports answer: make sure it is these processes that listen
+    // (a port taken by another test's server makes ours exit).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (child, what) in children.0.iter_mut().zip(["run", "policy", "submission"]) {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "mailfleet {what} exited ({status}): is its port taken? see {}",
+                log.display()
+            );
+        }
+    }
     let tag = unique("sub");
     let (alice, bob) = (
         format!("{tag}-a@example.test"),

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use mailfleet_events::{
     accounts::*, admin::*, clock::*, config::*, framing, greylist::*, mail::*, notify::*,
-    runtime::*, scheduler::*, Event, EventError, Registry,
+    runtime::*, scheduler::*, submission::*, Event, EventError, Registry,
 };
 
 /// Every event type with its full name and its round trip.
@@ -60,6 +60,9 @@ fn round_trip_of(name: &str) -> Option<fn(&Registry, &[u8])> {
         Counted,
         DeadLetter,
         JobDue,
+        SubmissionAttempted,
+        SubmissionDecided,
+        MessageSubmitted,
     );
     all.into_iter().find(|(n, _)| *n == name).map(|(_, f)| f)
 }
