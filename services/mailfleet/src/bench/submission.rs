@@ -12,7 +12,9 @@
 //! message of its batch; the client's own rate (its `250`s) is shown too.
 //!
 //! The bench switches the submission listener per side with `ops/postfix
-//! start` (a reload): `MAILFLEET_SUBMISSION_MILTER=1` or `0`, both with
+//! stop` and `start` (a reload would leave idle smtpd processes with the
+//! other setting for a session or two): `MAILFLEET_SUBMISSION_MILTER=1` or
+//! `0`, both with
 //! `MAILFLEET_SUBMISSION_POLICY=0` (the outbound limits are not measured
 //! here) and the relay set to the sink; at the end it puts back the relay,
 //! transport and policy check it found. The milter runs in this process
@@ -21,8 +23,8 @@
 //! medians are compared.
 //!
 //! Checked: every batch arrives whole at the sink, and the milter's topic
-//! holds one clean, accepted `MessageSubmitted` per message it saw, each id
-//! once.
+//! holds one accepted `MessageSubmitted` per message of each measured batch
+//! with the milter, none of a batch without it, each id once.
 
 use std::{collections::HashSet, sync::Arc, time::Instant};
 
@@ -35,7 +37,13 @@ use mailfleet_events::submission::{MessageSubmitted, SubmitAction};
 use mailfleet_runtime::Shutdown;
 use mailfleet_scan::{clamd::Clamd, Engine};
 
-use super::{consume::create_topic, median, read_all, store::shell, submit_client as smtp};
+use super::{
+    consume::create_topic,
+    cpu::{clamd_pid, kafka_pid, Cpu, Tally},
+    median, read_all,
+    store::shell,
+    submit_client as smtp,
+};
 use crate::config::Config;
 
 /// Postfix's submission listener as `ops/postfix` runs it.
@@ -190,11 +198,12 @@ async fn add_account(dir: &DirectoryClient, login: &str, password: &str) -> anyh
     Ok(())
 }
 
-/// Per side: the seconds to the sink and the client's, per round.
+/// Per side: the seconds to the sink (with the CPU used meanwhile) and
+/// the client's, per round.
 #[derive(Default)]
 struct Outcome {
-    plain: (Vec<f64>, Vec<f64>),
-    milter: (Vec<f64>, Vec<f64>),
+    plain: (Tally, Vec<f64>),
+    milter: (Tally, Vec<f64>),
 }
 
 async fn measure(
@@ -209,7 +218,7 @@ async fn measure(
     milter_in_process(cfg, id, &shutdown).await?;
     let to = format!("{id}@bench-remote.test");
     let mut out = Outcome::default();
-    let mut through_milter = 0;
+    let mut measured = Vec::new();
     let sessions = load.sessions.max(1);
     println!(
         "{} messages of {} bytes per side and round over {sessions} AUTH PLAIN sessions to {SUBMISSION}, relayed to {SINK_RELAY}",
@@ -221,6 +230,7 @@ async fn measure(
             let warm = format!("{id}-r{round}-{}-warm", side_tag(side));
             batch(&warm, login, password, &to, sessions, load.bytes, sessions).await?;
             let name = format!("{id}-r{round}-{}", side_tag(side));
+            let before = Cpu::now(clamd_pid(), kafka_pid());
             let (to_sink, client) = batch(
                 &name,
                 login,
@@ -231,9 +241,8 @@ async fn measure(
                 sessions,
             )
             .await?;
-            if side == Side::Milter {
-                through_milter += load.messages + sessions;
-            }
+            let cpu = Cpu::now(clamd_pid(), kafka_pid()).minus(before);
+            measured.push((name, side));
             let n = load.messages as f64;
             println!(
                 "round {round} {}: {:.1} msgs/s to the sink ({:.1} msgs/s accepted)",
@@ -246,12 +255,12 @@ async fn measure(
             } else {
                 &mut out.milter
             };
-            slot.0.push(to_sink);
+            slot.0.add(to_sink, cpu);
             slot.1.push(client);
         }
     }
     shutdown.trigger();
-    check(cfg, id, through_milter)?;
+    check(cfg, id, &measured, load.messages)?;
     Ok(out)
 }
 
@@ -263,7 +272,11 @@ fn side_tag(side: Side) -> &'static str {
 }
 
 /// Point the submission listener's milter on or off (relay: the sink).
+/// Postfix is stopped first: after a reload, idle smtpd processes would
+/// serve a session or two with the old setting.
 async fn switch(side: Side) -> anyhow::Result<()> {
+    let (ok, out) = shell("ops/postfix", &["stop"], &[], None).await?;
+    anyhow::ensure!(ok, "ops/postfix stop: {out}");
     let milter = if side == Side::Milter { "1" } else { "0" };
     let found = Found::read()?;
     postfix(&[
@@ -371,12 +384,18 @@ async fn wait_sink(name: &str, n: u64) -> anyhow::Result<()> {
     }
 }
 
-/// One accepted, clean `MessageSubmitted` per message through the milter.
-fn check(cfg: &Config, topic: &str, expected: u64) -> anyhow::Result<()> {
+/// Per measured batch, one accepted `MessageSubmitted` for each message
+/// with the milter and none without; every id once.
+fn check(cfg: &Config, topic: &str, batches: &[(String, Side)], n: u64) -> anyhow::Result<()> {
     let events = read_all::<MessageSubmitted>(cfg, topic)?;
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e.envelope.event_id.as_str())
+        .collect();
     anyhow::ensure!(
-        events.len() as u64 == expected,
-        "{} MessageSubmitted for {expected} messages through the milter",
+        ids.len() == events.len(),
+        "{} distinct ids for {} events",
+        ids.len(),
         events.len()
     );
     let accepted = events
@@ -388,27 +407,54 @@ fn check(cfg: &Config, topic: &str, expected: u64) -> anyhow::Result<()> {
         "{accepted} of {} accepted",
         events.len()
     );
-    let ids: HashSet<&str> = events
-        .iter()
-        .map(|e| e.envelope.event_id.as_str())
-        .collect();
-    anyhow::ensure!(ids.len() == events.len(), "{} distinct ids", ids.len());
-    println!("checked: {expected} MessageSubmitted, all clean and accepted, each id once");
+    for (name, side) in batches {
+        let prefix = format!("<{name}.");
+        let seen = events
+            .iter()
+            .filter(|e| {
+                e.message_id
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(&prefix))
+            })
+            .count() as u64;
+        let want = if *side == Side::Milter { n } else { 0 };
+        anyhow::ensure!(
+            seen == want,
+            "batch {name} ({}): {seen} MessageSubmitted, {want} expected",
+            side.name()
+        );
+    }
+    println!("checked: every measured batch whole at the sink; {n} accepted MessageSubmitted per batch with the milter, none without; each id once");
     Ok(())
 }
 
 fn report(load: &SubmissionLoad, out: &Outcome) {
     let n = load.messages as f64;
     let rate = |secs: &[f64]| median(&mut secs.iter().map(|s| n / s).collect::<Vec<_>>());
-    let (plain, milter) = (rate(&out.plain.0), rate(&out.milter.0));
+    let (plain, milter) = (
+        out.plain.0.rate(load.messages),
+        out.milter.0.rate(load.messages),
+    );
     let (plain_acc, milter_acc) = (rate(&out.plain.1), rate(&out.milter.1));
     let ratio = milter / plain;
     println!(
         "without milter {plain:.1} msgs/s, with milter {milter:.1} msgs/s to the sink, ratio {ratio:.2}; \
          accepted: {plain_acc:.1} vs {milter_acc:.1} msgs/s (medians of {})",
-        out.plain.0.len()
+        out.plain.1.len()
     );
+    for (side, tally) in [(Side::Plain, &out.plain.0), (Side::Milter, &out.milter.0)] {
+        let c = tally.ms_per_message(load.messages);
+        println!(
+            "{} CPU ms/msg: this process {:.3} (the SMTP client, and the milter), clamd {:.3}, kafka {:.3} (machine {:.0}% busy)",
+            side.name(),
+            c.own,
+            c.peer,
+            c.kafka,
+            c.busy()
+        );
+    }
+    let own = out.milter.0.ms_per_message(load.messages).own;
     println!(
-        "plain_mps={plain:.1} milter_mps={milter:.1} ratio={ratio:.2} plain_accept_mps={plain_acc:.1} milter_accept_mps={milter_acc:.1}"
+        "plain_mps={plain:.1} milter_mps={milter:.1} ratio={ratio:.2} plain_accept_mps={plain_acc:.1} milter_accept_mps={milter_acc:.1} milter_process_cpu_ms={own:.3}"
     );
 }
