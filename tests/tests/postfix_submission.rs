@@ -117,6 +117,8 @@ impl World {
              abuse_deferrals_per_hour = 3\n\
              [consumers.outbound.plans.free]\nrecipients_per_hour = {PER_HOUR}\n\
              distinct_recipients_per_day = 200\nmessages_per_day = 500\nbytes_per_day = 250000000\n\
+             [api]\nevents_topic = {acc:?}\n\
+             [consumers.directory]\nevents_topic = {acc:?}\nalerts_topic = {al:?}\n\
              [consumers.lifecycle]\nevents_topic = {acc:?}\nnotify_topic = {n:?}\nstatus_topic = {s:?}\n\
              {notifier}",
             ga = t["grey-attempts"],
@@ -411,6 +413,11 @@ async fn submission_auth_limits_virus_blocks_and_audits() -> anyhow::Result<()> 
     assert!(
         history.contains("AccountBlocked") && history.contains("VIRUS"),
         "{history}"
+    );
+    let throttled = run_cli(&config, &["audit", "account", &bob])?;
+    assert!(
+        throttled.contains("SubmissionDecided") && throttled.contains("recipients_per_hour"),
+        "the account's history shows why it was throttled: {throttled}"
     );
     children.terminate()
 }

@@ -380,6 +380,9 @@ fn account_history(cfg: &Config, account: &str) -> anyhow::Result<()> {
         cfg.consumers.storage.stored_topic.as_str(),
         cfg.consumers.storage.notify_topic.as_str(),
         cfg.consumers.directory.alerts_topic.as_str(),
+        // What it sent and the limits' answers: why it was throttled.
+        cfg.consumers.outbound.decisions_topic.as_str(),
+        cfg.submission.topic.as_str(),
     ]
     .into_iter()
     .collect();
