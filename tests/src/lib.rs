@@ -62,6 +62,20 @@ pub fn swaks_trusted() -> std::process::Command {
     swaks
 }
 
+/// [`swaks_trusted`] sending the message file `data` from `from` to `to`;
+/// its transcript, or an error with it when swaks failed.
+pub fn swaks_send(from: &str, to: &str, data: &Path) -> anyhow::Result<String> {
+    let out = swaks_trusted()
+        .args(["--from", from, "--to", to, "--timeout", "30"])
+        .arg("--data")
+        .arg(format!("@{}", data.display()))
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "swaks failed:\n{text}");
+    Ok(text)
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     // Cargo sets CARGO_MANIFEST_DIR when it runs a test; the compile-time

@@ -9,7 +9,7 @@
 //! envelope sender of any virus in a local domain, so this blocked any
 //! account anyone named.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use mailfleet_events::{
     accounts::{AccountBlocked, AccountRegistered, AccountStatus, AccountStatusChanged},
@@ -51,19 +51,6 @@ async fn wait_for<E: Event>(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     anyhow::bail!("no {what} on {topic} within 60 s")
-}
-
-/// swaks as a client outside our network would, with `from` forged.
-fn swaks(from: &str, to: &str, data: &Path) -> anyhow::Result<String> {
-    let out = swaks_trusted()
-        .args(["--from", from, "--to", to, "--timeout", "30"])
-        .arg("--data")
-        .arg(format!("@{}", data.display()))
-        .output()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.success(), "swaks failed:\n{text}");
-    Ok(text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,7 +110,7 @@ async fn a_forged_local_sender_of_a_virus_blocks_nobody() -> anyhow::Result<()> 
     let path = world.dir.join("virus.eml");
     std::fs::write(&path, mail)?;
     let to = format!("{tag}-rcpt@example.test");
-    swaks(&victim, &to, &path)?;
+    swaks_send(&victim, &to, &path)?;
 
     let message_id = format!("{subject}@example.net");
     let verdict = wait_for::<MessageScanned>(&world.scanned, "the virus's verdict", |s| {

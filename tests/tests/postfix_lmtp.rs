@@ -15,25 +15,6 @@ use mailfleet_tests::{ingest::*, *};
 /// Where ops/postfix's virtual_transport delivers in the test setup.
 const LMTP_PORT: u16 = 2424;
 
-fn swaks(to: &str, data: &Path) -> anyhow::Result<String> {
-    let out = swaks_trusted()
-        .args([
-            "--from",
-            "sender@example.net",
-            "--to",
-            to,
-            "--timeout",
-            "30",
-        ])
-        .arg("--data")
-        .arg(format!("@{}", data.display()))
-        .output()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.success(), "swaks failed:\n{text}");
-    Ok(text)
-}
-
 /// Every file under `dir`.
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -99,7 +80,7 @@ async fn postfix_delivers_over_lmtp_and_dovecot_serves_it() -> anyhow::Result<()
     for (name, mail) in [("clean.eml", &clean_mail), ("virus.eml", &virus_mail)] {
         let path = world.dir.join(name);
         std::fs::write(&path, mail)?;
-        swaks(&user, &path)?;
+        swaks_send("sender@example.net", &user, &path)?;
     }
 
     // Postfix queues and delivers asynchronously; mail left in its queue by

@@ -129,58 +129,92 @@ fn wait_all(members: &mut [(Child, Instant, String)]) -> anyhow::Result<Duration
     Ok(slowest)
 }
 
+/// One test's members: their configs (a slot each), the `run` arguments
+/// naming every consumer, and the log they share.
+struct Members {
+    configs: Vec<PathBuf>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Members {
+    /// The renamed topology's topics on the broker, and the configs.
+    async fn new(prefix: &str) -> anyhow::Result<Members> {
+        let name = unique(prefix);
+        let dir = scratch_dir(&name);
+        let topology = renamed(&name)?;
+        admin::apply(&kafka(), &topology).await?;
+        // Every consumer `mailfleet run` knows has its route in the topology.
+        let consumers: Vec<String> = topology.consumers.keys().cloned().collect();
+        anyhow::ensure!(consumers.len() >= 11, "too few consumers: {consumers:?}");
+        Ok(Members {
+            configs: configs(&name, &dir, &topology)?,
+            args: std::iter::once("run".to_string())
+                .chain(consumers)
+                .collect(),
+            log: dir.join("members.log"),
+        })
+    }
+
+    /// Start slot `slot` running every consumer.
+    fn spawn(&self, slot: usize) -> anyhow::Result<Child> {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        spawn_with_env(&self.configs[slot], &args, MEMBER_ENV, &self.log)
+    }
+}
+
+/// SIGTERM every member of `members`, `gap_ms` (a random 0..gap) apart,
+/// named `label` and their index; each must exit 0 within `EXIT_WITHIN`.
+/// Returns the slowest stop.
+async fn stop_members(
+    members: &mut Children,
+    gap_ms: u64,
+    label: &str,
+) -> anyhow::Result<Duration> {
+    let mut stopping = Vec::new();
+    for (i, child) in members.0.drain(..).enumerate() {
+        let signalled = signal(&child)?;
+        stopping.push((child, signalled, format!("{label} member {i}")));
+        // Each leave rebalances the group the next one is closing in.
+        let gap = rand::rng().random_range(0..=gap_ms);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+    }
+    let took = tokio::task::block_in_place(|| wait_all(&mut stopping));
+    for (child, _, _) in &mut stopping {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    took
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_rebalances_exits_cleanly_every_time() -> anyhow::Result<()> {
-    let name = unique("shutdown");
-    let dir = scratch_dir(&name);
-    let topology = renamed(&name)?;
-    admin::apply(&kafka(), &topology).await?;
-    let configs = configs(&name, &dir, &topology)?;
-    // Every consumer `mailfleet run` knows has its route in the topology.
-    let consumers: Vec<&str> = topology.consumers.keys().map(String::as_str).collect();
-    anyhow::ensure!(consumers.len() >= 11, "too few consumers: {consumers:?}");
-    let mut args = vec!["run"];
-    args.extend(consumers);
-    let log = dir.join("members.log");
+    let m = Members::new("shutdown").await?;
     let mut rng = rand::rng();
     let mut slowest = Duration::ZERO;
     for cycle in 0..CYCLES {
         let mut members = Children::default();
-        for config in &configs {
-            members
-                .0
-                .push(spawn_with_env(config, &args, MEMBER_ENV, &log)?);
+        for slot in 0..MEMBERS {
+            members.0.push(m.spawn(slot)?);
             // Joins land while the group settles the previous one.
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
         }
         // From "still starting" (0) to "settled" (3 s) over the cycles.
         let wait = (cycle as u64 * 3000) / (CYCLES as u64 - 1);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let mut stopping = Vec::new();
-        for (i, child) in members.0.drain(..).enumerate() {
-            let what = format!("cycle {cycle} member {i} (stopped {wait} ms after the last start)");
-            let signalled = signal(&child)?;
-            stopping.push((child, signalled, what));
-            // Each leave rebalances the group the next one is closing in.
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
-        }
-        let took = tokio::task::block_in_place(|| wait_all(&mut stopping));
-        for (child, _, _) in &mut stopping {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        slowest = slowest.max(took?);
+        let label = format!("cycle {cycle} (stopped {wait} ms after the last start)");
+        slowest = slowest.max(stop_members(&mut members, 300, &label).await?);
     }
-    let text = std::fs::read_to_string(&log)?;
+    let text = std::fs::read_to_string(&m.log)?;
     anyhow::ensure!(
         !text.contains("could not leave the group in time"),
         "a close was abandoned instead of completing: see {}",
-        log.display()
+        m.log.display()
     );
     anyhow::ensure!(
         text.contains("SIGTERM: shutting down"),
         "no member logged its SIGTERM: see {}",
-        log.display()
+        m.log.display()
     );
     eprintln!("slowest stop: {slowest:?} over {CYCLES} cycles of {MEMBERS} members");
     Ok(())
@@ -192,51 +226,29 @@ const MEMBER_ENV: &[(&str, &str)] = &[("MAILFLEET_RUNTIME__CLOSE_TIMEOUT_MS", "6
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_while_the_group_waits_for_a_killed_member_exits_cleanly() -> anyhow::Result<()> {
-    let name = unique("shutdown-crashed");
-    let dir = scratch_dir(&name);
-    let topology = renamed(&name)?;
-    admin::apply(&kafka(), &topology).await?;
-    let configs = configs(&name, &dir, &topology)?;
-    let mut args = vec!["run"];
-    args.extend(topology.consumers.keys().map(String::as_str));
-    let log = dir.join("members.log");
+    let m = Members::new("shutdown-crashed").await?;
     let mut rng = rand::rng();
     let mut slowest = Duration::ZERO;
     // Slot 0 is started and killed; slots 1 and 2 are started and stopped.
     for cycle in 0..CYCLES {
-        let mut victim = spawn_with_env(&configs[0], &args, MEMBER_ENV, &log)?;
+        let mut victim = m.spawn(0)?;
         let mut members = Children::default();
-        members
-            .0
-            .push(spawn_with_env(&configs[1], &args, MEMBER_ENV, &log)?);
+        members.0.push(m.spawn(1)?);
         tokio::time::sleep(Duration::from_millis(rng.random_range(2000..4000))).await;
         // A crash: the group keeps waiting for it until its session ends.
         victim.kill()?;
         victim.wait()?;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
-        members
-            .0
-            .push(spawn_with_env(&configs[2], &args, MEMBER_ENV, &log)?);
+        members.0.push(m.spawn(2)?);
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
-        let mut stopping = Vec::new();
-        for (i, child) in members.0.drain(..).enumerate() {
-            let what = format!("cycle {cycle} member {}", i + 1);
-            let signalled = signal(&child)?;
-            stopping.push((child, signalled, what));
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
-        }
-        let took = tokio::task::block_in_place(|| wait_all(&mut stopping));
-        for (child, _, _) in &mut stopping {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        slowest = slowest.max(took?);
+        let label = format!("cycle {cycle} (a member killed)");
+        slowest = slowest.max(stop_members(&mut members, 300, &label).await?);
     }
-    let text = std::fs::read_to_string(&log)?;
+    let text = std::fs::read_to_string(&m.log)?;
     anyhow::ensure!(
         !text.contains("could not leave the group in time"),
         "a close was abandoned instead of completing: see {}",
-        log.display()
+        m.log.display()
     );
     eprintln!("slowest stop: {slowest:?} over {CYCLES} cycles");
     Ok(())
@@ -245,14 +257,7 @@ async fn sigterm_while_the_group_waits_for_a_killed_member_exits_cleanly() -> an
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_right_after_a_frozen_member_lost_its_session_exits_cleanly() -> anyhow::Result<()>
 {
-    let name = unique("shutdown-frozen");
-    let dir = scratch_dir(&name);
-    let topology = renamed(&name)?;
-    admin::apply(&kafka(), &topology).await?;
-    let configs = configs(&name, &dir, &topology)?;
-    let mut args = vec!["run"];
-    args.extend(topology.consumers.keys().map(String::as_str));
-    let log = dir.join("members.log");
+    let m = Members::new("shutdown-frozen").await?;
     let mut rng = rand::rng();
     let mut slowest = Duration::ZERO;
     // A member frozen (SIGSTOP) past `session.timeout.ms` (10 s) is thrown
@@ -262,10 +267,8 @@ async fn sigterm_right_after_a_frozen_member_lost_its_session_exits_cleanly() ->
     // the group down at once, racing the revocation callback.
     for cycle in 0..FROZEN_CYCLES {
         let mut members = Children::default();
-        for config in &configs[..2] {
-            members
-                .0
-                .push(spawn_with_env(config, &args, MEMBER_ENV, &log)?);
+        for slot in 0..2 {
+            members.0.push(m.spawn(slot)?);
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(3000..5000))).await;
         let frozen = members.0[0].id().to_string();
@@ -277,17 +280,8 @@ async fn sigterm_right_after_a_frozen_member_lost_its_session_exits_cleanly() ->
             .args(["-CONT", &frozen])
             .status()?;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
-        let mut stopping = Vec::new();
-        for (i, child) in members.0.drain(..).enumerate() {
-            let signalled = signal(&child)?;
-            stopping.push((child, signalled, format!("cycle {cycle} member {i}")));
-        }
-        let took = tokio::task::block_in_place(|| wait_all(&mut stopping));
-        for (child, _, _) in &mut stopping {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        slowest = slowest.max(took?);
+        let label = format!("cycle {cycle} (a member frozen)");
+        slowest = slowest.max(stop_members(&mut members, 0, &label).await?);
     }
     eprintln!("slowest stop: {slowest:?} over {FROZEN_CYCLES} cycles");
     Ok(())
@@ -307,19 +301,14 @@ fn threads(pid: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_as_soon_as_the_process_runs_exits_cleanly() -> anyhow::Result<()> {
-    let name = unique("shutdown-early");
-    let dir = scratch_dir(&name);
-    let topology = renamed(&name)?;
-    admin::apply(&kafka(), &topology).await?;
-    let configs = configs(&name, &dir, &topology)?;
-    let log = dir.join("members.log");
+    let m = Members::new("shutdown-early").await?;
     // The moment its runtime's threads exist the process is well into
     // `main`: it loads its config and topology, binds its metrics port and
     // starts its consumers. A SIGTERM from then on must stop it cleanly.
     // (The signal handler used to be installed only after all that, and a
     // SIGTERM before it killed the process: exit 143.)
     for round in 0..10 {
-        let child = spawn_with_env(&configs[0], &["run", "counter"], MEMBER_ENV, &log)?;
+        let child = spawn_with_env(&m.configs[0], &["run", "counter"], MEMBER_ENV, &m.log)?;
         let pid = child.id();
         let started = Instant::now();
         while threads(pid) < 2 {

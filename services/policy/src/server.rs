@@ -20,13 +20,14 @@ use tokio::{
 use mailfleet_events::{
     greylist::GreylistDecided,
     submission::{LimitAction, SubmissionDecided},
+    Event,
 };
 
 use crate::{
     attempt,
     protocol::{read_request, reply, Limits, Request},
     submission::{self, MaySubmit, Submitters},
-    waiter::{self, Waiters},
+    waiter::{self, Answer, Waiters},
     PolicyConfig,
 };
 
@@ -180,32 +181,49 @@ impl Server {
         if let Some(account) = submission::login(req) {
             return self.answer_submission(req, &account).await;
         }
-        let started = Instant::now();
         let attempt = attempt::attempt(&self.cfg, req);
         let id = attempt.envelope.event_id.clone();
         let key = attempt::key(&attempt, self.grouping);
-        let reply = self.waiters.register(&id);
-        let round_trip = async {
-            self.producer
-                .send(&self.cfg.attempts_topic, key.as_bytes(), &attempt)
-                .await
-                .ok()?;
-            reply.await.ok()
-        };
-        let answer = timeout(Duration::from_millis(self.cfg.timeout_ms), round_trip).await;
-        metrics::histogram!(m::POLICY_REQUEST_DURATION).record(started.elapsed().as_secs_f64());
-        match answer {
-            Ok(Some(decided)) => {
+        let topic = &self.cfg.attempts_topic;
+        match self
+            .ask(&self.waiters, &id, topic, key.as_bytes(), &attempt)
+            .await
+        {
+            Some(decided) => {
                 metrics::counter!(m::POLICY_REQUESTS, "result" => "decided").increment(1);
                 decided.action
             }
-            _ => {
-                self.waiters.forget(&id);
+            None => {
                 metrics::counter!(m::POLICY_REQUESTS, "result" => "timeout").increment(1);
                 tracing::warn!(attempt = %id, "no greylist decision in time; answering the fail mode");
                 self.cfg.fail_mode.action().to_string()
             }
         }
+    }
+
+    /// Produce attempt `id` (`event`) to `topic` under `key` and wait, up
+    /// to `timeout_ms`, for the decision it causes; `None` when none came.
+    async fn ask<A: Answer, E: Event>(
+        &self,
+        waiters: &Waiters<A>,
+        id: &str,
+        topic: &str,
+        key: &[u8],
+        event: &E,
+    ) -> Option<A> {
+        let started = Instant::now();
+        let reply = waiters.register(id);
+        let round_trip = async {
+            self.producer.send(topic, key, event).await.ok()?;
+            reply.await.ok()
+        };
+        let limit = Duration::from_millis(self.cfg.timeout_ms);
+        let answer = timeout(limit, round_trip).await.ok().flatten();
+        metrics::histogram!(m::POLICY_REQUEST_DURATION).record(started.elapsed().as_secs_f64());
+        if answer.is_none() {
+            waiters.forget(id);
+        }
+        answer
     }
 
     /// The action for an authenticated RCPT: refused when the account may
@@ -225,30 +243,18 @@ impl Server {
             }
             Some(MaySubmit::Yes) | None => {}
         }
-        let started = Instant::now();
         let attempt = submission::attempt(&self.cfg, req, account);
         let id = attempt.envelope.event_id.clone();
-        let reply = self.submissions.register(&id);
-        let round_trip = async {
-            self.producer
-                .send(
-                    &self.cfg.submission_attempts_topic,
-                    account.as_bytes(),
-                    &attempt,
-                )
-                .await
-                .ok()?;
-            reply.await.ok()
-        };
-        let answer = timeout(Duration::from_millis(self.cfg.timeout_ms), round_trip).await;
-        metrics::histogram!(m::POLICY_REQUEST_DURATION).record(started.elapsed().as_secs_f64());
+        let topic = &self.cfg.submission_attempts_topic;
+        let answer = self
+            .ask(&self.submissions, &id, topic, account.as_bytes(), &attempt)
+            .await;
         match answer {
-            Ok(Some(decided)) if decided.action == LimitAction::Pass => {
+            Some(decided) if decided.action == LimitAction::Pass => {
                 answered("submission_pass", "DUNNO".into())
             }
-            Ok(Some(decided)) => answered("submission_defer", decided.reply),
-            _ => {
-                self.submissions.forget(&id);
+            Some(decided) => answered("submission_defer", decided.reply),
+            None => {
                 tracing::warn!(attempt = %id, %account,
                     "no outbound limits decision in time; answering the submission fail mode");
                 answered(
