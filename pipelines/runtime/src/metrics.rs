@@ -38,7 +38,9 @@ pub const GREYLIST_DECISIONS: &str = "mailfleet_greylist_decisions_total";
 /// Account status transitions decided by the lifecycle, by `to`.
 pub const LIFECYCLE_TRANSITIONS: &str = "mailfleet_lifecycle_transitions_total";
 
-/// Policy requests answered, by `result`: decided, timeout, not_rcpt.
+/// Policy requests answered, by `result`: decided, timeout, not_rcpt, and
+/// for authenticated submissions submission_pass, submission_defer,
+/// submission_refused, submission_not_ready, submission_timeout.
 pub const POLICY_REQUESTS: &str = "mailfleet_policy_requests_total";
 /// Time from an RCPT request to its answer.
 pub const POLICY_REQUEST_DURATION: &str = "mailfleet_policy_request_duration_seconds";
