@@ -304,8 +304,28 @@ impl ConfigFiles<'_> {
     }
 }
 
-/// A free loopback port.
+/// A free loopback port, for a server a test starts.
+///
+/// nextest runs tests of different binaries side by side, and a port the
+/// kernel hands out for `bind(0)` and that is then released can be handed
+/// to another test process before the child binds it ("Address already in
+/// use"). So each test process takes ports from a block of its own
+/// (picked by its pid), below the kernel's ephemeral range (32768 and up)
+/// so that no outgoing connection takes one either, checking each is free.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u32 = 20_000;
+    const BLOCK: u32 = 100;
+    const BLOCKS: u32 = 120; // 20000..32000
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = (std::process::id().wrapping_mul(7919)) % BLOCKS;
+    for _ in 0..BLOCK {
+        let index = u32::from(NEXT.fetch_add(1, Ordering::Relaxed)) % BLOCK;
+        let port = (FIRST + block * BLOCK + index) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
