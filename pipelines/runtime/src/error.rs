@@ -53,6 +53,16 @@ pub enum RuntimeError {
     /// An event did not fit its schema.
     #[error("encoding event: {0}")]
     Encode(#[from] mailfleet_events::EventError),
+    /// Reading a topic to its end did not get there.
+    #[error("reading {topic}: {reason}")]
+    Read { topic: String, reason: String },
+    /// A record read is not the event it was read as.
+    #[error("decoding the record at {place}: {source}")]
+    Decode {
+        place: String,
+        #[source]
+        source: mailfleet_events::EventError,
+    },
     /// The consumer thread panicked or could not be joined.
     #[error("consumer {consumer} thread: {reason}")]
     Thread { consumer: String, reason: String },

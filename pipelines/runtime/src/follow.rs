@@ -1,6 +1,9 @@
-//! Following a topic from its beginning on a thread of its own: how the
-//! servers keep the projections they answer from (an account's usage, an
-//! account's status), usually from a compacted topic.
+//! Following a topic on a thread of its own. From its beginning
+//! ([`follow`]): how the servers keep the projections they answer from (an
+//! account's usage, an account's status), usually from a compacted topic.
+//! From its end ([`follow_from_end`]): how a server waits for the answers
+//! to what it just asked (the policy server and the consumers' decisions).
+//! [`crate::read`] is the other half: reading a topic to its end, once.
 //!
 //! The follower assigns every partition (no consumer group, nothing
 //! committed), reads from the beginning, and hands each record to the
@@ -15,7 +18,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rdkafka::{
@@ -24,7 +27,7 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
 };
 
-use crate::{admin::client_config, config::KafkaConfig, RuntimeError, Shutdown};
+use crate::{admin::watermarks, config::KafkaConfig, read::reader, RuntimeError, Shutdown};
 
 /// A running follower.
 #[derive(Clone, Default)]
@@ -47,8 +50,9 @@ impl Following {
     }
 }
 
-/// Follow `topic` until shutdown, calling `apply` with each record. A
-/// missing topic is waited for (logged every 5 s) and is not caught up.
+/// Follow `topic` from its beginning until shutdown, calling `apply` with
+/// each record. A missing topic is waited for (logged every 5 s) and is
+/// not caught up.
 pub fn follow(
     kafka: &KafkaConfig,
     topic: &str,
@@ -56,54 +60,103 @@ pub fn follow(
     shutdown: Shutdown,
     mut apply: impl FnMut(&BorrowedMessage<'_>) + Send + 'static,
 ) -> Result<Following, RuntimeError> {
-    let consumer: BaseConsumer = client_config(kafka)
-        .set(
-            "group.id",
-            format!("mailfleet-{name}-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|source| RuntimeError::CreateClient {
-            what: "topic follower",
-            source,
-        })?;
+    let consumer = reader(kafka, name, &[])?;
     let following = Following::default();
     let (flag, topic, label) = (following.clone(), topic.to_string(), name.to_string());
-    std::thread::Builder::new()
-        .name(name.chars().take(15).collect())
-        .spawn(move || {
-            let mut ends = loop {
-                if shutdown.is_triggered() {
-                    return;
-                }
-                match assign(&consumer, &topic) {
-                    Some(ends) => break ends,
-                    None => {
-                        tracing::warn!(%topic, follower = %label, "topic not there yet; waiting");
-                        std::thread::sleep(Duration::from_secs(5));
-                    }
-                }
-            };
-            mark(&flag, &ends);
-            while !shutdown.is_triggered() {
-                let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) else {
-                    continue;
-                };
-                apply(&msg);
-                if ends
-                    .get(&msg.partition())
-                    .is_some_and(|end| msg.offset() + 1 >= *end)
-                {
-                    ends.remove(&msg.partition());
-                    mark(&flag, &ends);
+    spawn(name, move || {
+        let mut ends = loop {
+            if shutdown.is_triggered() {
+                return;
+            }
+            match assign(&consumer, &topic) {
+                Some(ends) => break ends,
+                None => {
+                    tracing::warn!(%topic, follower = %label, "topic not there yet; waiting");
+                    std::thread::sleep(Duration::from_secs(5));
                 }
             }
-        })
+        };
+        mark(&flag, &ends);
+        while !shutdown.is_triggered() {
+            let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            apply(&msg);
+            if ends
+                .get(&msg.partition())
+                .is_some_and(|end| msg.offset() + 1 >= *end)
+            {
+                ends.remove(&msg.partition());
+                mark(&flag, &ends);
+            }
+        }
+    })?;
+    Ok(following)
+}
+
+/// Follow `topic` from its end now until shutdown, calling `apply` with
+/// each record written from here on: how a server waits for the answers
+/// to its own requests. The ends are fixed before this returns, so no
+/// record written after it is missed, however long the first fetch takes.
+/// A topic created a moment ago may not be in the metadata yet: it is
+/// looked for again for `patience` before it is called missing.
+pub fn follow_from_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    name: &str,
+    patience: Duration,
+    shutdown: Shutdown,
+    mut apply: impl FnMut(&BorrowedMessage<'_>) + Send + 'static,
+) -> Result<(), RuntimeError> {
+    // Answers are awaited by someone: fetch them as soon as they are there.
+    let consumer = reader(kafka, name, &[("fetch.wait.max.ms", "10")])?;
+    let give_up = Instant::now() + patience;
+    let partitions = loop {
+        let partitions = watermarks(&consumer, topic, Duration::from_secs(10))?;
+        if !partitions.is_empty() || Instant::now() >= give_up {
+            break partitions;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if partitions.is_empty() {
+        return Err(RuntimeError::ApplyTopic {
+            topic: topic.to_string(),
+            reason: "no partitions; run `mailfleet topics apply`".into(),
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (id, _, high) in partitions {
+        tpl.add_partition_offset(topic, id, Offset::Offset(high))
+            .map_err(|source| RuntimeError::Kafka {
+                op: "follow from the end",
+                source,
+            })?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|source| RuntimeError::Kafka {
+            op: "follow from the end",
+            source,
+        })?;
+    spawn(name, move || {
+        while !shutdown.is_triggered() {
+            if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
+                apply(&msg);
+            }
+        }
+    })
+}
+
+/// Run `poll` on a thread named after the follower.
+fn spawn(name: &str, poll: impl FnOnce() + Send + 'static) -> Result<(), RuntimeError> {
+    std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(poll)
+        .map(drop)
         .map_err(|e| RuntimeError::Thread {
             consumer: name.to_string(),
             reason: e.to_string(),
-        })?;
-    Ok(following)
+        })
 }
 
 fn mark(flag: &Following, ends: &HashMap<i32, i64>) {
@@ -115,19 +168,13 @@ fn mark(flag: &Following, ends: &HashMap<i32, i64>) {
 /// Assign every partition from the beginning; the end offsets of the
 /// partitions that hold records.
 fn assign(consumer: &BaseConsumer, topic: &str) -> Option<HashMap<i32, i64>> {
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .ok()?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .ok()?;
+    for (id, low, high) in watermarks(consumer, topic, Duration::from_secs(10)).ok()? {
         if high > low {
-            ends.insert(p.id(), high);
+            ends.insert(id, high);
         }
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+        tpl.add_partition_offset(topic, id, Offset::Beginning)
             .ok()?;
     }
     (tpl.count() > 0 && consumer.assign(&tpl).is_ok()).then_some(ends)

@@ -14,14 +14,22 @@ mod consumer;
 pub mod dedup;
 mod error;
 pub mod follow;
+mod inputs;
+pub mod listen;
 pub mod metrics;
 pub mod producer;
+pub mod read;
 mod runner;
 pub mod settings;
 mod shutdown;
 mod state;
 pub mod store;
+pub mod time;
 pub mod topology;
+
+/// For [`inputs!`]: the event types the generated code names.
+#[doc(hidden)]
+pub use mailfleet_events as __events;
 
 pub use consumer::{
     output_id, Consumer, Decision, Decode, Emit, Input, Outcome, RecordMeta, Verdict,

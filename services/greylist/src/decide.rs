@@ -7,11 +7,11 @@ use mailfleet_events::{
     clock::ClockTicked,
     config::ConfigChanged,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
-    Envelope, EventError, Registry,
+    Envelope,
 };
 use mailfleet_runtime::{
     settings::{InForce, Settings},
-    Consumer, Decision, Decode, Input, StateError, StateView,
+    Consumer, Decision, Input, StateError, StateView,
 };
 
 use crate::{
@@ -22,28 +22,13 @@ use crate::{
     GreylistConfig, GreylistRules, RecordedLists,
 };
 
-/// What the greylist consumer reads from `smtp.attempts`.
-pub enum GreylistInput {
-    Attempt(DeliveryAttempted),
-    Tick(ClockTicked),
-    /// The settings in force from here on.
-    Config(ConfigChanged),
-}
-
-impl Decode for GreylistInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.clock.ClockTicked" => registry.decode(bytes).map(Self::Tick),
-            "mailfleet.config.ConfigChanged" => registry.decode(bytes).map(Self::Config),
-            _ => registry.decode(bytes).map(Self::Attempt),
-        }
-    }
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Attempt(a) => &a.envelope,
-            Self::Tick(t) => &t.envelope,
-            Self::Config(c) => &c.envelope,
-        }
+mailfleet_runtime::inputs! {
+    /// What the greylist consumer reads from `smtp.attempts`.
+    pub enum GreylistInput {
+        Attempt(DeliveryAttempted),
+        Tick(ClockTicked),
+        /// The settings in force from here on.
+        Config(ConfigChanged),
     }
 }
 

@@ -23,9 +23,9 @@ use mailfleet_events::{
     submission::{
         LimitAction, MessageSubmitted, SubmissionAttempted, SubmissionDecided, SubmitAction,
     },
-    Envelope, EventError, Registry,
+    Envelope,
 };
-use mailfleet_runtime::{dedup, Decision, Decode, StateError, StateView};
+use mailfleet_runtime::{dedup, Decision, StateError, StateView};
 
 use crate::{
     config::{OutboundConfig, PlanLimits, MAX_TRACKED_RECIPIENTS},
@@ -36,52 +36,20 @@ use crate::{
     NAME,
 };
 
-/// What the outbound consumer reads from its three topics.
-pub enum OutboundInput {
-    Attempt(SubmissionAttempted),
-    Submitted(MessageSubmitted),
-    Registered(AccountRegistered),
-    Plan(PlanChanged),
-    Blocked(AccountBlocked),
-    Unblocked(AccountUnblocked),
-    Deleted(AccountDeleted),
-    Tick(ClockTicked),
-    /// The settings in force from here on (handled by the consumer).
-    Config(ConfigChanged),
-    /// Any other event on the topics (logins, quota, status changes...).
-    Other(Envelope),
-}
-
-impl Decode for OutboundInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        let r = registry;
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.submission.SubmissionAttempted" => Self::Attempt(r.decode(bytes)?),
-            "mailfleet.submission.MessageSubmitted" => Self::Submitted(r.decode(bytes)?),
-            "mailfleet.accounts.AccountRegistered" => Self::Registered(r.decode(bytes)?),
-            "mailfleet.accounts.PlanChanged" => Self::Plan(r.decode(bytes)?),
-            "mailfleet.accounts.AccountBlocked" => Self::Blocked(r.decode(bytes)?),
-            "mailfleet.accounts.AccountUnblocked" => Self::Unblocked(r.decode(bytes)?),
-            "mailfleet.accounts.AccountDeleted" => Self::Deleted(r.decode(bytes)?),
-            "mailfleet.clock.ClockTicked" => Self::Tick(r.decode(bytes)?),
-            "mailfleet.config.ConfigChanged" => Self::Config(r.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Attempt(e) => &e.envelope,
-            Self::Submitted(e) => &e.envelope,
-            Self::Registered(e) => &e.envelope,
-            Self::Plan(e) => &e.envelope,
-            Self::Blocked(e) => &e.envelope,
-            Self::Unblocked(e) => &e.envelope,
-            Self::Deleted(e) => &e.envelope,
-            Self::Tick(e) => &e.envelope,
-            Self::Config(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// What the outbound consumer reads from its three topics.
+    pub enum OutboundInput {
+        Attempt(SubmissionAttempted),
+        Submitted(MessageSubmitted),
+        Registered(AccountRegistered),
+        Plan(PlanChanged),
+        Blocked(AccountBlocked),
+        Unblocked(AccountUnblocked),
+        Deleted(AccountDeleted),
+        Tick(ClockTicked),
+        /// The settings in force from here on (handled by the consumer).
+        Config(ConfigChanged),
+        _ => Other,
     }
 }
 

@@ -38,11 +38,7 @@ pub fn identity(cfg: &PolicyConfig, req: &Request) -> (String, i64) {
         .filter(|_| cfg.accept_test_time)
         .and_then(|t| t.parse::<i64>().ok())
         .map(|secs| secs * 1000);
-    let now_ms = test_time.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    });
+    let now_ms = test_time.unwrap_or_else(mailfleet_runtime::time::now_ms);
     (
         format!("{}:{:032x}", cfg.host, rand::random::<u128>()),
         now_ms,

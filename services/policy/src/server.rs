@@ -1,19 +1,23 @@
 //! The listener: one task per Postfix connection, many requests each.
 
 use std::{
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use mailfleet_greylist::triplet::Grouping;
 use mailfleet_runtime::{
-    allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, RuntimeError,
-    Shutdown,
+    allow::AllowList,
+    config::KafkaConfig,
+    listen::{self, Handler, Refusal},
+    metrics as m,
+    producer::EventProducer,
+    RuntimeError, Shutdown,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
     time::timeout,
 };
 
@@ -96,44 +100,37 @@ pub async fn serve(
         submitters,
         cfg,
     });
-    let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
     metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(0);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept");
-                    continue;
-                }
-            },
-            _ = shutdown.wait() => break,
-        };
-        if !allow.allows(peer.ip()) {
-            // Closed unread: Postfix's policy client logs the lost
-            // connection and defers (451 4.3.5), so nothing passes unasked.
-            metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(1);
-            tracing::warn!(%peer, "client not in policy.allow; closing");
-            continue;
-        }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(m::POLICY_CONNECTIONS_REFUSED).increment(1);
-            tracing::warn!(%peer, "connection limit reached; closing");
-            continue;
-        };
-        let server = server.clone();
-        tokio::spawn(async move {
-            metrics::gauge!(m::POLICY_CONNECTIONS).increment(1.0);
-            server.connection(stream).await;
-            metrics::gauge!(m::POLICY_CONNECTIONS).decrement(1.0);
-            drop(slot);
-        });
-    }
+    let max = server.cfg.max_connections;
+    listen::accept_loop(listener, &allow, max, server, shutdown).await;
     Ok(())
 }
 
+impl Handler for Server {
+    async fn connection(self: Arc<Self>, stream: TcpStream, _: SocketAddr, _: Shutdown) {
+        metrics::gauge!(m::POLICY_CONNECTIONS).increment(1.0);
+        self.session(stream).await;
+        metrics::gauge!(m::POLICY_CONNECTIONS).decrement(1.0);
+    }
+
+    async fn refuse(self: Arc<Self>, _: TcpStream, peer: SocketAddr, why: Refusal) {
+        // Closed unread: Postfix's policy client logs the lost connection
+        // and defers (451 4.3.5), so nothing passes unasked.
+        match why {
+            Refusal::NotAllowed => {
+                metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(1);
+                tracing::warn!(%peer, "client not in policy.allow; closing");
+            }
+            Refusal::Busy => {
+                metrics::counter!(m::POLICY_CONNECTIONS_REFUSED).increment(1);
+                tracing::warn!(%peer, "connection limit reached; closing");
+            }
+        }
+    }
+}
+
 impl Server {
-    async fn connection(&self, stream: TcpStream) {
+    async fn session(&self, stream: TcpStream) {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())

@@ -10,11 +10,8 @@ use std::{
 };
 
 use mailfleet_events::{greylist::GreylistDecided, submission::SubmissionDecided, Event, Registry};
-use mailfleet_runtime::{admin::client_config, config::KafkaConfig, RuntimeError, Shutdown};
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
-};
+use mailfleet_runtime::{config::KafkaConfig, follow::follow_from_end, RuntimeError, Shutdown};
+use rdkafka::Message;
 use tokio::sync::oneshot;
 
 /// A decision a request waits for: which attempt caused it, and which
@@ -92,7 +89,8 @@ impl<A: Answer> Waiters<A> {
     }
 }
 
-/// Follow the decisions topic on a thread until shutdown.
+/// Follow the decisions topic from its end until shutdown, handing each
+/// decision for this host to its waiter.
 pub fn follow<A: Answer>(
     kafka: &KafkaConfig,
     topic: &str,
@@ -101,85 +99,14 @@ pub fn follow<A: Answer>(
     patience: Duration,
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
-    let consumer: BaseConsumer = client_config(kafka)
-        .set("group.id", format!("mailfleet-policy-{host}"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .map_err(|source| RuntimeError::CreateClient {
-            what: "decisions reader",
-            source,
-        })?;
-    // Start at each partition's current end, fixed now: decisions written
-    // after this point are never missed, however long the first fetch takes.
-    // A topic created a moment ago may not be in the metadata yet: look
-    // again for `patience` before calling it missing.
-    let give_up = std::time::Instant::now() + patience;
-    let md = loop {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|source| RuntimeError::Kafka {
-                op: "decisions metadata",
-                source,
-            })?;
-        let partitions = md
-            .topics()
-            .iter()
-            .map(|t| t.partitions().len())
-            .sum::<usize>();
-        if partitions > 0 || std::time::Instant::now() >= give_up {
-            break md;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .map_err(|source| RuntimeError::Kafka {
-                op: "decisions watermarks",
-                source,
-            })?;
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))
-            .map_err(|source| RuntimeError::Kafka {
-                op: "decisions assignment",
-                source,
-            })?;
-    }
-    if tpl.count() == 0 {
-        return Err(RuntimeError::ApplyTopic {
-            topic: topic.to_string(),
-            reason: "no partitions; run `mailfleet topics apply`".into(),
-        });
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|source| RuntimeError::Kafka {
-            op: "assign decisions",
-            source,
-        })?;
     let host = host.to_string();
-    std::thread::Builder::new()
-        .name(format!("policy-{topic}").chars().take(15).collect())
-        .spawn(move || {
-            while !shutdown.is_triggered() {
-                let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-                    continue;
-                };
-                let Ok(msg) = msg else { continue };
-                let Some(bytes) = msg.payload() else { continue };
-                match Registry::builtin().decode::<A>(bytes) {
-                    Ok(d) if d.host() == host => waiters.deliver(d),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, offset = msg.offset(), "undecodable decision")
-                    }
-                }
-            }
-        })
-        .map_err(|e| RuntimeError::Thread {
-            consumer: "policy-decisions".into(),
-            reason: e.to_string(),
-        })?;
-    Ok(())
+    let name = format!("policy-{topic}");
+    follow_from_end(kafka, topic, &name, patience, shutdown, move |msg| {
+        let Some(bytes) = msg.payload() else { return };
+        match Registry::builtin().decode::<A>(bytes) {
+            Ok(d) if d.host() == host => waiters.deliver(d),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, offset = msg.offset(), "undecodable decision"),
+        }
+    })
 }

@@ -13,7 +13,6 @@ use mailfleet_events::{
     notify::NotificationRequested,
     runtime::DeadLetter,
     submission::{LimitAction, MessageSubmitted, SubmissionDecided, SubmitAction},
-    Envelope, EventError, Registry,
 };
 use mailfleet_runtime::{dedup, Decision, Decode, StateError, StateView};
 
@@ -23,81 +22,30 @@ use crate::{
     state::{AccountKey, AccountRow, CountKey, LevelKey, SnapshotKey},
 };
 
-/// The events the reporter counts; anything else on its topics is ignored.
-pub enum ReporterInput {
-    Registered(AccountRegistered),
-    Login(LoginRecorded),
-    LoginFailed(LoginFailed),
-    Status(AccountStatusChanged),
-    Plan(PlanChanged),
-    Usage(UsageChanged),
-    Migrated(MigrationCompleted),
-    Greylist(GreylistDecided),
-    Scanned(MessageScanned),
-    Stored(MessageStored),
-    Rejected(MessageRejected),
-    Quarantined(MessageQuarantined),
-    Purged(MessagesPurged),
-    Notification(NotificationRequested),
-    DeadLetter(DeadLetter),
-    Blocked(AccountBlocked),
-    Submitted(MessageSubmitted),
-    SubmissionDecided(SubmissionDecided),
-    /// The clock's ticks (on `accounts.events`): they forget old event ids.
-    Tick(ClockTicked),
-    Other(Envelope),
-}
-
-impl Decode for ReporterInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        let r = registry;
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.accounts.AccountRegistered" => Self::Registered(r.decode(bytes)?),
-            "mailfleet.accounts.LoginRecorded" => Self::Login(r.decode(bytes)?),
-            "mailfleet.accounts.LoginFailed" => Self::LoginFailed(r.decode(bytes)?),
-            "mailfleet.accounts.AccountStatusChanged" => Self::Status(r.decode(bytes)?),
-            "mailfleet.accounts.PlanChanged" => Self::Plan(r.decode(bytes)?),
-            "mailfleet.accounts.UsageChanged" => Self::Usage(r.decode(bytes)?),
-            "mailfleet.accounts.MigrationCompleted" => Self::Migrated(r.decode(bytes)?),
-            "mailfleet.greylist.GreylistDecided" => Self::Greylist(r.decode(bytes)?),
-            "mailfleet.mail.MessageScanned" => Self::Scanned(r.decode(bytes)?),
-            "mailfleet.mail.MessageStored" => Self::Stored(r.decode(bytes)?),
-            "mailfleet.mail.MessageRejected" => Self::Rejected(r.decode(bytes)?),
-            "mailfleet.mail.MessageQuarantined" => Self::Quarantined(r.decode(bytes)?),
-            "mailfleet.mail.MessagesPurged" => Self::Purged(r.decode(bytes)?),
-            "mailfleet.notify.NotificationRequested" => Self::Notification(r.decode(bytes)?),
-            "mailfleet.runtime.DeadLetter" => Self::DeadLetter(r.decode(bytes)?),
-            "mailfleet.accounts.AccountBlocked" => Self::Blocked(r.decode(bytes)?),
-            "mailfleet.submission.MessageSubmitted" => Self::Submitted(r.decode(bytes)?),
-            "mailfleet.submission.SubmissionDecided" => Self::SubmissionDecided(r.decode(bytes)?),
-            "mailfleet.clock.ClockTicked" => Self::Tick(r.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Registered(e) => &e.envelope,
-            Self::Login(e) => &e.envelope,
-            Self::LoginFailed(e) => &e.envelope,
-            Self::Status(e) => &e.envelope,
-            Self::Plan(e) => &e.envelope,
-            Self::Usage(e) => &e.envelope,
-            Self::Migrated(e) => &e.envelope,
-            Self::Greylist(e) => &e.envelope,
-            Self::Scanned(e) => &e.envelope,
-            Self::Stored(e) => &e.envelope,
-            Self::Rejected(e) => &e.envelope,
-            Self::Quarantined(e) => &e.envelope,
-            Self::Purged(e) => &e.envelope,
-            Self::Notification(e) => &e.envelope,
-            Self::DeadLetter(e) => &e.envelope,
-            Self::Blocked(e) => &e.envelope,
-            Self::Submitted(e) => &e.envelope,
-            Self::SubmissionDecided(e) => &e.envelope,
-            Self::Tick(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// The events the reporter counts; anything else on its topics is ignored.
+    pub enum ReporterInput {
+        Registered(AccountRegistered),
+        Login(LoginRecorded),
+        LoginFailed(LoginFailed),
+        Status(AccountStatusChanged),
+        Plan(PlanChanged),
+        Usage(UsageChanged),
+        Migrated(MigrationCompleted),
+        Greylist(GreylistDecided),
+        Scanned(MessageScanned),
+        Stored(MessageStored),
+        Rejected(MessageRejected),
+        Quarantined(MessageQuarantined),
+        Purged(MessagesPurged),
+        Notification(NotificationRequested),
+        DeadLetter(DeadLetter),
+        Blocked(AccountBlocked),
+        Submitted(MessageSubmitted),
+        SubmissionDecided(SubmissionDecided),
+        /// The clock's ticks (on `accounts.events`): they forget old event ids.
+        Tick(ClockTicked),
+        _ => Other,
     }
 }
 
@@ -335,6 +283,7 @@ mod tests {
     use mailfleet_events::{
         accounts::{AccountStatus, BlockReason},
         mail::{QuarantineReason, RejectReason, ScanVerdict},
+        Envelope,
     };
     use mailfleet_runtime::{Overlay, StateKey};
 

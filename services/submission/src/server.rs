@@ -9,11 +9,16 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use mailfleet_runtime::{allow::AllowList, config::KafkaConfig, producer::EventProducer, Shutdown};
+use mailfleet_runtime::{
+    allow::AllowList,
+    config::KafkaConfig,
+    listen::{self, Handler},
+    producer::EventProducer,
+    Shutdown,
+};
 use mailfleet_scan::Engine;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
     time::timeout,
 };
 
@@ -61,7 +66,6 @@ pub async fn serve(
         std::process::id()
     );
     let producer = EventProducer::with_delivery_timeout(kafka, &client_id, ack)?;
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let milter = Arc::new(Milter {
         producer_name: format!("submission@{}", cfg.hostname),
         cfg,
@@ -70,46 +74,39 @@ pub async fn serve(
     });
     m::init();
     tracing::info!(listen = %milter.cfg.listen, "submission milter listening");
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.wait() => break,
-        };
-        if !allow.allows(peer.ip()) {
-            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "not_allowed").increment(1);
-            tracing::warn!(%peer, "client not in submission.allow; closing");
-            continue; // dropping the stream closes it
-        }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "busy").increment(1);
-            tracing::warn!(%peer, "submission.max_connections reached; closing");
-            continue;
-        };
-        let (milter, shutdown) = (milter.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            metrics::gauge!(m::CONNECTIONS).increment(1.0);
-            milter.connection(stream, peer, &shutdown).await;
-            metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-            drop(slot);
-        });
-    }
+    let max = milter.cfg.max_connections;
+    let slots = listen::accept_loop(listener, &allow, max, milter, shutdown).await;
     // Every slot back: each connection has answered its message and closed.
-    let all = u32::try_from(milter.cfg.max_connections).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
+    slots.drain().await;
     tracing::info!("submission milter stopped");
     Ok(())
 }
 
+impl Handler for Milter {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        self.session(stream, peer, &shutdown).await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    }
+
+    async fn refuse(self: Arc<Self>, _: TcpStream, peer: SocketAddr, why: listen::Refusal) {
+        // Dropping the stream closes it.
+        match why {
+            listen::Refusal::NotAllowed => {
+                metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "not_allowed").increment(1);
+                tracing::warn!(%peer, "client not in submission.allow; closing");
+            }
+            listen::Refusal::Busy => {
+                metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "busy").increment(1);
+                tracing::warn!(%peer, "submission.max_connections reached; closing");
+            }
+        }
+    }
+}
+
 impl Milter {
     /// One Postfix connection, to its end; failures are logged and counted.
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr, shutdown: &Shutdown) {
+    async fn session(&self, stream: TcpStream, peer: SocketAddr, shutdown: &Shutdown) {
         let _ = stream.set_nodelay(true);
         let mut session = Session::new(self.cfg.max_message_bytes);
         let result = self

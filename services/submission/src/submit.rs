@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use mailfleet_runtime::time::now_ms;
 use mailfleet_scan::Verdict;
 use tracing::Instrument;
 
@@ -94,10 +95,4 @@ enum RecordError {
     Produce(#[source] mailfleet_runtime::RuntimeError),
     #[error("no acknowledgement from Kafka within {0:?}")]
     Timeout(Duration),
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -1,7 +1,7 @@
 //! One batch, per input partition: decode, decide, run the effect, and
 //! gather state changes, outputs and dead letters, all still uncommitted.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use mailfleet_events::{
     runtime::{DeadLetter, DeadLetterKind},
@@ -11,9 +11,11 @@ use mailfleet_events::{
 use crate::{
     consumer::{output_id, Consumer, Decision, Decode, Emit, Input, Outcome, RecordMeta, Verdict},
     error::StateError,
-    state::{Overlay, StateView},
-    store::Store,
+    state::{partition_key, Overlay, StateView},
+    store::{Commit, Store},
 };
+
+use super::context::Tp;
 
 /// A consumed record, owned so that polling can go on.
 pub struct Record {
@@ -272,4 +274,71 @@ fn classify(e: EventError) -> (DeadLetterKind, String) {
         _ => DeadLetterKind::Undecodable,
     };
     (kind, e.to_string())
+}
+
+/// A batch decided but not yet sent or committed.
+pub(super) struct Decided {
+    pub(super) work: HashMap<Tp, PartitionWork>,
+    pub(super) overlays: HashMap<i32, Overlay>,
+    /// Records after a stall on their partition, left for the merge.
+    pub(super) unhandled: Vec<Record>,
+}
+
+/// Decode and decide each record of a batch, in order, into its
+/// partition's work and overlay.
+pub(super) fn decide_records<C: Consumer>(
+    decider: &Decider<'_, C>,
+    records: Vec<Record>,
+) -> Decided {
+    let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
+    let mut overlays: HashMap<i32, Overlay> = HashMap::new();
+    // A partition stops at a stalled record, whichever of its topics the
+    // later records come from: they wait to be decided in the same order.
+    let mut stalled: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut unhandled = Vec::new();
+    for rec in records {
+        let tp = (rec.meta.topic.clone(), rec.meta.partition);
+        let partition = tp.1;
+        if stalled.contains(&partition) {
+            // The stalled topic is read again from its stall; the others'
+            // records wait in the merge.
+            if work.get(&tp).is_none_or(|w| w.stall.is_none()) {
+                unhandled.push(rec);
+            }
+            continue;
+        }
+        let overlay = overlays.entry(partition).or_default();
+        let w = work.entry(tp).or_default();
+        decider.handle(rec, w, overlay);
+        if w.stall.is_some() {
+            stalled.insert(partition);
+        }
+    }
+    Decided {
+        work,
+        overlays,
+        unhandled,
+    }
+}
+
+/// One WriteBatch's contents: every partition's state changes and every
+/// input partition's next offset.
+pub(super) fn commit_of(
+    work: &HashMap<Tp, PartitionWork>,
+    overlays: &HashMap<i32, Overlay>,
+) -> Commit {
+    let mut commit = Commit::default();
+    for (partition, overlay) in overlays {
+        commit.state.extend(
+            overlay
+                .iter()
+                .map(|(k, v)| (partition_key(*partition, k), v.clone())),
+        );
+    }
+    for ((topic, partition), w) in work {
+        if let Some(next) = w.next_offset {
+            commit.offsets.push((topic.clone(), *partition, next));
+        }
+    }
+    commit
 }

@@ -36,12 +36,15 @@
 //! and are kept off the tokio workers.
 
 mod batch;
+mod client;
 pub mod context;
 mod merge;
 pub mod offline;
+mod pause;
+mod spec;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
@@ -56,104 +59,22 @@ use rdkafka::{
 };
 
 use crate::{
-    admin::client_config,
-    config::{KafkaConfig, RuntimeConfig},
     consumer::{Consumer, RecordMeta},
     error::RuntimeError,
     metrics as m,
     producer::EventProducer,
     shutdown::Shutdown,
-    state::{partition_key, Overlay},
-    store::{Commit, Store},
+    state::Overlay,
+    store::Store,
 };
 
-use batch::{Decider, PartitionWork, Record};
+use batch::{commit_of, decide_records, Decided, Decider, PartitionWork, Record};
+pub use client::FETCH_DEFAULTS;
+use client::{cached_watermarks, consumer_client_config, wait_for_topics};
 use context::{RuntimeContext, Shared, Tp};
 use merge::{Merge, Source};
-
-/// Where and how one consumer runs.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// Consumer group id (from the topology).
-    pub group: String,
-    /// Input topics (from the topology).
-    pub inputs: Vec<String>,
-    pub kafka: KafkaConfig,
-    pub runtime: RuntimeConfig,
-    /// Run effects (false when replaying for an audit).
-    pub run_effects: bool,
-    /// Stop by itself once this many inputs were handled (demo, benchmarks).
-    pub stop_after: Option<u64>,
-    /// Read each listed partition only up to this offset (exclusive), and
-    /// stop once every one is there: a rebuild or an audit "as of" these
-    /// offsets. Other partitions are not read.
-    pub stop_at: Option<BTreeMap<(String, i32), i64>>,
-    /// Where a partition without a stored offset starts (a replay `--from`
-    /// a time); unlisted ones start at the beginning.
-    pub start_at: Option<BTreeMap<(String, i32), i64>>,
-    /// Produce outputs and dead letters (false when replaying: nothing is
-    /// written to Kafka; `capture`, if set, sees what would have been).
-    pub produce: bool,
-    /// Sees every output and dead letter of a committed batch.
-    pub capture: Option<Capture>,
-    /// Counts the inputs handled, for a progress display.
-    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
-}
-
-/// Sees each output as it would be produced: topic, key, encoded event.
-#[derive(Clone)]
-pub struct Capture(pub Arc<CaptureFn>);
-
-/// What a [`Capture`] calls: (topic, key, encoded event).
-pub type CaptureFn = dyn Fn(&str, &[u8], &[u8]) + Send + Sync;
-
-impl std::fmt::Debug for Capture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Capture")
-    }
-}
-
-impl RunSpec {
-    /// A live run of a topology route: its group and inputs, effects on.
-    pub fn for_route(
-        route: &crate::topology::Route,
-        kafka: &KafkaConfig,
-        runtime: &RuntimeConfig,
-    ) -> RunSpec {
-        RunSpec {
-            group: route.group.clone(),
-            inputs: route.reads.clone(),
-            kafka: kafka.clone(),
-            runtime: runtime.clone(),
-            run_effects: true,
-            stop_after: None,
-            stop_at: None,
-            start_at: None,
-            produce: true,
-            capture: None,
-            progress: None,
-        }
-    }
-
-    /// A replay of this run into `data_dir`: a throwaway group, no effects,
-    /// nothing produced.
-    pub fn replay(mut self, data_dir: std::path::PathBuf, stamp: &str) -> RunSpec {
-        self.group = format!("{}-replay-{stamp}", self.group);
-        self.runtime.data_dir = data_dir;
-        self.run_effects = false;
-        self.produce = false;
-        self
-    }
-}
-
-/// Totals of one run, for reports and benchmarks.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunStats {
-    pub events: u64,
-    pub outputs: u64,
-    pub dead_letters: u64,
-    pub batches: u64,
-}
+use pause::Paused;
+pub use spec::{Capture, RunSpec, RunStats};
 
 /// Run a consumer until `shutdown` trips, on a dedicated thread.
 pub async fn run<C: Consumer>(
@@ -182,100 +103,6 @@ pub async fn run<C: Consumer>(
         consumer: name,
         reason: "panicked".into(),
     })?
-}
-
-/// Wait (up to [`TOPIC_WAIT`]) until the broker lists every input topic
-/// with partitions. A subscription to a topic created a moment ago may
-/// otherwise see no partitions until librdkafka's next metadata refresh,
-/// minutes later. Still missing after the wait: subscribe anyway (the
-/// refresh interval is lowered so it shows up soon) and say so.
-fn wait_for_topics(
-    kc: &BaseConsumer<RuntimeContext>,
-    topics: &[&str],
-    name: &str,
-    shutdown: &Shutdown,
-) {
-    let deadline = Instant::now() + TOPIC_WAIT;
-    let listed = |topic: &str| {
-        kc.fetch_metadata(Some(topic), Duration::from_secs(5))
-            .is_ok_and(|md| md.topics().iter().any(|t| !t.partitions().is_empty()))
-    };
-    while let Some(missing) = topics.iter().find(|t| !listed(t)) {
-        if shutdown.is_triggered() {
-            return; // the loop stops before its first poll
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(consumer = %name, topic = %missing,
-                "input topic not found; subscribing anyway (run `mailfleet topics apply`)");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// How long a starting consumer waits for its input topics to exist.
-const TOPIC_WAIT: Duration = Duration::from_secs(30);
-
-/// How every consumer of the runtime fetches, unless `kafka.properties`
-/// says otherwise. librdkafka (since 2.1) waits `fetch.queue.backoff.ms`,
-/// 1 s by default, before fetching again for a partition whose local queue
-/// was full: a consumer catching up then idles on every partition in turn.
-/// 10 ms doubled `bench consume` for both the runtime and the raw loop
-/// (docs/benchmarks.md), and with a shallow prefetch (the greylist's) it
-/// is what keeps the queue from running dry.
-pub const FETCH_DEFAULTS: &[(&str, &str)] = &[("fetch.queue.backoff.ms", "10")];
-
-/// The Kafka consumer's settings for consumer `name`: the fixed ones, then
-/// `kafka.properties`, then the consumer's own defaults and the runtime's,
-/// each only where nothing before set the key.
-fn consumer_client_config(
-    spec: &RunSpec,
-    name: &str,
-    defaults: &[(&str, &str)],
-) -> rdkafka::ClientConfig {
-    let mut consumer_cfg = client_config(&spec.kafka);
-    consumer_cfg
-        .set("group.id", &spec.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
-    if let Some(id) = &spec.runtime.instance_id {
-        consumer_cfg.set("group.instance.id", format!("{id}-{name}"));
-    }
-    // Defaults an operator may override in `kafka.properties`.
-    for (key, value) in defaults {
-        set_default(&mut consumer_cfg, key, value);
-    }
-    for (key, value) in FETCH_DEFAULTS {
-        set_default(&mut consumer_cfg, key, value);
-    }
-    set_default(&mut consumer_cfg, "client.id", &format!("mailfleet-{name}"));
-    set_default(
-        &mut consumer_cfg,
-        "partition.assignment.strategy",
-        "range,roundrobin",
-    );
-    set_default(&mut consumer_cfg, "statistics.interval.ms", "5000");
-    set_default(&mut consumer_cfg, "session.timeout.ms", "10000");
-    set_default(&mut consumer_cfg, "heartbeat.interval.ms", "1000");
-    // Notice new partitions and topics within seconds, not 5 minutes.
-    set_default(
-        &mut consumer_cfg,
-        "topic.metadata.refresh.interval.ms",
-        "10000",
-    );
-    consumer_cfg
-}
-
-fn set_default(cfg: &mut rdkafka::ClientConfig, key: &str, value: &str) {
-    if cfg.get(key).is_none() {
-        cfg.set(key, value);
-    }
-}
-
-struct Paused {
-    resume_at: Instant,
-    offset: i64,
 }
 
 struct Runner<C: Consumer> {
@@ -814,80 +641,6 @@ impl<C: Consumer> Runner<C> {
         }
         self.telemetry_at = Instant::now();
     }
-
-    /// Stop a partition at its failed offset until its backoff ends.
-    fn pause(&mut self, tp: Tp, stall: batch::Stall) {
-        let n = self.failures.entry(tp.clone()).or_insert(0);
-        *n += 1;
-        let backoff = stall.after.unwrap_or_else(|| {
-            let base = self
-                .spec
-                .runtime
-                .retry_initial_ms
-                .saturating_mul(1 << (*n - 1).min(20));
-            Duration::from_millis(base.min(self.spec.runtime.retry_max_ms))
-        });
-        metrics::counter!(m::RETRIES, "consumer" => self.name.clone()).increment(1);
-        metrics::counter!(m::ERRORS, "consumer" => self.name.clone(), "kind" => "transient")
-            .increment(1);
-        tracing::warn!(consumer = %self.name, topic = %tp.0, partition = tp.1, offset = stall.offset,
-            reason = %stall.reason, backoff_ms = backoff.as_millis() as u64, "partition paused");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&tp.0, tp.1);
-        if let Err(e) = self.kc.pause(&tpl) {
-            tracing::warn!(consumer = %self.name, error = %e, "pause");
-        }
-        self.shared
-            .positions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tp.clone(), stall.offset);
-        self.paused.insert(
-            tp,
-            Paused {
-                resume_at: Instant::now() + backoff,
-                offset: stall.offset,
-            },
-        );
-    }
-
-    /// Seek paused partitions back to their failed offset and resume them.
-    fn resume_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<Tp> = self
-            .paused
-            .iter()
-            .filter(|(_, p)| p.resume_at <= now)
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in due {
-            let Some(p) = self.paused.remove(&tp) else {
-                continue;
-            };
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&tp.0, tp.1);
-            let seek = self.kc.seek(
-                &tp.0,
-                tp.1,
-                Offset::Offset(p.offset),
-                Duration::from_secs(5),
-            );
-            match seek.and_then(|_| self.kc.resume(&tpl)) {
-                Ok(()) => tracing::info!(consumer = %self.name, topic = %tp.0, partition = tp.1,
-                    offset = p.offset, "partition resumed"),
-                Err(e) => {
-                    tracing::warn!(consumer = %self.name, error = %e, "resume failed; retrying");
-                    self.paused.insert(
-                        tp,
-                        Paused {
-                            resume_at: now + Duration::from_millis(500),
-                            ..p
-                        },
-                    );
-                }
-            }
-        }
-    }
 }
 
 /// Set a partition's offset, cloning its topic name only the first time
@@ -901,95 +654,10 @@ fn set_position(map: &mut HashMap<Tp, i64>, tp: &Tp, offset: i64) {
     }
 }
 
-/// A batch decided but not yet sent or committed.
-struct Decided {
-    work: HashMap<Tp, PartitionWork>,
-    overlays: HashMap<i32, Overlay>,
-    /// Records after a stall on their partition, left for the merge.
-    unhandled: Vec<Record>,
-}
-
-/// Decode and decide each record of a batch, in order, into its
-/// partition's work and overlay.
-fn decide_records<C: Consumer>(decider: &Decider<'_, C>, records: Vec<Record>) -> Decided {
-    let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
-    let mut overlays: HashMap<i32, Overlay> = HashMap::new();
-    // A partition stops at a stalled record, whichever of its topics the
-    // later records come from: they wait to be decided in the same order.
-    let mut stalled: std::collections::HashSet<i32> = std::collections::HashSet::new();
-    let mut unhandled = Vec::new();
-    for rec in records {
-        let tp = (rec.meta.topic.clone(), rec.meta.partition);
-        let partition = tp.1;
-        if stalled.contains(&partition) {
-            // The stalled topic is read again from its stall; the others'
-            // records wait in the merge.
-            if work.get(&tp).is_none_or(|w| w.stall.is_none()) {
-                unhandled.push(rec);
-            }
-            continue;
-        }
-        let overlay = overlays.entry(partition).or_default();
-        let w = work.entry(tp).or_default();
-        decider.handle(rec, w, overlay);
-        if w.stall.is_some() {
-            stalled.insert(partition);
-        }
-    }
-    Decided {
-        work,
-        overlays,
-        unhandled,
-    }
-}
-
-/// One WriteBatch's contents: every partition's state changes and every
-/// input partition's next offset.
-fn commit_of(work: &HashMap<Tp, PartitionWork>, overlays: &HashMap<i32, Overlay>) -> Commit {
-    let mut commit = Commit::default();
-    for (partition, overlay) in overlays {
-        commit.state.extend(
-            overlay
-                .iter()
-                .map(|(k, v)| (partition_key(*partition, k), v.clone())),
-        );
-    }
-    for ((topic, partition), w) in work {
-        if let Some(next) = w.next_offset {
-            commit.offsets.push((topic.clone(), *partition, next));
-        }
-    }
-    commit
-}
-
-/// The low and high watermarks librdkafka last learned for a partition
-/// (from fetch responses; no request is made). `None` while unknown.
-fn cached_watermarks(
-    kc: &BaseConsumer<RuntimeContext>,
-    topic: &str,
-    partition: i32,
-) -> Option<(i64, i64)> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1_i64, -1_i64);
-    // SAFETY: the client handle lives as long as `kc`, the topic name is a
-    // NUL-terminated string that outlives the call, and librdkafka only
-    // writes the two offsets through the pointers given.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            kc.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some((low, high))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{KafkaConfig, RuntimeConfig};
 
     fn spec(properties: &[(&str, &str)]) -> RunSpec {
         let mut kafka = KafkaConfig::default();

@@ -3,6 +3,7 @@
 //! the message durable and answer once per recipient.
 
 use std::{
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -13,12 +14,17 @@ use std::{
 use futures::future::join_all;
 use mailfleet_events::{mail::MessageReceived, Envelope};
 use mailfleet_runtime::{
-    allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, Shutdown,
+    allow::AllowList,
+    config::KafkaConfig,
+    listen::{self, Handler, Refusal},
+    metrics as m,
+    producer::EventProducer,
+    time::now_ms,
+    Shutdown,
 };
 use tokio::{
     io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
     time::timeout,
 };
 
@@ -71,42 +77,34 @@ pub async fn serve(
     metrics::counter!(m::LMTP_BYTES).increment(0);
     metrics::gauge!(m::LMTP_CONNECTIONS).set(0.0);
     metrics::counter!(m::LMTP_CONNECTIONS_DENIED).increment(0);
-    let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
     tracing::info!(listen = %server.cfg.listen, "LMTP server listening");
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.wait() => break,
-        };
-        if !allow.allows(peer.ip()) {
-            metrics::counter!(m::LMTP_CONNECTIONS_DENIED).increment(1);
-            tracing::warn!(%peer, "client not in lmtp.allow; answering 421 4.7.0 and closing");
-            tokio::spawn(refuse_denied(stream));
-            continue;
-        }
-        let server = server.clone();
-        let shutdown = shutdown.clone();
-        let slot = slots.clone().try_acquire_owned();
-        tokio::spawn(async move {
-            let Ok(_slot) = slot else {
-                tracing::warn!(%peer, "connection limit reached; answering 421");
-                return refuse_busy(stream).await;
-            };
-            metrics::gauge!(m::LMTP_CONNECTIONS).increment(1.0);
-            if let Err(e) = server.connection(stream, &shutdown).await {
-                tracing::debug!(%peer, error = %e, "LMTP connection ended with an error");
-            }
-            metrics::gauge!(m::LMTP_CONNECTIONS).decrement(1.0);
-        });
-    }
+    let max = server.cfg.max_connections;
+    listen::accept_loop(listener, &allow, max, server, shutdown).await;
     Ok(())
+}
+
+impl Handler for Server {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+        metrics::gauge!(m::LMTP_CONNECTIONS).increment(1.0);
+        if let Err(e) = self.session(stream, &shutdown).await {
+            tracing::debug!(%peer, error = %e, "LMTP connection ended with an error");
+        }
+        metrics::gauge!(m::LMTP_CONNECTIONS).decrement(1.0);
+    }
+
+    async fn refuse(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, why: Refusal) {
+        match why {
+            Refusal::NotAllowed => {
+                metrics::counter!(m::LMTP_CONNECTIONS_DENIED).increment(1);
+                tracing::warn!(%peer, "client not in lmtp.allow; answering 421 4.7.0 and closing");
+                refuse_denied(stream).await
+            }
+            Refusal::Busy => {
+                tracing::warn!(%peer, "connection limit reached; answering 421");
+                refuse_busy(stream).await
+            }
+        }
+    }
 }
 
 async fn refuse_busy(mut stream: TcpStream) {
@@ -127,7 +125,7 @@ async fn refuse_denied(mut stream: TcpStream) {
 }
 
 impl Server {
-    async fn connection(&self, stream: TcpStream, shutdown: &Shutdown) -> std::io::Result<()> {
+    async fn session(&self, stream: TcpStream, shutdown: &Shutdown) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let mut reader = BufReader::with_capacity(64 * 1024, read);
@@ -313,10 +311,4 @@ fn each(tx: &Transaction, answer: impl Fn(&str) -> String) -> Vec<String> {
 async fn close<W: AsyncWrite + Unpin>(writer: &mut W, text: &str) -> std::io::Result<()> {
     writer.write_all(text.as_bytes()).await?;
     writer.flush().await
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use mailfleet_events::{
     admin::{AdminAlert, AlertSeverity},
-    Event,
+    Envelope, Event, Registry,
 };
 use mailfleet_runtime::{settings::Settings, Consumer, Input, Overlay, RecordMeta, Verdict};
 

@@ -17,9 +17,9 @@ use mailfleet_events::{
     clock::ClockTicked,
     mail::{MailboxDeleted, MessageStored, MessagesPurged, PurgeRequested},
     scheduler::JobDue,
-    Envelope, EventError, Registry,
+    Envelope,
 };
-use mailfleet_runtime::{Decision, Decode, StateError, StateView};
+use mailfleet_runtime::{Decision, StateError, StateView};
 
 use super::{
     state::{FolderKey, MailboxKey, Pending, RunKey, SlotBody, SlotKey},
@@ -27,38 +27,16 @@ use super::{
 };
 use crate::stagger::{self, Lane, PurgePlan, RateLimit};
 
-/// What the planner reads (both topics keyed by account, co-partitioned).
-#[derive(Debug)]
-pub enum PurgerInput {
-    Stored(MessageStored),
-    Purged(MessagesPurged),
-    MailboxGone(MailboxDeleted),
-    Job(JobDue),
-    Tick(ClockTicked),
-    /// Anything else, its own `PurgeRequested` included.
-    Other(Envelope),
-}
-
-impl Decode for PurgerInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.mail.MessageStored" => Self::Stored(registry.decode(bytes)?),
-            "mailfleet.mail.MessagesPurged" => Self::Purged(registry.decode(bytes)?),
-            "mailfleet.mail.MailboxDeleted" => Self::MailboxGone(registry.decode(bytes)?),
-            "mailfleet.scheduler.JobDue" => Self::Job(registry.decode(bytes)?),
-            "mailfleet.clock.ClockTicked" => Self::Tick(registry.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Stored(e) => &e.envelope,
-            Self::Purged(e) => &e.envelope,
-            Self::MailboxGone(e) => &e.envelope,
-            Self::Job(e) => &e.envelope,
-            Self::Tick(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// What the planner reads (both topics keyed by account, co-partitioned).
+    #[derive(Debug)]
+    pub enum PurgerInput {
+        Stored(MessageStored),
+        Purged(MessagesPurged),
+        MailboxGone(MailboxDeleted),
+        Job(JobDue),
+        Tick(ClockTicked),
+        _ => Other,
     }
 }
 

@@ -4,45 +4,25 @@
 use mailfleet_events::{
     accounts::{DeletionStep, DeletionStepCompleted},
     mail::{MailboxDeleted, MessageQuarantined, MessageStored, MessagesPurged},
-    Envelope, EventError, Registry,
+    Envelope,
 };
-use mailfleet_runtime::{Decision, Decode, StateError, StateKey, StateView};
+use mailfleet_runtime::{Decision, StateError, StateKey, StateView};
 
 use super::state::{
     FolderKey, MessageEntry, MessageKey, QuarantineKey, QuarantinedKey, StatsKey, Tally, TotalKey,
 };
 use crate::maildir::parse_name;
 
-/// What the indexer reads.
-#[derive(Debug)]
-pub enum IndexInput {
-    Stored(MessageStored),
-    Purged(MessagesPurged),
-    Quarantined(MessageQuarantined),
-    /// The account's whole mailbox is gone (the deletion saga).
-    MailboxDeleted(MailboxDeleted),
-    /// Another event on a shared topic.
-    Other(Envelope),
-}
-
-impl Decode for IndexInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.mail.MessageStored" => Self::Stored(registry.decode(bytes)?),
-            "mailfleet.mail.MessagesPurged" => Self::Purged(registry.decode(bytes)?),
-            "mailfleet.mail.MessageQuarantined" => Self::Quarantined(registry.decode(bytes)?),
-            "mailfleet.mail.MailboxDeleted" => Self::MailboxDeleted(registry.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Stored(e) => &e.envelope,
-            Self::Purged(e) => &e.envelope,
-            Self::Quarantined(e) => &e.envelope,
-            Self::MailboxDeleted(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// What the indexer reads.
+    #[derive(Debug)]
+    pub enum IndexInput {
+        Stored(MessageStored),
+        Purged(MessagesPurged),
+        Quarantined(MessageQuarantined),
+        /// The account's whole mailbox is gone (the deletion saga).
+        MailboxDeleted(MailboxDeleted),
+        _ => Other,
     }
 }
 

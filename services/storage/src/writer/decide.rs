@@ -11,9 +11,9 @@ use mailfleet_events::{
         QuarantineReason, RejectReason, ScanVerdict,
     },
     notify::NotificationRequested,
-    Envelope, EventError, Registry,
+    Envelope,
 };
-use mailfleet_runtime::{Decision, Decode, StateError, StateKey, StateValue, StateView};
+use mailfleet_runtime::{Decision, StateError, StateKey, StateValue, StateView};
 
 use super::{
     config::StorageConfig,
@@ -21,49 +21,21 @@ use super::{
     NAME,
 };
 
-/// Everything the writer reads (all keyed by account, co-partitioned).
-#[derive(Debug)]
-pub enum StorageInput {
-    Scanned(MessageScanned),
-    Quota(QuotaChanged),
-    Plan(PlanChanged),
-    Purge(PurgeRequested),
-    /// Its own purge results, read back to lower the usage.
-    Purged(MessagesPurged),
-    /// The deletion saga's request to remove a whole mailbox.
-    DeleteMailbox(DeletionStepRequested),
-    /// The settings in force from here on (handled by the consumer).
-    Config(ConfigChanged),
-    /// Another event on a shared topic.
-    Other(Envelope),
-}
-
-impl Decode for StorageInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.mail.MessageScanned" => Self::Scanned(registry.decode(bytes)?),
-            "mailfleet.accounts.QuotaChanged" => Self::Quota(registry.decode(bytes)?),
-            "mailfleet.accounts.PlanChanged" => Self::Plan(registry.decode(bytes)?),
-            "mailfleet.mail.PurgeRequested" => Self::Purge(registry.decode(bytes)?),
-            "mailfleet.mail.MessagesPurged" => Self::Purged(registry.decode(bytes)?),
-            "mailfleet.accounts.DeletionStepRequested" => {
-                Self::DeleteMailbox(registry.decode(bytes)?)
-            }
-            "mailfleet.config.ConfigChanged" => Self::Config(registry.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Scanned(e) => &e.envelope,
-            Self::Quota(e) => &e.envelope,
-            Self::Plan(e) => &e.envelope,
-            Self::Purge(e) => &e.envelope,
-            Self::Purged(e) => &e.envelope,
-            Self::DeleteMailbox(e) => &e.envelope,
-            Self::Config(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// Everything the writer reads (all keyed by account, co-partitioned).
+    #[derive(Debug)]
+    pub enum StorageInput {
+        Scanned(MessageScanned),
+        Quota(QuotaChanged),
+        Plan(PlanChanged),
+        Purge(PurgeRequested),
+        /// Its own purge results, read back to lower the usage.
+        Purged(MessagesPurged),
+        /// The deletion saga's request to remove a whole mailbox.
+        DeleteMailbox(DeletionStepRequested),
+        /// The settings in force from here on (handled by the consumer).
+        Config(ConfigChanged),
+        _ => Other,
     }
 }
 

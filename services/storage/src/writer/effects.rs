@@ -13,7 +13,7 @@ use mailfleet_events::{
     Envelope,
 };
 use mailfleet_ingest::blob::BlobError;
-use mailfleet_runtime::{metrics as m, Emit, Outcome};
+use mailfleet_runtime::{metrics as m, time::now_ms, Emit, Outcome};
 
 use super::{decide::delivery_id, StorageWriter, NAME};
 use crate::maildir::MaildirError;
@@ -179,10 +179,4 @@ fn write_private(target: &Path, raw: &[u8]) -> std::io::Result<()> {
     file.sync_all()?;
     fs::rename(&tmp, target)?;
     File::open(dir)?.sync_all()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

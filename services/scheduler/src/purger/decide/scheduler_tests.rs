@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
-use mailfleet_events::Event;
+use mailfleet_events::{Event, Registry};
 use mailfleet_runtime::{Emit, Overlay, Verdict};
 
 use super::*;

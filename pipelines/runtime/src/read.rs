@@ -1,0 +1,177 @@
+//! Reading a topic to its end: what an audit, a replay's bounds, the demo's
+//! checks and the benchmarks' counts need. The reader assigns partitions
+//! itself (no consumer group membership, nothing committed) and stops at
+//! the end offsets the topic had when the read began, so it reads exactly
+//! what was there and never waits for more. [`crate::follow`] is the other
+//! half: reading on, as records come.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use mailfleet_events::{Event, Registry};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    Message, Offset, TopicPartitionList,
+};
+
+use crate::{
+    admin::{client_config, watermarks},
+    config::KafkaConfig,
+    RuntimeError,
+};
+
+/// How long a read may see no record before it is called stalled.
+pub const STALL: Duration = Duration::from_secs(30);
+
+/// One record as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// Kafka's timestamp, ms (the producer's create time unless the topic
+    /// says otherwise).
+    pub timestamp: Option<i64>,
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    /// Where it is: `topic/partition@offset`.
+    pub fn place(&self) -> String {
+        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// A client that reads by assignment: a group id of its own (librdkafka
+/// wants one), nothing committed, and the `extra` settings.
+pub(crate) fn reader(
+    kafka: &KafkaConfig,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Result<BaseConsumer, RuntimeError> {
+    let mut config = client_config(kafka);
+    config
+        .set(
+            "group.id",
+            format!("mailfleet-{name}-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config
+        .create()
+        .map_err(|source| RuntimeError::CreateClient {
+            what: "topic reader",
+            source,
+        })
+}
+
+/// Every record of `topic` from the beginning to its end now, in the
+/// order polled (each partition in offset order). `name` names the reader
+/// in the broker's logs. A read that sees nothing for [`STALL`] fails,
+/// naming the partitions still to go.
+pub fn read_to_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    name: &str,
+) -> Result<Vec<Record>, RuntimeError> {
+    let consumer = reader(kafka, name, &[])?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    let mut total = 0;
+    for (id, low, high) in watermarks(&consumer, topic, Duration::from_secs(10))? {
+        if high > low {
+            tpl.add_partition_offset(topic, id, Offset::Offset(low))
+                .map_err(|source| RuntimeError::Kafka {
+                    op: "assign a partition",
+                    source,
+                })?;
+            ends.insert(id, high);
+            total += high - low;
+        }
+    }
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|source| RuntimeError::Kafka {
+            op: "assign the partitions",
+            source,
+        })?;
+    let mut last_seen = Instant::now();
+    while !ends.is_empty() {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            if last_seen.elapsed() >= STALL {
+                return Err(RuntimeError::Read {
+                    topic: topic.to_string(),
+                    reason: format!("nothing read for {STALL:?}; partition ends to go: {ends:?}"),
+                });
+            }
+            continue;
+        };
+        last_seen = Instant::now();
+        let msg = msg.map_err(|source| RuntimeError::Kafka {
+            op: "read a record",
+            source,
+        })?;
+        if ends
+            .get(&msg.partition())
+            .is_some_and(|end| msg.offset() + 1 >= *end)
+        {
+            ends.remove(&msg.partition());
+        }
+        out.push(Record {
+            topic: topic.to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            timestamp: msg.timestamp().to_millis(),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+/// [`read_to_end`], each record decoded as `E`. A record that is not an
+/// `E` fails the read, naming its place.
+pub fn read_events<E: Event>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    name: &str,
+) -> Result<Vec<E>, RuntimeError> {
+    read_to_end(kafka, topic, name)?
+        .into_iter()
+        .map(|r| decode(&r))
+        .collect()
+}
+
+/// One record decoded as `E`; the error names its place.
+pub fn decode<E: Event>(record: &Record) -> Result<E, RuntimeError> {
+    Registry::builtin()
+        .decode::<E>(&record.payload)
+        .map_err(|source| RuntimeError::Decode {
+            place: record.place(),
+            source,
+        })
+}
+
+/// Each partition's end offset now, for every topic of `topics`.
+pub fn end_offsets(
+    kafka: &KafkaConfig,
+    topics: &[String],
+) -> Result<BTreeMap<(String, i32), i64>, RuntimeError> {
+    let consumer = reader(kafka, "end-offsets", &[])?;
+    let mut out = BTreeMap::new();
+    for topic in topics {
+        for (id, _, high) in watermarks(&consumer, topic, Duration::from_secs(10))? {
+            out.insert((topic.clone(), id), high);
+        }
+    }
+    Ok(out)
+}
