@@ -6,7 +6,10 @@ use std::{net::IpAddr, sync::Arc};
 use mailfleet_events::{
     clock::ClockTicked,
     config::ConfigChanged,
-    greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
+    greylist::{
+        triplet::{client_net, triplet},
+        DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict,
+    },
     Envelope, EventError, Registry,
 };
 use mailfleet_runtime::{
@@ -17,7 +20,6 @@ use mailfleet_runtime::{
 use crate::{
     date::rfc2822_utc,
     state::{Awl, AwlKey, InstanceKey, Seen, TripletKey},
-    triplet::{client_net, triplet},
     whitelist::{WhitelistFiles, Whitelists},
     GreylistConfig, GreylistRules, RecordedLists,
 };

@@ -5,7 +5,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mailfleet_greylist::triplet::Grouping;
 use mailfleet_runtime::{
     allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, RuntimeError,
     Shutdown,
@@ -18,7 +17,7 @@ use tokio::{
 };
 
 use mailfleet_events::{
-    greylist::GreylistDecided,
+    greylist::{triplet::Grouping, GreylistDecided},
     submission::{LimitAction, SubmissionDecided},
     Event,
 };

@@ -11,6 +11,7 @@ use std::{
 };
 
 use futures::future::join_all;
+use mailfleet_blob::{blob_id, BlobStore};
 use mailfleet_events::{mail::MessageReceived, Envelope};
 use mailfleet_runtime::{
     allow::AllowList, config::KafkaConfig, metrics as m, producer::EventProducer, Shutdown,
@@ -28,11 +29,7 @@ use super::{
     session::{reply, Limits, RecipientCheck, Session, Step, Transaction},
     LmtpConfig,
 };
-use crate::{
-    blob::{blob_id, BlobStore},
-    message::summarize,
-    IngestError,
-};
+use crate::{message::summarize, IngestError};
 
 struct Server {
     cfg: LmtpConfig,
