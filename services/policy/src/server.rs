@@ -51,6 +51,39 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
     let allow = AllowList::parse("policy.allow", &cfg.allow)?;
+    let (waiters, submissions) = follow_decisions(&cfg, kafka, &shutdown)?;
+    let listener =
+        TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|source| RuntimeError::ReadConfig {
+                path: format!("policy.listen {}", cfg.listen),
+                source,
+            })?;
+    tracing::info!(listen = %cfg.listen, host = %cfg.host, "policy server listening");
+    let server = Arc::new(Server {
+        limits: Limits {
+            max_line: cfg.max_line_bytes,
+            max_request: cfg.max_request_bytes,
+            ..Limits::default()
+        },
+        producer: EventProducer::new(kafka, &format!("mailfleet-policy-{}", cfg.host))?,
+        grouping,
+        waiters,
+        submissions,
+        submitters,
+        cfg,
+    });
+    server.accept(listener, allow, shutdown).await;
+    Ok(())
+}
+
+/// Follow the greylist's decisions (required) and the outbound limits'
+/// (optional) for this host's requests.
+fn follow_decisions(
+    cfg: &PolicyConfig,
+    kafka: &KafkaConfig,
+    shutdown: &Shutdown,
+) -> Result<(Waiters<GreylistDecided>, Waiters<SubmissionDecided>), RuntimeError> {
     let waiters = Waiters::default();
     waiter::follow(
         kafka,
@@ -74,64 +107,48 @@ pub async fn serve(
         tracing::warn!(error = %e, topic = %cfg.submission_decisions_topic,
             "not following the outbound limits' decisions: submissions get policy.submission_fail_mode");
     }
-    let listener =
-        TcpListener::bind(&cfg.listen)
-            .await
-            .map_err(|source| RuntimeError::ReadConfig {
-                path: format!("policy.listen {}", cfg.listen),
-                source,
-            })?;
-    tracing::info!(listen = %cfg.listen, host = %cfg.host, "policy server listening");
-    let server = Arc::new(Server {
-        limits: Limits {
-            max_line: cfg.max_line_bytes,
-            max_request: cfg.max_request_bytes,
-            ..Limits::default()
-        },
-        producer: EventProducer::new(kafka, &format!("mailfleet-policy-{}", cfg.host))?,
-        grouping,
-        waiters,
-        submissions,
-        submitters,
-        cfg,
-    });
-    let slots = Arc::new(Semaphore::new(server.cfg.max_connections));
-    metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(0);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept");
-                    continue;
-                }
-            },
-            _ = shutdown.wait() => break,
-        };
-        if !allow.allows(peer.ip()) {
-            // Closed unread: Postfix's policy client logs the lost
-            // connection and defers (451 4.3.5), so nothing passes unasked.
-            metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(1);
-            tracing::warn!(%peer, "client not in policy.allow; closing");
-            continue;
-        }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(m::POLICY_CONNECTIONS_REFUSED).increment(1);
-            tracing::warn!(%peer, "connection limit reached; closing");
-            continue;
-        };
-        let server = server.clone();
-        tokio::spawn(async move {
-            metrics::gauge!(m::POLICY_CONNECTIONS).increment(1.0);
-            server.connection(stream).await;
-            metrics::gauge!(m::POLICY_CONNECTIONS).decrement(1.0);
-            drop(slot);
-        });
-    }
-    Ok(())
+    Ok((waiters, submissions))
 }
 
 impl Server {
+    /// Accept connections until shutdown, one task each, within
+    /// `policy.allow` and `policy.max_connections`.
+    async fn accept(self: Arc<Self>, listener: TcpListener, allow: AllowList, shutdown: Shutdown) {
+        let slots = Arc::new(Semaphore::new(self.cfg.max_connections));
+        metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(0);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept");
+                        continue;
+                    }
+                },
+                _ = shutdown.wait() => break,
+            };
+            if !allow.allows(peer.ip()) {
+                // Closed unread: Postfix's policy client logs the lost
+                // connection and defers (451 4.3.5), so nothing passes unasked.
+                metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(1);
+                tracing::warn!(%peer, "client not in policy.allow; closing");
+                continue;
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics::counter!(m::POLICY_CONNECTIONS_REFUSED).increment(1);
+                tracing::warn!(%peer, "connection limit reached; closing");
+                continue;
+            };
+            let server = self.clone();
+            tokio::spawn(async move {
+                metrics::gauge!(m::POLICY_CONNECTIONS).increment(1.0);
+                server.connection(stream).await;
+                metrics::gauge!(m::POLICY_CONNECTIONS).decrement(1.0);
+                drop(slot);
+            });
+        }
+    }
+
     async fn connection(&self, stream: TcpStream) {
         let peer = stream
             .peer_addr()

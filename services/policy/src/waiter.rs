@@ -110,10 +110,25 @@ pub fn follow<A: Answer>(
             what: "decisions reader",
             source,
         })?;
-    // Start at each partition's current end, fixed now: decisions written
-    // after this point are never missed, however long the first fetch takes.
-    // A topic created a moment ago may not be in the metadata yet: look
-    // again for `patience` before calling it missing.
+    let tpl = current_ends(&consumer, topic, patience)?;
+    consumer
+        .assign(&tpl)
+        .map_err(|source| RuntimeError::Kafka {
+            op: "assign decisions",
+            source,
+        })?;
+    spawn_reader(consumer, topic, host, waiters, shutdown)
+}
+
+/// Each partition of `topic` at its current end, fixed now: decisions
+/// written after this point are never missed, however long the first fetch
+/// takes. A topic created a moment ago may not be in the metadata yet: look
+/// again for `patience` before calling it missing.
+fn current_ends(
+    consumer: &BaseConsumer,
+    topic: &str,
+    patience: Duration,
+) -> Result<TopicPartitionList, RuntimeError> {
     let give_up = std::time::Instant::now() + patience;
     let md = loop {
         let md = consumer
@@ -152,12 +167,18 @@ pub fn follow<A: Answer>(
             reason: "no partitions; run `mailfleet topics apply`".into(),
         });
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|source| RuntimeError::Kafka {
-            op: "assign decisions",
-            source,
-        })?;
+    Ok(tpl)
+}
+
+/// The reader thread: hands each decision for `host` to its waiter until
+/// shutdown.
+fn spawn_reader<A: Answer>(
+    consumer: BaseConsumer,
+    topic: &str,
+    host: &str,
+    waiters: Waiters<A>,
+    shutdown: Shutdown,
+) -> Result<(), RuntimeError> {
     let host = host.to_string();
     std::thread::Builder::new()
         .name(format!("policy-{topic}").chars().take(15).collect())
