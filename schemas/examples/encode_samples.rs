@@ -215,6 +215,18 @@ fn print_storage_samples(
             message_id: None,
             settings_hash: None,
         })?,
+    ];
+    for sample in samples {
+        println!("{sample}");
+    }
+    print_purge_and_usage_samples(env)
+}
+
+fn print_purge_and_usage_samples(
+    env: &dyn Fn(&str) -> Envelope,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let account = || "bob@example.org".to_string();
+    let samples = [
         line(&PurgeRequested {
             envelope: env("p1"),
             account: account(),
@@ -319,6 +331,18 @@ fn print_lifecycle_samples(
             password_hash: "{SSHA512}c2FsdGVkaGFzaA==".into(),
             reason: "migration".into(),
         })?,
+    ];
+    for sample in samples {
+        println!("{sample}");
+    }
+    print_deletion_samples(env)
+}
+
+fn print_deletion_samples(
+    env: &dyn Fn(&str) -> Envelope,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let account = || "carol@example.org".to_string();
+    let samples = [
         line(&DeletionStepRequested {
             envelope: env("dr1"),
             account: account(),

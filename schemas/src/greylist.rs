@@ -1,5 +1,7 @@
 //! Greylisting events: the policy server's question and the greylist
-//! consumer's answer.
+//! consumer's answer, and the [`triplet`] key both sides compute from it.
+
+pub mod triplet;
 
 use serde::{Deserialize, Serialize};
 

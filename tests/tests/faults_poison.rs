@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use mailfleet_blob::BlobStore;
 use mailfleet_events::{
     accounts::{AccountRegistered, AccountStatusChanged, QuotaChanged, UsageChanged},
     config::ConfigChanged,
@@ -23,7 +24,6 @@ use mailfleet_events::{
     runtime::{DeadLetter, DeadLetterKind},
     Envelope, Event, Registry,
 };
-use mailfleet_ingest::blob::BlobStore;
 use mailfleet_runtime::producer::EventProducer;
 use mailfleet_tests::{faults::*, fleet::deliver, ingest::simple_message, *};
 

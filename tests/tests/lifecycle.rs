@@ -8,6 +8,7 @@
 use std::{collections::HashSet, process::Command, time::Duration};
 
 use mailfleet_accounts::lifecycle::LifecycleConfig;
+use mailfleet_blob::BlobStore;
 use mailfleet_events::{
     accounts::{
         AccountDeleted, AccountRegistered, AccountStatus, AccountStatusChanged, DeletionStep,
@@ -18,7 +19,6 @@ use mailfleet_events::{
     notify::NotificationRequested,
     Envelope,
 };
-use mailfleet_ingest::blob::BlobStore;
 use mailfleet_runtime::producer::EventProducer;
 use mailfleet_tests::{fleet::*, *};
 

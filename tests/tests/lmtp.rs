@@ -4,8 +4,8 @@
 
 use std::{process::Child, time::Duration};
 
+use mailfleet_blob::BlobStore;
 use mailfleet_events::mail::{BodyType, MessageReceived};
-use mailfleet_ingest::blob::BlobStore;
 use mailfleet_tests::{ingest::*, *};
 
 struct Lmtp {

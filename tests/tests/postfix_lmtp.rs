@@ -123,8 +123,7 @@ async fn postfix_delivers_over_lmtp_and_dovecot_serves_it() -> anyhow::Result<()
     // (swaks ends DATA with CRLF . CRLF after the file's own last CRLF,
     // so what it sent is the file plus an empty line.)
     let sent = format!("{clean_mail}\r\n");
-    let delivered =
-        mailfleet_ingest::blob::BlobStore::open(world.blob_dir())?.get(&stored[0].blob_id)?;
+    let delivered = mailfleet_blob::BlobStore::open(world.blob_dir())?.get(&stored[0].blob_id)?;
     assert_eq!(
         inbox[0], delivered,
         "IMAP serves exactly what Postfix delivered over LMTP"

@@ -1,8 +1,7 @@
 use std::path::PathBuf;
 
+use mailfleet_events::greylist::triplet::Grouping;
 use serde::{Deserialize, Serialize};
-
-use crate::triplet::Grouping;
 
 /// `[consumers.greylist]`: postgrey's options under mailfleet names (see
 /// `docs/greylisting.md` for the mapping).

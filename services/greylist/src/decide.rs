@@ -6,7 +6,10 @@ use std::{net::IpAddr, sync::Arc};
 use mailfleet_events::{
     clock::ClockTicked,
     config::ConfigChanged,
-    greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
+    greylist::{
+        triplet::{client_net, triplet},
+        DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict,
+    },
     Envelope,
 };
 use mailfleet_runtime::{
@@ -17,7 +20,6 @@ use mailfleet_runtime::{
 use crate::{
     date::rfc2822_utc,
     state::{Awl, AwlKey, InstanceKey, Seen, TripletKey},
-    triplet::{client_net, triplet},
     whitelist::{WhitelistFiles, Whitelists},
     GreylistConfig, GreylistRules, RecordedLists,
 };
@@ -161,7 +163,11 @@ impl Greylist {
         self.judge_with(&in_force, state, a, now, d)
     }
 
-    /// [`Greylist::judge`] with the settings in force already looked up.
+    /// [`Greylist::judge`] with the settings in force already looked up:
+    /// postgrey's steps in its order. An attempt without the attributes,
+    /// or from a whitelisted client or to a whitelisted recipient, is let
+    /// through; then the client's auto-whitelist, then the triplet's
+    /// history decides.
     fn judge_with(
         &self,
         in_force: &GreylistInForce,
@@ -179,15 +185,8 @@ impl Greylist {
         let Ok(ip) = addr.parse::<IpAddr>() else {
             return Ok(Answer::dunno(GreylistReason::MissingAttributes, None));
         };
-        let lists = in_force
-            .lists
-            .clone()
-            .unwrap_or_else(|| self.whitelists.get());
-        if lists.client(Some(ip), name) {
-            return Ok(Answer::dunno(GreylistReason::WhitelistedClient, None));
-        }
-        if lists.recipient(rcpt) {
-            return Ok(Answer::dunno(GreylistReason::WhitelistedRecipient, None));
+        if let Some(reason) = self.whitelisted(in_force, ip, name, rcpt) {
+            return Ok(Answer::dunno(reason, None));
         }
         let awl_key = AwlKey(ip.to_string());
         let awl = if c.auto_whitelist_clients > 0 {
@@ -196,76 +195,50 @@ impl Greylist {
             None
         };
         if let Some(awl) = awl.filter(|w| w.count >= c.auto_whitelist_clients) {
-            if now >= awl.last + HOUR || awl.last > now {
-                d.put(
-                    &awl_key,
-                    &Awl {
-                        count: awl.count + 1,
-                        last: now,
-                    },
-                );
-            }
+            refresh_awl(&awl_key, awl, now, d);
             return Ok(Answer::dunno(GreylistReason::AutoWhitelisted, None));
         }
 
         let key = triplet(&client_net(ip, c.grouping()), sender, rcpt);
-        let tkey = TripletKey(key.clone());
-        let (mut first, mut passed_before, mut restarted) = (now, false, false);
-        if let Some(seen) = state.get(&tkey)? {
-            first = seen.first;
-            passed_before = seen.last - seen.first >= c.delay_s;
-            if !passed_before && now - first > c.retry_window_s {
-                (first, restarted) = (now, true);
-            }
-            first = first.min(now);
-        }
-        d.put(&tkey, &Seen { first, last: now });
-        let diff = c.delay_s - (now - first);
-
+        let history = record_attempt(c, state, &key, now, d)?;
+        let diff = c.delay_s - (now - history.first);
         if c.auto_whitelist_clients > 0
             && diff <= 0
-            && !passed_before
+            && !history.passed_before
             && awl.is_none_or(|w| now >= w.last + HOUR)
         {
             let count = awl.map_or(0, |w| w.count) + 1;
             d.put(&awl_key, &Awl { count, last: now });
         }
         if diff > 0 {
-            let reason = match (now == first, restarted) {
-                (true, true) => GreylistReason::RetryWindowExpired,
-                (true, false) => GreylistReason::New,
-                (false, _) => GreylistReason::TooEarly,
-            };
-            let domain = rcpt.rsplit_once('@').map_or(rcpt.as_str(), |(_, d)| d);
-            let text = c
-                .greylist_text
-                .replace("%s", &diff.to_string())
-                .replace("%r", domain);
-            return Ok(Answer {
-                verdict: GreylistVerdict::Defer,
-                reason,
-                action: format!("{} {text}", c.greylist_action),
-                delay_seconds: diff,
-                triplet: Some(key),
-            });
+            return Ok(defer(c, rcpt, &history, now, diff, key));
         }
-        if !passed_before && self.new_instance(state, a.instance.as_deref(), now, d)? {
-            let delay = now - first;
-            let header = c
-                .x_greylist_header
-                .replace("%t", &delay.to_string())
-                .replace("%h", &c.hostname)
-                .replace("%v", env!("CARGO_PKG_VERSION"))
-                .replace("%d", &rfc2822_utc(now));
-            return Ok(Answer {
-                verdict: GreylistVerdict::Pass,
-                reason: GreylistReason::Passed,
-                action: format!("PREPEND {header}"),
-                delay_seconds: delay,
-                triplet: Some(key),
-            });
+        if !history.passed_before && self.new_instance(state, a.instance.as_deref(), now, d)? {
+            return Ok(pass(c, now - history.first, now, key));
         }
         Ok(Answer::dunno(GreylistReason::Passed, Some(key)))
+    }
+
+    /// Why a whitelist lets this attempt through, if one does: the client
+    /// (address or name) first, then the recipient.
+    fn whitelisted(
+        &self,
+        in_force: &GreylistInForce,
+        ip: IpAddr,
+        name: &str,
+        rcpt: &str,
+    ) -> Option<GreylistReason> {
+        let lists = in_force
+            .lists
+            .clone()
+            .unwrap_or_else(|| self.whitelists.get());
+        if lists.client(Some(ip), name) {
+            return Some(GreylistReason::WhitelistedClient);
+        }
+        if lists.recipient(rcpt) {
+            return Some(GreylistReason::WhitelistedRecipient);
+        }
+        None
     }
 
     /// One header per message: a recipient of an instance already given
@@ -319,6 +292,102 @@ impl Greylist {
             }
         }
         Ok(removed)
+    }
+}
+
+/// A whitelisted client's pass counts again once an hour (or when the
+/// clock went back).
+fn refresh_awl(key: &AwlKey, awl: Awl, now: i64, d: &mut Decision) {
+    if now >= awl.last + HOUR || awl.last > now {
+        d.put(
+            key,
+            &Awl {
+                count: awl.count + 1,
+                last: now,
+            },
+        );
+    }
+}
+
+/// What a triplet's history says of one attempt.
+struct History {
+    /// When the triplet's current wait started, seconds.
+    first: i64,
+    /// It had waited out the delay before this attempt.
+    passed_before: bool,
+    /// Its retry window had expired, so the wait starts again now.
+    restarted: bool,
+}
+
+/// Read the triplet's history and record this attempt in it.
+fn record_attempt(
+    c: &GreylistConfig,
+    state: &StateView<'_>,
+    key: &str,
+    now: i64,
+    d: &mut Decision,
+) -> Result<History, StateError> {
+    let tkey = TripletKey(key.to_string());
+    let (mut first, mut passed_before, mut restarted) = (now, false, false);
+    if let Some(seen) = state.get(&tkey)? {
+        first = seen.first;
+        passed_before = seen.last - seen.first >= c.delay_s;
+        if !passed_before && now - first > c.retry_window_s {
+            (first, restarted) = (now, true);
+        }
+        first = first.min(now);
+    }
+    d.put(&tkey, &Seen { first, last: now });
+    Ok(History {
+        first,
+        passed_before,
+        restarted,
+    })
+}
+
+/// The deferral, `diff` seconds before the triplet may pass.
+fn defer(
+    c: &GreylistConfig,
+    rcpt: &str,
+    history: &History,
+    now: i64,
+    diff: i64,
+    key: String,
+) -> Answer {
+    let reason = match (now == history.first, history.restarted) {
+        (true, true) => GreylistReason::RetryWindowExpired,
+        (true, false) => GreylistReason::New,
+        (false, _) => GreylistReason::TooEarly,
+    };
+    let domain = rcpt.rsplit_once('@').map_or(rcpt, |(_, d)| d);
+    let text = c
+        .greylist_text
+        .replace("%s", &diff.to_string())
+        .replace("%r", domain);
+    Answer {
+        verdict: GreylistVerdict::Defer,
+        reason,
+        action: format!("{} {text}", c.greylist_action),
+        delay_seconds: diff,
+        triplet: Some(key),
+    }
+}
+
+/// The first pass of a message, `delay` seconds after its triplet's wait
+/// started: the answer prepends the X-Greylist header.
+fn pass(c: &GreylistConfig, delay: i64, now: i64, key: String) -> Answer {
+    let header = c
+        .x_greylist_header
+        .replace("%t", &delay.to_string())
+        .replace("%h", &c.hostname)
+        .replace("%v", env!("CARGO_PKG_VERSION"))
+        .replace("%d", &rfc2822_utc(now));
+    Answer {
+        verdict: GreylistVerdict::Pass,
+        reason: GreylistReason::Passed,
+        action: format!("PREPEND {header}"),
+        delay_seconds: delay,
+        triplet: Some(key),
     }
 }
 

@@ -9,7 +9,6 @@ mod config;
 mod date;
 mod decide;
 pub mod state;
-pub mod triplet;
 pub mod whitelist;
 
 pub use config::{GreylistConfig, GreylistRules, RecordedLists};

@@ -17,9 +17,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use mailfleet_events::greylist::triplet::mask;
 use regex::{Regex, RegexBuilder};
-
-use crate::triplet::mask;
 
 /// A whitelist file could not be read or has a bad line.
 #[derive(Debug, thiserror::Error)]

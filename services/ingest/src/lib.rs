@@ -1,35 +1,12 @@
-//! Mail ingest: how accepted mail enters the pipeline and gets scanned.
+//! Mail ingest: how accepted mail enters the pipeline.
 //!
 //! - [`lmtp`]: the LMTP server Postfix delivers to. It stores each message
-//!   once in the [`blob`] store and produces one `MessageReceived` per
-//!   recipient before answering 250.
-//! - [`scanner`]: the consumer that scans each received message with
-//!   clamd and the attachment policy (crate `mailfleet-scan`) and emits
-//!   `MessageScanned`.
+//!   once in the blob store (crate `mailfleet-blob`) and produces one
+//!   `MessageReceived` per recipient before answering 250. The scanner
+//!   consumer (crate `mailfleet-scanner`) takes it from there.
 
-pub mod blob;
 pub mod lmtp;
 pub mod message;
-pub mod scanner;
-
-use serde::Deserialize;
-
-/// `[blobs]`: where raw messages are kept.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BlobConfig {
-    /// The blob store's folder, shared by the LMTP servers and the
-    /// scanners of one host.
-    pub dir: String,
-}
-
-impl Default for BlobConfig {
-    fn default() -> Self {
-        Self {
-            dir: "run/blobs".into(),
-        }
-    }
-}
 
 /// Ingest failures.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +18,7 @@ pub enum IngestError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Blob(#[from] blob::BlobError),
+    Blob(#[from] mailfleet_blob::BlobError),
     #[error(transparent)]
     Runtime(#[from] mailfleet_runtime::RuntimeError),
 }

@@ -11,15 +11,17 @@ use mailfleet_accounts::{
     lifecycle::LifecycleConfig,
     notifier::NotifierConfig,
 };
+use mailfleet_blob::BlobConfig;
 use mailfleet_counter::CounterConfig;
 use mailfleet_greylist::GreylistConfig;
-use mailfleet_ingest::{lmtp::LmtpConfig, scanner::ScannerConfig, BlobConfig};
+use mailfleet_ingest::lmtp::LmtpConfig;
 use mailfleet_outbound::OutboundConfig;
 use mailfleet_policy::PolicyConfig;
 use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
     RuntimeError, Topology,
 };
+use mailfleet_scanner::ScannerConfig;
 use mailfleet_scheduler::{purger::PurgerConfig, SchedulerConfig};
 use mailfleet_storage::writer::StorageConfig;
 use mailfleet_submission::SubmissionConfig;

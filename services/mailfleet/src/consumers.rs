@@ -7,15 +7,16 @@ use std::{sync::Arc, time::Duration};
 use mailfleet_accounts::{
     deleter::Deleter, directory::Directory, lifecycle::Lifecycle, notifier::Notifier,
 };
+use mailfleet_blob::BlobStore;
 use mailfleet_counter::Counter;
 use mailfleet_events::{config::ConfigChanged, Envelope};
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
-use mailfleet_ingest::{blob::BlobStore, scanner::Scanner};
 use mailfleet_outbound::Outbound;
 use mailfleet_runtime::{
     producer::EventProducer, run, settings::Settings, RunSpec, RunStats, RuntimeError, Shutdown,
     Store, Topology,
 };
+use mailfleet_scanner::Scanner;
 use mailfleet_scheduler::purger::Purger;
 use mailfleet_storage::{index::Indexer, writer::StorageWriter};
 

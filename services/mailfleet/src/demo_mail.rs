@@ -9,13 +9,14 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use mailfleet_blob::BlobStore;
 use mailfleet_events::{
     accounts::AccountBlocked,
     admin::AdminAlert,
     mail::{MessageScanned, ScanVerdict},
     Event, Registry,
 };
-use mailfleet_ingest::{blob::BlobStore, lmtp::client::LmtpClient};
+use mailfleet_ingest::lmtp::client::LmtpClient;
 use mailfleet_runtime::{Shutdown, Store, Topology};
 use mailfleet_storage::index;
 use rdkafka::{

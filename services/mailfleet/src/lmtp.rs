@@ -13,11 +13,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mailfleet_accounts::status::{Mailbox, StatusProjection};
+use mailfleet_blob::BlobStore;
 use mailfleet_events::accounts::AccountStatus;
-use mailfleet_ingest::{
-    blob::BlobStore,
-    lmtp::{self, RcptStatus, RecipientCheck},
-};
+use mailfleet_ingest::lmtp::{self, RcptStatus, RecipientCheck};
 use mailfleet_runtime::{metrics, Shutdown};
 use mailfleet_storage::usage::UsageProjection;
 
@@ -44,7 +42,11 @@ impl RecipientCheck for AccountCheck {
                 Mailbox::NotReady => return RcptStatus::TryLater,
             }
         }
-        self.usage.check(sender, account)
+        if self.usage.over_quota(account) {
+            RcptStatus::OverQuota
+        } else {
+            RcptStatus::Accept
+        }
     }
 }
 

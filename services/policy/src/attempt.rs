@@ -4,8 +4,13 @@
 
 use std::net::IpAddr;
 
-use mailfleet_events::{greylist::DeliveryAttempted, Envelope};
-use mailfleet_greylist::triplet::{client_net, Grouping};
+use mailfleet_events::{
+    greylist::{
+        triplet::{client_net, Grouping},
+        DeliveryAttempted,
+    },
+    Envelope,
+};
 
 use crate::{protocol::Request, PolicyConfig};
 

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mailfleet_greylist::triplet::Grouping;
+use mailfleet_events::greylist::triplet::Grouping;
 use mailfleet_runtime::{
     allow::AllowList,
     config::KafkaConfig,

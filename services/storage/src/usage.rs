@@ -8,7 +8,6 @@ use std::{
 };
 
 use mailfleet_events::{accounts::UsageChanged, Registry};
-use mailfleet_ingest::lmtp::{RcptStatus, RecipientCheck};
 use mailfleet_runtime::{config::KafkaConfig, follow::follow, RuntimeError, Shutdown};
 use rdkafka::Message;
 
@@ -54,16 +53,12 @@ impl UsageProjection {
             over.remove(&usage.account);
         }
     }
-}
 
-impl RecipientCheck for UsageProjection {
-    fn check(&self, _sender: &str, account: &str) -> RcptStatus {
+    /// Whether `account` (lower-cased) is over its quota: what RCPT
+    /// refuses with `552 5.2.2` (`mailfleet lmtp`'s recipient check).
+    pub fn over_quota(&self, account: &str) -> bool {
         let over = self.over.read().unwrap_or_else(|p| p.into_inner());
-        if over.contains(account) {
-            RcptStatus::OverQuota
-        } else {
-            RcptStatus::Accept
-        }
+        over.contains(account)
     }
 }
 
@@ -85,10 +80,10 @@ mod tests {
             over_quota,
             settings_hash: None,
         };
-        assert_eq!(p.check("a@y", "bob@x"), RcptStatus::Accept);
+        assert!(!p.over_quota("bob@x"));
         p.apply(&usage(true));
-        assert_eq!(p.check("a@y", "bob@x"), RcptStatus::OverQuota);
+        assert!(p.over_quota("bob@x"));
         p.apply(&usage(false));
-        assert_eq!(p.check("a@y", "bob@x"), RcptStatus::Accept);
+        assert!(!p.over_quota("bob@x"));
     }
 }

@@ -36,8 +36,8 @@ mod state;
 
 use std::{future::Future, sync::Arc};
 
+use mailfleet_blob::BlobStore;
 use mailfleet_events::accounts::{DeletionStep, DeletionStepCompleted};
-use mailfleet_ingest::blob::BlobStore;
 use mailfleet_runtime::{Consumer, Decision, Emit, Input, Outcome, StateError, StateView};
 use serde::Deserialize;
 

@@ -1,7 +1,7 @@
 //! `mailfleet lmtp`: the LMTP server (RFC 2033) Postfix delivers to.
 //!
 //! A message is acknowledged per recipient only once it is durable: the raw
-//! bytes in the [`crate::blob::BlobStore`] (fsynced) and that recipient's
+//! bytes in the [`mailfleet_blob::BlobStore`] (fsynced) and that recipient's
 //! `MessageReceived` acknowledged by Kafka (`acks=all`). A failure of
 //! either answers `452 4.3.1` (disk) or `451 4.3.0` (Kafka), so Postfix
 //! keeps the mail and retries. A connection lost during DATA announces

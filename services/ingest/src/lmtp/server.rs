@@ -12,6 +12,7 @@ use std::{
 };
 
 use futures::future::join_all;
+use mailfleet_blob::{blob_id, BlobStore};
 use mailfleet_events::{mail::MessageReceived, Envelope};
 use mailfleet_runtime::{
     allow::AllowList,
@@ -34,11 +35,7 @@ use super::{
     session::{reply, Limits, RecipientCheck, Session, Step, Transaction},
     LmtpConfig,
 };
-use crate::{
-    blob::{blob_id, BlobStore},
-    message::summarize,
-    IngestError,
-};
+use crate::{message::summarize, IngestError};
 
 struct Server {
     cfg: LmtpConfig,

@@ -292,7 +292,7 @@ fn request_texts(reqs: &[Req]) -> Vec<u8> {
 #[inline(never)]
 fn policy_requests(
     cfg: &PolicyConfig,
-    grouping: mailfleet_greylist::triplet::Grouping,
+    grouping: mailfleet_events::greylist::triplet::Grouping,
     texts: &[u8],
     decisions: &[Vec<u8>],
 ) -> anyhow::Result<usize> {

@@ -22,8 +22,8 @@ use std::{
 };
 
 use anyhow::Context;
+use mailfleet_blob::BlobStore;
 use mailfleet_events::mail::MessageReceived;
-use mailfleet_ingest::blob::BlobStore;
 use mailfleet_runtime::Shutdown;
 use tokio::process::{Child, Command};
 

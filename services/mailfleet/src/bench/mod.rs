@@ -213,7 +213,7 @@ pub async fn lmtp_in_process(
     cfg: &Config,
     topic: &str,
     max_connections: usize,
-    blobs: std::sync::Arc<mailfleet_ingest::blob::BlobStore>,
+    blobs: std::sync::Arc<mailfleet_blob::BlobStore>,
     shutdown: &mailfleet_runtime::Shutdown,
 ) -> anyhow::Result<u16> {
     use mailfleet_ingest::lmtp;

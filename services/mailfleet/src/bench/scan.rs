@@ -24,13 +24,10 @@ use std::{
 
 use anyhow::Context;
 use futures::{stream, StreamExt};
+use mailfleet_blob::{blob_id, BlobStore};
 use mailfleet_events::{
     mail::{BodyType, MessageReceived, MessageScanned, ScanVerdict},
     Envelope,
-};
-use mailfleet_ingest::{
-    blob::{blob_id, BlobStore},
-    scanner::{Scanner, ScannerConfig},
 };
 use mailfleet_runtime::{
     producer::{EventProducer, RawRecord},
@@ -40,6 +37,7 @@ use mailfleet_scan::{
     clamd::{Clamd, ClamdReply},
     policy, Verdict,
 };
+use mailfleet_scanner::{Scanner, ScannerConfig};
 
 use super::{
     consume::create_topic,

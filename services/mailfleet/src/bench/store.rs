@@ -53,16 +53,14 @@ use std::{
 };
 
 use anyhow::Context;
+use mailfleet_blob::BlobStore;
 use mailfleet_events::mail::{MessageScanned, MessageStored, ScanVerdict};
-use mailfleet_ingest::{
-    blob::BlobStore,
-    scanner::{Scanner, ScannerConfig},
-};
 use mailfleet_runtime::{
     admin, config::RuntimeConfig, topology::TopicSpec, RunSpec, RunStats, RuntimeError, Shutdown,
     Topology,
 };
 use mailfleet_scan::clamd::Clamd;
+use mailfleet_scanner::{Scanner, ScannerConfig};
 use mailfleet_storage::writer::{StorageConfig, StorageWriter};
 use rdkafka::{
     admin::{AdminClient, AdminOptions},

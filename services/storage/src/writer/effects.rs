@@ -7,12 +7,12 @@ use std::{
     path::Path,
 };
 
+use mailfleet_blob::BlobError;
 use mailfleet_events::{
     accounts::{DeletionStep, DeletionStepCompleted, DeletionStepRequested},
     mail::{MailboxDeleted, MessageScanned, MessageStored, MessagesPurged, PurgeRequested},
     Envelope,
 };
-use mailfleet_ingest::blob::BlobError;
 use mailfleet_runtime::{metrics as m, time::now_ms, Emit, Outcome};
 
 use super::{decide::delivery_id, StorageWriter, NAME};

@@ -17,8 +17,8 @@ mod state;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
+use mailfleet_blob::BlobStore;
 use mailfleet_events::{mail::MessageRejected, Event};
-use mailfleet_ingest::blob::BlobStore;
 use mailfleet_runtime::{
     metrics as m,
     settings::{InForce, Settings},

@@ -21,8 +21,8 @@ use std::{
     net::IpAddr,
 };
 
+use mailfleet_events::greylist::triplet::{client_net, Grouping};
 use mailfleet_events::{greylist::DeliveryAttempted, Envelope};
-use mailfleet_greylist::triplet::{client_net, Grouping};
 use mailfleet_runtime::producer::RawRecord;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

@@ -6,7 +6,7 @@ import java.util.Locale;
 
 /**
  * The greylist key: client network / normalised sender / recipient,
- * lower-cased, as {@code services/greylist/src/triplet.rs} builds it
+ * lower-cased, as {@code schemas/src/greylist/triplet.rs} builds it
  * (postgrey 1.37). Addresses are byte arrays: 4 bytes IPv4, 16 bytes IPv6,
  * formatted as Rust's {@code IpAddr} displays them.
  */

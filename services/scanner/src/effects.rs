@@ -2,12 +2,12 @@
 
 use std::time::Instant;
 
+use mailfleet_blob::BlobError;
 use mailfleet_events::mail::MessageReceived;
 use mailfleet_runtime::{metrics as m, Outcome};
 use mailfleet_scan::Verdict;
 
 use super::{decide, Scanner};
-use crate::blob::BlobError;
 
 impl Scanner {
     /// Scan one message and turn the verdict into events.

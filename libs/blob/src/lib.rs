@@ -11,6 +11,10 @@
 //! Who still needs a blob is recorded beside it, in [`refs`]: one marker
 //! per (blob, account), so deleting an account releases its references and
 //! removes the blobs nobody else holds.
+//!
+//! Start with [`BlobStore`]; [`BlobConfig`] is its `[blobs]` config. The
+//! LMTP server writes blobs, the scanner and the Maildir writer read them,
+//! and the account deleter releases an account's references.
 
 mod refs;
 
@@ -23,7 +27,25 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+/// `[blobs]`: where raw messages are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobConfig {
+    /// The blob store's folder, shared by the LMTP servers and the
+    /// scanners of one host.
+    pub dir: String,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self {
+            dir: "run/blobs".into(),
+        }
+    }
+}
 
 /// Temporary files older than this are leftovers of a crash.
 pub const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);

@@ -1,5 +1,9 @@
 //! The greylist key: client network / normalised sender / recipient,
 //! lower-cased, as postgrey 1.37 builds it.
+//!
+//! Part of the `smtp.attempts` contract: the policy server keys its
+//! `DeliveryAttempted` events by [`client_net`] and the greylist consumer
+//! keeps its state by [`triplet`], so both read the same code.
 
 use std::net::IpAddr;
 

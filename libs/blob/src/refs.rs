@@ -212,7 +212,7 @@ mod tests {
     }
 
     fn put_for(store: &BlobStore, raw: &[u8], accounts: &[&str]) -> String {
-        let id = crate::blob::blob_id(raw);
+        let id = crate::blob_id(raw);
         store.add_refs(&id, accounts.iter().copied()).unwrap();
         store.put_with_id(&id, raw).unwrap();
         id

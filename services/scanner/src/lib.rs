@@ -6,6 +6,9 @@
 //! ([`Outcome::Emitted`]). clamd down is `Temporary`: the partition waits
 //! and retries, and no verdict is ever invented. A virus sent by one of
 //! our own accounts also emits `AccountBlocked` and an `AdminAlert`.
+//!
+//! Start at [`Scanner`]: [`decide`] is the pure part, `effects.rs` reads
+//! the blob (crate `mailfleet-blob`) and scans it (crate `mailfleet-scan`).
 
 mod config;
 pub mod decide;
@@ -13,13 +16,12 @@ mod effects;
 
 use std::{future::Future, sync::Arc};
 
+use mailfleet_blob::BlobStore;
 use mailfleet_events::mail::MessageReceived;
 use mailfleet_runtime::{metrics as m, Consumer, Decision, Input, Outcome, StateError, StateView};
 use mailfleet_scan::Engine;
 
 pub use config::ScannerConfig;
-
-use crate::blob::BlobStore;
 
 /// The consumer's name: its metrics label, output ids and store folder.
 pub const NAME: &str = "scanner";
