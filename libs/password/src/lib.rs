@@ -1,4 +1,8 @@
-//! The password policy and password hashing.
+//! The password policy and password hashing, shared by the account API
+//! (`mailfleet-api`: registrations, logins) and the directory's migration
+//! (`mailfleet-directory`: the one-time password), which depend on this
+//! library rather than on each other. Start at [`check`] and [`hash`];
+//! every failure is a [`PasswordError`].
 //!
 //! The policy ([`check`]) is the product rule: at least 8 characters, an
 //! upper-case letter, a lower-case letter and a digit. It reports every
@@ -106,36 +110,9 @@ impl fmt::Display for Rule {
     }
 }
 
-/// The rules a password failed: never empty, in [`Rule::ALL`] order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyViolation {
-    failed: Vec<Rule>,
-}
-
-impl PolicyViolation {
-    /// The failed rules.
-    pub fn rules(&self) -> &[Rule] {
-        &self.failed
-    }
-}
-
-impl fmt::Display for PolicyViolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("weak password: ")?;
-        for (i, rule) in self.failed.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{rule}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for PolicyViolation {}
-
-/// Checks `password` against every rule and reports all that fail.
-pub fn check(password: &str) -> Result<(), PolicyViolation> {
+/// Checks `password` against every rule and reports all that fail
+/// ([`PasswordError::Weak`]).
+pub fn check(password: &str) -> Result<(), PasswordError> {
     let failed: Vec<Rule> = Rule::ALL
         .into_iter()
         .filter(|rule| !rule.holds(password))
@@ -143,14 +120,21 @@ pub fn check(password: &str) -> Result<(), PolicyViolation> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(PolicyViolation { failed })
+        Err(PasswordError::Weak { failed })
     }
 }
 
-/// Why hashing or verifying failed. No variant carries the password or a
-/// stored hash: these errors end up in logs.
-#[derive(Debug, thiserror::Error)]
+/// Why a password fails the policy, or why hashing or verifying failed.
+/// No variant carries the password or a stored hash: these errors end up
+/// in logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
+    /// The password fails the policy ([`check`]).
+    #[error("weak password: {}", listed(.failed))]
+    Weak {
+        /// The rules it failed: never empty, in [`Rule::ALL`] order.
+        failed: Vec<Rule>,
+    },
     /// argon2 refused to hash (parameters or lengths out of range).
     #[error("hashing the password with argon2id failed: {0}")]
     Hash(argon2::password_hash::Error),
@@ -166,6 +150,23 @@ pub enum PasswordError {
         scheme: &'static str,
         problem: String,
     },
+}
+
+impl PasswordError {
+    /// The rules a [`PasswordError::Weak`] password failed; none for any
+    /// other error.
+    pub fn rules(&self) -> &[Rule] {
+        match self {
+            Self::Weak { failed } => failed,
+            _ => &[],
+        }
+    }
+}
+
+/// The failed rules, `; `-separated.
+fn listed(rules: &[Rule]) -> String {
+    let shown: Vec<String> = rules.iter().map(Rule::to_string).collect();
+    shown.join("; ")
 }
 
 /// Hashes `password` as `{ARGON2}$argon2id$v=19$m=65536,t=2,p=1$...` with a

@@ -5,7 +5,7 @@
 //! path separator in the Maildir) and a domain of DNS labels with at least
 //! one dot.
 
-use std::fmt;
+use super::errors::ApiError;
 
 /// Longest local part (RFC 5321 4.5.3.1.1).
 const MAX_LOCAL: usize = 64;
@@ -16,30 +16,10 @@ const MAX_LABEL: usize = 63;
 /// The specials a dot-atom allows besides letters and digits, minus `/`.
 const ATOM_SPECIALS: &str = "!#$%&'*+-=?^_`{|}~";
 
-/// Why an address is refused: the address and the problem, for a 400.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadAddress {
-    /// The address as given.
-    pub address: String,
-    /// What is wrong with it.
-    pub problem: &'static str,
-}
-
-impl fmt::Display for BadAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "account {:?} is not a valid address: {}",
-            self.address, self.problem
-        )
-    }
-}
-
-impl std::error::Error for BadAddress {}
-
-/// The account key for `address`: trimmed and lower-cased, or why not.
-pub fn normalise(address: &str) -> Result<String, BadAddress> {
-    let bad = |problem| BadAddress {
+/// The account key for `address`: trimmed and lower-cased, or why not
+/// ([`ApiError::BadAddress`], a 400 naming the address and the problem).
+pub fn normalise(address: &str) -> Result<String, ApiError> {
+    let bad = |problem| ApiError::BadAddress {
         address: address.to_string(),
         problem,
     };
@@ -136,6 +116,9 @@ mod tests {
             assert!(text.contains(problem), "{address}: {text}");
         }
         let long = format!("{}@example.test", "a".repeat(65));
-        assert!(normalise(&long).unwrap_err().problem.contains("64"));
+        match normalise(&long) {
+            Err(ApiError::BadAddress { problem, .. }) => assert!(problem.contains("64")),
+            other => panic!("{other:?}"),
+        }
     }
 }

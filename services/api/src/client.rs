@@ -1,6 +1,6 @@
 //! A small client of the account API (hyper's pooled HTTP/1 client), for
 //! the `mailfleet account` CLI and the tests. A 4xx answer is a
-//! [`ClientError::Refused`] carrying the API's own message, so the CLI
+//! [`ApiError::Refused`] carrying the API's own message, so the CLI
 //! can print it as it is and exit 2.
 
 use std::time::Duration;
@@ -13,54 +13,17 @@ use hyper_util::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::wire::{
-    AccountView, BlockRequest, ErrorBody, LoginRequest, PlanRequest, QuotaRequest,
-    ReactivateRequest, Readiness, RegisterRequest, Secret, UnblockRequest,
+use super::{
+    errors::ApiError,
+    wire::{
+        AccountView, BlockRequest, ErrorBody, LoginRequest, PlanRequest, QuotaRequest,
+        ReactivateRequest, Readiness, RegisterRequest, Secret, UnblockRequest,
+    },
 };
 
 /// How long one request may take (a registration hashes for well under a
 /// second; Kafka acknowledges within the server's own timeout).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What went wrong talking to the API.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The base URL is not `http://host:port`.
-    #[error("api url {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
-    /// No answer: nothing listening, a timeout, a broken connection.
-    #[error("cannot reach the account API at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
-    /// A 4xx: the API refused the request; `message` is its own words.
-    #[error("{message}")]
-    Refused {
-        status: u16,
-        message: String,
-        /// The failed password rules of a 422.
-        rules: Vec<String>,
-    },
-    /// A 5xx: the API could not do it (Kafka down, not ready yet).
-    #[error("the account API failed ({status}): {message}")]
-    Failed { status: u16, message: String },
-    /// A success whose body is not what the API sends.
-    #[error("the account API at {url} answered {status} with an unexpected body: {reason}")]
-    Decode {
-        url: String,
-        status: u16,
-        reason: String,
-    },
-}
-
-impl ClientError {
-    /// The HTTP status, if the API answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Refused { status, .. } | Self::Failed { status, .. } => Some(*status),
-            Self::Decode { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// A client of one API.
 #[derive(Clone)]
@@ -73,9 +36,9 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client of the API at `base` (`http://127.0.0.1:8080`), sending
     /// `token` as a bearer token if given.
-    pub fn new(base: &str, token: Option<Secret>) -> Result<Self, ClientError> {
+    pub fn new(base: &str, token: Option<Secret>) -> Result<Self, ApiError> {
         let base = base.trim_end_matches('/').to_string();
-        let bad = |reason: &str| ClientError::BadUrl {
+        let bad = |reason: &str| ApiError::BadUrl {
             url: base.clone(),
             reason: reason.to_string(),
         };
@@ -91,28 +54,24 @@ impl ApiClient {
     }
 
     /// `GET /ready`.
-    pub async fn ready(&self) -> Result<Readiness, ClientError> {
+    pub async fn ready(&self) -> Result<Readiness, ApiError> {
         let (status, body) = self.send(Method::GET, "/ready", None).await?;
         self.decode(status, &body)
     }
 
     /// `POST /accounts`.
-    pub async fn register(&self, req: &RegisterRequest) -> Result<AccountView, ClientError> {
+    pub async fn register(&self, req: &RegisterRequest) -> Result<AccountView, ApiError> {
         self.call(Method::POST, "/accounts", Some(req)).await
     }
 
     /// `GET /accounts/{account}`.
-    pub async fn show(&self, account: &str) -> Result<AccountView, ClientError> {
+    pub async fn show(&self, account: &str) -> Result<AccountView, ApiError> {
         let path = account_path(account, "");
         self.call(Method::GET, &path, None::<&()>).await
     }
 
     /// `POST /accounts/{account}/logins`.
-    pub async fn login(
-        &self,
-        account: &str,
-        req: &LoginRequest,
-    ) -> Result<AccountView, ClientError> {
+    pub async fn login(&self, account: &str, req: &LoginRequest) -> Result<AccountView, ApiError> {
         let path = account_path(account, "/logins");
         self.call(Method::POST, &path, Some(req)).await
     }
@@ -122,14 +81,14 @@ impl ApiClient {
         &self,
         account: &str,
         quota_bytes: Option<i64>,
-    ) -> Result<AccountView, ClientError> {
+    ) -> Result<AccountView, ApiError> {
         let path = account_path(account, "/quota");
         self.call(Method::PUT, &path, Some(&QuotaRequest { quota_bytes }))
             .await
     }
 
     /// `PUT /accounts/{account}/plan`.
-    pub async fn set_plan(&self, account: &str, plan: &str) -> Result<AccountView, ClientError> {
+    pub async fn set_plan(&self, account: &str, plan: &str) -> Result<AccountView, ApiError> {
         let path = account_path(account, "/plan");
         let req = PlanRequest {
             plan: plan.to_string(),
@@ -138,11 +97,7 @@ impl ApiClient {
     }
 
     /// `POST /accounts/{account}/block`.
-    pub async fn block(
-        &self,
-        account: &str,
-        req: &BlockRequest,
-    ) -> Result<AccountView, ClientError> {
+    pub async fn block(&self, account: &str, req: &BlockRequest) -> Result<AccountView, ApiError> {
         let path = account_path(account, "/block");
         self.call(Method::POST, &path, Some(req)).await
     }
@@ -152,7 +107,7 @@ impl ApiClient {
         &self,
         account: &str,
         req: &UnblockRequest,
-    ) -> Result<AccountView, ClientError> {
+    ) -> Result<AccountView, ApiError> {
         let path = account_path(account, "/unblock");
         self.call(Method::POST, &path, Some(req)).await
     }
@@ -162,23 +117,23 @@ impl ApiClient {
         &self,
         account: &str,
         req: &ReactivateRequest,
-    ) -> Result<AccountView, ClientError> {
+    ) -> Result<AccountView, ApiError> {
         let path = account_path(account, "/reactivate");
         self.call(Method::POST, &path, Some(req)).await
     }
 
     /// One request with a JSON body; the success body decoded, an error
-    /// answer turned into a [`ClientError`].
+    /// answer turned into a [`ApiError`].
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<T, ApiError> {
         let bytes = body
             .map(serde_json::to_vec)
             .transpose()
-            .map_err(|e| ClientError::Decode {
+            .map_err(|e| ApiError::Decode {
                 url: self.base.clone(),
                 status: 0,
                 reason: format!("encoding the request: {e}"),
@@ -197,9 +152,9 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<(StatusCode, Bytes), ApiError> {
         let url = format!("{}{path}", self.base);
-        let unreachable = |reason: String| ClientError::Unreachable {
+        let unreachable = |reason: String| ApiError::Unreachable {
             url: url.clone(),
             reason,
         };
@@ -215,7 +170,7 @@ impl ApiClient {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::BadUrl {
+            .map_err(|e| ApiError::BadUrl {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
@@ -239,12 +194,8 @@ impl ApiClient {
             .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))?
     }
 
-    fn decode<T: DeserializeOwned>(
-        &self,
-        status: StatusCode,
-        body: &[u8],
-    ) -> Result<T, ClientError> {
-        serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+    fn decode<T: DeserializeOwned>(&self, status: StatusCode, body: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::Decode {
             url: self.base.clone(),
             status: status.as_u16(),
             reason: e.to_string(),
@@ -253,7 +204,7 @@ impl ApiClient {
 }
 
 /// An error answer: the API's JSON message, or its text if not JSON.
-fn refusal(status: StatusCode, body: &[u8]) -> ClientError {
+fn refusal(status: StatusCode, body: &[u8]) -> ApiError {
     let (message, rules) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => (e.error, e.rules),
         Err(_) => {
@@ -267,13 +218,13 @@ fn refusal(status: StatusCode, body: &[u8]) -> ClientError {
         }
     };
     if status.is_client_error() {
-        ClientError::Refused {
+        ApiError::Refused {
             status: status.as_u16(),
             message,
             rules,
         }
     } else {
-        ClientError::Failed {
+        ApiError::Failed {
             status: status.as_u16(),
             message,
         }
@@ -331,7 +282,7 @@ mod tests {
     fn api_client_turns_answers_into_errors_with_the_api_message() {
         let body = br#"{"error":"weak password: ...","rules":["digit"]}"#;
         match refusal(StatusCode::UNPROCESSABLE_ENTITY, body) {
-            ClientError::Refused {
+            ApiError::Refused {
                 status,
                 message,
                 rules,
@@ -344,7 +295,7 @@ mod tests {
         let err = refusal(StatusCode::PAYLOAD_TOO_LARGE, b"length limit exceeded");
         assert_eq!(err.to_string(), "length limit exceeded");
         let err = refusal(StatusCode::SERVICE_UNAVAILABLE, b"");
-        assert_eq!(err.status(), Some(503));
-        assert!(matches!(err, ClientError::Failed { .. }));
+        assert_eq!(err.answer_status(), Some(503));
+        assert!(matches!(err, ApiError::Failed { .. }));
     }
 }

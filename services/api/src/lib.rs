@@ -16,7 +16,9 @@
 //! request bodies: events carry the `{ARGON2}` hash, and neither is logged.
 //!
 //! Start at [`routes`] for what each route does; [`decide`] holds the
-//! status rules, [`wire`] the JSON bodies.
+//! status rules, [`wire`] the JSON bodies. Every failure, the server's
+//! and the client's, is an [`ApiError`]. Passwords are checked and hashed
+//! by `mailfleet-password`.
 
 pub mod address;
 pub mod client;
@@ -29,12 +31,12 @@ pub mod state;
 pub mod telemetry;
 pub mod wire;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use mailfleet_runtime::{config::KafkaConfig, producer::EventProducer, RuntimeError, Shutdown};
+use mailfleet_runtime::{config::KafkaConfig, producer::EventProducer, Shutdown};
 use tokio::sync::Semaphore;
 
-pub use client::{ApiClient, ClientError};
+pub use client::ApiClient;
 pub use config::{ApiConfig, Plans};
 pub use errors::ApiError;
 
@@ -54,29 +56,12 @@ pub struct ApiSettings {
     pub active_on_register: bool,
 }
 
-/// Why the API could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("api.token_file = {path:?}: {reason}")]
-    Token { path: PathBuf, reason: String },
-    #[error("api.listen = {listen:?}: cannot listen: {source}")]
-    Bind {
-        listen: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error("serving HTTP: {0}")]
-    Serve(#[source] std::io::Error),
-}
-
 /// Serve until `shutdown` trips: follow the topic, listen, answer.
 pub async fn serve(
     settings: ApiSettings,
     kafka: &KafkaConfig,
     shutdown: Shutdown,
-) -> Result<(), ServeError> {
+) -> Result<(), ApiError> {
     let cfg = &settings.config;
     let token = cfg.token_file.as_deref().map(read_token).transpose()?;
     let projection = Projection::follow(
@@ -100,7 +85,7 @@ pub async fn serve(
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
-        .map_err(|source| ServeError::Bind {
+        .map_err(|source| ApiError::Bind {
             listen: cfg.listen.clone(),
             source,
         })?;
@@ -109,7 +94,7 @@ pub async fn serve(
     axum::serve(listener, routes::router(state, cfg.max_body_bytes))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
-        .map_err(ServeError::Serve)
+        .map_err(ApiError::Serve)
 }
 
 /// Log once when the projection has caught up, so an operator sees when
@@ -140,8 +125,8 @@ fn token_state(cfg: &ApiConfig) -> &'static str {
 }
 
 /// The bearer token from its file, trimmed; never logged.
-pub fn read_token(path: &std::path::Path) -> Result<Secret, ServeError> {
-    let failed = |reason: String| ServeError::Token {
+pub fn read_token(path: &std::path::Path) -> Result<Secret, ApiError> {
+    let failed = |reason: String| ApiError::Token {
         path: path.to_path_buf(),
         reason,
     };

@@ -18,6 +18,7 @@ use mailfleet_events::accounts::{
     AccountBlocked, AccountReactivated, AccountRegistered, AccountUnblocked, LoginChannel,
     LoginFailed, LoginRecorded, PlanChanged, QuotaChanged,
 };
+use mailfleet_password as password;
 use serde::de::DeserializeOwned;
 
 use super::{
@@ -31,7 +32,6 @@ use super::{
         Readiness, RegisterRequest, UnblockRequest,
     },
 };
-use crate::password;
 
 type Shared = Arc<AppState>;
 type Answer = Result<Json<AccountView>, ApiError>;
@@ -331,7 +331,7 @@ fn parse_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Api
 }
 
 fn address(raw: &str) -> Result<String, ApiError> {
-    normalise(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+    normalise(raw)
 }
 
 fn known_plan(s: &AppState, plan: &str) -> Result<(), ApiError> {

@@ -7,6 +7,7 @@ use std::{
 };
 
 use mailfleet_events::{Envelope, Event};
+use mailfleet_password as password;
 use mailfleet_runtime::producer::EventProducer;
 use tokio::sync::{Mutex, MutexGuard, Semaphore};
 
@@ -16,7 +17,6 @@ use super::{
     projection::{new_event_id, Account, Projection},
     wire::{AccountView, Secret},
 };
-use crate::password;
 
 /// The `producer` of the API's events.
 pub const PRODUCER: &str = "api";

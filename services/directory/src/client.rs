@@ -237,7 +237,7 @@ impl Conn<'_> {
         for entry in found {
             let dn = Dn::parse(&entry.dn).map_err(|source| DirectoryError::BadDn {
                 op: Op::Search,
-                source,
+                source: Box::new(source),
             })?;
             entries.push((dn, Attrs::from_search(entry)));
         }

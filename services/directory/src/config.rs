@@ -102,10 +102,10 @@ impl LdapConfig {
         if self.bind_password_file.as_os_str().is_empty() {
             out.push("ldap.bind_password_file is empty".into());
         }
-        let mut dn = |key: &str, text: &str| match Dn::parse(text) {
+        let mut dn = |key: &str, text: &str| match Dn::parse_or_problem(text) {
             Ok(dn) => check_dc_labels(key, text, &dn, &mut out).then_some(dn),
-            Err(e) => {
-                out.push(format!("ldap.{key} = {text:?}: {}", e.problem));
+            Err(problem) => {
+                out.push(format!("ldap.{key} = {text:?}: {problem}"));
                 None
             }
         };
@@ -190,7 +190,7 @@ impl LdapConfig {
     fn children(&self, out: &mut Vec<String>) -> Vec<Rdn> {
         let mut rdns: Vec<Rdn> = Vec::new();
         for text in &self.children {
-            let parsed = Dn::parse(text).map_err(|e| e.problem).and_then(|dn| {
+            let parsed = Dn::parse_or_problem(text).and_then(|dn| {
                 match (dn.rdns(), dn.rdns().first().and_then(Rdn::only)) {
                     ([rdn], Some(ava)) if ava.attr.eq_ignore_ascii_case("ou") => Ok(rdn.clone()),
                     _ => Err("must be one RDN ou=<name> (an organizationalUnit)".into()),

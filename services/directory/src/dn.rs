@@ -17,15 +17,7 @@
 
 use std::fmt;
 
-/// A DN that does not parse, with the DN and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("DN {dn:?}: {problem}")]
-pub struct DnError {
-    /// The text as given.
-    pub dn: String,
-    /// What is wrong, naming the RDN and its value.
-    pub problem: String,
-}
+use super::error::DirectoryError;
 
 /// One `type=value` of an RDN; the value is unescaped.
 #[derive(Debug, Clone)]
@@ -91,26 +83,32 @@ impl PartialEq for Dn {
 
 impl Dn {
     /// Parse `text` strictly (see the module doc). The empty DN (the root)
-    /// is refused: no DN we configure or build is the root.
-    pub fn parse(text: &str) -> Result<Dn, DnError> {
-        let fail = |problem: String| DnError {
+    /// is refused: no DN we configure or build is the root. The error is a
+    /// [`DirectoryError::ParseDn`] naming the DN and what is wrong.
+    pub fn parse(text: &str) -> Result<Dn, DirectoryError> {
+        Self::parse_or_problem(text).map_err(|problem| DirectoryError::ParseDn {
             dn: text.to_string(),
             problem,
-        };
+        })
+    }
+
+    /// [`Dn::parse`], failing with only what is wrong (naming the RDN and
+    /// its value), for messages that name the key and the DN themselves.
+    pub(crate) fn parse_or_problem(text: &str) -> Result<Dn, String> {
         if text.is_empty() {
-            return Err(fail("is empty".into()));
+            return Err("is empty".into());
         }
         let mut rdns = Vec::new();
         for (index, raw) in split_unescaped(text, ',').into_iter().enumerate() {
             let n = index + 1;
             if raw.is_empty() {
-                return Err(fail(format!(
+                return Err(format!(
                     "RDN {n} is empty (a doubled, leading or trailing ',')"
-                )));
+                ));
             }
             let mut avas = Vec::new();
             for part in split_unescaped(raw, '+') {
-                avas.push(parse_ava(part).map_err(|p| fail(format!("RDN {n} {raw:?}: {p}")))?);
+                avas.push(parse_ava(part).map_err(|p| format!("RDN {n} {raw:?}: {p}"))?);
             }
             rdns.push(Rdn(avas));
         }

@@ -1,7 +1,16 @@
-//! LDAP failures, each naming the operation, the DN and slapd's result
-//! code, and sorted into transient (retry) and permanent (dead letter).
+//! The crate's one error type: LDAP failures, each naming the operation,
+//! the DN and slapd's result code, and sorted into transient (retry) and
+//! permanent (dead letter); a DN that does not parse; and the failures of
+//! a migration (`mailfleet account migrate`).
 
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, time::SystemTimeError};
+
+use mailfleet_password::PasswordError;
+use mailfleet_runtime::RuntimeError;
+
+/// An error from outside this crate (the storage layout, the mailer the
+/// binary wires into a migration), kept whole as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An LDAP operation, as the errors name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +46,8 @@ pub mod rc {
     pub const ENTRY_ALREADY_EXISTS: u32 = 68;
 }
 
-/// What went wrong talking to slapd.
+/// What went wrong talking to slapd, parsing a DN, or migrating an
+/// account.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     /// slapd answered with an error result.
@@ -74,13 +84,87 @@ pub enum DirectoryError {
     /// The entry exists but is not an account (does not match the filter).
     #[error("ldap {op} {dn}: not an account entry (does not match {filter})")]
     NotAnAccount { op: Op, dn: String, filter: String },
+    /// A DN that does not parse ([`super::dn`]: RFC 4514, strictly).
+    #[error("DN {dn:?}: {problem}")]
+    ParseDn {
+        /// The text as given.
+        dn: String,
+        /// What is wrong, naming the RDN and its value.
+        problem: String,
+    },
     /// A DN slapd returned does not parse (so it cannot be copied).
     #[error("ldap {op}: {source}")]
     BadDn {
         op: Op,
+        /// The [`DirectoryError::ParseDn`].
         #[source]
-        source: super::dn::DnError,
+        source: Box<DirectoryError>,
     },
+    /// Migration: `[ldap]` has problems (each naming key and value).
+    #[error("invalid [ldap] config:\n  - {}", .0.join("\n  - "))]
+    LdapConfig(Vec<String>),
+    /// Migration: the target LDAP base cannot take the account.
+    #[error("{0}")]
+    TargetBase(String),
+    /// Migration: the target mail root does not exist, is no folder, or
+    /// is the source's.
+    #[error("--to-mail-root {}: {problem}", .root.display())]
+    TargetMailRoot {
+        root: PathBuf,
+        problem: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// Migration: an account's Maildir (the storage layout) cannot be named.
+    #[error(transparent)]
+    Mailbox(BoxError),
+    /// Migration: no one-time password passed the policy.
+    #[error("could not draw a one-time password that passes the password policy")]
+    OneTimePassword,
+    /// Migration: hashing the one-time password.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// Migration: a file or folder of the Maildir copy.
+    #[error("{op} {}", .path.display())]
+    MaildirIo {
+        /// `creating`, `reading`, `syncing` or `chown`.
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Migration: copying one mail file.
+    #[error("copying {} to {}", .from.display(), .to.display())]
+    CopyFile {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Migration: the thread that copies the Maildir failed.
+    #[error(transparent)]
+    CopyThread(#[from] tokio::task::JoinError),
+    /// Migration: mailing the one-time password (`--mail-token`).
+    #[error("mailing the one-time password to {account} (the copy is done; run the migration again to reset and send a new one)")]
+    MailToken {
+        account: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Migration: the Kafka producer cannot be made.
+    #[error(transparent)]
+    Producer(Box<RuntimeError>),
+    /// Migration: producing `MigrationStarted` or `MigrationCompleted`.
+    #[error("producing {event} to {topic}")]
+    Produce {
+        event: &'static str,
+        topic: String,
+        #[source]
+        source: Box<RuntimeError>,
+    },
+    /// Migration: the system clock is before 1970.
+    #[error(transparent)]
+    Clock(#[from] SystemTimeError),
 }
 
 impl DirectoryError {
@@ -104,7 +188,21 @@ impl DirectoryError {
                     | E::EndOfStream
             ),
             Self::Timeout { .. } | Self::Dropped { .. } | Self::PasswordFile { .. } => true,
-            Self::BadDn { .. } | Self::NotAnAccount { .. } => false,
+            Self::BadDn { .. } | Self::NotAnAccount { .. } | Self::ParseDn { .. } => false,
+            // A migration's own failures: it runs once, from the command line.
+            Self::LdapConfig(_)
+            | Self::TargetBase(_)
+            | Self::TargetMailRoot { .. }
+            | Self::Mailbox(_)
+            | Self::OneTimePassword
+            | Self::Password(_)
+            | Self::MaildirIo { .. }
+            | Self::CopyFile { .. }
+            | Self::CopyThread(_)
+            | Self::MailToken { .. }
+            | Self::Producer(_)
+            | Self::Produce { .. }
+            | Self::Clock(_) => false,
         }
     }
 

@@ -4,10 +4,11 @@
 //!
 //! Start at [`decide`] (event → [`Intent`], pure) and [`effects`] (the
 //! intent against slapd → `Outcome`). The LDAP side: [`client`] (ldap3,
-//! one bound connection, typed errors in [`error`]), [`entry`] (what the
-//! entries hold), [`dn`] and [`filter`] (strict parsing and escaping),
-//! [`config`] (`[ldap]`, checked at load). [`migration`] copies an
-//! account's subtree for `mailfleet account migrate`.
+//! one bound connection), [`entry`] (what the entries hold), [`dn`] and
+//! [`filter`] (strict parsing and escaping), [`config`] (`[ldap]`, checked
+//! at load). [`migration`] is `mailfleet account migrate`: it copies an
+//! account's subtree and its Maildir to another cluster. Every failure is
+//! a [`DirectoryError`] ([`error`]).
 //!
 //! Directory layout (`ops/ldap`): `uid=<address>,ou=people,dc=mailfleet,dc=test`
 //! (inetOrgPerson + mailfleetAccount), with `ou=contacts`, `ou=calendar`
@@ -34,8 +35,8 @@ use mailfleet_runtime::{Consumer, Decision, Input, Outcome, StateError, StateVie
 pub use client::{Conn, DirectoryClient, Put};
 pub use config::{DirectoryConfig, Layout, LdapConfig};
 pub use decide::{DirectoryInput, Intent};
-pub use dn::{Dn, DnError, Rdn};
-pub use error::{DirectoryError, Op};
+pub use dn::{Dn, Rdn};
+pub use error::{BoxError, DirectoryError, Op};
 
 /// The consumer's name.
 pub const NAME: &str = "directory";

@@ -1,3 +1,10 @@
+//! Accounts over time: the lifecycle decider (this crate's root, below),
+//! the [`deleter`] (the deletion saga that `DELETING` starts) and the
+//! [`status`] projection of the statuses the lifecycle keeps, which the
+//! LMTP server and the policy server read (wired by the binary).
+//!
+//! # The lifecycle
+//!
 //! The account lifecycle: a pure decider over `accounts.events` that moves
 //! each account through its statuses and says so. Start at
 //! [`decide::decide`]; the rules for one event are in `step`, the timers in
@@ -61,7 +68,9 @@
 
 mod config;
 pub mod decide;
+pub mod deleter;
 pub mod state;
+pub mod status;
 
 use mailfleet_runtime::{
     settings::{InForce, Settings},

@@ -17,25 +17,7 @@ use lettre::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{
-    config::Addresses,
-    templates::{RenderError, Templates},
-};
-
-/// Why a notice cannot be composed; none of these gets better on retry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ComposeError {
-    #[error(transparent)]
-    Render(#[from] RenderError),
-    #[error("recipient {value:?} is not a mail address ({reason})")]
-    Recipient { value: String, reason: String },
-    #[error("no recipient")]
-    NoRecipient,
-    #[error("event time {0} ms is before 1970")]
-    Time(i64),
-    #[error("building the message: {0}")]
-    Build(String),
-}
+use super::{config::Addresses, error::NotifierError, templates::Templates};
 
 /// What a notice is made from, besides the template's parameters.
 #[derive(Debug, Clone)]
@@ -71,22 +53,23 @@ impl Composer {
         &self.templates
     }
 
-    /// The whole message, or what makes it impossible.
+    /// The whole message, or what makes it impossible (none of these
+    /// errors gets better on retry).
     pub fn compose(
         &self,
         letter: &Letter<'_>,
         params: &BTreeMap<String, String>,
-    ) -> Result<Message, ComposeError> {
+    ) -> Result<Message, NotifierError> {
         let rendered = self.templates.render(letter.template, params)?;
         if letter.to.is_empty() {
-            return Err(ComposeError::NoRecipient);
+            return Err(NotifierError::NoRecipient);
         }
         let date = event_time(letter.date_ms)?;
         let envelope = Envelope::new(
             self.return_path.clone(),
             letter.to.iter().map(|m| m.email.clone()).collect(),
         )
-        .map_err(|e| ComposeError::Build(e.to_string()))?;
+        .map_err(|e| NotifierError::Build(e.to_string()))?;
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(rendered.subject)
@@ -102,7 +85,7 @@ impl Composer {
         }
         builder
             .singlepart(SinglePart::plain(rendered.body))
-            .map_err(|e| ComposeError::Build(e.to_string()))
+            .map_err(|e| NotifierError::Build(e.to_string()))
     }
 }
 
@@ -116,16 +99,16 @@ pub fn message_id(seed: &str, from: &Mailbox) -> String {
 }
 
 /// Parse a recipient, naming it when it is not an address.
-pub fn recipient(value: &str) -> Result<Mailbox, ComposeError> {
+pub fn recipient(value: &str) -> Result<Mailbox, NotifierError> {
     value
         .parse::<Mailbox>()
-        .map_err(|e| ComposeError::Recipient {
+        .map_err(|e| NotifierError::Recipient {
             value: value.to_string(),
             reason: e.to_string(),
         })
 }
 
-fn event_time(ms: i64) -> Result<SystemTime, ComposeError> {
-    let ms = u64::try_from(ms).map_err(|_| ComposeError::Time(ms))?;
+fn event_time(ms: i64) -> Result<SystemTime, NotifierError> {
+    let ms = u64::try_from(ms).map_err(|_| NotifierError::Time(ms))?;
     Ok(UNIX_EPOCH + Duration::from_millis(ms))
 }

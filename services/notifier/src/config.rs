@@ -47,7 +47,7 @@ pub struct NotifierConfig {
     /// The least severe alert that is mailed: `info`, `warning` or `critical`.
     pub min_alert_severity: Severity,
     /// A folder of `<template>.txt` files that replace or add to the
-    /// built-in templates (`services/accounts/templates/`).
+    /// built-in templates (`services/notifier/templates/`).
     pub templates_dir: Option<PathBuf>,
     /// Where the sent-log keeps one marker per event id; unset:
     /// `<runtime.data_dir>/notifier-sent`, beside (not inside) the

@@ -15,8 +15,9 @@ use mailfleet_events::{
 use mailfleet_runtime::{Decision, Decode};
 
 use super::{
-    compose::{recipient, ComposeError, Composer, Letter},
+    compose::{recipient, Composer, Letter},
     config::Severity,
+    error::NotifierError,
 };
 
 /// The template admin alerts are rendered with.
@@ -164,7 +165,7 @@ fn mail(
     letter: &Letter<'_>,
     params: &BTreeMap<String, String>,
     to: Vec<String>,
-) -> Result<Mail, ComposeError> {
+) -> Result<Mail, NotifierError> {
     Ok(Mail {
         event_id: letter.seed.to_string(),
         template: letter.template.to_string(),

@@ -6,12 +6,7 @@ use std::time::Instant;
 
 use mailfleet_runtime::Outcome;
 
-use super::{
-    decide::Mail,
-    metrics as m,
-    sent_log::{Mark, SentLogError},
-    Notifier,
-};
+use super::{decide::Mail, error::NotifierError, metrics as m, sent_log::Mark, Notifier};
 
 impl Notifier {
     /// Send `mail` at most once.
@@ -89,7 +84,7 @@ fn unknown(mail: &Mail, why: &str) -> Outcome {
 
 /// A marker left `sending` after a failure that sent nothing would stop
 /// the retry from sending: say so.
-fn not_cleared(mail: &Mail, cleared: Result<(), SentLogError>) {
+fn not_cleared(mail: &Mail, cleared: Result<(), NotifierError>) {
     if let Err(e) = cleared {
         tracing::error!(event_id = %mail.event_id, error = %e,
             "could not clear the sent-log marker: the retry will not send this notice");
@@ -103,7 +98,7 @@ mod tests {
     use mailfleet_events::{notify::NotificationRequested, Envelope};
 
     use super::*;
-    use crate::notifier::{
+    use crate::{
         decide::{decide, AlertPolicy, NotifierInput},
         NotifierConfig, Severity,
     };

@@ -10,6 +10,8 @@
 //! template, missing parameter, bad address) is dead-lettered with the
 //! reason, before anything is sent. Alerts below `min_alert_severity` are
 //! ignored. The effect ([`effects`]) sends the message ([`mailer`]).
+//! Every failure is a [`NotifierError`]; the built-in templates are the
+//! files in this crate's `templates/` folder.
 //!
 //! # Guarantee: at most once
 //!
@@ -46,6 +48,7 @@ mod compose;
 mod config;
 pub mod decide;
 mod effects;
+mod error;
 mod mailer;
 pub mod metrics;
 mod sent_log;
@@ -57,12 +60,13 @@ use std::path::Path;
 
 use mailfleet_runtime::{Consumer, Decision, Input, Outcome, StateError, StateView, Verdict};
 
-pub use compose::{message_id, ComposeError, Composer, Letter};
+pub use compose::{message_id, Composer, Letter};
 pub use config::{Addresses, NotifierConfig, Severity};
 pub use decide::{Mail, NotifierInput};
-pub use mailer::{Mailer, SendError, SetupError, Stage};
-pub use sent_log::{Mark, SentLog, SentLogError};
-pub use templates::{RenderError, Rendered, TemplateError, Templates};
+pub use error::NotifierError;
+pub use mailer::{Mailer, Stage};
+pub use sent_log::{Mark, SentLog};
+pub use templates::{Rendered, Templates};
 
 /// The consumer's name: its metrics label, output ids and store folder.
 pub const NAME: &str = "notifier";
@@ -76,9 +80,9 @@ pub struct Notifier {
 
 impl Notifier {
     /// Check the config, load the templates and open the sent-log.
-    pub fn new(cfg: &NotifierConfig, sent_log_dir: &Path) -> Result<Notifier, SetupError> {
+    pub fn new(cfg: &NotifierConfig, sent_log_dir: &Path) -> Result<Notifier, NotifierError> {
         let mailer = Mailer::new(cfg)?;
-        let addresses = cfg.addresses().map_err(SetupError::Config)?;
+        let addresses = cfg.addresses().map_err(NotifierError::Config)?;
         let sent = SentLog::open(sent_log_dir)?;
         // Exported from the start, so that alerts on failures have a series.
         for name in mailer.composer().templates().names() {

@@ -6,7 +6,7 @@
 //! address (Postfix trusts clients by address: `mynetworks`), and each
 //! failure is known to have happened before or after the message was
 //! handed over, which is what the notifier's at-most-once rule hangs on
-//! ([`SendError::outcome_known`]).
+//! ([`NotifierError::outcome_known`]).
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
@@ -24,27 +24,11 @@ use lettre::{
 };
 
 use super::{
-    compose::{recipient, ComposeError, Composer, Letter},
+    compose::{recipient, Composer, Letter},
     config::NotifierConfig,
-    templates::{TemplateError, Templates},
+    error::NotifierError,
+    templates::Templates,
 };
-
-/// A notifier or mailer that cannot be built from its config.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("invalid notifier config: {}", .0.join("; "))]
-    Config(Vec<String>),
-    #[error(transparent)]
-    Templates(#[from] TemplateError),
-    #[error("reading consumers.notifier.password_file {path}: {source}")]
-    Password {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    SentLog(#[from] super::sent_log::SentLogError),
-}
 
 /// Where a transaction stood when it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,56 +55,6 @@ impl std::fmt::Display for Stage {
     }
 }
 
-/// Why a mail was not sent. The text names the relay, the step and the
-/// reply, never a template parameter (they may hold a secret).
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The notice cannot be made: nothing was sent, and never will be.
-    #[error(transparent)]
-    Compose(#[from] ComposeError),
-    /// The relay answered this negative reply.
-    #[error("relay {relay} answered {code} at {stage}: {reply}")]
-    Reply {
-        relay: String,
-        stage: Stage,
-        code: u16,
-        reply: String,
-    },
-    /// The connection failed or timed out before the message was handed
-    /// over: nothing was sent.
-    #[error("relay {relay}: {stage} failed: {reason}")]
-    Broken {
-        relay: String,
-        stage: Stage,
-        reason: String,
-    },
-    /// The connection failed or timed out after the message was handed
-    /// over, before the relay's reply: the mail may have been sent.
-    #[error("relay {relay}: no reply to the end of DATA ({reason}): the mail may have been sent")]
-    Unknown { relay: String, reason: String },
-}
-
-impl SendError {
-    /// Whether the failure can never pass by retrying: a notice that cannot
-    /// be composed, or a 5xx reply once the transaction began (a 5xx to
-    /// the greeting, EHLO or AUTH is the relay's setup, which an operator
-    /// fixes: retried).
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            SendError::Compose(_) => true,
-            SendError::Reply { stage, code, .. } => {
-                *code >= 500 && !matches!(stage, Stage::Connect | Stage::Auth)
-            }
-            SendError::Broken { .. } | SendError::Unknown { .. } => false,
-        }
-    }
-
-    /// Whether it is certain that the relay did not take the mail.
-    pub fn outcome_known(&self) -> bool {
-        !matches!(self, SendError::Unknown { .. })
-    }
-}
-
 /// The SMTP relay and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -141,17 +75,19 @@ pub struct Mailer {
 
 impl Mailer {
     /// Check the config, load the templates and the AUTH password.
-    pub fn new(cfg: &NotifierConfig) -> Result<Mailer, SetupError> {
+    pub fn new(cfg: &NotifierConfig) -> Result<Mailer, NotifierError> {
         let problems = cfg.problems();
         if !problems.is_empty() {
-            return Err(SetupError::Config(problems));
+            return Err(NotifierError::Config(problems));
         }
-        let addresses = cfg.addresses().map_err(SetupError::Config)?;
+        let addresses = cfg.addresses().map_err(NotifierError::Config)?;
         let templates = Templates::load(cfg.templates_dir.as_deref())?;
         let relay = Relay {
             host: cfg.relay_host.clone(),
             port: cfg.relay_port,
-            source: cfg.source_ip().map_err(|e| SetupError::Config(vec![e]))?,
+            source: cfg
+                .source_ip()
+                .map_err(|e| NotifierError::Config(vec![e]))?,
             hello: ClientId::Domain(cfg.helo_name.clone()),
             timeout: cfg.timeout(),
             credentials: credentials(cfg)?,
@@ -177,7 +113,7 @@ impl Mailer {
         template: &str,
         params: &BTreeMap<String, String>,
         message_id: &str,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), NotifierError> {
         let to = [recipient(to)?];
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -194,7 +130,7 @@ impl Mailer {
 
     /// Send a composed message: one SMTP transaction to its envelope.
     /// Returns the relay's reply to the message (with its queue id).
-    pub async fn deliver(&self, message: &Message) -> Result<String, SendError> {
+    pub async fn deliver(&self, message: &Message) -> Result<String, NotifierError> {
         self.relay.deliver(message).await
     }
 }
@@ -204,7 +140,7 @@ impl Relay {
         format!("{}:{}", self.host, self.port)
     }
 
-    async fn deliver(&self, message: &Message) -> Result<String, SendError> {
+    async fn deliver(&self, message: &Message) -> Result<String, NotifierError> {
         let mut conn = self.connect().await?;
         let result = self
             .transaction(&mut conn, message.envelope(), &message.formatted())
@@ -214,7 +150,7 @@ impl Relay {
         result
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, NotifierError> {
         let connect = AsyncSmtpConnection::connect_tokio1(
             (self.host.as_str(), self.port),
             Some(self.timeout),
@@ -235,7 +171,7 @@ impl Relay {
         conn: &mut AsyncSmtpConnection,
         envelope: &Envelope,
         bytes: &[u8],
-    ) -> Result<String, SendError> {
+    ) -> Result<String, NotifierError> {
         let params = self.mail_parameters(conn, envelope, bytes)?;
         let from = envelope.from().cloned();
         self.step(Stage::MailFrom, conn.command(Mail::new(from, params)))
@@ -255,9 +191,9 @@ impl Relay {
         conn: &AsyncSmtpConnection,
         envelope: &Envelope,
         bytes: &[u8],
-    ) -> Result<Vec<MailParameter>, SendError> {
+    ) -> Result<Vec<MailParameter>, NotifierError> {
         let mut params = Vec::new();
-        let needs = |what: &str| SendError::Broken {
+        let needs = |what: &str| NotifierError::Broken {
             relay: self.name(),
             stage: Stage::MailFrom,
             reason: format!("the mail needs {what}, which the relay does not offer"),
@@ -284,13 +220,13 @@ impl Relay {
         &self,
         stage: Stage,
         step: impl std::future::Future<Output = Result<T, SmtpError>>,
-    ) -> Result<T, SendError> {
+    ) -> Result<T, NotifierError> {
         let failed = |reason: String| match stage {
-            Stage::EndOfData => SendError::Unknown {
+            Stage::EndOfData => NotifierError::OutcomeUnknown {
                 relay: self.name(),
                 reason,
             },
-            _ => SendError::Broken {
+            _ => NotifierError::Broken {
                 relay: self.name(),
                 stage: stage.clone(),
                 reason,
@@ -300,7 +236,7 @@ impl Relay {
             Ok(Ok(value)) => Ok(value),
             Err(_) => Err(failed(format!("no reply within {:?}", self.timeout))),
             Ok(Err(e)) => match e.status() {
-                Some(code) => Err(SendError::Reply {
+                Some(code) => Err(NotifierError::Reply {
                     relay: self.name(),
                     stage: stage.clone(),
                     code: u16::from(code),
@@ -312,11 +248,11 @@ impl Relay {
     }
 }
 
-fn credentials(cfg: &NotifierConfig) -> Result<Option<Credentials>, SetupError> {
+fn credentials(cfg: &NotifierConfig) -> Result<Option<Credentials>, NotifierError> {
     let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) else {
         return Ok(None);
     };
-    let password = std::fs::read_to_string(file).map_err(|source| SetupError::Password {
+    let password = std::fs::read_to_string(file).map_err(|source| NotifierError::Password {
         path: file.display().to_string(),
         source,
     })?;
@@ -329,46 +265,4 @@ fn credentials(cfg: &NotifierConfig) -> Result<Option<Credentials>, SetupError> 
 /// A reply's code and first line, for logs.
 fn first_line(r: &Response) -> String {
     format!("{} {}", r.code(), r.first_line().unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notifier_send_errors_are_classed_by_stage_and_reply() {
-        let reply = |stage: Stage, code: u16| SendError::Reply {
-            relay: "r".into(),
-            stage,
-            code,
-            reply: "x".into(),
-        };
-        assert!(reply(Stage::RcptTo("a@b.test".into()), 550).is_permanent());
-        assert!(reply(Stage::EndOfData, 554).is_permanent());
-        assert!(!reply(Stage::RcptTo("a@b.test".into()), 450).is_permanent());
-        assert!(
-            !reply(Stage::Connect, 554).is_permanent(),
-            "relay setup: retried"
-        );
-        assert!(
-            !reply(Stage::Auth, 535).is_permanent(),
-            "relay setup: retried"
-        );
-        let text = reply(Stage::RcptTo("a@b.test".into()), 550).to_string();
-        assert!(
-            text.contains("RCPT TO:<a@b.test>") && text.contains("550"),
-            "{text}"
-        );
-        let broken = SendError::Broken {
-            relay: "r".into(),
-            stage: Stage::Data,
-            reason: "reset".into(),
-        };
-        assert!(!broken.is_permanent() && broken.outcome_known());
-        let unknown = SendError::Unknown {
-            relay: "r".into(),
-            reason: "reset".into(),
-        };
-        assert!(!unknown.is_permanent() && !unknown.outcome_known());
-    }
 }

@@ -15,6 +15,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use super::error::NotifierError;
+
 /// What the sent-log knows of one event id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -27,18 +29,6 @@ pub enum Mark {
     Sent,
 }
 
-/// A sent-log failure, naming the file.
-#[derive(Debug, thiserror::Error)]
-pub enum SentLogError {
-    #[error("sent-log {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// The sent-log in one folder.
 #[derive(Debug, Clone)]
 pub struct SentLog {
@@ -47,7 +37,7 @@ pub struct SentLog {
 
 impl SentLog {
     /// Open (and create) the folder.
-    pub fn open(dir: &Path) -> Result<SentLog, SentLogError> {
+    pub fn open(dir: &Path) -> Result<SentLog, NotifierError> {
         fs::create_dir_all(dir).map_err(io("creating", dir))?;
         Ok(SentLog {
             dir: dir.to_path_buf(),
@@ -56,7 +46,7 @@ impl SentLog {
 
     /// What is known of `event_id`. A marker that reads as neither state
     /// counts as `Sending`: when in doubt, do not send again.
-    pub fn mark(&self, event_id: &str) -> Result<Mark, SentLogError> {
+    pub fn mark(&self, event_id: &str) -> Result<Mark, NotifierError> {
         let path = self.path(event_id);
         match fs::read_to_string(&path) {
             Ok(text) if text.starts_with("sent\n") => Ok(Mark::Sent),
@@ -67,17 +57,17 @@ impl SentLog {
     }
 
     /// Record that the transaction for `event_id` begins.
-    pub fn sending(&self, event_id: &str) -> Result<(), SentLogError> {
+    pub fn sending(&self, event_id: &str) -> Result<(), NotifierError> {
         self.write(event_id, "sending")
     }
 
     /// Record that the relay accepted the mail for `event_id`.
-    pub fn sent(&self, event_id: &str) -> Result<(), SentLogError> {
+    pub fn sent(&self, event_id: &str) -> Result<(), NotifierError> {
         self.write(event_id, "sent")
     }
 
     /// Forget `event_id`: the transaction failed and nothing was sent.
-    pub fn clear(&self, event_id: &str) -> Result<(), SentLogError> {
+    pub fn clear(&self, event_id: &str) -> Result<(), NotifierError> {
         let path = self.path(event_id);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(path_parent(&path)),
@@ -95,7 +85,7 @@ impl SentLog {
         self.dir.join(&hex[..2]).join(hex)
     }
 
-    fn write(&self, event_id: &str, state: &str) -> Result<(), SentLogError> {
+    fn write(&self, event_id: &str, state: &str) -> Result<(), NotifierError> {
         let path = self.path(event_id);
         let dir = path_parent(&path);
         fs::create_dir_all(dir).map_err(io("creating", dir))?;
@@ -114,14 +104,14 @@ fn path_parent(path: &Path) -> &Path {
 }
 
 /// Make a rename or removal in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), SentLogError> {
+fn sync_dir(dir: &Path) -> Result<(), NotifierError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("syncing", dir))
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SentLogError + 'a {
-    move |source| SentLogError::Io {
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NotifierError + 'a {
+    move |source| NotifierError::SentLog {
         op,
         path: path.to_path_buf(),
         source,

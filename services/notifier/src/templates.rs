@@ -1,7 +1,7 @@
 //! The mail templates: plain-text files with a `Subject:` line, a blank
 //! line and the body, where `{{name}}` stands for a parameter.
 //!
-//! The built-in ones (`services/accounts/templates/*.txt`) are compiled in;
+//! The built-in ones (`services/notifier/templates/*.txt`) are compiled in;
 //! a folder of `<name>.txt` files replaces or adds to them. Templates are
 //! parsed when loaded, so a broken one stops the start, not a notice.
 //! Rendering is all or nothing: a missing parameter is an error naming it,
@@ -12,52 +12,25 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::error::NotifierError;
+
 /// The built-in templates, by name.
 const BUILTIN: &[(&str, &str)] = &[
-    (
-        "deactivated",
-        include_str!("../../templates/deactivated.txt"),
-    ),
+    ("deactivated", include_str!("../templates/deactivated.txt")),
     (
         "over-quota-recipient",
-        include_str!("../../templates/over-quota-recipient.txt"),
+        include_str!("../templates/over-quota-recipient.txt"),
     ),
     (
         "over-quota-sender",
-        include_str!("../../templates/over-quota-sender.txt"),
+        include_str!("../templates/over-quota-sender.txt"),
     ),
-    (
-        "admin-alert",
-        include_str!("../../templates/admin-alert.txt"),
-    ),
+    ("admin-alert", include_str!("../templates/admin-alert.txt")),
     (
         "migration-token",
-        include_str!("../../templates/migration-token.txt"),
+        include_str!("../templates/migration-token.txt"),
     ),
 ];
-
-/// A template that cannot be loaded, naming the file and the fault.
-#[derive(Debug, thiserror::Error)]
-pub enum TemplateError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("template {path}: {reason}")]
-    Parse { path: String, reason: String },
-}
-
-/// A notice that cannot be rendered, naming what is wrong (never a value:
-/// parameters may hold secrets such as a migration token).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    #[error("unknown template {name:?} (known: {known})")]
-    Unknown { name: String, known: String },
-    #[error("template {template:?} needs parameter(s) {missing} that the event does not carry")]
-    Missing { template: String, missing: String },
-}
 
 /// A rendered notice: one subject line and a plain-text body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +61,7 @@ pub struct Templates {
 impl Templates {
     /// The built-in templates, then those of `dir` (which replace a
     /// built-in one of the same name).
-    pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
+    pub fn load(dir: Option<&Path>) -> Result<Templates, NotifierError> {
         let mut by_name = BTreeMap::new();
         for (name, text) in BUILTIN {
             let shown = format!("{name}.txt (built in)");
@@ -96,11 +69,12 @@ impl Templates {
         }
         if let Some(dir) = dir {
             for (name, path) in template_files(dir)? {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
+                let text = std::fs::read_to_string(&path).map_err(|source| {
+                    NotifierError::TemplateRead {
                         path: path.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 by_name.insert(name, parse(&path.display().to_string(), &text)?);
             }
         }
@@ -117,16 +91,20 @@ impl Templates {
         self.by_name.keys().map(String::as_str)
     }
 
-    /// Fill template `name` from `params`, or name what is missing.
+    /// Fill template `name` from `params`, or name what is missing (never
+    /// a value: parameters may hold secrets such as a migration token).
     pub fn render(
         &self,
         name: &str,
         params: &BTreeMap<String, String>,
-    ) -> Result<Rendered, RenderError> {
-        let template = self.by_name.get(name).ok_or_else(|| RenderError::Unknown {
-            name: name.to_string(),
-            known: self.names().collect::<Vec<_>>().join(", "),
-        })?;
+    ) -> Result<Rendered, NotifierError> {
+        let template = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| NotifierError::UnknownTemplate {
+                name: name.to_string(),
+                known: self.names().collect::<Vec<_>>().join(", "),
+            })?;
         let missing: BTreeSet<&str> = template
             .subject
             .iter()
@@ -137,7 +115,7 @@ impl Templates {
             })
             .collect();
         if !missing.is_empty() {
-            return Err(RenderError::Missing {
+            return Err(NotifierError::MissingParams {
                 template: name.to_string(),
                 missing: missing.into_iter().collect::<Vec<_>>().join(", "),
             });
@@ -150,8 +128,8 @@ impl Templates {
 }
 
 /// The `<name>.txt` files of `dir`; other files are ignored.
-fn template_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, TemplateError> {
-    let read = |source| TemplateError::Read {
+fn template_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, NotifierError> {
+    let read = |source| NotifierError::TemplateRead {
         path: dir.to_path_buf(),
         source,
     };
@@ -165,7 +143,7 @@ fn template_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, TemplateError> {
             .file_stem()
             .and_then(|s| s.to_str())
             .filter(|s| valid_name(s))
-            .ok_or_else(|| TemplateError::Parse {
+            .ok_or_else(|| NotifierError::TemplateParse {
                 path: path.display().to_string(),
                 reason:
                     "a template's file name must be <name>.txt with a name of a-z, 0-9, - and _"
@@ -183,8 +161,8 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// `Subject: ...`, a blank line, the body.
-fn parse(path: &str, text: &str) -> Result<Template, TemplateError> {
-    let fail = |reason: String| TemplateError::Parse {
+fn parse(path: &str, text: &str) -> Result<Template, NotifierError> {
+    let fail = |reason: String| NotifierError::TemplateParse {
         path: path.to_string(),
         reason,
     };

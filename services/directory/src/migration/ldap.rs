@@ -4,7 +4,7 @@
 
 use ldap3::Scope;
 
-use super::{
+use crate::{
     client::DirectoryClient,
     dn::Dn,
     entry::Attrs,
@@ -22,7 +22,7 @@ pub struct Copied {
 
 impl DirectoryClient {
     /// Copy `account`'s subtree below `target_people` (see
-    /// [`super::Layout::target_people`]), setting `userPassword` of the
+    /// [`crate::Layout::target_people`]), setting `userPassword` of the
     /// copy to `password_hash` (the source's is never readable, and a
     /// migration resets it anyway). A repeated copy replaces what the
     /// first one wrote. The source must be an account entry

@@ -7,7 +7,7 @@ use mailfleet_events::{
 use mailfleet_runtime::{Consumer, Emit, Input, Overlay, RecordMeta, Verdict};
 
 use super::*;
-use crate::lifecycle::Lifecycle;
+use crate::Lifecycle;
 use mailfleet_runtime::calendar::{days_from_civil, DAY_MS, HOUR_MS};
 
 const SECOND: i64 = 1000;
