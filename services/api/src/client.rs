@@ -1,5 +1,5 @@
 //! A small client of the account API (hyper's pooled HTTP/1 client), for
-//! the `mailfleet account` CLI and the tests. A 4xx answer is a
+//! the `mailfleet account` CLI and the tests. A 4xx answer is an
 //! [`ApiError::Refused`] carrying the API's own message, so the CLI
 //! can print it as it is and exit 2.
 
@@ -123,7 +123,7 @@ impl ApiClient {
     }
 
     /// One request with a JSON body; the success body decoded, an error
-    /// answer turned into a [`ApiError`].
+    /// answer turned into an [`ApiError`].
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
