@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::Context;
-use mailfleet_accounts::api::ApiClient;
+use mailfleet_api::ApiClient;
 use mailfleet_events::{Event, Registry};
 use mailfleet_runtime::{admin, topology::TopicSpec, Topology};
 

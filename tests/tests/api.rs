@@ -6,16 +6,14 @@
 
 use std::process::Command;
 
-use mailfleet_accounts::{
-    api::{
-        wire::{Channel, LoginRequest, RegisterRequest, Secret},
-        ClientError,
-    },
-    password,
+use mailfleet_api::{
+    wire::{Channel, LoginRequest, RegisterRequest, Secret},
+    ApiError,
 };
 use mailfleet_events::accounts::{
     AccountRegistered, LoginChannel, LoginFailed, LoginRecorded, PlanChanged, QuotaChanged,
 };
+use mailfleet_password as password;
 use mailfleet_tests::{api::*, directory, *};
 
 fn register(account: &str, password: &str) -> RegisterRequest {
@@ -36,9 +34,9 @@ fn login(channel: Channel, password: Option<&str>) -> LoginRequest {
 }
 
 /// The status of a refused call, and its message.
-fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
+fn refused<T: std::fmt::Debug>(result: Result<T, ApiError>) -> (u16, String) {
     match result {
-        Err(e @ ClientError::Refused { .. }) => (e.status().unwrap_or(0), e.to_string()),
+        Err(e @ ApiError::Refused { .. }) => (e.answer_status().unwrap_or(0), e.to_string()),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -188,7 +186,7 @@ async fn api_refuses_weak_passwords_duplicates_and_unknown_or_malformed_accounts
     for (i, (weak, rule)) in weak.iter().enumerate() {
         let account = world.address(&format!("weak{i}"));
         match api.register(&register(&account, weak)).await {
-            Err(ClientError::Refused {
+            Err(ApiError::Refused {
                 status,
                 message,
                 rules,
@@ -254,7 +252,10 @@ async fn api_refuses_weak_passwords_duplicates_and_unknown_or_malformed_accounts
     let twin = world.address("twin");
     let request = register(&twin, &strong);
     let (a, b) = tokio::join!(api.register(&request), api.register(&request));
-    let statuses = [&a, &b].map(|r| r.as_ref().map_or_else(|e| e.status().unwrap_or(0), |_| 201));
+    let statuses = [&a, &b].map(|r| {
+        r.as_ref()
+            .map_or_else(|e| e.answer_status().unwrap_or(0), |_| 201)
+    });
     let mut sorted = statuses.to_vec();
     sorted.sort();
     assert_eq!(sorted, [201, 409], "{a:?} {b:?}");

@@ -91,7 +91,7 @@ async fn a_forged_local_sender_of_a_virus_blocks_nobody() -> anyhow::Result<()> 
     let registered = AccountRegistered {
         envelope: Envelope::new(format!("test:register:{victim}"), now_ms(), "test"),
         account: victim.clone(),
-        password_hash: mailfleet_accounts::password::hash(&secret)?,
+        password_hash: mailfleet_password::hash(&secret)?,
         plan: "free".into(),
         display_name: None,
     };

@@ -7,7 +7,6 @@
 
 use std::{collections::HashSet, process::Command, time::Duration};
 
-use mailfleet_accounts::lifecycle::LifecycleConfig;
 use mailfleet_blob::BlobStore;
 use mailfleet_events::{
     accounts::{
@@ -19,6 +18,7 @@ use mailfleet_events::{
     notify::NotificationRequested,
     Envelope,
 };
+use mailfleet_lifecycle::LifecycleConfig;
 use mailfleet_runtime::producer::EventProducer;
 use mailfleet_tests::{fleet::*, *};
 
@@ -81,7 +81,7 @@ async fn register(fleet: &Fleet, account: &str, at: i64) -> anyhow::Result<()> {
     let event = AccountRegistered {
         envelope: Envelope::new(format!("test:register:{account}"), at, "test"),
         account: account.into(),
-        password_hash: mailfleet_accounts::password::hash(&secret)?,
+        password_hash: mailfleet_password::hash(&secret)?,
         plan: "free".into(),
         display_name: Some("Test User".into()),
     };

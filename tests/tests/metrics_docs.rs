@@ -36,7 +36,7 @@ fn the_metrics_doc_lists_exactly_the_defined_names() -> anyhow::Result<()> {
             m::GREYLIST_DECISIONS,
             m::LIFECYCLE_TRANSITIONS,
         ],
-        mailfleet_accounts::notifier::metrics::ALL,
+        mailfleet_notifier::metrics::ALL,
         mailfleet_outbound::metrics::ALL,
         mailfleet_submission::metrics::ALL,
     ]

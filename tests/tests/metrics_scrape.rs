@@ -10,9 +10,9 @@
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
 
-use mailfleet_accounts::api::{
+use mailfleet_api::{
     wire::{Channel, LoginRequest, RegisterRequest, Secret},
-    ApiClient, ClientError,
+    ApiClient, ApiError,
 };
 use mailfleet_runtime::metrics as m;
 use mailfleet_tests::{api::strong_password, ingest::MailWorld, *};
@@ -198,7 +198,7 @@ async fn every_process_kind_serves_its_documented_metrics() -> anyhow::Result<()
     api.login(&account, &login(secret.clone())).await?;
     let refused = api.login(&account, &login(strong_password())).await;
     assert!(
-        matches!(&refused, Err(e @ ClientError::Refused { .. }) if e.status() == Some(401)),
+        matches!(&refused, Err(e @ ApiError::Refused { .. }) if e.answer_status() == Some(401)),
         "a wrong password: {refused:?}"
     );
 

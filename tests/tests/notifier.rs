@@ -16,7 +16,7 @@ use mailfleet_tests::{ingest::*, notify::*, *};
 const SENT: &str = "mailfleet_notifier_sent_total";
 const FAILED: &str = "mailfleet_notifier_failed_total";
 const DUPLICATES: &str = "mailfleet_notifier_duplicates_total";
-/// Every notifier metric (`mailfleet_accounts::notifier::metrics::ALL`).
+/// Every notifier metric (`mailfleet_notifier::metrics::ALL`).
 const ALL: &[&str] = &[
     SENT,
     FAILED,

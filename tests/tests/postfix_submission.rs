@@ -180,7 +180,7 @@ impl World {
         let event = AccountRegistered {
             envelope: Envelope::new(format!("test:register:{account}"), now_ms(), "test"),
             account: account.into(),
-            password_hash: mailfleet_accounts::password::hash(&secret)?,
+            password_hash: mailfleet_password::hash(&secret)?,
             plan: "free".into(),
             display_name: None,
         };

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use mailfleet_accounts::api::{
+use mailfleet_api::{
     wire::{Channel, LoginRequest, RegisterRequest, Secret},
     ApiClient,
 };
@@ -324,7 +324,7 @@ async fn no_password_reaches_a_topic_or_a_log() -> anyhow::Result<()> {
         password: Some(Secret::new(password.to_string())),
     };
     let refused = client.login(&bob, &login(&wrong_pw)).await.unwrap_err();
-    assert_eq!(refused.status(), Some(401), "{refused}");
+    assert_eq!(refused.answer_status(), Some(401), "{refused}");
     client.login(&bob, &login(&bob_pw)).await?;
     wait_until("both entries in slapd", WAIT, || {
         bind(&alice_dn, &alice_pw).is_ok_and(|c| c == SUCCESS)

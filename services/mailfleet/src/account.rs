@@ -13,13 +13,13 @@ use std::{
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use mailfleet_accounts::api::{
-    self,
+use mailfleet_api::{
+    self as api,
     wire::{
         AccountView, BlockRequest, LoginRequest, ReactivateRequest, RegisterRequest, Secret,
         UnblockRequest,
     },
-    ApiClient, ApiSettings, ClientError, Plans,
+    ApiClient, ApiError, ApiSettings, Plans,
 };
 use mailfleet_runtime::{calendar::date_time, metrics, Shutdown};
 use serde::de::DeserializeOwned;
@@ -45,10 +45,7 @@ impl std::error::Error for Rejected {}
 /// with a 4xx, or here), 1 for anything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let refused = e.downcast_ref::<Rejected>().is_some()
-        || matches!(
-            e.downcast_ref::<ClientError>(),
-            Some(ClientError::Refused { .. })
-        );
+        || matches!(e.downcast_ref::<ApiError>(), Some(ApiError::Refused { .. }));
     if refused {
         2
     } else {

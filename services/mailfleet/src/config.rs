@@ -4,17 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use mailfleet_accounts::{
-    api::ApiConfig,
-    deleter::DeleterConfig,
-    directory::{DirectoryConfig, LdapConfig},
-    lifecycle::LifecycleConfig,
-    notifier::NotifierConfig,
-};
+use mailfleet_api::ApiConfig;
 use mailfleet_blob::BlobConfig;
 use mailfleet_counter::CounterConfig;
+use mailfleet_directory::{DirectoryConfig, LdapConfig};
 use mailfleet_greylist::GreylistConfig;
 use mailfleet_ingest::lmtp::LmtpConfig;
+use mailfleet_lifecycle::{deleter::DeleterConfig, LifecycleConfig};
+use mailfleet_notifier::NotifierConfig;
 use mailfleet_outbound::OutboundConfig;
 use mailfleet_policy::PolicyConfig;
 use mailfleet_runtime::{

@@ -4,13 +4,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mailfleet_accounts::{
-    deleter::Deleter, directory::Directory, lifecycle::Lifecycle, notifier::Notifier,
-};
 use mailfleet_blob::BlobStore;
 use mailfleet_counter::Counter;
+use mailfleet_directory::Directory;
 use mailfleet_events::{config::ConfigChanged, Envelope};
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
+use mailfleet_lifecycle::{deleter::Deleter, Lifecycle};
+use mailfleet_notifier::Notifier;
 use mailfleet_outbound::Outbound;
 use mailfleet_runtime::{
     producer::EventProducer, run, settings::Settings, RunSpec, RunStats, RuntimeError, Shutdown,

@@ -13,7 +13,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
-use mailfleet_accounts::{deleter, directory, lifecycle, password};
+use mailfleet_directory as directory;
 use mailfleet_events::{
     accounts::{
         AccountBlocked, AccountDeleted, AccountReactivated, AccountRegistered, AccountStatus,
@@ -24,6 +24,8 @@ use mailfleet_events::{
     notify::NotificationRequested,
     Envelope, Event, Registry,
 };
+use mailfleet_lifecycle::{self as lifecycle, deleter};
+use mailfleet_password as password;
 use mailfleet_runtime::{producer::EventProducer, Topology};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

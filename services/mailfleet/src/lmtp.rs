@@ -12,10 +12,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use mailfleet_accounts::status::{Mailbox, StatusProjection};
 use mailfleet_blob::BlobStore;
 use mailfleet_events::accounts::AccountStatus;
 use mailfleet_ingest::lmtp::{self, RcptStatus, RecipientCheck};
+use mailfleet_lifecycle::status::{Mailbox, StatusProjection};
 use mailfleet_runtime::{metrics, Shutdown};
 use mailfleet_storage::usage::UsageProjection;
 

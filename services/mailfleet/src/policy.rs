@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use mailfleet_accounts::status::{Mailbox, StatusProjection};
 use mailfleet_events::accounts::AccountStatus;
+use mailfleet_lifecycle::status::{Mailbox, StatusProjection};
 use mailfleet_policy::submission::{MaySubmit, Submitters};
 use mailfleet_runtime::{metrics, Shutdown};
 

@@ -34,8 +34,8 @@ use std::{
 };
 
 use anyhow::Context;
-use mailfleet_accounts::status::StatusProjection;
 use mailfleet_events::{scheduler::JobDue, Registry};
+use mailfleet_lifecycle::status::StatusProjection;
 use mailfleet_runtime::{follow::follow, metrics as m, Shutdown};
 use mailfleet_scheduler::postfix_map::{render, PostfixMap};
 use rdkafka::Message;

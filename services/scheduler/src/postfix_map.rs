@@ -4,7 +4,7 @@
 //!
 //! The source is the account status projection (the compacted
 //! `accounts.status` topic), not LDAP: it is the same record the LMTP
-//! server checks at RCPT (`mailfleet_accounts::status`), so Postfix and LMTP
+//! server checks at RCPT (`mailfleet_lifecycle::status`), so Postfix and LMTP
 //! cannot disagree, and LDAP is itself only a copy the directory consumer
 //! writes from the same events, later. The rule is the LMTP one
 //! ([`AccountStatus::takes_mail`]): pending and active accounts take mail;

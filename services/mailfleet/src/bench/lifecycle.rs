@@ -6,17 +6,17 @@
 //!    logins each, decided by the real decider (events/s reported), and
 //!    committed into a RocksDB store in `partitions` partitions.
 //! 2. The pass, timed: one `ClockTicked` per partition through
-//!    [`mailfleet_accounts::lifecycle::tick`] over that store, as the
+//!    [`mailfleet_lifecycle::tick`] over that store, as the
 //!    runtime would run it, counting the transitions and outputs.
 //! 3. The peer, timed: iterating every account record of every partition.
 
 use std::time::Instant;
 
-use mailfleet_accounts::lifecycle::{self, LifecycleConfig, LifecycleInput};
 use mailfleet_events::{
     accounts::{AccountRegistered, LoginChannel, LoginRecorded},
     Envelope,
 };
+use mailfleet_lifecycle::{self as lifecycle, LifecycleConfig, LifecycleInput};
 use mailfleet_runtime::{
     calendar::{days_from_civil, DAY_MS},
     partition_key,

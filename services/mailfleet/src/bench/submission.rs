@@ -29,11 +29,9 @@
 use std::{collections::HashSet, sync::Arc, time::Instant};
 
 use anyhow::Context;
-use mailfleet_accounts::{
-    directory::{entry::NewAccount, DirectoryClient},
-    password,
-};
+use mailfleet_directory::{entry::NewAccount, DirectoryClient};
 use mailfleet_events::submission::{MessageSubmitted, SubmitAction};
+use mailfleet_password as password;
 use mailfleet_runtime::Shutdown;
 use mailfleet_scan::{clamd::Clamd, Engine};
 

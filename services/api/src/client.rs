@@ -1,0 +1,301 @@
+//! A small client of the account API (hyper's pooled HTTP/1 client), for
+//! the `mailfleet account` CLI and the tests. A 4xx answer is an
+//! [`ApiError::Refused`] carrying the API's own message, so the CLI
+//! can print it as it is and exit 2.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Bytes, header, Method, Request, StatusCode, Uri};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{
+    errors::ApiError,
+    wire::{
+        AccountView, BlockRequest, ErrorBody, LoginRequest, PlanRequest, QuotaRequest,
+        ReactivateRequest, Readiness, RegisterRequest, Secret, UnblockRequest,
+    },
+};
+
+/// How long one request may take (a registration hashes for well under a
+/// second; Kafka acknowledges within the server's own timeout).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client of one API.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<Secret>,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ApiClient {
+    /// A client of the API at `base` (`http://127.0.0.1:8080`), sending
+    /// `token` as a bearer token if given.
+    pub fn new(base: &str, token: Option<Secret>) -> Result<Self, ApiError> {
+        let base = base.trim_end_matches('/').to_string();
+        let bad = |reason: &str| ApiError::BadUrl {
+            url: base.clone(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = base.parse().map_err(|e| bad(&format!("{e}")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(bad("must be http://host:port (the API speaks plain HTTP)"));
+        }
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err(bad("must have no path"));
+        }
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        Ok(Self { base, token, http })
+    }
+
+    /// `GET /ready`.
+    pub async fn ready(&self) -> Result<Readiness, ApiError> {
+        let (status, body) = self.send(Method::GET, "/ready", None).await?;
+        self.decode(status, &body)
+    }
+
+    /// `POST /accounts`.
+    pub async fn register(&self, req: &RegisterRequest) -> Result<AccountView, ApiError> {
+        self.call(Method::POST, "/accounts", Some(req)).await
+    }
+
+    /// `GET /accounts/{account}`.
+    pub async fn show(&self, account: &str) -> Result<AccountView, ApiError> {
+        let path = account_path(account, "");
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /accounts/{account}/logins`.
+    pub async fn login(&self, account: &str, req: &LoginRequest) -> Result<AccountView, ApiError> {
+        let path = account_path(account, "/logins");
+        self.call(Method::POST, &path, Some(req)).await
+    }
+
+    /// `PUT /accounts/{account}/quota`.
+    pub async fn set_quota(
+        &self,
+        account: &str,
+        quota_bytes: Option<i64>,
+    ) -> Result<AccountView, ApiError> {
+        let path = account_path(account, "/quota");
+        self.call(Method::PUT, &path, Some(&QuotaRequest { quota_bytes }))
+            .await
+    }
+
+    /// `PUT /accounts/{account}/plan`.
+    pub async fn set_plan(&self, account: &str, plan: &str) -> Result<AccountView, ApiError> {
+        let path = account_path(account, "/plan");
+        let req = PlanRequest {
+            plan: plan.to_string(),
+        };
+        self.call(Method::PUT, &path, Some(&req)).await
+    }
+
+    /// `POST /accounts/{account}/block`.
+    pub async fn block(&self, account: &str, req: &BlockRequest) -> Result<AccountView, ApiError> {
+        let path = account_path(account, "/block");
+        self.call(Method::POST, &path, Some(req)).await
+    }
+
+    /// `POST /accounts/{account}/unblock`.
+    pub async fn unblock(
+        &self,
+        account: &str,
+        req: &UnblockRequest,
+    ) -> Result<AccountView, ApiError> {
+        let path = account_path(account, "/unblock");
+        self.call(Method::POST, &path, Some(req)).await
+    }
+
+    /// `POST /accounts/{account}/reactivate`.
+    pub async fn reactivate(
+        &self,
+        account: &str,
+        req: &ReactivateRequest,
+    ) -> Result<AccountView, ApiError> {
+        let path = account_path(account, "/reactivate");
+        self.call(Method::POST, &path, Some(req)).await
+    }
+
+    /// One request with a JSON body; the success body decoded, an error
+    /// answer turned into an [`ApiError`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ApiError> {
+        let bytes = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ApiError::Decode {
+                url: self.base.clone(),
+                status: 0,
+                reason: format!("encoding the request: {e}"),
+            })?;
+        let (status, answer) = self.send(method, path, bytes).await?;
+        if status.is_success() {
+            self.decode(status, &answer)
+        } else {
+            Err(refusal(status, &answer))
+        }
+    }
+
+    /// One raw request: the status and body, whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |reason: String| ApiError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ApiError::BadUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| unreachable(chain(&e)))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+    }
+
+    fn decode<T: DeserializeOwned>(&self, status: StatusCode, body: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::Decode {
+            url: self.base.clone(),
+            status: status.as_u16(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// An error answer: the API's JSON message, or its text if not JSON.
+fn refusal(status: StatusCode, body: &[u8]) -> ApiError {
+    let (message, rules) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.error, e.rules),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body).trim().to_string();
+            let shown = if text.is_empty() {
+                status.to_string()
+            } else {
+                text
+            };
+            (shown, Vec::new())
+        }
+    };
+    if status.is_client_error() {
+        ApiError::Refused {
+            status: status.as_u16(),
+            message,
+            rules,
+        }
+    } else {
+        ApiError::Failed {
+            status: status.as_u16(),
+            message,
+        }
+    }
+}
+
+/// An error with its sources, for "connection refused" to show.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// `/accounts/<account><rest>` with the account percent-encoded (all but
+/// letters, digits, `-._~@`), so `+`, `/`, `?`, `#` and `%` survive.
+pub fn account_path(account: &str, rest: &str) -> String {
+    let mut out = String::from("/accounts/");
+    for b in account.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_client_encodes_accounts_in_paths() {
+        assert_eq!(
+            account_path("a+b/c?d@x.test", "/logins"),
+            "/accounts/a%2Bb%2Fc%3Fd@x.test/logins"
+        );
+    }
+
+    #[test]
+    fn api_client_checks_the_base_url() {
+        assert!(ApiClient::new("http://127.0.0.1:8080/", None).is_ok());
+        for bad in ["https://127.0.0.1:8080", "127.0.0.1:8080", "http://h:1/api"] {
+            let err = ApiClient::new(bad, None).err().expect(bad).to_string();
+            assert!(err.contains(bad.trim_end_matches('/')), "{err}");
+        }
+    }
+
+    #[test]
+    fn api_client_turns_answers_into_errors_with_the_api_message() {
+        let body = br#"{"error":"weak password: ...","rules":["digit"]}"#;
+        match refusal(StatusCode::UNPROCESSABLE_ENTITY, body) {
+            ApiError::Refused {
+                status,
+                message,
+                rules,
+            } => {
+                assert_eq!((status, message.as_str()), (422, "weak password: ..."));
+                assert_eq!(rules, ["digit"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = refusal(StatusCode::PAYLOAD_TOO_LARGE, b"length limit exceeded");
+        assert_eq!(err.to_string(), "length limit exceeded");
+        let err = refusal(StatusCode::SERVICE_UNAVAILABLE, b"");
+        assert_eq!(err.answer_status(), Some(503));
+        assert!(matches!(err, ApiError::Failed { .. }));
+    }
+}

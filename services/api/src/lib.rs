@@ -1,0 +1,139 @@
+//! The account API (`mailfleet api`): JSON over HTTP (axum) for
+//! registration, logins, quota, plan and the admin events, and the
+//! [`client`] the `mailfleet account` CLI uses.
+//!
+//! Every change is an event on `accounts.events`, keyed by the lower-cased
+//! address, produced with `acks=all` ([`state::Writer`]); a request is
+//! answered only after Kafka acknowledged its event. Reads come from the
+//! [`projection`] of that topic, which the API rebuilds from the beginning
+//! at every start and answers 503 until it has caught up.
+//!
+//! **One API process per cluster.** A registration checks the projection
+//! and produces under a per-account lock ([`state::Locks`]), so two
+//! concurrent registrations of one address cannot both succeed in one
+//! process; two processes could each accept one (the lifecycle then
+//! dead-letters the second `AccountRegistered`). Passwords live only in
+//! request bodies: events carry the `{ARGON2}` hash, and neither is logged.
+//!
+//! Start at [`routes`] for what each route does; [`decide`] holds the
+//! status rules, [`wire`] the JSON bodies. Every failure, the server's
+//! and the client's, is an [`ApiError`]. Passwords are checked and hashed
+//! by `mailfleet-password`.
+
+pub mod address;
+pub mod client;
+pub mod config;
+pub mod decide;
+pub mod errors;
+pub mod projection;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+pub mod wire;
+
+use std::{sync::Arc, time::Duration};
+
+use mailfleet_runtime::{config::KafkaConfig, producer::EventProducer, Shutdown};
+use tokio::sync::Semaphore;
+
+pub use client::ApiClient;
+pub use config::{ApiConfig, Plans};
+pub use errors::ApiError;
+
+use projection::Projection;
+use state::{AppState, Locks, Writer};
+use wire::Secret;
+
+/// Everything `mailfleet api` needs besides Kafka: the `[api]` table and
+/// what it takes from other tables.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub config: ApiConfig,
+    /// The storage writer's plans (`[consumers.storage.plans]`).
+    pub plans: Plans,
+    /// `consumers.lifecycle.activate_on_register`: the status shown right
+    /// after a registration (`active`, else `pending`).
+    pub active_on_register: bool,
+}
+
+/// Serve until `shutdown` trips: follow the topic, listen, answer.
+pub async fn serve(
+    settings: ApiSettings,
+    kafka: &KafkaConfig,
+    shutdown: Shutdown,
+) -> Result<(), ApiError> {
+    let cfg = &settings.config;
+    let token = cfg.token_file.as_deref().map(read_token).transpose()?;
+    let projection = Projection::follow(
+        kafka,
+        &cfg.events_topic,
+        settings.active_on_register,
+        shutdown.clone(),
+    )?;
+    let timeout = Duration::from_millis(cfg.ack_timeout_ms);
+    let producer = EventProducer::with_delivery_timeout(kafka, "mailfleet-api", timeout)?;
+    announce_ready(projection.clone(), shutdown.clone());
+    telemetry::init();
+    let parallel = std::thread::available_parallelism().map_or(2, usize::from);
+    let state = Arc::new(AppState {
+        projection,
+        writer: Writer::new(producer, &cfg.events_topic, timeout),
+        locks: Locks::default(),
+        plans: settings.plans.clone(),
+        token,
+        hashing: Semaphore::new(parallel),
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| ApiError::Bind {
+            listen: cfg.listen.clone(),
+            source,
+        })?;
+    tracing::info!(listen = %cfg.listen, topic = %cfg.events_topic,
+        auth = token_state(cfg), "account API listening; answering 503 until the projection caught up");
+    axum::serve(listener, routes::router(state, cfg.max_body_bytes))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+        .map_err(ApiError::Serve)
+}
+
+/// Log once when the projection has caught up, so an operator sees when
+/// the 503s end.
+fn announce_ready(projection: Projection, shutdown: Shutdown) {
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        while !projection.is_ready() {
+            if shutdown.is_triggered() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(
+            accounts = projection.len(),
+            after_ms = started.elapsed().as_millis() as u64,
+            "account projection caught up; answering requests"
+        );
+    });
+}
+
+fn token_state(cfg: &ApiConfig) -> &'static str {
+    if cfg.token_file.is_some() {
+        "bearer token"
+    } else {
+        "none"
+    }
+}
+
+/// The bearer token from its file, trimmed; never logged.
+pub fn read_token(path: &std::path::Path) -> Result<Secret, ApiError> {
+    let failed = |reason: String| ApiError::Token {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(failed("the file is empty".into()));
+    }
+    Ok(Secret::new(token))
+}
