@@ -21,4 +21,7 @@ pub enum IngestError {
     Blob(#[from] mailfleet_blob::BlobError),
     #[error(transparent)]
     Runtime(#[from] mailfleet_runtime::RuntimeError),
+    /// The blocking task that stores a message did not finish.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
 }

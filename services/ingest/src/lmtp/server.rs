@@ -35,7 +35,10 @@ use super::{
     session::{reply, Limits, RecipientCheck, Session, Step, Transaction},
     LmtpConfig,
 };
-use crate::{message::summarize, IngestError};
+use crate::{
+    message::{summarize, Summary},
+    IngestError,
+};
 
 struct Server {
     cfg: LmtpConfig,
@@ -211,19 +214,7 @@ impl Server {
         let started = Instant::now();
         let summary = summarize(&raw);
         let size = raw.len() as i64;
-        let blobs = self.blobs.clone();
-        let holders: Vec<String> = tx.recipients.iter().map(|r| r.account.clone()).collect();
-        // References first, then the blob: an account deletion racing this
-        // delivery then never removes a blob it is about to announce.
-        let stored = tokio::task::spawn_blocking(move || {
-            let id = blob_id(&raw);
-            blobs.add_refs(&id, holders.iter().map(String::as_str))?;
-            blobs.put_with_id(&id, &raw).map(|()| id)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|put| put.map_err(|e| e.to_string()));
-        let blob_id = match stored {
+        let blob_id = match self.store(&tx, raw).await {
             Ok(id) => id,
             Err(error) => {
                 tracing::error!(%error, "storing a message failed; answering 452");
@@ -232,34 +223,16 @@ impl Server {
             }
         };
         let n = self.sessions.fetch_add(1, Ordering::Relaxed);
-        let session_id = format!("{}-{n}", self.instance);
-        let now = now_ms();
+        let received = Received {
+            blob_id,
+            size,
+            now: now_ms(),
+            lhlo: session.lhlo().to_string(),
+            session_id: format!("{}-{n}", self.instance),
+            summary,
+        };
         let sends = tx.recipients.iter().enumerate().map(|(index, rcpt)| {
-            let event = MessageReceived {
-                // Derived from content and account: a message Postfix
-                // retries after a 451 gets the same id, and downstream
-                // drops the duplicate.
-                envelope: Envelope::new(
-                    format!("lmtp:{blob_id}:{}", rcpt.account),
-                    now,
-                    format!("lmtp@{}", self.cfg.hostname),
-                ),
-                account: rcpt.account.clone(),
-                recipient: rcpt.address.clone(),
-                sender: tx.sender.clone(),
-                blob_id: blob_id.clone(),
-                size,
-                received_at: now,
-                body_type: tx.body,
-                lhlo: session.lhlo().to_string(),
-                session_id: session_id.clone(),
-                recipient_count: tx.recipients.len() as i32,
-                recipient_index: index as i32,
-                message_id: summary.message_id.clone(),
-                header_from: summary.from.clone(),
-                subject: summary.subject.clone(),
-                header_date: summary.date.clone(),
-            };
+            let event = received.event(&tx, index, &self.cfg.hostname);
             async move {
                 self.producer
                     .send(&self.cfg.topic, rcpt.account.as_bytes(), &event)
@@ -267,37 +240,114 @@ impl Server {
             }
         });
         let acks = join_all(sends).await;
-        let mut failed = 0;
-        let answers = tx
-            .recipients
-            .iter()
-            .zip(acks)
-            .map(|(rcpt, ack)| match ack {
-                Ok(_) => {
-                    metrics::counter!(m::LMTP_RECIPIENTS, "result" => "accepted").increment(1);
-                    let queued = &blob_id[..16];
-                    reply(250, "2.0.0", &format!("<{}> Ok, queued as {queued}", rcpt.address))
-                }
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(recipient = %rcpt.address, error = %e, "Kafka did not acknowledge; answering 451");
-                    metrics::counter!(m::LMTP_RECIPIENTS, "result" => "deferred").increment(1);
-                    let text = format!("<{}> Temporary failure, try again later", rcpt.address);
-                    reply(451, "4.3.0", &text)
-                }
-            })
-            .collect();
-        let result = match failed {
-            0 => "accepted",
-            f if f == tx.recipients.len() => "kafka_failed",
-            _ => "partial",
-        };
-        metrics::counter!(m::LMTP_MESSAGES, "result" => result).increment(1);
-        if failed < tx.recipients.len() {
+        let answers = answer_acks(&tx, &received.blob_id, acks);
+        metrics::counter!(m::LMTP_MESSAGES, "result" => answers.result).increment(1);
+        if answers.failed < tx.recipients.len() {
             metrics::counter!(m::LMTP_BYTES).increment(size as u64);
         }
         metrics::histogram!(m::LMTP_ACK_DURATION).record(started.elapsed().as_secs_f64());
-        answers
+        answers.replies
+    }
+
+    /// The message's references, then its blob: an account deletion racing
+    /// this delivery then never removes a blob it is about to announce.
+    async fn store(&self, tx: &Transaction, raw: Vec<u8>) -> Result<String, IngestError> {
+        let blobs = self.blobs.clone();
+        let holders: Vec<String> = tx.recipients.iter().map(|r| r.account.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let id = blob_id(&raw);
+            blobs.add_refs(&id, holders.iter().map(String::as_str))?;
+            blobs.put_with_id(&id, &raw).map(|()| id)
+        })
+        .await?
+        .map_err(IngestError::from)
+    }
+}
+
+/// What every recipient's `MessageReceived` shares.
+struct Received {
+    blob_id: String,
+    size: i64,
+    now: i64,
+    lhlo: String,
+    session_id: String,
+    summary: Summary,
+}
+
+impl Received {
+    /// The event for recipient `index` of `tx`.
+    fn event(&self, tx: &Transaction, index: usize, hostname: &str) -> MessageReceived {
+        let rcpt = &tx.recipients[index];
+        MessageReceived {
+            // Derived from content and account: a message Postfix retries
+            // after a 451 gets the same id, and downstream drops the
+            // duplicate.
+            envelope: Envelope::new(
+                format!("lmtp:{}:{}", self.blob_id, rcpt.account),
+                self.now,
+                format!("lmtp@{hostname}"),
+            ),
+            account: rcpt.account.clone(),
+            recipient: rcpt.address.clone(),
+            sender: tx.sender.clone(),
+            blob_id: self.blob_id.clone(),
+            size: self.size,
+            received_at: self.now,
+            body_type: tx.body,
+            lhlo: self.lhlo.clone(),
+            session_id: self.session_id.clone(),
+            recipient_count: tx.recipients.len() as i32,
+            recipient_index: index as i32,
+            message_id: self.summary.message_id.clone(),
+            header_from: self.summary.from.clone(),
+            subject: self.summary.subject.clone(),
+            header_date: self.summary.date.clone(),
+        }
+    }
+}
+
+/// The answers to one message's recipients, by their acknowledgements.
+struct Answers {
+    replies: Vec<String>,
+    failed: usize,
+    /// The message's `result` label.
+    result: &'static str,
+}
+
+fn answer_acks<T, E: std::fmt::Display>(
+    tx: &Transaction,
+    blob_id: &str,
+    acks: Vec<Result<T, E>>,
+) -> Answers {
+    let mut failed = 0;
+    let replies = tx
+        .recipients
+        .iter()
+        .zip(acks)
+        .map(|(rcpt, ack)| match ack {
+            Ok(_) => {
+                metrics::counter!(m::LMTP_RECIPIENTS, "result" => "accepted").increment(1);
+                let queued = &blob_id[..16];
+                reply(250, "2.0.0", &format!("<{}> Ok, queued as {queued}", rcpt.address))
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(recipient = %rcpt.address, error = %e, "Kafka did not acknowledge; answering 451");
+                metrics::counter!(m::LMTP_RECIPIENTS, "result" => "deferred").increment(1);
+                let text = format!("<{}> Temporary failure, try again later", rcpt.address);
+                reply(451, "4.3.0", &text)
+            }
+        })
+        .collect();
+    let result = match failed {
+        0 => "accepted",
+        f if f == tx.recipients.len() => "kafka_failed",
+        _ => "partial",
+    };
+    Answers {
+        replies,
+        failed,
+        result,
     }
 }
 
