@@ -26,6 +26,7 @@ mod state;
 pub mod store;
 pub mod time;
 pub mod topology;
+pub mod wiring;
 
 /// For [`inputs!`]: the event types the generated code names.
 #[doc(hidden)]
@@ -40,3 +41,4 @@ pub use shutdown::{hold_signals, leave_group, Shutdown};
 pub use state::{partition_key, split_partition_key, Overlay, StateKey, StateValue, StateView};
 pub use store::Store;
 pub use topology::Topology;
+pub use wiring::Wiring;

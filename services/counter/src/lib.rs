@@ -11,3 +11,12 @@ pub mod traffic;
 
 pub use config::CounterConfig;
 pub use decide::{stored_counts, CountKey, Counter};
+
+/// The counter as `mailfleet run counter` runs it: counts go to the first
+/// topic of its route.
+pub async fn build(
+    cfg: &CounterConfig,
+    wiring: &mailfleet_runtime::Wiring,
+) -> Result<Counter, mailfleet_runtime::RuntimeError> {
+    Ok(Counter::new(cfg.clone(), wiring.first_output()))
+}

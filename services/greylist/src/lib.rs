@@ -10,6 +10,8 @@ mod date;
 mod decide;
 pub mod state;
 pub mod whitelist;
+mod wiring;
 
 pub use config::{GreylistConfig, GreylistRules, RecordedLists};
 pub use decide::{settings_of, Answer, Greylist, GreylistInForce, GreylistInput};
+pub use wiring::build;
