@@ -15,7 +15,9 @@ use anyhow::Context;
 use mailfleet_runtime::{producer::EventProducer, Topology};
 use mailfleet_scheduler::{schedule::run_id, JobKind};
 
-use crate::{config::Config, demo_fleet::Fleet, demo_mail::read_all, scheduler::job_due};
+use mailfleet_scheduler::emitter::job_due;
+
+use crate::{config::Config, demo_fleet::Fleet, demo_mail::read_all};
 
 pub async fn run(
     cfg: &Config,

@@ -5,9 +5,6 @@ mod account;
 mod audit;
 
 mod bench;
-mod clock;
-mod config;
-mod consumers;
 mod demo;
 mod demo_accounts;
 mod demo_fleet;
@@ -19,11 +16,9 @@ mod index;
 mod lmtp;
 mod migrate;
 mod policy;
-mod postfix_map;
 mod replay;
 mod report;
 mod scan;
-mod scheduler;
 mod submission;
 
 /// This crate's folder, for tests that read the repo's files: cargo sets
@@ -38,9 +33,13 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mailfleet_accounts::status::StatusProjection;
 use mailfleet_runtime::{admin, metrics, Shutdown};
+use mailfleet_scheduler::{clock, emitter, postfix_install, ProcessConfig};
 
 use config::{Config, LogFormat};
+// The modules keep naming them `crate::config` and `crate::consumers`.
+use mailfleet_fleet::{config, consumers};
 
 /// mailfleet: the event-sourced mail service pipeline on Kafka.
 #[derive(Parser)]
@@ -196,15 +195,37 @@ async fn dispatch(
         Command::Lmtp => lmtp::run(cfg, shutdown).await,
         Command::Submission => submission::run(cfg, shutdown).await,
         Command::Api => account::serve(&cfg, shutdown).await,
-        Command::Clock { once } => clock::run(&cfg, once, shutdown).await,
-        Command::Scheduler => scheduler::run(&cfg, shutdown).await,
+        Command::Clock { once } => {
+            let topology = cfg.topology()?;
+            Ok(clock::run(&processes(&cfg), &topology, once, shutdown).await?)
+        }
+        Command::Scheduler => {
+            let topology = cfg.topology()?;
+            Ok(emitter::run(&processes(&cfg), &topology, shutdown).await?)
+        }
         Command::PostfixMap { once } => {
             if !once {
                 metrics::install_exporter(&cfg.metrics)?;
             }
-            postfix_map::run(&cfg, once, shutdown).await
+            let (kafka, stop) = (&cfg.kafka, shutdown.clone());
+            let statuses = |topic: &str| {
+                let projection = StatusProjection::follow(kafka, topic, stop)?;
+                Ok(move || projection.snapshot())
+            };
+            Ok(postfix_install::run(&processes(&cfg), once, statuses, shutdown).await?)
         }
         other => one_shot(other, cfg, config_path).await,
+    }
+}
+
+/// The sections the scheduler's processes read.
+fn processes(cfg: &Config) -> ProcessConfig<'_> {
+    ProcessConfig {
+        kafka: &cfg.kafka,
+        runtime: &cfg.runtime,
+        metrics: &cfg.metrics,
+        clock: &cfg.clock,
+        scheduler: &cfg.scheduler,
     }
 }
 

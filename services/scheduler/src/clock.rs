@@ -7,18 +7,22 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailfleet_events::{clock::ClockTicked, Envelope};
-use mailfleet_runtime::{metrics as m, producer::EventProducer, Shutdown};
+use mailfleet_runtime::{metrics as m, producer::EventProducer, Shutdown, Topology};
 
-use crate::config::Config;
+use crate::{ProcessConfig, SchedulerError};
 
 /// Tick once, or every period until shutdown.
-pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result<()> {
-    let topology = cfg.topology()?;
-    let producer = EventProducer::new(&cfg.kafka, "mailfleet-clock")?;
+pub async fn run(
+    cfg: &ProcessConfig<'_>,
+    topology: &Topology,
+    once: bool,
+    shutdown: Shutdown,
+) -> Result<(), SchedulerError> {
+    let producer = EventProducer::new(cfg.kafka, "mailfleet-clock")?;
     let period_ms = cfg.clock.every_s as i64 * 1000;
     let clock = format!("every-{}s", cfg.clock.every_s);
     if !once {
-        m::install_exporter(&cfg.metrics)?;
+        m::install_exporter(cfg.metrics)?;
         // At 0 from the start, so that `rate()` and alerts see the series.
         metrics::counter!(m::CLOCK_TICKS, "clock" => clock.clone()).increment(0);
     }
@@ -29,7 +33,10 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
             let spec = topology
                 .topics
                 .get(topic)
-                .ok_or_else(|| anyhow::anyhow!("clock.topics: {topic:?} is not in the topology"))?;
+                .ok_or_else(|| SchedulerError::FindTopic {
+                    key: "clock.topics",
+                    topic: topic.clone(),
+                })?;
             for partition in 0..spec.partitions {
                 let tick = ClockTicked {
                     envelope: Envelope::new(

@@ -2,7 +2,7 @@
 //! `ClockTicked` into every partition of each `[clock] topics` topic every
 //! `scheduler.tick_every_s`, and a `JobDue` to `scheduler.jobs_topic` for
 //! every run of a `[scheduler.jobs.*]` job; what is due when comes from the
-//! pure core, [`mailfleet_scheduler::Schedules`]. A purge run also goes
+//! pure core, [`Schedules`]. A purge run also goes
 //! into every partition of `scheduler.purge_topic`, where each partition of
 //! the purge planner (`mailfleet run purger`) plans its own accounts.
 //!
@@ -36,77 +36,72 @@
 //! this instance holds the lease), `mailfleet_scheduler_runs_total{job}`
 //! and `mailfleet_clock_ticks_total{clock}`, all at 0 from the start.
 
+mod lease;
+mod read_back;
+
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::Context;
-use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope, Registry};
-use mailfleet_runtime::{
-    admin::{client_config, watermarks},
-    config::KafkaConfig,
-    metrics as m,
-    producer::EventProducer,
-};
+use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope};
+use mailfleet_runtime::{config::KafkaConfig, metrics as m, producer::EventProducer};
 use mailfleet_runtime::{Shutdown, Topology};
-use mailfleet_scheduler::{schedule::run_id, Due, JobConfig, JobKind, Schedules};
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
-    ClientContext, Message, Offset, TopicPartitionList,
-};
 use tokio::sync::Mutex;
 
-use crate::config::{Config, SchedulerSection};
+use crate::{schedule::run_id, Due, JobConfig, JobKind, ProcessConfig, SchedulerError, Schedules};
+use lease::{join_lease, set_leader, LeaseState};
+use read_back::{read_back, ReadBack};
 
 /// The `job` of a progress mark; `@` is not allowed in job names.
 pub const MARK_JOB: &str = "@mark";
 /// The `kind` of a progress mark.
 pub const MARK_KIND: &str = "scheduler-mark";
-/// Records read back from the end of each jobs partition: far more than one
-/// instant writes (its runs and one mark).
-const READ_BACK_RECORDS: i64 = 256;
 /// How often the emitter looks at the clock and the lease.
 const POLL: Duration = Duration::from_millis(250);
 
 /// Run until SIGTERM: standby until the lease is ours, then emit.
-pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let sec = &cfg.scheduler;
+pub async fn run(
+    cfg: &ProcessConfig<'_>,
+    topology: &Topology,
+    shutdown: Shutdown,
+) -> Result<(), SchedulerError> {
+    let sec = cfg.scheduler;
     let schedules = Schedules::new(&sec.core)?;
-    let topology = cfg.topology()?;
     let clocked = cfg
         .clock
         .topics
         .iter()
-        .map(|t| Ok((t.clone(), partitions(&topology, "clock.topics", t)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    partitions(&topology, "scheduler.jobs_topic", &sec.jobs_topic)?;
+        .map(|t| Ok((t.clone(), partitions(topology, "clock.topics", t)?)))
+        .collect::<Result<Vec<_>, SchedulerError>>()?;
+    partitions(topology, "scheduler.jobs_topic", &sec.jobs_topic)?;
     // Only a purge job needs the purge topic, and its ticks.
     let purges = sec.core.jobs.values().any(|j| j.kind == JobKind::Purge);
     let purge_partitions = if purges {
-        anyhow::ensure!(
-            cfg.clock.topics.contains(&sec.purge_topic),
-            "scheduler.purge_topic = {:?}: is not in clock.topics {:?}; the purge planner releases purges on its ticks",
-            sec.purge_topic,
-            cfg.clock.topics
-        );
-        partitions(&topology, "scheduler.purge_topic", &sec.purge_topic)?
+        if !cfg.clock.topics.contains(&sec.purge_topic) {
+            return Err(SchedulerError::ClockPurgeTopic {
+                topic: sec.purge_topic.clone(),
+                clocked: cfg.clock.topics.clone(),
+            });
+        }
+        partitions(topology, "scheduler.purge_topic", &sec.purge_topic)?
     } else {
         0
     };
-    let lease_partitions = partitions(&topology, "scheduler.lease_topic", &sec.lease_topic)?;
-    anyhow::ensure!(
-        lease_partitions == 1,
-        "scheduler.lease_topic = {:?}: has {lease_partitions} partitions, must have exactly 1",
-        sec.lease_topic
-    );
+    let lease_partitions = partitions(topology, "scheduler.lease_topic", &sec.lease_topic)?;
+    if lease_partitions != 1 {
+        return Err(SchedulerError::LeasePartitions {
+            topic: sec.lease_topic.clone(),
+            partitions: lease_partitions,
+        });
+    }
     let name = format!("scheduler:{}", std::process::id());
-    m::install_exporter(&cfg.metrics)?;
+    m::install_exporter(cfg.metrics)?;
     let clock = format!("every-{}s", sec.core.tick_every_s);
     init_metrics(&sec.core.jobs, &clock);
     let emitter = Emitter {
-        producer: EventProducer::new(&cfg.kafka, "mailfleet-scheduler")?,
+        producer: EventProducer::new(cfg.kafka, "mailfleet-scheduler")?,
         kafka: cfg.kafka.clone(),
         jobs_topic: sec.jobs_topic.clone(),
         purge: (sec.purge_topic.clone(), purge_partitions),
@@ -119,13 +114,13 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let state = Arc::new(Mutex::new(LeaseState::default()));
     let close = Duration::from_millis(cfg.runtime.close_timeout_ms);
-    let lease = join_lease(&cfg.kafka, sec, state.clone(), shutdown.clone(), close)?;
+    let lease = join_lease(cfg.kafka, sec, state.clone(), shutdown.clone(), close)?;
     let result = emitter.run(&state, &shutdown).await;
     shutdown.trigger();
     // Leave the group now, so that a standby takes over at once.
     tokio::task::spawn_blocking(move || lease.join())
         .await?
-        .map_err(|_| anyhow::anyhow!("the lease thread panicked"))?;
+        .map_err(|_| SchedulerError::JoinLeaseThread)?;
     result
 }
 
@@ -139,105 +134,21 @@ fn init_metrics(jobs: &BTreeMap<String, JobConfig>, clock: &str) {
     metrics::counter!(m::CLOCK_TICKS, "clock" => clock.to_string()).increment(0);
 }
 
-/// `mailfleet_scheduler_leader`: 1 while this instance holds the lease.
-fn set_leader(active: bool) {
-    metrics::gauge!(m::SCHEDULER_LEADER).set(if active { 1.0 } else { 0.0 });
-}
-
-fn partitions(topology: &Topology, key: &str, topic: &str) -> anyhow::Result<i32> {
+fn partitions(topology: &Topology, key: &'static str, topic: &str) -> Result<i32, SchedulerError> {
     topology
         .topics
         .get(topic)
         .map(|spec| spec.partitions)
-        .ok_or_else(|| anyhow::anyhow!("{key}: {topic:?} is not in the topology"))
+        .ok_or_else(|| SchedulerError::FindTopic {
+            key,
+            topic: topic.to_string(),
+        })
 }
 
-fn now_ms() -> anyhow::Result<i64> {
+fn now_ms() -> Result<i64, SchedulerError> {
     Ok(i64::try_from(
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
     )?)
-}
-
-/// Whether this instance holds the lease; `epoch` counts acquisitions, so
-/// an emitter notices a loss and a regain between two of its looks.
-#[derive(Default)]
-struct LeaseState {
-    active: bool,
-    epoch: u64,
-}
-
-/// Stops emission on a revocation before the rebalance goes on.
-struct LeaseContext {
-    state: Arc<Mutex<LeaseState>>,
-}
-
-impl ClientContext for LeaseContext {}
-
-impl ConsumerContext for LeaseContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if matches!(rebalance, Rebalance::Revoke(_) | Rebalance::Error(_)) {
-            // Waits while the emitter writes an instant: the next owner
-            // reads back a complete instant.
-            let mut state = self.state.blocking_lock();
-            if state.active {
-                tracing::info!("lease revoked: standby");
-            }
-            state.active = false;
-            set_leader(false);
-        }
-    }
-}
-
-/// Join the lease group on a thread that polls until shutdown, then leaves.
-fn join_lease(
-    kafka: &KafkaConfig,
-    sec: &SchedulerSection,
-    state: Arc<Mutex<LeaseState>>,
-    shutdown: Shutdown,
-    close: Duration,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let session = sec.lease_session_timeout_ms;
-    let consumer: BaseConsumer<LeaseContext> = client_config(kafka)
-        .set("group.id", &sec.lease_group)
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", session.to_string())
-        .set("heartbeat.interval.ms", (session / 6).max(500).to_string())
-        .create_with_context(LeaseContext {
-            state: state.clone(),
-        })
-        .context("creating the lease consumer")?;
-    consumer
-        .subscribe(&[&sec.lease_topic])
-        .with_context(|| format!("subscribing to {:?}", sec.lease_topic))?;
-    let topic = sec.lease_topic.clone();
-    let handle = std::thread::Builder::new()
-        .name("scheduler-lease".into())
-        .spawn(move || {
-            while !shutdown.is_triggered() {
-                if let Some(Err(e)) = consumer.poll(POLL) {
-                    tracing::warn!(error = %e, "lease consumer");
-                }
-                let owns = consumer.assignment().is_ok_and(|tpl| {
-                    tpl.elements_for_topic(&topic)
-                        .iter()
-                        .any(|e| e.partition() == 0)
-                });
-                let mut s = state.blocking_lock();
-                if owns && !s.active {
-                    s.epoch += 1;
-                    tracing::info!(epoch = s.epoch, "lease acquired: active");
-                } else if !owns && s.active {
-                    tracing::info!("lease lost: standby");
-                }
-                s.active = owns;
-                set_leader(owns);
-            }
-            state.blocking_lock().active = false;
-            set_leader(false);
-            mailfleet_runtime::leave_group(consumer, close, "scheduler-lease");
-        })
-        .context("starting the lease thread")?;
-    Ok(handle)
 }
 
 /// What the active scheduler writes, and where.
@@ -259,7 +170,11 @@ struct Emitter {
 }
 
 impl Emitter {
-    async fn run(&self, state: &Mutex<LeaseState>, shutdown: &Shutdown) -> anyhow::Result<()> {
+    async fn run(
+        &self,
+        state: &Mutex<LeaseState>,
+        shutdown: &Shutdown,
+    ) -> Result<(), SchedulerError> {
         loop {
             let epoch = loop {
                 {
@@ -289,7 +204,7 @@ impl Emitter {
         epoch: u64,
         back: ReadBack,
         shutdown: &Shutdown,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, SchedulerError> {
         let ReadBack { mut last, seen } = back;
         loop {
             let now = now_ms()?;
@@ -332,7 +247,7 @@ impl Emitter {
         at: i64,
         due: &[Due],
         seen: &HashSet<String>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SchedulerError> {
         for item in due {
             match item {
                 Due::Tick { at } => self.tick(*at).await?,
@@ -370,7 +285,7 @@ impl Emitter {
     }
 
     /// A `ClockTicked` at `at` into every partition of each clocked topic.
-    async fn tick(&self, at: i64) -> anyhow::Result<()> {
+    async fn tick(&self, at: i64) -> Result<(), SchedulerError> {
         let period_ms = i64::from(self.tick_every_s) * 1000;
         let mut sends = Vec::new();
         for (topic, partitions) in &self.clocked {
@@ -401,7 +316,7 @@ impl Emitter {
     /// A purge run into every partition of the purge topic, before its
     /// record on the jobs topic: a run a new owner finds there reached
     /// every planner (a repeat is ignored by its run id).
-    async fn fan_out(&self, event: &JobDue) -> anyhow::Result<()> {
+    async fn fan_out(&self, event: &JobDue) -> Result<(), SchedulerError> {
         let (topic, partitions) = (&self.purge.0, self.purge.1);
         let bytes = mailfleet_events::encode(event)?;
         let sends = (0..partitions).map(|partition| {
@@ -416,7 +331,7 @@ impl Emitter {
         Ok(())
     }
 
-    fn job_due(&self, job: &str, at: i64, id: String) -> anyhow::Result<JobDue> {
+    fn job_due(&self, job: &str, at: i64, id: String) -> Result<JobDue, SchedulerError> {
         job_due(&self.jobs, &self.name, job, at, id)
     }
 }
@@ -429,10 +344,10 @@ pub fn job_due(
     job: &str,
     at: i64,
     id: String,
-) -> anyhow::Result<JobDue> {
+) -> Result<JobDue, SchedulerError> {
     let cfg = jobs
         .get(job)
-        .ok_or_else(|| anyhow::anyhow!("job {job:?} is due but not configured"))?;
+        .ok_or_else(|| SchedulerError::FindJob { job: job.into() })?;
     let mut params = BTreeMap::new();
     let kind = match cfg.kind {
         JobKind::Purge => "purge",
@@ -459,133 +374,4 @@ pub fn job_due(
         run_id: id,
         params,
     })
-}
-
-/// Where a new owner resumes.
-#[derive(Debug, Default, PartialEq)]
-struct ReadBack {
-    /// Everything at or before it was written (`None`: a first start).
-    last: Option<i64>,
-    /// Runs already written, not to be written again.
-    seen: HashSet<String>,
-}
-
-impl ReadBack {
-    /// From the records read back: the newest mark, or one ms before the
-    /// newest run if that is newer (its instant was cut short).
-    fn from_records(records: impl IntoIterator<Item = JobDue>) -> Self {
-        let (mut mark, mut run) = (None::<i64>, None::<i64>);
-        let mut seen = HashSet::new();
-        for r in records {
-            let t = r.envelope.event_time;
-            if r.kind == MARK_KIND {
-                mark = mark.max(Some(t));
-            } else {
-                run = run.max(Some(t));
-                seen.insert(r.run_id);
-            }
-        }
-        let last = match (mark, run) {
-            (Some(m), Some(r)) => Some(m.max(r - 1)),
-            (m, r) => m.or(r.map(|r| r - 1)),
-        };
-        Self { last, seen }
-    }
-}
-
-/// Read the newest records of every partition of the jobs topic.
-fn read_back(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<ReadBack> {
-    let consumer: BaseConsumer = client_config(kafka)
-        .set(
-            "group.id",
-            format!("mailfleet-scheduler-readback-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating the read-back consumer")?;
-    let partitions = watermarks(&consumer, topic, Duration::from_secs(10))
-        .with_context(|| format!("scheduler.jobs_topic = {topic:?}: reading its offsets"))?;
-    anyhow::ensure!(
-        !partitions.is_empty(),
-        "scheduler.jobs_topic = {topic:?}: no such topic (run `mailfleet topics apply`)"
-    );
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for (id, low, high) in partitions {
-        if high > low {
-            let start = low.max(high - READ_BACK_RECORDS);
-            tpl.add_partition_offset(topic, id, Offset::Offset(start))?;
-            ends.insert(id, high);
-        }
-    }
-    if ends.is_empty() {
-        return Ok(ReadBack::default());
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut records = Vec::new();
-    while !ends.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{topic}: reading back the last records timed out"
-        );
-        let Some(msg) = consumer.poll(POLL) else {
-            continue;
-        };
-        let msg = msg.with_context(|| format!("reading back {topic}"))?;
-        match Registry::builtin().decode::<JobDue>(msg.payload().unwrap_or_default()) {
-            Ok(record) => records.push(record),
-            Err(e) => tracing::warn!(%topic, partition = msg.partition(), offset = msg.offset(),
-                error = %e, "not a JobDue; ignored"),
-        }
-        if ends
-            .get(&msg.partition())
-            .is_some_and(|end| msg.offset() + 1 >= *end)
-        {
-            ends.remove(&msg.partition());
-        }
-    }
-    Ok(ReadBack::from_records(records))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(job: &str, kind: &str, at: i64) -> JobDue {
-        let id = run_id(job, at).unwrap();
-        JobDue {
-            envelope: Envelope::new(id.clone(), at, "test"),
-            job: job.into(),
-            kind: kind.into(),
-            due_at: at,
-            run_id: id,
-            params: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn scheduler_read_back_resumes_after_the_newest_mark() {
-        let back = ReadBack::from_records([
-            record("a", "purge", 1_000),
-            record(MARK_JOB, MARK_KIND, 1_000),
-            record(MARK_JOB, MARK_KIND, 2_000),
-        ]);
-        assert_eq!(back.last, Some(2_000));
-    }
-
-    #[test]
-    fn scheduler_read_back_redoes_an_instant_cut_short_without_its_written_runs() {
-        let back = ReadBack::from_records([
-            record(MARK_JOB, MARK_KIND, 1_000),
-            record("a", "purge", 5_000),
-        ]);
-        assert_eq!(back.last, Some(4_999));
-        assert!(back.seen.contains(&run_id("a", 5_000).unwrap()));
-    }
-
-    #[test]
-    fn scheduler_read_back_of_an_empty_topic_is_a_first_start() {
-        assert_eq!(ReadBack::from_records([]), ReadBack::default());
-    }
 }

@@ -4,7 +4,7 @@
 //! asking anyone per mail.
 //!
 //! **Source: the account status projection, not LDAP.** The map is
-//! rendered ([`mailfleet_scheduler::postfix_map::render`]) from the
+//! rendered ([`crate::postfix_map::render`]) from the
 //! compacted `accounts.status` topic, the record the LMTP server checks at
 //! RCPT, with the same rule (`AccountStatus::takes_mail`): Postfix and LMTP
 //! cannot disagree, and LDAP is only a later copy of the same events kept
@@ -33,15 +33,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
-use mailfleet_accounts::status::StatusProjection;
-use mailfleet_events::{scheduler::JobDue, Registry};
-use mailfleet_runtime::{follow::follow, metrics as m, Shutdown};
-use mailfleet_scheduler::postfix_map::{render, PostfixMap};
+use mailfleet_events::{accounts::AccountStatus, scheduler::JobDue, Registry};
+use mailfleet_runtime::{follow::follow, metrics as m, RuntimeError, Shutdown};
 use rdkafka::Message;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, PostfixMapConfig};
+use crate::{
+    postfix_map::{render, PostfixMap},
+    PostfixMapConfig, ProcessConfig, SchedulerError,
+};
 
 /// What an install did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +53,14 @@ pub enum Installed {
 }
 
 /// The file postmap writes beside the source for `map_type`.
-fn table_suffix(map_type: &str) -> anyhow::Result<&'static str> {
+fn table_suffix(map_type: &str) -> Result<&'static str, SchedulerError> {
     match map_type {
         "hash" | "btree" => Ok(".db"),
         "lmdb" => Ok(".lmdb"),
         "cdb" => Ok(".cdb"),
-        other => anyhow::bail!(
-            "scheduler.postfix_map.map_type = {other:?}: not an indexed type postmap writes (hash, btree, lmdb, cdb)"
-        ),
+        other => Err(SchedulerError::MapType {
+            map_type: other.to_string(),
+        }),
     }
 }
 
@@ -71,18 +71,21 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// The digest of the installed map, if both its source and its table exist.
-fn installed_digest(cfg: &PostfixMapConfig) -> anyhow::Result<Option<String>> {
+fn installed_digest(cfg: &PostfixMapConfig) -> Result<Option<String>, SchedulerError> {
     let table = with_suffix(&cfg.path, table_suffix(&cfg.map_type)?);
     match (fs::read(&cfg.path), table.exists()) {
         (Ok(text), true) => Ok(Some(hex::encode(Sha256::digest(&text)))),
         (Ok(_), false) => Ok(None),
         (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        (Err(e), _) => Err(e).with_context(|| format!("reading {}", cfg.path.display())),
+        (Err(source), _) => Err(SchedulerError::ReadMap {
+            path: cfg.path.clone(),
+            source,
+        }),
     }
 }
 
 /// Install `map` at `cfg.path` unless the installed one is the same.
-pub fn install(cfg: &PostfixMapConfig, map: &PostfixMap) -> anyhow::Result<Installed> {
+pub fn install(cfg: &PostfixMapConfig, map: &PostfixMap) -> Result<Installed, SchedulerError> {
     if !map.differs_from(installed_digest(cfg)?.as_deref()) {
         return Ok(Installed::Unchanged);
     }
@@ -93,11 +96,18 @@ pub fn install(cfg: &PostfixMapConfig, map: &PostfixMap) -> anyhow::Result<Insta
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut file = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::create_dir_all(dir).map_err(|source| SchedulerError::CreateMapDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let write = |source: std::io::Error| SchedulerError::WriteMap {
+        path: tmp.clone(),
+        source,
+    };
+    let mut file = fs::File::create(&tmp).map_err(write)?;
     file.write_all(map.text.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
+        .map_err(write)?;
     let mut postmap = Command::new(&cfg.postmap);
     if !cfg.postfix_config_dir.as_os_str().is_empty() {
         postmap.arg("-c").arg(&cfg.postfix_config_dir);
@@ -106,30 +116,50 @@ pub fn install(cfg: &PostfixMapConfig, map: &PostfixMap) -> anyhow::Result<Insta
     let out = postmap
         .arg(&target)
         .output()
-        .with_context(|| format!("running {:?} {target}", cfg.postmap))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{} {target}: {}: {}",
-        cfg.postmap,
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+        .map_err(|source| SchedulerError::RunPostmap {
+            postmap: cfg.postmap.clone(),
+            target: target.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(SchedulerError::Postmap {
+            postmap: cfg.postmap.clone(),
+            target,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
     let rename = |from: &Path, to: &Path| {
-        fs::rename(from, to)
-            .with_context(|| format!("renaming {} to {}", from.display(), to.display()))
+        fs::rename(from, to).map_err(|source| SchedulerError::RenameMap {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            source,
+        })
     };
     // The table first: it is what Postfix reads.
     rename(&with_suffix(&tmp, suffix), &with_suffix(&cfg.path, suffix))?;
     rename(&tmp, &cfg.path)?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
+        .map_err(|source| SchedulerError::SyncMapDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     Ok(Installed::Written)
 }
 
+/// Every account's status, from the status projection; `None` while it
+/// catches up.
+pub trait Statuses: Fn() -> Option<Vec<(String, AccountStatus)>> {}
+
+impl<F: Fn() -> Option<Vec<(String, AccountStatus)>>> Statuses for F {}
+
 /// Render from the projection and install; `None` while it catches up.
-fn run_once(cfg: &PostfixMapConfig, statuses: &StatusProjection) -> Option<anyhow::Result<()>> {
-    let snapshot = statuses.snapshot()?;
+fn run_once(
+    cfg: &PostfixMapConfig,
+    statuses: &impl Statuses,
+) -> Option<Result<(), SchedulerError>> {
+    let snapshot = statuses()?;
     let map = render(snapshot.iter().map(|(a, s)| (a.as_str(), *s)));
     for r in &map.rejected {
         tracing::warn!(address = %r, "left out of the Postfix map");
@@ -154,16 +184,36 @@ fn run_once(cfg: &PostfixMapConfig, statuses: &StatusProjection) -> Option<anyho
                 map.digest
             );
         }
-        Err(e) => tracing::error!(error = format!("{e:#}"), "postfix map not installed"),
+        Err(e) => tracing::error!(error = chain(e), "postfix map not installed"),
     }
     Some(result.map(|_| ()))
 }
 
-/// Serve until SIGTERM (or, with `once`, install once and return).
-pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result<()> {
+/// `e` and its sources, `: `-separated (as `anyhow` shows an error chain).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+/// Serve until SIGTERM (or, with `once`, install once and return). The
+/// statuses come from `follow_statuses(status_topic)`: the binary starts
+/// the account status projection there
+/// (`mailfleet_accounts::status::StatusProjection::follow`) and hands in
+/// its snapshot.
+pub async fn run<S: Statuses>(
+    cfg: &ProcessConfig<'_>,
+    once: bool,
+    follow_statuses: impl FnOnce(&str) -> Result<S, RuntimeError>,
+    shutdown: Shutdown,
+) -> Result<(), SchedulerError> {
     let pm = cfg.scheduler.postfix_map.clone();
     table_suffix(&pm.map_type)?;
-    let statuses = StatusProjection::follow(&cfg.kafka, &pm.status_topic, shutdown.clone())?;
+    let statuses = follow_statuses(&pm.status_topic)?;
     let wait = Duration::from_millis(500);
     if once {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -172,11 +222,11 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
                 shutdown.trigger();
                 return result;
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{}: not caught up after 120 s; no map installed",
-                pm.status_topic
-            );
+            if Instant::now() >= deadline {
+                return Err(SchedulerError::CatchUpStatuses {
+                    topic: pm.status_topic,
+                });
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -184,7 +234,7 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
     let newest = Arc::new(AtomicI64::new(i64::MIN));
     let seen = newest.clone();
     let jobs = follow(
-        &cfg.kafka,
+        cfg.kafka,
         &cfg.scheduler.jobs_topic,
         "postfix-map-jobs",
         shutdown.clone(),
@@ -215,8 +265,6 @@ pub async fn run(cfg: &Config, once: bool, shutdown: Shutdown) -> anyhow::Result
 
 #[cfg(test)]
 mod tests {
-    use mailfleet_events::accounts::AccountStatus;
-
     use super::*;
 
     /// A stand-in postmap: copies `<file>` to `<file>.db` (or fails).
