@@ -2,7 +2,6 @@
 //! until done or SIGTERM. Start at [`Command`].
 
 mod account;
-mod audit;
 
 mod bench;
 mod demo;
@@ -16,7 +15,6 @@ mod index;
 mod lmtp;
 mod migrate;
 mod policy;
-mod replay;
 mod report;
 mod scan;
 mod submission;
@@ -34,6 +32,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailfleet_accounts::status::StatusProjection;
+use mailfleet_audit::{audit, replay};
 use mailfleet_runtime::{admin, metrics, Shutdown};
 use mailfleet_scheduler::{clock, emitter, postfix_install, ProcessConfig};
 

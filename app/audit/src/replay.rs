@@ -28,7 +28,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 
-use crate::{config::Config, consumers};
+use mailfleet_fleet::{config::Config, consumers};
 
 /// A topic and partition.
 pub type Tp = (String, i32);
@@ -71,6 +71,11 @@ impl Range {
             .iter()
             .map(|(tp, stop)| (stop - self.start.get(tp).copied().unwrap_or(0)).max(0) as u64)
             .sum()
+    }
+
+    /// Whether the range holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Whether `offset` of `tp` is inside.
