@@ -2,15 +2,6 @@
 //! until done or SIGTERM. Start at [`Command`].
 
 mod account;
-
-mod bench;
-mod demo;
-mod demo_accounts;
-mod demo_fleet;
-mod demo_greylist;
-mod demo_mail;
-mod demo_purge;
-mod demo_report;
 mod index;
 mod lmtp;
 mod migrate;
@@ -33,6 +24,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailfleet_accounts::status::StatusProjection;
 use mailfleet_audit::{audit, replay};
+use mailfleet_devtools::{bench, demo};
 use mailfleet_runtime::{admin, metrics, Shutdown};
 use mailfleet_scheduler::{clock, emitter, postfix_install, ProcessConfig};
 

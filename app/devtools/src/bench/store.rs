@@ -54,6 +54,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_events::mail::{MessageScanned, MessageStored, ScanVerdict};
+use mailfleet_fleet::config::Config;
 use mailfleet_ingest::{
     blob::BlobStore,
     scanner::{Scanner, ScannerConfig},
@@ -80,7 +81,6 @@ use super::{
     cpu::{clamd_pid, kafka_pid, Cpu, Tally},
     read_all_timed, scratch_dir,
 };
-use crate::config::Config;
 
 /// A batch whose file count has not grown for this long has failed.
 const STALL: Duration = Duration::from_secs(60);

@@ -23,13 +23,14 @@ use std::{
 };
 
 use anyhow::Context;
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{admin, Topology};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Offset, TopicPartitionList,
 };
 
-use crate::{config::Config, demo_mail::ends};
+use super::mail::ends;
 
 /// One process of the fleet.
 struct Process {

@@ -9,6 +9,7 @@
 //! `PurgeRequested` out and reports `MessagesPurged`.
 
 use mailfleet_events::{clock::ClockTicked, mail::MessagesPurged, Envelope};
+use mailfleet_fleet::config::Config;
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
@@ -17,7 +18,7 @@ use mailfleet_scheduler::{schedule::run_id, JobKind};
 
 use mailfleet_scheduler::emitter::job_due;
 
-use crate::{config::Config, demo_fleet::Fleet, demo_mail::read_all};
+use super::{fleet::Fleet, mail::read_all};
 
 pub async fn run(
     cfg: &Config,

@@ -24,14 +24,12 @@ use mailfleet_events::{
     notify::NotificationRequested,
     Envelope, Event, Registry,
 };
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{producer::EventProducer, Topology};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::{
-    bench::{read_records, ReadRecord},
-    config::Config,
-    demo_fleet::Fleet,
-};
+use super::fleet::Fleet;
+use crate::bench::{read_records, ReadRecord};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;

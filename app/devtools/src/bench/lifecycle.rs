@@ -17,6 +17,7 @@ use mailfleet_events::{
     accounts::{AccountRegistered, LoginChannel, LoginRecorded},
     Envelope,
 };
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{
     calendar::{days_from_civil, DAY_MS},
     partition_key,
@@ -24,8 +25,6 @@ use mailfleet_runtime::{
     Overlay, StateView, Store, Verdict,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-use crate::config::Config;
 
 #[derive(clap::Args, Debug)]
 pub struct LifecycleLoad {

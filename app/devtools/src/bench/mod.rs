@@ -20,13 +20,12 @@ use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use mailfleet_events::{Event, Registry};
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::admin;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message, Offset, TopicPartitionList,
 };
-
-use crate::config::Config;
 
 pub use consume::traffic_records;
 

@@ -29,11 +29,10 @@ use mailfleet_events::{
     greylist::{DeliveryAttempted, GreylistDecided},
     Envelope, Registry,
 };
+use mailfleet_fleet::config::Config;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_policy::{attempt, protocol, PolicyConfig};
 use mailfleet_runtime::{config::MetricsConfig, offline, Consumer, RecordMeta, Store};
-
-use crate::config::Config;
 
 /// Which hot path to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -5,13 +5,11 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use mailfleet_fleet::config::Config;
 use mailfleet_report::{read_store, render, report, Month};
 use mailfleet_runtime::Store;
 
-use crate::{
-    config::Config,
-    demo_fleet::{by_label, scrape, Fleet},
-};
+use super::fleet::{by_label, scrape, Fleet};
 
 /// Wait for the fleet's reporter to catch up with everything the demo (and
 /// earlier runs) wrote, show what the fleet did, stop it, then write this

@@ -28,6 +28,7 @@ use mailfleet_events::{
     mail::{BodyType, MessageReceived, MessageScanned, ScanVerdict},
     Envelope,
 };
+use mailfleet_fleet::config::Config;
 use mailfleet_ingest::{
     blob::{blob_id, BlobStore},
     scanner::{Scanner, ScannerConfig},
@@ -47,7 +48,6 @@ use super::{
     cpu::{clamd_pid, kafka_pid, Cpu, Tally},
     read_all, scratch_dir,
 };
-use crate::config::Config;
 
 /// The load's shape.
 #[derive(Debug, Clone, clap::Args)]

@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_counter::{traffic, Counter, CounterConfig};
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{
     admin,
     producer::{EventProducer, RawRecord},
@@ -20,7 +21,6 @@ use rdkafka::{
 };
 
 use super::{median, progress_bar};
-use crate::config::Config;
 
 /// The benchmark topic's contents.
 pub struct Shape {

@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_events::{config::ConfigChanged, Envelope};
+use mailfleet_fleet::config::Config;
 use mailfleet_greylist::{settings_of, whitelist::WhitelistFiles};
 use mailfleet_runtime::{admin, producer::EventProducer};
 use rdkafka::{
@@ -31,7 +32,6 @@ use self::{
     compare::Reference,
 };
 use super::{consume::create_topic, median, progress_bar, scratch_dir};
-use crate::config::Config;
 
 /// The load and the peers' settings.
 #[derive(Debug, Clone, clap::Args)]

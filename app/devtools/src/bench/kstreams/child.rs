@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_events::{greylist::GreylistDecided, Registry};
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::admin;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
@@ -17,7 +18,6 @@ use rdkafka::{
 };
 
 use super::super::cpu::proc_cpu;
-use crate::config::Config;
 
 /// A running peer.
 pub struct Peer {

@@ -15,6 +15,7 @@ use mailfleet_events::{
     mail::{MessageScanned, ScanVerdict},
     Event, Registry,
 };
+use mailfleet_fleet::config::Config;
 use mailfleet_ingest::{blob::BlobStore, lmtp::client::LmtpClient};
 use mailfleet_runtime::{Shutdown, Store, Topology};
 use mailfleet_storage::index;
@@ -23,7 +24,7 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
 };
 
-use crate::{config::Config, demo_fleet::Fleet};
+use super::fleet::Fleet;
 
 /// What a demo message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

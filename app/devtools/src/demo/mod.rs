@@ -1,9 +1,16 @@
 //! `mailfleet demo`: demo traffic through the fleet, and what happened.
 //! The fleet runs as an operator runs it (`mailfleet run --all` and
-//! `mailfleet lmtp`, see [`crate::demo_fleet`]); the demo plays the world
+//! `mailfleet lmtp`, see [`fleet`]); the demo plays the world
 //! around it: the example counting consumer, SMTP clients asking the policy
 //! server, an MX delivering mail over LMTP, users logging in and changing
 //! plans, the clock, and at the end the monthly report of it all.
+
+mod accounts;
+mod fleet;
+mod greylist;
+mod mail;
+mod purge;
+mod report;
 
 use std::time::{Duration, Instant};
 
@@ -11,17 +18,15 @@ use anyhow::Context;
 use clap::Args;
 use mailfleet_counter::{stored_counts, traffic, Counter};
 use mailfleet_events::runtime::DeadLetter;
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{admin, producer::EventProducer, RunSpec, Shutdown, Store};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Message,
 };
 
-use crate::{
-    bench::{progress_bar, traffic_records},
-    config::Config,
-    demo_fleet::Fleet,
-};
+use crate::bench::{progress_bar, traffic_records};
+use fleet::Fleet;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -105,11 +110,11 @@ pub async fn run(
     );
     print_counts(cfg)?;
     print_dead_letters(cfg, 3)?;
-    crate::demo_greylist::run(cfg, &topology, &run_id).await?;
-    crate::demo_mail::run(cfg, &topology, &run_id, &mut fleet).await?;
-    crate::demo_accounts::run(cfg, &topology, &run_id, &mut fleet).await?;
-    crate::demo_purge::run(cfg, &topology, &run_id, &mut fleet).await?;
-    let (html, md) = crate::demo_report::run(cfg, &run_dir.join("reports"), fleet).await?;
+    greylist::run(cfg, &topology, &run_id).await?;
+    mail::run(cfg, &topology, &run_id, &mut fleet).await?;
+    accounts::run(cfg, &topology, &run_id, &mut fleet).await?;
+    purge::run(cfg, &topology, &run_id, &mut fleet).await?;
+    let (html, md) = report::run(cfg, &run_dir.join("reports"), fleet).await?;
     println!(
         "== the monthly report:\n  {}\n  {}",
         html.display(),

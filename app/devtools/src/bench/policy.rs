@@ -13,12 +13,12 @@ use std::{
 };
 
 use anyhow::Context;
+use mailfleet_fleet::config::Config;
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_policy::{client::PolicyClient, PolicyConfig};
 use mailfleet_runtime::{RunSpec, Shutdown};
 
 use super::consume::create_topic;
-use crate::config::Config;
 
 /// The load's shape.
 #[derive(Debug, Clone, clap::Args)]

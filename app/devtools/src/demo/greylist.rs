@@ -5,10 +5,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use mailfleet_fleet::config::Config;
 use mailfleet_policy::{client::PolicyClient, PolicyConfig};
 use mailfleet_runtime::{Shutdown, Topology};
-
-use crate::config::Config;
 
 /// Who sends, and how they behave.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]

@@ -34,6 +34,7 @@ use mailfleet_accounts::{
     password,
 };
 use mailfleet_events::submission::{MessageSubmitted, SubmitAction};
+use mailfleet_fleet::config::Config;
 use mailfleet_runtime::Shutdown;
 use mailfleet_scan::{clamd::Clamd, Engine};
 
@@ -44,7 +45,6 @@ use super::{
     store::shell,
     submit_client as smtp,
 };
-use crate::config::Config;
 
 /// Postfix's submission listener as `ops/postfix` runs it.
 const SUBMISSION: &str = "127.0.0.1:1587";

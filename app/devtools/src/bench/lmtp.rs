@@ -23,6 +23,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_events::mail::MessageReceived;
+use mailfleet_fleet::config::Config;
 use mailfleet_ingest::blob::BlobStore;
 use mailfleet_runtime::Shutdown;
 use tokio::process::{Child, Command};
@@ -32,7 +33,6 @@ use super::{
     cpu::{kafka_pid, Cpu, Tally},
     read_all, scratch_dir,
 };
-use crate::config::Config;
 
 const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
 const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
