@@ -149,64 +149,20 @@ async fn timeline(
 ) -> anyhow::Result<Vec<Step>> {
     let mut rng = StdRng::seed_from_u64(11);
     let mut out = Vec::new();
-    let env =
-        |what: &str, i: usize, at: i64| Envelope::new(format!("{run_id}:{what}:{i}"), at, "demo");
-    let push = |out: &mut Vec<Step>, key: &str, bytes: Vec<u8>| {
-        out.push(Step::Event(key.to_string(), bytes));
-    };
     for (i, account) in accounts.iter().enumerate() {
-        // A password of its own, hashed as the API would; never shown.
-        let secret = format!("Demo{:016x}9", rng.random::<u64>());
-        let hash = tokio::task::spawn_blocking(move || password::hash(&secret)).await??;
-        let at = t0 + i as i64 * 60_000;
-        let registered = AccountRegistered {
-            envelope: env("register", i, at),
-            account: account.clone(),
-            password_hash: hash,
-            plan: cfg.consumers.storage.default_plan.clone(),
-            display_name: Some(format!("Demo user {i}")),
-        };
-        push(&mut out, account, mailfleet_events::encode(&registered)?);
+        out.push(register(cfg, &mut rng, run_id, i, account, t0).await?);
         match plan_of(i) {
-            Plan::Regular => {
-                for n in 0..rng.random_range(1..=4) {
-                    let day = rng.random_range(20..95);
-                    let login = LoginRecorded {
-                        envelope: env(&format!("login{n}"), i, t0 + day * DAY_MS),
-                        account: account.clone(),
-                        channel: CHANNELS[(i + n) % CHANNELS.len()],
-                        ip: Some(format!("192.0.2.{}", 10 + i)),
-                    };
-                    push(&mut out, account, mailfleet_events::encode(&login)?);
-                }
-                // Some upgrade their plan; support raises one quota by hand.
-                if i % 5 == 1 {
-                    let plan = PlanChanged {
-                        envelope: env("plan", i, t0 + (30 + i as i64) * DAY_MS),
-                        account: account.clone(),
-                        plan: if i % 10 == 1 { "plus" } else { "pro" }.into(),
-                    };
-                    push(&mut out, account, mailfleet_events::encode(&plan)?);
-                }
-                if i == 3 {
-                    let quota = QuotaChanged {
-                        envelope: env("quota", i, t0 + 45 * DAY_MS),
-                        account: account.clone(),
-                        quota_bytes: Some(20 * 1024 * 1024 * 1024),
-                    };
-                    push(&mut out, account, mailfleet_events::encode(&quota)?);
-                }
-            }
+            Plan::Regular => out.extend(regular(&mut rng, run_id, i, account, t0)?),
             Plan::Blocked => {
                 let block = AccountBlocked {
-                    envelope: env("block", i, t0 + 10 * DAY_MS),
+                    envelope: env(run_id, "block", i, t0 + 10 * DAY_MS),
                     account: account.clone(),
                     reason: BlockReason::Admin,
                     message_id: None,
                     blob_id: None,
                     detail: "spam complaints (demo)".into(),
                 };
-                push(&mut out, account, mailfleet_events::encode(&block)?);
+                out.push(step(account, &block)?);
             }
             Plan::Reactivates | Plan::LateLogin | Plan::Gone => {}
         }
@@ -221,20 +177,20 @@ async fn timeline(
         match plan_of(i) {
             Plan::Reactivates => {
                 let e = AccountReactivated {
-                    envelope: env("reactivate", i, at),
+                    envelope: env(run_id, "reactivate", i, at),
                     account: account.clone(),
                     by: "user (answered the notice)".into(),
                 };
-                push(&mut out, account, mailfleet_events::encode(&e)?);
+                out.push(step(account, &e)?);
             }
             Plan::LateLogin => {
                 let e = LoginRecorded {
-                    envelope: env("late-login", i, at),
+                    envelope: env(run_id, "late-login", i, at),
                     account: account.clone(),
                     channel: LoginChannel::Syncml,
                     ip: None,
                 };
-                push(&mut out, account, mailfleet_events::encode(&e)?);
+                out.push(step(account, &e)?);
             }
             _ => {}
         }
@@ -243,6 +199,82 @@ async fn timeline(
     out.push(Step::Tick(
         inactive_tick + cfg.consumers.lifecycle.grace_ms() + HOUR_MS,
     ));
+    Ok(out)
+}
+
+/// The envelope of this run's `what` of account `i`, at `at`.
+fn env(run_id: &str, what: &str, i: usize, at: i64) -> Envelope {
+    Envelope::new(format!("{run_id}:{what}:{i}"), at, "demo")
+}
+
+/// `event`, encoded, keyed by `account`.
+fn step<E: Event>(account: &str, event: &E) -> anyhow::Result<Step> {
+    Ok(Step::Event(
+        account.to_string(),
+        mailfleet_events::encode(event)?,
+    ))
+}
+
+/// Account `i` registers, a minute after the one before it.
+async fn register(
+    cfg: &Config,
+    rng: &mut StdRng,
+    run_id: &str,
+    i: usize,
+    account: &str,
+    t0: i64,
+) -> anyhow::Result<Step> {
+    // A password of its own, hashed as the API would; never shown.
+    let secret = format!("Demo{:016x}9", rng.random::<u64>());
+    let hash = tokio::task::spawn_blocking(move || password::hash(&secret)).await??;
+    let at = t0 + i as i64 * 60_000;
+    let registered = AccountRegistered {
+        envelope: env(run_id, "register", i, at),
+        account: account.to_string(),
+        password_hash: hash,
+        plan: cfg.consumers.storage.default_plan.clone(),
+        display_name: Some(format!("Demo user {i}")),
+    };
+    step(account, &registered)
+}
+
+/// A regular's logins over every channel; some change plan, and one gets
+/// a bigger quota.
+fn regular(
+    rng: &mut StdRng,
+    run_id: &str,
+    i: usize,
+    account: &str,
+    t0: i64,
+) -> anyhow::Result<Vec<Step>> {
+    let mut out = Vec::new();
+    for n in 0..rng.random_range(1..=4) {
+        let day = rng.random_range(20..95);
+        let login = LoginRecorded {
+            envelope: env(run_id, &format!("login{n}"), i, t0 + day * DAY_MS),
+            account: account.to_string(),
+            channel: CHANNELS[(i + n) % CHANNELS.len()],
+            ip: Some(format!("192.0.2.{}", 10 + i)),
+        };
+        out.push(step(account, &login)?);
+    }
+    // Some upgrade their plan; support raises one quota by hand.
+    if i % 5 == 1 {
+        let plan = PlanChanged {
+            envelope: env(run_id, "plan", i, t0 + (30 + i as i64) * DAY_MS),
+            account: account.to_string(),
+            plan: if i % 10 == 1 { "plus" } else { "pro" }.into(),
+        };
+        out.push(step(account, &plan)?);
+    }
+    if i == 3 {
+        let quota = QuotaChanged {
+            envelope: env(run_id, "quota", i, t0 + 45 * DAY_MS),
+            account: account.to_string(),
+            quota_bytes: Some(20 * 1024 * 1024 * 1024),
+        };
+        out.push(step(account, &quota)?);
+    }
     Ok(out)
 }
 
@@ -336,6 +368,11 @@ async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Resu
     }) else {
         return Ok(());
     };
+    print_history(cfg, events, gone)
+}
+
+/// `gone`'s transitions, deletion steps and deletion on `events`, in order.
+fn print_history(cfg: &Config, events: &str, gone: &str) -> anyhow::Result<()> {
     println!("== the history of {gone}:");
     let registry = Registry::builtin();
     for ReadRecord { place, bytes, .. } in read_records(cfg, events)? {

@@ -85,6 +85,11 @@ pub async fn run(
         "== the fleet's purger, storage writer and indexer caught up in {:.1}s",
         took.as_secs_f64()
     );
+    print_purged(cfg, &runs)
+}
+
+/// What the storage writer purged in `runs`, per folder.
+fn print_purged(cfg: &Config, runs: &[String]) -> anyhow::Result<()> {
     let stored = &cfg.consumers.storage.stored_topic;
     let purged: Vec<MessagesPurged> = read_all::<MessagesPurged>(cfg, stored)?
         .into_iter()
