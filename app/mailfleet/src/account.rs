@@ -189,17 +189,7 @@ async fn execute(client: &ApiClient, action: AccountAction) -> anyhow::Result<()
             display_name,
             password,
         } => {
-            let password = password.read()?.ok_or_else(|| {
-                Rejected(
-                    "register needs --password-stdin or --password-file (never a password on the command line)".into(),
-                )
-            })?;
-            let req = RegisterRequest {
-                account,
-                password,
-                plan,
-                display_name,
-            };
+            let req = register_request(account, plan, display_name, &password)?;
             done("registered", client.register(&req).await?)
         }
         AccountAction::Login {
@@ -261,6 +251,26 @@ async fn execute(client: &ApiClient, action: AccountAction) -> anyhow::Result<()
     };
     tracing::debug!(account = %v.account, "done");
     Ok(())
+}
+
+/// A registration, its password read from `password` (which must be given).
+fn register_request(
+    account: String,
+    plan: Option<String>,
+    display_name: Option<String>,
+    password: &PasswordSource,
+) -> anyhow::Result<RegisterRequest> {
+    let password = password.read()?.ok_or_else(|| {
+        Rejected(
+            "register needs --password-stdin or --password-file (never a password on the command line)".into(),
+        )
+    })?;
+    Ok(RegisterRequest {
+        account,
+        password,
+        plan,
+        display_name,
+    })
 }
 
 /// Print what a write did; the view back.
