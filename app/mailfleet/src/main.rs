@@ -1,5 +1,11 @@
 //! `mailfleet`: the one binary. Each subcommand is config → build → run
 //! until done or SIGTERM. Start at [`Command`].
+//!
+//! A thin CLI: argument parsing and wiring. The config file and the
+//! consumers `run` knows are in `mailfleet-fleet`, the scheduler's
+//! processes (`scheduler`, `clock`, `postfix-map`) in `mailfleet-scheduler`,
+//! `audit` and `replay` in `mailfleet-audit`, `bench` and `demo` in
+//! `mailfleet-devtools`; the modules here wire the other services.
 
 mod account;
 mod index;
@@ -25,12 +31,12 @@ use clap::{Parser, Subcommand};
 use mailfleet_accounts::status::StatusProjection;
 use mailfleet_audit::{audit, replay};
 use mailfleet_devtools::{bench, demo};
+// The command modules name them `crate::config` and `crate::consumers`.
+use mailfleet_fleet::{config, consumers};
 use mailfleet_runtime::{admin, metrics, Shutdown};
 use mailfleet_scheduler::{clock, emitter, postfix_install, ProcessConfig};
 
 use config::{Config, LogFormat};
-// The modules keep naming them `crate::config` and `crate::consumers`.
-use mailfleet_fleet::{config, consumers};
 
 /// mailfleet: the event-sourced mail service pipeline on Kafka.
 #[derive(Parser)]
