@@ -35,10 +35,10 @@ pub enum SchedulerError {
     FindTopic { key: &'static str, topic: String },
     /// A purge job is configured but the purge topic is not clocked.
     #[error("scheduler.purge_topic = {topic:?}: is not in clock.topics {clocked:?}; the purge planner releases purges on its ticks")]
-    ClockPurgeTopic { topic: String, clocked: Vec<String> },
+    CheckPurgeTopic { topic: String, clocked: Vec<String> },
     /// The lease topic must have exactly one partition.
     #[error("scheduler.lease_topic = {topic:?}: has {partitions} partitions, must have exactly 1")]
-    LeasePartitions { topic: String, partitions: i32 },
+    CheckLeaseTopic { topic: String, partitions: i32 },
     /// The lease consumer could not be created.
     #[error("creating the lease consumer")]
     CreateLeaseConsumer(#[source] KafkaError),
@@ -73,7 +73,7 @@ pub enum SchedulerError {
     FindJobsTopic { topic: String },
     /// Reading back the jobs topic's last records took too long.
     #[error("{topic}: reading back the last records timed out")]
-    ReadBackTimeout { topic: String },
+    FinishReadBack { topic: String },
     /// Reading back the jobs topic's last records failed.
     #[error("reading back {topic}")]
     ReadBack {
@@ -83,7 +83,7 @@ pub enum SchedulerError {
     },
     /// `scheduler.postfix_map.map_type` is no type postmap writes a table for.
     #[error("scheduler.postfix_map.map_type = {map_type:?}: not an indexed type postmap writes (hash, btree, lmdb, cdb)")]
-    MapType { map_type: String },
+    CheckMapType { map_type: String },
     /// The installed map could not be read.
     #[error("reading {}", path.display())]
     ReadMap {
@@ -115,7 +115,7 @@ pub enum SchedulerError {
     },
     /// postmap failed.
     #[error("{postmap} {target}: {status}: {stderr}")]
-    Postmap {
+    BuildTable {
         postmap: String,
         target: String,
         status: std::process::ExitStatus,

@@ -58,7 +58,7 @@ fn table_suffix(map_type: &str) -> Result<&'static str, SchedulerError> {
         "hash" | "btree" => Ok(".db"),
         "lmdb" => Ok(".lmdb"),
         "cdb" => Ok(".cdb"),
-        other => Err(SchedulerError::MapType {
+        other => Err(SchedulerError::CheckMapType {
             map_type: other.to_string(),
         }),
     }
@@ -122,7 +122,7 @@ pub fn install(cfg: &PostfixMapConfig, map: &PostfixMap) -> Result<Installed, Sc
             source,
         })?;
     if !out.status.success() {
-        return Err(SchedulerError::Postmap {
+        return Err(SchedulerError::BuildTable {
             postmap: cfg.postmap.clone(),
             target,
             status: out.status,

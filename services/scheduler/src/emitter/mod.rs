@@ -80,7 +80,7 @@ pub async fn run(
     let purges = sec.core.jobs.values().any(|j| j.kind == JobKind::Purge);
     let purge_partitions = if purges {
         if !cfg.clock.topics.contains(&sec.purge_topic) {
-            return Err(SchedulerError::ClockPurgeTopic {
+            return Err(SchedulerError::CheckPurgeTopic {
                 topic: sec.purge_topic.clone(),
                 clocked: cfg.clock.topics.clone(),
             });
@@ -91,7 +91,7 @@ pub async fn run(
     };
     let lease_partitions = partitions(topology, "scheduler.lease_topic", &sec.lease_topic)?;
     if lease_partitions != 1 {
-        return Err(SchedulerError::LeasePartitions {
+        return Err(SchedulerError::CheckLeaseTopic {
             topic: sec.lease_topic.clone(),
             partitions: lease_partitions,
         });

@@ -93,7 +93,7 @@ pub(super) fn read_back(kafka: &KafkaConfig, topic: &str) -> Result<ReadBack, Sc
     let mut records = Vec::new();
     while !ends.is_empty() {
         if Instant::now() >= deadline {
-            return Err(SchedulerError::ReadBackTimeout {
+            return Err(SchedulerError::FinishReadBack {
                 topic: topic.to_string(),
             });
         }
