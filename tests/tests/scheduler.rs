@@ -14,7 +14,7 @@ use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope, Registry
 use mailfleet_runtime::{admin, producer::EventProducer, topology::TopicSpec, Topology};
 use mailfleet_tests::*;
 
-/// The progress mark's job and kind (services/mailfleet/src/scheduler.rs).
+/// The progress mark's job and kind (services/scheduler/src/emitter/mod.rs).
 const MARK_JOB: &str = "@mark";
 const MARK_KIND: &str = "scheduler-mark";
 

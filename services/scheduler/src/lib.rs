@@ -1,5 +1,7 @@
-//! The scheduler's pure core (F6): what is due when, how a purge is spread
-//! out, and what the Postfix recipient map says. No I/O: every function
+//! The scheduler (F6): its pure core and the processes around it.
+//!
+//! The pure core says what is due when, how a purge is spread out, and
+//! what the Postfix recipient map says. No I/O: every function of the core
 //! takes the time and the data as arguments, so a replay or a standby that
 //! takes over computes the same answer. Start at [`Schedules::due`].
 //!
@@ -16,19 +18,29 @@
 //!   plans each purge run per partition and releases `PurgeRequested` on
 //!   the clock ticks.
 //!
-//! The processes around it live in the `mailfleet` binary: `mailfleet
-//! scheduler` (the lease, the ticks, the `JobDue` runs and the catch-up)
-//! and `mailfleet postfix-map` (the map installer). `docs/scheduler.md`
-//! describes all three jobs end to end.
+//! The processes around it, which the `mailfleet` binary runs with the
+//! config sections of [`section`] ([`ProcessConfig`]):
+//!
+//! - [`emitter`]: `mailfleet scheduler` (the lease, the ticks, the `JobDue`
+//!   runs and the catch-up);
+//! - [`clock`]: `mailfleet clock`, ticks alone, once or every period;
+//! - [`postfix_install`]: `mailfleet postfix-map`, the map installer.
+//!
+//! `docs/scheduler.md` describes all three jobs end to end.
 
+pub mod clock;
 pub mod config;
 mod cron_fields;
+pub mod emitter;
 mod error;
+pub mod postfix_install;
 pub mod postfix_map;
 pub mod purger;
 pub mod schedule;
+pub mod section;
 pub mod stagger;
 
 pub use config::{JobConfig, JobKind, SchedulerConfig};
 pub use error::SchedulerError;
 pub use schedule::{CatchUp, Due, Schedules};
+pub use section::{ClockConfig, PostfixMapConfig, ProcessConfig, SchedulerSection};

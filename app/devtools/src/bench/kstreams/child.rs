@@ -1,0 +1,210 @@
+//! One peer as its own process: spawned, watched until its output topic
+//! holds one decision per attempt, measured from `/proc`, stopped.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use mailfleet_events::{greylist::GreylistDecided, Registry};
+use mailfleet_fleet::config::Config;
+use mailfleet_runtime::admin;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    Message, Offset, TopicPartitionList,
+};
+
+use super::super::cpu::proc_cpu;
+
+/// A running peer.
+pub struct Peer {
+    child: std::process::Child,
+    /// Wall time at spawn, ms since the epoch (the broker's clock too).
+    pub started_ms: i64,
+    log: PathBuf,
+}
+
+/// What `/proc` says about a peer just before it is stopped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Peak resident set (VmHWM), KiB.
+    pub peak_rss_kb: u64,
+    /// Resident set at the end (VmRSS), KiB.
+    pub rss_kb: u64,
+    /// CPU seconds (user + system, all threads).
+    pub cpu_s: f64,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Peer {
+    /// Start `cmd` with stdout and stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Peer> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let started_ms = now_ms();
+        let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Peer {
+            child,
+            started_ms,
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Wait until `topic`'s partitions hold at least `n` offsets and have
+    /// stopped growing for a second (a transactional writer's commit
+    /// markers take offsets too, so the count alone is not the end).
+    pub fn wait_for(
+        &mut self,
+        cfg: &Config,
+        topic: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
+            .set("group.id", format!("bench-watch-{}", rand::random::<u32>()))
+            .create()?;
+        let started = Instant::now();
+        let (mut last, mut still) = (0i64, 0u32);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("the peer exited ({status}) before its outputs were all written; its log ({}):\n{}", self.log.display(), self.tail());
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "{last} of {n} outputs after {timeout:?}; the peer's log ({}):\n{}",
+                self.log.display(),
+                self.tail()
+            );
+            // A topic made a moment ago may not have its leaders yet: retry.
+            let Ok(marks) = admin::watermarks(&consumer, topic, Duration::from_secs(10)) else {
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            };
+            let sum: i64 = marks.iter().map(|(_, low, high)| high - low).sum();
+            still = if sum == last { still + 1 } else { 0 };
+            last = sum;
+            if sum as u64 >= n && still >= 4 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The memory lines of `/proc/<pid>/status`, on one line.
+    pub fn status_lines(&self) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .filter(|l| {
+                ["VmHWM", "VmRSS", "RssAnon", "RssFile", "VmSwap"]
+                    .iter()
+                    .any(|f| l.starts_with(f))
+            })
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Read `/proc`, then SIGTERM and wait (SIGKILL after 60 s).
+    pub fn stop(mut self) -> anyhow::Result<Usage> {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let usage = Usage {
+            peak_rss_kb: kb("VmHWM:"),
+            rss_kb: kb("VmRSS:"),
+            cpu_s: proc_cpu(&pid.to_string()).0,
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let started = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                self.child.kill()?;
+                self.child.wait()?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(usage)
+    }
+}
+
+/// Every decision in `topic`, committed ones only, with its broker append
+/// time (the topics use LogAppendTime): read until each partition's
+/// position reaches its high watermark.
+pub fn read_decisions(cfg: &Config, topic: &str) -> anyhow::Result<Vec<(i64, GreylistDecided)>> {
+    let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
+        .set(
+            "group.id",
+            format!("bench-reader-{}", rand::random::<u32>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let wait = Duration::from_secs(10);
+    let ends: HashMap<i32, i64> = admin::watermarks(&consumer, topic, wait)?
+        .into_iter()
+        .map(|(p, _, high)| (p, high))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let registry = Registry::builtin();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
+            let msg = msg?;
+            let at = msg.timestamp().to_millis().unwrap_or(0);
+            let bytes = msg.payload().unwrap_or_default();
+            let decided = registry.decode::<GreylistDecided>(bytes).with_context(|| {
+                format!("decoding {topic}/{}@{}", msg.partition(), msg.offset())
+            })?;
+            out.push((at, decided));
+            continue;
+        }
+        let positions = consumer.position()?;
+        let done = ends.iter().all(|(p, end)| {
+            *end == 0
+                || matches!(positions.find_partition(topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(o)) if o >= *end)
+        });
+        if done {
+            return Ok(out);
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "read {} decisions of {topic} in 10 minutes without reaching its end",
+            out.len()
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! `mailfleet bench ...`: side-by-side measurements in one run. These are
+//! benchmarks, not tests; results go to `docs/benchmarks.md`.
+
+mod consume;
+mod corpus;
+mod cpu;
+mod hot;
+mod kstreams;
+mod lifecycle;
+mod lmtp;
+mod policy;
+mod scan;
+mod store;
+mod submission;
+mod submit_client;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use mailfleet_events::{Event, Registry};
+use mailfleet_fleet::config::Config;
+use mailfleet_runtime::admin;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    Message, Offset, TopicPartitionList,
+};
+
+pub use consume::traffic_records;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// postgrey vs mailfleet's policy path: throughput flat out, and p99 at a fixed rate.
+    Policy(policy::PolicyLoad),
+    /// smtp-sink (LMTP, discards) vs `mailfleet lmtp` (fsync + Kafka acks), both driven by smtp-source.
+    Lmtp(lmtp::LmtpLoad),
+    /// Raw clamd INSTREAM vs `mailfleet_scan::scan`, the policy alone, and the scanner consumer.
+    Scan(scan::ScanLoad),
+    /// Postfix → Dovecot LMTP vs Postfix → mailfleet (LMTP, scanner, storage writer), to the Maildir file.
+    Store(store::StoreLoad),
+    /// The lifecycle pass that finds inactive accounts among 1M, vs a raw RocksDB scan of the same state.
+    Lifecycle(lifecycle::LifecycleLoad),
+    /// Raw rdkafka consume loop vs the runtime with the counting consumer (RocksDB state).
+    Consume(ConsumeLoad),
+    /// The greylist consumer vs the same decider as a Kafka Streams application
+    /// (events/s, RSS), or `--state-only`: its RSS holding 10M triplets.
+    Kstreams(kstreams::KstreamsLoad),
+    /// Raw rdkafka consume loop vs a state restore (a fleet member rebuilding
+    /// a partition's state from the earliest offset) vs `mailfleet replay`.
+    Replay(ConsumeLoad),
+    /// Postfix submission (AUTH PLAIN) to the relay, with the submission milter vs without it.
+    Submission(submission::SubmissionLoad),
+    /// The hot paths in process, without the broker, for a profiler:
+    /// Avro round trips, the policy server's request work, the runtime's
+    /// batch work for the greylist and the counting consumer.
+    Hot(hot::HotLoad),
+}
+
+pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
+    match which {
+        Bench::Policy(load) => policy::run(cfg, load).await,
+        Bench::Lmtp(load) => lmtp::run(cfg, load).await,
+        Bench::Scan(load) => scan::run(cfg, load).await,
+        Bench::Store(load) => store::run(cfg, load).await,
+        Bench::Lifecycle(load) => lifecycle::run(cfg, load).await,
+        Bench::Kstreams(load) => kstreams::run(cfg, load).await,
+        Bench::Consume(load) => consume::consume(cfg, load.shape(), load.rounds.max(1)).await,
+        Bench::Replay(load) => consume::replay(cfg, load.shape(), load.rounds.max(1)).await,
+        Bench::Submission(load) => submission::run(cfg, load).await,
+        Bench::Hot(load) => hot::run(cfg, load).await,
+    }
+}
+
+/// The topic a consume or replay bench reads, and how often.
+#[derive(Debug, clap::Args)]
+pub struct ConsumeLoad {
+    /// Events to produce and then read in each round.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Encoded size of each event, bytes.
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Distinct counting keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Rounds over the same topic; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+impl ConsumeLoad {
+    fn shape(&self) -> consume::Shape {
+        consume::Shape {
+            events: self.events,
+            event_bytes: self.event_bytes,
+            partitions: self.partitions,
+            keys: self.keys,
+        }
+    }
+}
+
+/// The median of some measurements.
+pub fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A scratch folder for one bench run, beside the blob store (`run/bench/<id>`
+/// by default), so that fsyncs hit the file system of the configured store.
+pub fn scratch_dir(cfg: &Config, id: &str) -> std::path::PathBuf {
+    let blobs = std::path::Path::new(&cfg.blobs.dir);
+    blobs
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("bench")
+        .join(id)
+}
+
+/// Every record of `topic` up to its current end (high watermarks), decoded
+/// as `E`: a check reads exactly what was produced, with no idle timeout.
+pub fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
+    Ok(read_all_timed(cfg, topic)?
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect())
+}
+
+/// [`read_all`], each event with its record's timestamp (ms; the producer's
+/// create time unless the topic says otherwise).
+pub fn read_all_timed<E: Event>(
+    cfg: &Config,
+    topic: &str,
+) -> anyhow::Result<Vec<(Option<i64>, E)>> {
+    read_records(cfg, topic)?
+        .into_iter()
+        .map(|r| {
+            let event = Registry::builtin()
+                .decode::<E>(&r.bytes)
+                .with_context(|| format!("decoding {topic}/{}", r.place))?;
+            Ok((r.at, event))
+        })
+        .collect()
+}
+
+/// One record as read, undecoded.
+pub struct ReadRecord {
+    /// Its timestamp, ms.
+    pub at: Option<i64>,
+    /// Where it is: `partition@offset`.
+    pub place: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every record of `topic` up to its current end, undecoded (a topic may
+/// mix event types).
+pub fn read_records(cfg: &Config, topic: &str) -> anyhow::Result<Vec<ReadRecord>> {
+    let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
+        .set(
+            "group.id",
+            format!("bench-reader-{}", rand::random::<u32>()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let wait = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), wait)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut total = 0i64;
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), wait)?;
+        total += high - low;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    while (out.len() as i64) < total {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "read {} of {total} records of {topic}",
+            out.len()
+        );
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = msg?;
+            out.push(ReadRecord {
+                at: msg.timestamp().to_millis(),
+                place: format!("{}@{}", msg.partition(), msg.offset()),
+                bytes: msg.payload().unwrap_or_default().to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `mailfleet lmtp` in this process, accepting every recipient, on a free
+/// loopback port; returns the port. For the demo and the benchmarks.
+pub async fn lmtp_in_process(
+    cfg: &Config,
+    topic: &str,
+    max_connections: usize,
+    blobs: std::sync::Arc<mailfleet_blob::BlobStore>,
+    shutdown: &mailfleet_runtime::Shutdown,
+) -> anyhow::Result<u16> {
+    use mailfleet_ingest::lmtp;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let config = lmtp::LmtpConfig {
+        listen: format!("127.0.0.1:{port}"),
+        max_connections: cfg.lmtp.max_connections.max(max_connections),
+        topic: topic.to_string(),
+        ..cfg.lmtp.clone()
+    };
+    let (kafka, sd) = (cfg.kafka.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let all = std::sync::Arc::new(lmtp::AcceptAll);
+        if let Err(e) = lmtp::serve(config, listener, blobs, &kafka, all, sd).await {
+            eprintln!("mailfleet lmtp: {e}");
+        }
+    });
+    Ok(port)
+}

@@ -1,0 +1,76 @@
+//! The demo's last step: the fleet's reporter catches up with everything
+//! the demo (and earlier runs) wrote, the fleet's own metrics are shown and
+//! the fleet stopped, and the month's report is written as HTML and
+//! Markdown, with its headline figures on screen.
+
+use std::{path::PathBuf, time::Duration};
+
+use mailfleet_fleet::config::Config;
+use mailfleet_report::{read_store, render, report, Month};
+use mailfleet_runtime::Store;
+
+use super::fleet::{by_label, scrape, Fleet};
+
+/// Wait for the fleet's reporter to catch up with everything the demo (and
+/// earlier runs) wrote, show what the fleet did, stop it, then write this
+/// month's report into `out_dir`; returns the HTML and Markdown paths.
+pub async fn run(
+    cfg: &Config,
+    out_dir: &std::path::Path,
+    mut fleet: Fleet,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let took = fleet
+        .settle(&[mailfleet_report::NAME], Duration::from_secs(120))
+        .await?;
+    println!(
+        "== the fleet's reporter caught up in {:.1}s (its state: {})",
+        took.as_secs_f64(),
+        cfg.runtime.data_dir.join(mailfleet_report::NAME).display()
+    );
+    let page = scrape(fleet.consumers_metrics())?;
+    let processed = by_label(
+        &page,
+        "mailfleet_runtime_events_processed_total",
+        "consumer",
+    );
+    let produced = by_label(
+        &page,
+        "mailfleet_runtime_outputs_produced_total",
+        "consumer",
+    );
+    let letters = by_label(&page, "mailfleet_runtime_deadletters_total", "consumer");
+    println!(
+        "== the fleet, from its /metrics (http://{}/metrics), since it started:",
+        fleet.consumers_metrics()
+    );
+    for (consumer, n) in &processed {
+        println!(
+            "  {consumer:<10} {:>7} events in, {:>7} out, {:>4} dead letters",
+            n,
+            produced.get(consumer).copied().unwrap_or(0.0),
+            letters.get(consumer).copied().unwrap_or(0.0)
+        );
+    }
+    fleet.stop()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let month = Month::of_ms(now);
+    let store = Store::open_read_only(&cfg.runtime.data_dir.join(mailfleet_report::NAME))?;
+    let (counts, snapshots) = read_store(&store)?;
+    let r = report(&counts, &snapshots, month, 12);
+    std::fs::create_dir_all(out_dir)?;
+    let html = out_dir.join(format!("{month}.html"));
+    let md = out_dir.join(format!("{month}.md"));
+    std::fs::write(&html, render::render(&r, render::Format::Html))?;
+    let markdown = render::render(&r, render::Format::Markdown);
+    std::fs::write(&md, &markdown)?;
+    // One screen: the headline table and what changed.
+    let summary: String = markdown
+        .split("\n## This month in detail")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    println!("{summary}");
+    Ok((html, md))
+}
