@@ -200,7 +200,8 @@ pub async fn replay(
         .progress_chars("=> "),
     );
     bar.set_message(format!("replaying {name}"));
-    let run = consumers::run_consumer_with(name, cfg, &topology, spec, Shutdown::new());
+    let consumer: consumers::ConsumerName = name.parse()?;
+    let run = consumers::run_consumer_with(consumer, cfg, &topology, spec, Shutdown::new());
     tokio::pin!(run);
     let stats = loop {
         tokio::select! {

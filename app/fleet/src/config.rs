@@ -6,23 +6,18 @@ use std::path::{Path, PathBuf};
 
 use mailfleet_api::ApiConfig;
 use mailfleet_blob::BlobConfig;
-use mailfleet_counter::CounterConfig;
-use mailfleet_directory::{DirectoryConfig, LdapConfig};
-use mailfleet_greylist::GreylistConfig;
+use mailfleet_directory::LdapConfig;
 use mailfleet_ingest::lmtp::LmtpConfig;
-use mailfleet_lifecycle::{deleter::DeleterConfig, LifecycleConfig};
-use mailfleet_notifier::NotifierConfig;
-use mailfleet_outbound::OutboundConfig;
 use mailfleet_policy::PolicyConfig;
 use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig, MetricsConfig, RuntimeConfig},
     RuntimeError, Topology,
 };
-use mailfleet_scanner::ScannerConfig;
-use mailfleet_scheduler::{purger::PurgerConfig, ClockConfig, SchedulerSection};
-use mailfleet_storage::writer::StorageConfig;
+use mailfleet_scheduler::{ClockConfig, SchedulerSection};
 use mailfleet_submission::SubmissionConfig;
 use serde::Deserialize;
+
+pub use crate::consumers::ConsumersConfig;
 
 /// The whole config. Every section is optional; defaults live in each
 /// section's `Default`.
@@ -94,32 +89,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[consumers.*]`: one table per registered consumer.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsumersConfig {
-    /// The counting consumer.
-    pub counter: CounterConfig,
-    /// The greylist consumer (postgrey's options).
-    pub greylist: GreylistConfig,
-    /// The scanner (clamd and the attachment policy).
-    pub scanner: ScannerConfig,
-    /// The storage writer (Maildirs, quota, quarantine, purges).
-    pub storage: StorageConfig,
-    /// The account lifecycle (inactivity, grace, deletion).
-    pub lifecycle: LifecycleConfig,
-    /// The deletion saga.
-    pub deleter: DeleterConfig,
-    /// The LDAP directory effector (its topics; the directory is `[ldap]`).
-    pub directory: DirectoryConfig,
-    /// The notifier (notices and admin alerts by SMTP).
-    pub notifier: NotifierConfig,
-    /// The purge planner (staggered Trash and Spam clean-ups).
-    pub purger: PurgerConfig,
-    /// The outbound limits (per-account windows on the submission path).
-    pub outbound: OutboundConfig,
-}
-
 impl Config {
     /// Load the file (if any) with environment overrides, and check it.
     pub fn load(path: Option<&Path>) -> Result<Config, RuntimeError> {
@@ -140,15 +109,7 @@ impl Config {
         out.extend(self.runtime.problems());
         out.extend(self.metrics.problems());
         out.extend(self.policy.problems());
-        out.extend(self.consumers.greylist.problems());
-        out.extend(self.consumers.scanner.problems());
-        out.extend(self.consumers.storage.problems());
-        out.extend(self.consumers.lifecycle.problems());
-        out.extend(self.consumers.deleter.problems());
-        out.extend(self.consumers.directory.problems());
-        out.extend(self.consumers.notifier.problems());
-        out.extend(self.consumers.purger.problems());
-        out.extend(self.consumers.outbound.problems());
+        out.extend(self.consumers.problems());
         out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());
         out.extend(self.submission.problems());

@@ -98,3 +98,14 @@ impl Consumer for Directory {
         self.carry_out(Self::work(input, decision))
     }
 }
+
+/// The directory effector as `mailfleet run directory` runs it, against
+/// the LDAP server of `ldap`.
+pub async fn build(
+    cfg: &DirectoryConfig,
+    ldap: &LdapConfig,
+    _wiring: &mailfleet_runtime::Wiring,
+) -> Result<Directory, mailfleet_runtime::RuntimeError> {
+    Directory::new(cfg.clone(), ldap.clone())
+        .map_err(mailfleet_runtime::RuntimeError::InvalidConfig)
+}

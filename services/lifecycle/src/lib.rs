@@ -140,3 +140,15 @@ impl Consumer for Lifecycle {
         decide::decide(&cfg, state, &input.event)
     }
 }
+
+/// The lifecycle as `mailfleet run lifecycle` runs it; a live run records
+/// its settings.
+pub async fn build(
+    cfg: &LifecycleConfig,
+    wiring: &mailfleet_runtime::Wiring,
+) -> Result<Lifecycle, mailfleet_runtime::RuntimeError> {
+    let lifecycle = Lifecycle::new(cfg.clone());
+    let settings = lifecycle.settings().map_err(|e| wiring.invalid(e))?;
+    wiring.record_settings(&settings).await?;
+    Ok(lifecycle)
+}

@@ -138,3 +138,13 @@ impl Consumer for Notifier {
         }
     }
 }
+
+/// The notifier as `mailfleet run notifier` runs it; its sent log lives
+/// in the runtime's data folder unless the config says where.
+pub async fn build(
+    cfg: &NotifierConfig,
+    wiring: &mailfleet_runtime::Wiring,
+) -> Result<Notifier, mailfleet_runtime::RuntimeError> {
+    Notifier::new(cfg, &cfg.sent_log_dir(&wiring.runtime.data_dir))
+        .map_err(|e| mailfleet_runtime::RuntimeError::InvalidConfig(vec![e.to_string()]))
+}

@@ -92,3 +92,15 @@ impl Consumer for Outbound {
         decide::decide(&cfg, state, &input.event)
     }
 }
+
+/// The outbound limits as `mailfleet run outbound` runs them; a live run
+/// records their settings.
+pub async fn build(
+    cfg: &OutboundConfig,
+    wiring: &mailfleet_runtime::Wiring,
+) -> Result<Outbound, mailfleet_runtime::RuntimeError> {
+    let outbound = Outbound::new(cfg.clone());
+    let settings = outbound.settings().map_err(|e| wiring.invalid(e))?;
+    wiring.record_settings(&settings).await?;
+    Ok(outbound)
+}

@@ -104,3 +104,10 @@ impl Consumer for Reporter {
         decide::decide(state, &input.event)
     }
 }
+
+/// The reporter as `mailfleet run reporter` runs it.
+pub async fn build(
+    _wiring: &mailfleet_runtime::Wiring,
+) -> Result<Reporter, mailfleet_runtime::RuntimeError> {
+    Ok(Reporter)
+}

@@ -74,3 +74,12 @@ impl Consumer for Scanner {
         self.scan(&input.event)
     }
 }
+
+/// The scanner as `mailfleet run scanner` runs it, over the blob store.
+pub async fn build(
+    cfg: &ScannerConfig,
+    blobs: Arc<BlobStore>,
+    _wiring: &mailfleet_runtime::Wiring,
+) -> Result<Scanner, mailfleet_runtime::RuntimeError> {
+    Ok(Scanner::new(cfg.clone(), blobs))
+}

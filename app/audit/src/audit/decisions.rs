@@ -48,7 +48,7 @@ pub(super) async fn decisions(cfg: &Config, name: &str, args: &RangeArgs) -> any
     // MessageStored, the scanner's verdict) has its decided outputs
     // audited; what its effects emitted cannot be recomputed without doing
     // them again, and is counted, not compared.
-    let all_decided = ALL_DECIDED.contains(&name);
+    let all_decided = ALL_DECIDED.iter().any(|c| c.as_str() == name);
     let topology = cfg.topology()?;
     let route = topology.route(name)?;
     let range = replay::resolve(&cfg.kafka, &route.reads, args)?;

@@ -164,3 +164,12 @@ impl Deleter {
         )])
     }
 }
+
+/// The deleter as `mailfleet run deleter` runs it, over the blob store.
+pub async fn build(
+    cfg: &DeleterConfig,
+    blobs: Arc<BlobStore>,
+    _wiring: &mailfleet_runtime::Wiring,
+) -> Result<Deleter, mailfleet_runtime::RuntimeError> {
+    Ok(Deleter::new(cfg.clone(), blobs))
+}

@@ -128,3 +128,12 @@ impl Consumer for Purger {
         Ok(d)
     }
 }
+
+/// The purge planner as `mailfleet run purger` runs it: its inputs are
+/// co-partitioned, one lane per partition.
+pub async fn build(
+    cfg: &PurgerConfig,
+    wiring: &mailfleet_runtime::Wiring,
+) -> Result<Purger, mailfleet_runtime::RuntimeError> {
+    Ok(Purger::new(cfg.clone(), wiring.input_partitions()))
+}

@@ -131,3 +131,11 @@ pub fn digest(store: &Store) -> Result<String, RuntimeError> {
     }
     Ok(hex::encode(hash.finalize()))
 }
+
+/// The indexer as `mailfleet run index` runs it: the deletion saga's
+/// step results go to the first topic of its route.
+pub async fn build(
+    wiring: &mailfleet_runtime::Wiring,
+) -> Result<Indexer, mailfleet_runtime::RuntimeError> {
+    Ok(Indexer::new(wiring.first_output()))
+}

@@ -132,3 +132,16 @@ impl Consumer for StorageWriter {
         async { outcome }
     }
 }
+
+/// The storage writer as `mailfleet run storage` runs it; a live run
+/// records its settings.
+pub async fn build(
+    cfg: &StorageConfig,
+    blobs: Arc<BlobStore>,
+    wiring: &mailfleet_runtime::Wiring,
+) -> Result<StorageWriter, mailfleet_runtime::RuntimeError> {
+    let writer = StorageWriter::new(cfg.clone(), blobs);
+    let settings = writer.settings().map_err(|e| wiring.invalid(e))?;
+    wiring.record_settings(&settings).await?;
+    Ok(writer)
+}
