@@ -8,8 +8,10 @@
 mod config;
 mod date;
 mod decide;
+mod error;
 pub mod state;
 pub mod whitelist;
 
 pub use config::{GreylistConfig, GreylistRules, RecordedLists};
 pub use decide::{settings_of, Answer, Greylist, GreylistInForce, GreylistInput};
+pub use error::GreylistError;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mailfleet_runtime::{StateKey, StateValue, Store};
+use mailfleet_runtime::{StateKey, StateValue, Store, ValueError};
 use serde::Serialize;
 
 use crate::{
@@ -215,10 +215,29 @@ pub fn report(counts: &[Entry], snapshots: &[Entry], month: Month, trend: usize)
 /// What went wrong reading a reporter store.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The store could not be scanned.
     #[error(transparent)]
     Store(#[from] mailfleet_runtime::RuntimeError),
-    #[error("reporter state entry {key:?}: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// An entry that does not read back.
+    #[error("reporter state entry {key:?}: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: ValueError,
+    },
+    /// A figure's key body that is not month, name and label.
+    #[error("{0} parts, expected 3")]
+    KeyParts(usize),
+    /// A stored account row without its four fields.
+    #[error("{0} fields, expected 4")]
+    RowFields(usize),
+    /// A stored account row with a number field that is no number.
+    #[error("{text:?}: {source}")]
+    RowNumber {
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
 }
 
 /// The count and snapshot entries of a reporter store.
@@ -228,14 +247,14 @@ pub fn read_store(store: &Store) -> Result<(Vec<Entry>, Vec<Entry>), ReadError> 
             .scan_table(prefix)?
             .into_iter()
             .map(|(p, body, value)| {
-                let corrupt = |reason: String| ReadError::Corrupt {
+                let corrupt = |source: ValueError| ReadError::Corrupt {
                     key: String::from_utf8_lossy(&body).replace('\0', "/"),
-                    reason,
+                    source,
                 };
-                let [month, name, label] = parts(&body)
-                    .try_into()
-                    .map_err(|v: Vec<String>| corrupt(format!("{} parts, expected 3", v.len())))?;
-                let month = Month::parse(&month).map_err(|e| corrupt(e.to_string()))?;
+                let [month, name, label] = parts(&body).try_into().map_err(|v: Vec<String>| {
+                    corrupt(ValueError::invalid(ReadError::KeyParts(v.len())))
+                })?;
+                let month = Month::parse(&month).map_err(|e| corrupt(ValueError::invalid(e)))?;
                 let value = i64::from_bytes(&value).map_err(corrupt)?;
                 Ok((p, month, name, label, value))
             })
