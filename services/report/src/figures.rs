@@ -14,6 +14,9 @@ use crate::{
 /// `name -> label -> value`.
 pub type Table = BTreeMap<String, BTreeMap<String, i64>>;
 
+/// One headline figure: (key, title, value).
+pub type Headline = (&'static str, &'static str, i64);
+
 /// One month's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Figures {
@@ -46,8 +49,19 @@ impl Figures {
     }
 
     /// The headline figures, in report order: (key, title, value).
-    pub fn headline(&self) -> Vec<(&'static str, &'static str, i64)> {
-        vec![
+    pub fn headline(&self) -> Vec<Headline> {
+        let mut out = Vec::with_capacity(21);
+        out.extend(self.account_headline());
+        out.extend(self.storage_headline());
+        out.extend(self.inbound_headline());
+        out.extend(self.submission_headline());
+        out.extend(self.housekeeping_headline());
+        out
+    }
+
+    /// Accounts by status, and how they came and went.
+    fn account_headline(&self) -> [Headline; 7] {
+        [
             (
                 "accounts_active",
                 "Active accounts",
@@ -75,6 +89,12 @@ impl Figures {
             ),
             ("migrations", "Migrations", self.count_total(n::MIGRATIONS)),
             ("logins", "Logins", self.count_total(n::LOGINS)),
+        ]
+    }
+
+    /// What is stored, and what was delivered.
+    fn storage_headline(&self) -> [Headline; 3] {
+        [
             (
                 "storage_bytes",
                 "Storage used",
@@ -86,6 +106,12 @@ impl Figures {
                 self.level_total(n::INDEX_MESSAGES),
             ),
             ("delivered", "Mails stored", self.count_total(n::DELIVERED)),
+        ]
+    }
+
+    /// What the greylist and the scanner did to incoming mail.
+    fn inbound_headline(&self) -> [Headline; 4] {
+        [
             (
                 "greylist_deferred",
                 "Greylist: deferred",
@@ -102,6 +128,12 @@ impl Figures {
                 "Banned attachments",
                 self.count(n::SCANS, "banned"),
             ),
+        ]
+    }
+
+    /// What the users sent, and what the outbound limits did about it.
+    fn submission_headline(&self) -> [Headline; 4] {
+        [
             (
                 "submitted",
                 "Mails submitted by users",
@@ -123,6 +155,12 @@ impl Figures {
                 "Accounts blocked for abuse",
                 self.count(n::BLOCKS, "abuse"),
             ),
+        ]
+    }
+
+    /// Purges, notices and dead letters.
+    fn housekeeping_headline(&self) -> [Headline; 3] {
+        [
             (
                 "purged_messages",
                 "Mails purged",
