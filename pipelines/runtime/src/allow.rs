@@ -28,29 +28,30 @@ pub struct Cidr {
 
 impl Cidr {
     /// `a.b.c.d/n`, `x::y/n`, or a bare address (a /32 or /128).
-    pub fn parse(text: &str) -> Result<Cidr, String> {
+    pub fn parse(text: &str) -> Result<Cidr, RuntimeError> {
         let (addr, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let net: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let net: IpAddr = addr.parse().map_err(|_| RuntimeError::CidrAddress {
+            addr: addr.to_string(),
+        })?;
         let bits = bits_of(net);
         let prefix = match prefix {
             None => bits,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|n| *n <= bits)
-                .ok_or_else(|| format!("prefix {p:?} is not a number 0..={bits}"))?,
+            Some(p) => p.parse::<u8>().ok().filter(|n| *n <= bits).ok_or_else(|| {
+                RuntimeError::CidrPrefix {
+                    prefix: p.to_string(),
+                    bits,
+                }
+            })?,
         };
         let cidr = Cidr { net, prefix };
         if mask(net, prefix) != net {
-            return Err(format!(
-                "host bits are set (the network is {}/{prefix})",
-                mask(net, prefix)
-            ));
+            return Err(RuntimeError::CidrHostBits {
+                network: mask(net, prefix),
+                prefix,
+            });
         }
         Ok(cidr)
     }

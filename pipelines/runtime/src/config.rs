@@ -147,24 +147,26 @@ impl KafkaConfig {
                     path.display().to_string()
                 )),
                 Ok(_) => {}
-                Err(e) => out.push(e),
+                Err(e) => out.push(e.to_string()),
             }
         }
         out
     }
 
     /// The value of `key` from its file in `property_files`, or why not.
-    pub fn read_property_file(&self, key: &str) -> Result<String, String> {
+    pub fn read_property_file(&self, key: &str) -> Result<String, RuntimeError> {
         let path = self
             .property_files
             .get(key)
-            .ok_or_else(|| format!("kafka.property_files.{key}: not set"))?;
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "kafka.property_files.{key} = {:?}: {e}",
-                path.display().to_string()
-            )
-        })?;
+            .ok_or_else(|| RuntimeError::PropertyFileUnset {
+                key: key.to_string(),
+            })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| RuntimeError::ReadPropertyFile {
+                key: key.to_string(),
+                path: path.display().to_string(),
+                source,
+            })?;
         let text = text.strip_suffix('\n').unwrap_or(&text);
         Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
     }
@@ -264,20 +266,18 @@ impl MetricsConfig {
 }
 
 /// Kafka's rules for a topic name.
-pub fn check_topic_name(name: &str) -> Result<(), String> {
+pub fn check_topic_name(name: &str) -> Result<(), RuntimeError> {
     if name.is_empty() || name.len() > 249 {
-        return Err(format!("length {} is not 1..=249", name.len()));
+        return Err(RuntimeError::TopicNameLength(name.len()));
     }
     if name == "." || name == ".." {
-        return Err("'.' and '..' are not topic names".into());
+        return Err(RuntimeError::TopicNameDots);
     }
     match name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        Some(c) => Err(format!(
-            "character {c:?} is not allowed (only a-z A-Z 0-9 . _ -)"
-        )),
+        Some(c) => Err(RuntimeError::TopicNameChar(c)),
         None => Ok(()),
     }
 }
@@ -316,10 +316,10 @@ pub fn load_document(
                 message: format!("environment variable {name}: empty key segment"),
             });
         }
-        set_path(&mut doc, &path, parse_env_value(&value)).map_err(|message| {
+        set_path(&mut doc, &path, parse_env_value(&value)).map_err(|e| {
             RuntimeError::ParseConfig {
                 path: shown.clone(),
-                message: format!("environment variable {name}: {message}"),
+                message: format!("environment variable {name}: {e}"),
             }
         })?;
     }
@@ -345,8 +345,12 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
-    let (last, parents) = path.split_last().ok_or("no key")?;
+fn set_path(
+    doc: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+) -> Result<(), RuntimeError> {
+    let (last, parents) = path.split_last().ok_or(RuntimeError::EnvNoKey)?;
     let mut table = doc;
     for part in parents {
         let entry = table
@@ -354,7 +358,7 @@ fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Resul
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = entry
             .as_table_mut()
-            .ok_or_else(|| format!("{part} is not a table"))?;
+            .ok_or_else(|| RuntimeError::EnvNotATable { part: part.clone() })?;
     }
     table.insert(last.clone(), value);
     Ok(())

@@ -35,7 +35,7 @@ pub use mailfleet_events as __events;
 pub use consumer::{
     output_id, Consumer, Decision, Decode, Emit, Input, Outcome, RecordMeta, Verdict,
 };
-pub use error::{RuntimeError, StateError};
+pub use error::{RuntimeError, StateError, ValueError};
 pub use runner::{offline, run, Capture, RunSpec, RunStats, FETCH_DEFAULTS};
 pub use shutdown::{hold_signals, leave_group, Shutdown};
 pub use state::{partition_key, split_partition_key, Overlay, StateKey, StateValue, StateView};

@@ -20,7 +20,7 @@ use mailfleet_events::config::ConfigChanged;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{Decision, StateError, StateKey, StateValue, StateView};
+use crate::{Decision, RuntimeError, StateError, StateKey, StateValue, StateView, ValueError};
 
 /// Settings as recorded: canonical JSON and its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +33,10 @@ pub struct Settings {
 
 impl Settings {
     /// The canonical form of `value`.
-    pub fn of<T: Serialize>(value: &T) -> Result<Settings, String> {
+    pub fn of<T: Serialize>(value: &T) -> Result<Settings, RuntimeError> {
         // serde_json's Value keeps object keys sorted (no preserve_order).
-        let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
-        let json = serde_json::to_string(&value).map_err(|e| e.to_string())?;
+        let value = serde_json::to_value(value).map_err(RuntimeError::Settings)?;
+        let json = serde_json::to_string(&value).map_err(RuntimeError::Settings)?;
         Ok(Self::from_json(json))
     }
 
@@ -60,8 +60,8 @@ impl StateValue for Settings {
     fn to_bytes(&self) -> Vec<u8> {
         self.json.as_bytes().to_vec()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let json = String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        let json = String::from_utf8(bytes.to_vec())?;
         Ok(Settings::from_json(json))
     }
 }
@@ -105,11 +105,11 @@ impl<C> InForce<C> {
 
     /// The config in force in this partition and its settings hash (none
     /// before a `ConfigChanged`); `build` makes a config from recorded
-    /// settings JSON, or says why it cannot.
-    pub fn get(
+    /// settings JSON, or says why it cannot (its crate's error).
+    pub fn get<E: std::error::Error + Send + Sync + 'static>(
         &self,
         state: &StateView<'_>,
-        build: impl Fn(&Settings) -> Result<C, String>,
+        build: impl Fn(&Settings) -> Result<C, E>,
     ) -> Result<(Arc<C>, Option<String>), StateError> {
         let Some(bytes) = state.get_raw(&InForceKey)? else {
             return Ok((self.file.clone(), None));
@@ -123,9 +123,9 @@ impl<C> InForce<C> {
         let cfg = match cache.get(&settings.hash) {
             Some(cfg) => cfg.clone(),
             None => {
-                let cfg = Arc::new(build(&settings).map_err(|reason| StateError::Corrupt {
+                let cfg = Arc::new(build(&settings).map_err(|e| StateError::Corrupt {
                     key: format!("{} settings in force", self.consumer),
-                    reason,
+                    source: ValueError::invalid(e),
                 })?);
                 cache.insert(settings.hash.clone(), cfg.clone());
                 cfg
@@ -142,11 +142,11 @@ impl<C> InForce<C> {
     /// Apply a `ConfigChanged`: ignored for another consumer or settings
     /// already in force; refused (dead-lettered with the reason) when its
     /// hash is not its settings' or `build` refuses them.
-    pub fn take(
+    pub fn take<E: std::error::Error>(
         &self,
         state: &StateView<'_>,
         c: &ConfigChanged,
-        build: impl Fn(&Settings) -> Result<C, String>,
+        build: impl Fn(&Settings) -> Result<C, E>,
     ) -> Result<Decision, StateError> {
         if c.consumer != self.consumer {
             return Ok(Decision::ignore());
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(s.json, r#"{"alpha":"x","zeta":300}"#, "keys sorted");
         assert_eq!(s.hash.len(), 64);
         assert_eq!(Settings::from_json(s.json.clone()), s);
-        assert_eq!(Settings::from_bytes(&s.to_bytes()), Ok(s.clone()));
+        assert_eq!(Settings::from_bytes(&s.to_bytes()).unwrap(), s);
         let other = Settings::of(&S {
             zeta: 301,
             alpha: "x",
@@ -212,7 +212,7 @@ mod tests {
         let build = |s: &Settings| {
             built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if s.json.contains("bad") {
-                Err("refused".to_string())
+                Err(std::io::Error::other("refused"))
             } else {
                 Ok(s.json.clone())
             }

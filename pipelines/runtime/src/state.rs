@@ -10,7 +10,10 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::{error::StateError, store::Store};
+use crate::{
+    error::{StateError, ValueError},
+    store::Store,
+};
 
 /// A typed state key. `PREFIX` separates tables inside the state column
 /// family; prefixes `0xF0..=0xFF` are reserved for the runtime.
@@ -35,17 +38,18 @@ pub trait StateValue: Sized {
     /// Serialise.
     fn to_bytes(&self) -> Vec<u8>;
     /// Deserialise; the error names what is wrong.
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String>;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError>;
 }
 
 impl StateValue for u64 {
     fn to_bytes(&self) -> Vec<u8> {
         self.to_le_bytes().to_vec()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let arr: [u8; 8] = bytes
-            .try_into()
-            .map_err(|_| format!("{} bytes, expected 8", bytes.len()))?;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        let arr: [u8; 8] = bytes.try_into().map_err(|_| ValueError::Length {
+            len: bytes.len(),
+            expected: 8,
+        })?;
         Ok(u64::from_le_bytes(arr))
     }
 }
@@ -54,7 +58,7 @@ impl StateValue for i64 {
     fn to_bytes(&self) -> Vec<u8> {
         self.to_le_bytes().to_vec()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         u64::from_bytes(bytes).map(|v| v as i64)
     }
 }
@@ -64,9 +68,12 @@ impl StateValue for (i64, i64) {
     fn to_bytes(&self) -> Vec<u8> {
         [self.0.to_le_bytes(), self.1.to_le_bytes()].concat()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         if bytes.len() != 16 {
-            return Err(format!("{} bytes, expected 16", bytes.len()));
+            return Err(ValueError::Length {
+                len: bytes.len(),
+                expected: 16,
+            });
         }
         let (a, b) = bytes.split_at(8);
         Ok((i64::from_bytes(a)?, i64::from_bytes(b)?))
@@ -77,7 +84,7 @@ impl StateValue for () {
     fn to_bytes(&self) -> Vec<u8> {
         Vec::new()
     }
-    fn from_bytes(_: &[u8]) -> Result<Self, String> {
+    fn from_bytes(_: &[u8]) -> Result<Self, ValueError> {
         Ok(())
     }
 }
@@ -195,9 +202,9 @@ impl<'a> StateView<'a> {
 }
 
 fn decode_value<K: StateKey>(raw: &[u8], bytes: &[u8]) -> Result<K::Value, StateError> {
-    K::Value::from_bytes(bytes).map_err(|reason| StateError::Corrupt {
+    K::Value::from_bytes(bytes).map_err(|source| StateError::Corrupt {
         key: String::from_utf8_lossy(raw).into_owned(),
-        reason,
+        source,
     })
 }
 

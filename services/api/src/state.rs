@@ -3,12 +3,12 @@
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use mailfleet_events::{Envelope, Event};
 use mailfleet_password as password;
-use mailfleet_runtime::producer::EventProducer;
+use mailfleet_runtime::{producer::EventProducer, time::now_ms};
 use tokio::sync::{Mutex, MutexGuard, Semaphore};
 
 use super::{
@@ -160,11 +160,4 @@ impl Locks {
         let stripe = (h.finish() % self.stripes.len() as u64) as usize;
         self.stripes[stripe].lock().await
     }
-}
-
-/// Wall-clock ms: the event time of an event born here.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

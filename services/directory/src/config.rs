@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{
     dn::{Dn, Rdn},
-    filter,
+    filter, DirectoryError,
 };
 
 /// The placeholder of [`LdapConfig::account_rdn`].
@@ -193,7 +193,7 @@ impl LdapConfig {
             let parsed = Dn::parse_or_problem(text).and_then(|dn| {
                 match (dn.rdns(), dn.rdns().first().and_then(Rdn::only)) {
                     ([rdn], Some(ava)) if ava.attr.eq_ignore_ascii_case("ou") => Ok(rdn.clone()),
-                    _ => Err("must be one RDN ou=<name> (an organizationalUnit)".into()),
+                    _ => Err(DirectoryError::ChildNotOu),
                 }
             });
             match parsed {
@@ -254,22 +254,23 @@ impl Layout {
     /// own RDN (`ou=people`) below `target_base`. Refused: a target outside
     /// `base` (slapd serves nothing there), or one within the source people
     /// base (a copy into itself).
-    pub fn target_people(&self, target_base: &Dn) -> Result<Dn, String> {
+    pub fn target_people(&self, target_base: &Dn) -> Result<Dn, DirectoryError> {
         let Some(people_rdn) = self.people.rdns().first() else {
-            return Err("ldap.people_base has no RDN".into());
+            return Err(DirectoryError::PeopleBaseRoot);
         };
         if !target_base.is_within(&self.base) {
-            return Err(format!(
-                "target LDAP base {target_base}: is not within ldap.base = {} (the suffix slapd serves)",
-                self.base
-            ));
+            return Err(DirectoryError::TargetOutsideBase {
+                target_base: target_base.clone(),
+                base: self.base.clone(),
+            });
         }
         let target = target_base.child(people_rdn.clone());
         if target.is_within(&self.people) {
-            return Err(format!(
-                "target LDAP base {target_base}: its accounts would go to {target}, within the source {}",
-                self.people
-            ));
+            return Err(DirectoryError::TargetWithinSource {
+                target_base: target_base.clone(),
+                target,
+                people: self.people.clone(),
+            });
         }
         Ok(target)
     }
@@ -403,15 +404,18 @@ mod tests {
         );
         let e = layout
             .target_people(&dn("ou=paid,dc=elsewhere,dc=test"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is not within ldap.base"), "{e}");
         let e = layout
             .target_people(&dn("dc=mailfleet,dc=test"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("within the source"), "{e}");
         let e = layout
             .target_people(&dn("ou=x,ou=people,dc=mailfleet,dc=test"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("within the source"), "{e}");
     }
 

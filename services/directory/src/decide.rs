@@ -14,61 +14,32 @@
 //! deletion step, the tombstone), cleared by a new registration, so that a
 //! change reaching an already removed entry is no error.
 
-use mailfleet_events::{
-    accounts::{
-        AccountDeleted, AccountPasswordChanged, AccountRegistered, AccountStatus,
-        AccountStatusChanged, DeletionStep, DeletionStepRequested, PlanChanged, QuotaChanged,
-    },
-    Envelope, EventError, Registry,
+use mailfleet_events::accounts::{
+    AccountDeleted, AccountPasswordChanged, AccountRegistered, AccountStatus, AccountStatusChanged,
+    DeletionStep, DeletionStepRequested, PlanChanged, QuotaChanged,
 };
-use mailfleet_runtime::{Decision, Decode, StateError, StateKey, StateView};
+use mailfleet_runtime::{Decision, StateError, StateKey, StateView};
 
-use super::entry::{Change, NewAccount};
+use super::{
+    entry::{Change, NewAccount},
+    DirectoryError,
+};
 
-/// Everything the directory reads from `accounts.events`.
-#[derive(Debug)]
-pub enum DirectoryInput {
-    Registered(AccountRegistered),
-    StatusChanged(AccountStatusChanged),
-    Quota(QuotaChanged),
-    Plan(PlanChanged),
-    Password(AccountPasswordChanged),
-    DeletionStep(DeletionStepRequested),
-    /// The tombstone.
-    Deleted(AccountDeleted),
-    /// Any other event on the topic (logins, ticks, our own outputs): ignored.
-    Other(Envelope),
-}
-
-impl Decode for DirectoryInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.accounts.AccountRegistered" => Self::Registered(registry.decode(bytes)?),
-            "mailfleet.accounts.AccountStatusChanged" => {
-                Self::StatusChanged(registry.decode(bytes)?)
-            }
-            "mailfleet.accounts.QuotaChanged" => Self::Quota(registry.decode(bytes)?),
-            "mailfleet.accounts.PlanChanged" => Self::Plan(registry.decode(bytes)?),
-            "mailfleet.accounts.AccountPasswordChanged" => Self::Password(registry.decode(bytes)?),
-            "mailfleet.accounts.DeletionStepRequested" => {
-                Self::DeletionStep(registry.decode(bytes)?)
-            }
-            "mailfleet.accounts.AccountDeleted" => Self::Deleted(registry.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Registered(e) => &e.envelope,
-            Self::StatusChanged(e) => &e.envelope,
-            Self::Quota(e) => &e.envelope,
-            Self::Plan(e) => &e.envelope,
-            Self::Password(e) => &e.envelope,
-            Self::DeletionStep(e) => &e.envelope,
-            Self::Deleted(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// Everything the directory reads from `accounts.events`. Any other
+    /// event on the topic (logins, ticks, our own outputs) is `Other`:
+    /// ignored.
+    #[derive(Debug)]
+    pub enum DirectoryInput {
+        Registered(AccountRegistered),
+        StatusChanged(AccountStatusChanged),
+        Quota(QuotaChanged),
+        Plan(PlanChanged),
+        Password(AccountPasswordChanged),
+        DeletionStep(DeletionStepRequested),
+        /// The tombstone.
+        Deleted(AccountDeleted),
+        _ => Other,
     }
 }
 
@@ -222,11 +193,11 @@ fn mark_gone(account: &str, gone: bool) -> Decision {
 
 /// A stored password must be a `{SCHEME}value` hash: slapd would take
 /// anything else as a clear-text password. The value is never shown.
-fn check_hash(hash: &str) -> Result<(), String> {
+fn check_hash(hash: &str) -> Result<(), DirectoryError> {
     let scheme_end = hash.strip_prefix('{').and_then(|rest| rest.find('}'));
     match scheme_end {
         Some(end) if end > 0 && hash.len() > end + 2 => Ok(()),
-        _ => Err("password_hash is not a {SCHEME}... hash (value not shown)".into()),
+        _ => Err(DirectoryError::PasswordHash),
     }
 }
 

@@ -88,27 +88,29 @@ impl Dn {
     pub fn parse(text: &str) -> Result<Dn, DirectoryError> {
         Self::parse_or_problem(text).map_err(|problem| DirectoryError::ParseDn {
             dn: text.to_string(),
-            problem,
+            problem: Box::new(problem),
         })
     }
 
     /// [`Dn::parse`], failing with only what is wrong (naming the RDN and
     /// its value), for messages that name the key and the DN themselves.
-    pub(crate) fn parse_or_problem(text: &str) -> Result<Dn, String> {
+    pub(crate) fn parse_or_problem(text: &str) -> Result<Dn, DirectoryError> {
         if text.is_empty() {
-            return Err("is empty".into());
+            return Err(DirectoryError::DnEmpty);
         }
         let mut rdns = Vec::new();
         for (index, raw) in split_unescaped(text, ',').into_iter().enumerate() {
             let n = index + 1;
             if raw.is_empty() {
-                return Err(format!(
-                    "RDN {n} is empty (a doubled, leading or trailing ',')"
-                ));
+                return Err(DirectoryError::RdnEmpty { n });
             }
             let mut avas = Vec::new();
             for part in split_unescaped(raw, '+') {
-                avas.push(parse_ava(part).map_err(|p| format!("RDN {n} {raw:?}: {p}"))?);
+                avas.push(parse_ava(part).map_err(|p| DirectoryError::InRdn {
+                    n,
+                    rdn: raw.to_string(),
+                    problem: Box::new(p),
+                })?);
             }
             rdns.push(Rdn(avas));
         }
@@ -233,18 +235,18 @@ fn split_unescaped(text: &str, sep: char) -> Vec<&str> {
 }
 
 /// One `type=value`, the value unescaped.
-fn parse_ava(text: &str) -> Result<Ava, String> {
+fn parse_ava(text: &str) -> Result<Ava, DirectoryError> {
     let Some((attr, raw)) = text.split_once('=') else {
-        return Err(format!(
-            "{text:?} has no '=' between attribute type and value"
-        ));
+        return Err(DirectoryError::AvaWithoutEquals {
+            ava: text.to_string(),
+        });
     };
     check_attr(attr)?;
     Ok(Ava::new(attr, unescape(raw)?))
 }
 
 /// An attribute type: a name (`ALPHA *(ALPHA / DIGIT / "-")`) or an OID.
-fn check_attr(attr: &str) -> Result<(), String> {
+fn check_attr(attr: &str) -> Result<(), DirectoryError> {
     let name = attr.starts_with(|c: char| c.is_ascii_alphabetic())
         && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     let oid = !attr.is_empty()
@@ -255,27 +257,26 @@ fn check_attr(attr: &str) -> Result<(), String> {
         return Ok(());
     }
     if attr.is_empty() {
-        return Err("the attribute type before '=' is missing".into());
+        return Err(DirectoryError::AttrMissing);
     }
-    let hint = if attr.trim() != attr {
-        " (RFC 4514 allows no spaces around ',', '+' and '=')"
-    } else {
-        ""
-    };
-    Err(format!("{attr:?} is not an attribute type{hint}"))
+    Err(DirectoryError::NotAnAttr {
+        attr: attr.to_string(),
+        spaced: attr.trim() != attr,
+    })
 }
 
 /// The value of an AVA, unescaped; refuses what RFC 4514 requires to be
 /// escaped, and `=` (see the module doc).
-fn unescape(raw: &str) -> Result<String, String> {
+fn unescape(raw: &str) -> Result<String, DirectoryError> {
+    let value = || raw.to_string();
     if raw.is_empty() {
-        return Err("the value is empty".into());
+        return Err(DirectoryError::ValueEmpty);
     }
     if raw.starts_with('#') {
-        return Err(format!("value {raw:?}: hex-encoded (#...) values are not supported; escape a leading '#' as \\#"));
+        return Err(DirectoryError::ValueHex { value: value() });
     }
     if raw.starts_with(' ') {
-        return Err(format!("value {raw:?} starts with an unescaped space (RFC 4514 allows no spaces around ',', '+' and '=')"));
+        return Err(DirectoryError::ValueLeadingSpace { value: value() });
     }
     let mut bytes = Vec::with_capacity(raw.len());
     let mut chars = raw.chars().peekable();
@@ -284,11 +285,9 @@ fn unescape(raw: &str) -> Result<String, String> {
         trailing_space = c == ' ';
         match c {
             '\\' => bytes.push(escaped(raw, &mut chars)?),
-            '=' => return Err(format!(
-                "value {raw:?} holds an unescaped '=': a '.' typed where a ',' belongs? (write \\= if the value really holds '=')"
-            )),
+            '=' => return Err(DirectoryError::ValueEquals { value: value() }),
             '"' | ';' | '<' | '>' | '\0' => {
-                return Err(format!("value {raw:?} holds an unescaped {c:?} (write \\{c})"))
+                return Err(DirectoryError::ValueUnescaped { value: value(), c })
             }
             _ => {
                 let mut buf = [0; 4];
@@ -297,17 +296,18 @@ fn unescape(raw: &str) -> Result<String, String> {
         }
     }
     if trailing_space {
-        return Err(format!(
-            "value {raw:?} ends with an unescaped space (write '\\ ')"
-        ));
+        return Err(DirectoryError::ValueTrailingSpace { value: value() });
     }
-    String::from_utf8(bytes).map_err(|_| format!("value {raw:?}: its \\XX escapes are not UTF-8"))
+    String::from_utf8(bytes).map_err(|_| DirectoryError::ValueUtf8 { value: value() })
 }
 
 /// The byte a `\` escape stands for: `\` + a special character, or two hex digits.
-fn escaped(raw: &str, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<u8, String> {
-    let bad = || {
-        format!("value {raw:?} has a bad '\\' escape (RFC 4514: \\ then a special character or two hex digits)")
+fn escaped(
+    raw: &str,
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+) -> Result<u8, DirectoryError> {
+    let bad = || DirectoryError::ValueEscape {
+        value: raw.to_string(),
     };
     let first = chars.next().ok_or_else(bad)?;
     if matches!(

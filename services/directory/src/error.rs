@@ -3,10 +3,12 @@
 //! permanent (dead letter); a DN that does not parse; and the failures of
 //! a migration (`mailfleet account migrate`).
 
-use std::{fmt, path::PathBuf, time::SystemTimeError};
+use std::{fmt, path::PathBuf};
 
 use mailfleet_password::PasswordError;
 use mailfleet_runtime::RuntimeError;
+
+use crate::dn::Dn;
 
 /// An error from outside this crate (the storage layout, the mailer the
 /// binary wires into a migration), kept whole as the source.
@@ -89,9 +91,84 @@ pub enum DirectoryError {
     ParseDn {
         /// The text as given.
         dn: String,
-        /// What is wrong, naming the RDN and its value.
-        problem: String,
+        /// What is wrong, naming the RDN and its value (one of the DN
+        /// syntax variants below).
+        #[source]
+        problem: Box<DirectoryError>,
     },
+    /// DN syntax: the empty DN.
+    #[error("is empty")]
+    DnEmpty,
+    /// DN syntax: an empty RDN.
+    #[error("RDN {n} is empty (a doubled, leading or trailing ',')")]
+    RdnEmpty {
+        /// 1 for the leaf.
+        n: usize,
+    },
+    /// DN syntax: what is wrong inside one RDN.
+    #[error("RDN {n} {rdn:?}: {problem}")]
+    InRdn {
+        /// 1 for the leaf.
+        n: usize,
+        rdn: String,
+        #[source]
+        problem: Box<DirectoryError>,
+    },
+    /// DN syntax: an AVA without `=`.
+    #[error("{ava:?} has no '=' between attribute type and value")]
+    AvaWithoutEquals { ava: String },
+    /// DN syntax: an AVA starting with `=`.
+    #[error("the attribute type before '=' is missing")]
+    AttrMissing,
+    /// DN syntax: an attribute type that is neither a name nor an OID.
+    #[error("{attr:?} is not an attribute type{}", spaces_hint(*.spaced))]
+    NotAnAttr {
+        attr: String,
+        /// It has spaces around it.
+        spaced: bool,
+    },
+    /// DN syntax: an empty value.
+    #[error("the value is empty")]
+    ValueEmpty,
+    /// DN syntax: a `#...` (BER, hex-encoded) value.
+    #[error(
+        "value {value:?}: hex-encoded (#...) values are not supported; escape a leading '#' as \\#"
+    )]
+    ValueHex { value: String },
+    /// DN syntax: a value starting with an unescaped space.
+    #[error("value {value:?} starts with an unescaped space (RFC 4514 allows no spaces around ',', '+' and '=')")]
+    ValueLeadingSpace { value: String },
+    /// DN syntax: a value ending with an unescaped space.
+    #[error("value {value:?} ends with an unescaped space (write '\\ ')")]
+    ValueTrailingSpace { value: String },
+    /// DN syntax: an unescaped `=` in a value (see [`super::dn`]).
+    #[error("value {value:?} holds an unescaped '=': a '.' typed where a ',' belongs? (write \\= if the value really holds '=')")]
+    ValueEquals { value: String },
+    /// DN syntax: an unescaped `"`, `;`, `<`, `>` or NUL in a value.
+    #[error("value {value:?} holds an unescaped {c:?} (write \\{c})")]
+    ValueUnescaped { value: String, c: char },
+    /// DN syntax: a `\` escape that is neither a special character nor
+    /// two hex digits.
+    #[error("value {value:?} has a bad '\\' escape (RFC 4514: \\ then a special character or two hex digits)")]
+    ValueEscape { value: String },
+    /// DN syntax: `\XX` escapes that do not make UTF-8.
+    #[error("value {value:?}: its \\XX escapes are not UTF-8")]
+    ValueUtf8 { value: String },
+    /// An `ldap.children` entry that is not one `ou=<name>` RDN.
+    #[error("must be one RDN ou=<name> (an organizationalUnit)")]
+    ChildNotOu,
+    /// An `ldap.account_filter` not enclosed in parentheses.
+    #[error("a filter is enclosed in parentheses, e.g. (objectClass=mailfleetAccount)")]
+    FilterParentheses,
+    /// An `ldap.account_filter` whose parentheses do not balance.
+    #[error("unbalanced parentheses")]
+    FilterUnbalanced,
+    /// An `ldap.account_filter` ldap3's RFC 4515 parser refuses.
+    #[error("not an RFC 4515 filter")]
+    FilterSyntax,
+    /// An account event whose password is not a `{SCHEME}value` hash.
+    #[error("password_hash is not a {{SCHEME}}... hash (value not shown)")]
+    PasswordHash,
     /// A DN slapd returned does not parse (so it cannot be copied).
     #[error("ldap {op}: {source}")]
     BadDn {
@@ -103,9 +180,20 @@ pub enum DirectoryError {
     /// Migration: `[ldap]` has problems (each naming key and value).
     #[error("invalid [ldap] config:\n  - {}", .0.join("\n  - "))]
     LdapConfig(Vec<String>),
-    /// Migration: the target LDAP base cannot take the account.
-    #[error("{0}")]
-    TargetBase(String),
+    /// Migration: the configured people base is the root.
+    #[error("ldap.people_base has no RDN")]
+    PeopleBaseRoot,
+    /// Migration: a target LDAP base outside the suffix slapd serves.
+    #[error("target LDAP base {target_base}: is not within ldap.base = {base} (the suffix slapd serves)")]
+    TargetOutsideBase { target_base: Dn, base: Dn },
+    /// Migration: a target LDAP base whose accounts would land within the
+    /// source people base (a copy into itself).
+    #[error("target LDAP base {target_base}: its accounts would go to {target}, within the source {people}")]
+    TargetWithinSource {
+        target_base: Dn,
+        target: Dn,
+        people: Dn,
+    },
     /// Migration: the target mail root does not exist, is no folder, or
     /// is the source's.
     #[error("--to-mail-root {}: {problem}", .root.display())]
@@ -162,9 +250,6 @@ pub enum DirectoryError {
         #[source]
         source: Box<RuntimeError>,
     },
-    /// Migration: the system clock is before 1970.
-    #[error(transparent)]
-    Clock(#[from] SystemTimeError),
 }
 
 impl DirectoryError {
@@ -189,9 +274,32 @@ impl DirectoryError {
             ),
             Self::Timeout { .. } | Self::Dropped { .. } | Self::PasswordFile { .. } => true,
             Self::BadDn { .. } | Self::NotAnAccount { .. } | Self::ParseDn { .. } => false,
+            // What is wrong with a DN, a filter, a hash: the input's or the
+            // config's, never better on a retry.
+            Self::DnEmpty
+            | Self::RdnEmpty { .. }
+            | Self::InRdn { .. }
+            | Self::AvaWithoutEquals { .. }
+            | Self::AttrMissing
+            | Self::NotAnAttr { .. }
+            | Self::ValueEmpty
+            | Self::ValueHex { .. }
+            | Self::ValueLeadingSpace { .. }
+            | Self::ValueTrailingSpace { .. }
+            | Self::ValueEquals { .. }
+            | Self::ValueUnescaped { .. }
+            | Self::ValueEscape { .. }
+            | Self::ValueUtf8 { .. }
+            | Self::ChildNotOu
+            | Self::FilterParentheses
+            | Self::FilterUnbalanced
+            | Self::FilterSyntax
+            | Self::PasswordHash => false,
             // A migration's own failures: it runs once, from the command line.
             Self::LdapConfig(_)
-            | Self::TargetBase(_)
+            | Self::PeopleBaseRoot
+            | Self::TargetOutsideBase { .. }
+            | Self::TargetWithinSource { .. }
             | Self::TargetMailRoot { .. }
             | Self::Mailbox(_)
             | Self::OneTimePassword
@@ -201,8 +309,7 @@ impl DirectoryError {
             | Self::CopyThread(_)
             | Self::MailToken { .. }
             | Self::Producer(_)
-            | Self::Produce { .. }
-            | Self::Clock(_) => false,
+            | Self::Produce { .. } => false,
         }
     }
 
@@ -212,6 +319,15 @@ impl DirectoryError {
             Self::Result { rc, .. } => Some(*rc),
             _ => None,
         }
+    }
+}
+
+/// Why an attribute type with spaces around it is refused.
+fn spaces_hint(spaced: bool) -> &'static str {
+    if spaced {
+        " (RFC 4514 allows no spaces around ',', '+' and '=')"
+    } else {
+        ""
     }
 }
 

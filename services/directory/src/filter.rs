@@ -1,6 +1,8 @@
 //! Search filters (RFC 4515): escaping a value into one, and checking a
 //! configured filter before anything starts.
 
+use crate::DirectoryError;
+
 /// Escape a value for a filter (RFC 4515 section 3): `*`, `(`, `)`, `\`
 /// and NUL become `\2a`, `\28`, `\29`, `\5c`, `\00`, so an address such as
 /// `a*)(uid=*` matches only itself.
@@ -27,11 +29,9 @@ pub fn equals(attr: &str, value: &str) -> String {
 /// Check a configured filter: parenthesised (RFC 4515 requires it, though
 /// some tools accept a bare `a=b`) and parsed by ldap3's RFC 4515 parser,
 /// so a filter slapd would refuse is refused at load.
-pub fn check(filter: &str) -> Result<(), String> {
+pub fn check(filter: &str) -> Result<(), DirectoryError> {
     if !(filter.starts_with('(') && filter.ends_with(')')) {
-        return Err(
-            "a filter is enclosed in parentheses, e.g. (objectClass=mailfleetAccount)".into(),
-        );
+        return Err(DirectoryError::FilterParentheses);
     }
     let mut depth = 0i32;
     for c in filter.chars() {
@@ -41,15 +41,15 @@ pub fn check(filter: &str) -> Result<(), String> {
             _ => 0,
         };
         if depth < 0 {
-            return Err("unbalanced parentheses".into());
+            return Err(DirectoryError::FilterUnbalanced);
         }
     }
     if depth != 0 {
-        return Err("unbalanced parentheses".into());
+        return Err(DirectoryError::FilterUnbalanced);
     }
     ldap3::parse_filter(filter)
         .map(|_| ())
-        .map_err(|()| "not an RFC 4515 filter".into())
+        .map_err(|()| DirectoryError::FilterSyntax)
 }
 
 #[cfg(test)]
@@ -74,7 +74,7 @@ mod tests {
             "(!(mailfleetStatus=deleted))",
             "(uid=*)",
         ] {
-            assert_eq!(check(good), Ok(()), "{good}");
+            assert!(check(good).is_ok(), "{good}");
         }
         for (bad, why) in [
             ("objectClass=mailfleetAccount", "parentheses"),
@@ -84,7 +84,7 @@ mod tests {
             ("(=b)", "not an RFC 4515 filter"),
             ("(a~b)", "not an RFC 4515 filter"),
         ] {
-            let e = check(bad).unwrap_err();
+            let e = check(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -21,7 +21,7 @@ use crate::{
     date::rfc2822_utc,
     state::{Awl, AwlKey, InstanceKey, Seen, TripletKey},
     whitelist::{WhitelistFiles, Whitelists},
-    GreylistConfig, GreylistRules, RecordedLists,
+    GreylistConfig, GreylistError, GreylistRules, RecordedLists,
 };
 
 mailfleet_runtime::inputs! {
@@ -71,14 +71,17 @@ pub struct GreylistInForce {
 
 /// The settings `config` and the whitelist files give, as a
 /// `ConfigChanged` records them (the files' texts included).
-pub fn settings_of(config: &GreylistConfig, files: &WhitelistFiles) -> Result<Settings, String> {
+pub fn settings_of(
+    config: &GreylistConfig,
+    files: &WhitelistFiles,
+) -> Result<Settings, GreylistError> {
     let mut rules = config.rules();
-    let (clients, recipients) = files.texts().map_err(|e| e.to_string())?;
+    let (clients, recipients) = files.texts()?;
     rules.whitelists = Some(RecordedLists {
         clients,
         recipients,
     });
-    Settings::of(&rules)
+    Ok(Settings::of(&rules)?)
 }
 
 pub struct Greylist {
@@ -111,7 +114,7 @@ impl Greylist {
     }
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
-    pub fn settings(&self) -> Result<Settings, String> {
+    pub fn settings(&self) -> Result<Settings, GreylistError> {
         settings_of(&self.in_force.file().config, &self.whitelists)
     }
 
@@ -124,13 +127,11 @@ impl Greylist {
     }
 
     /// What recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<GreylistInForce, String> {
+    fn build(&self, settings: &Settings) -> Result<GreylistInForce, GreylistError> {
         let rules: GreylistRules =
-            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+            serde_json::from_str(&settings.json).map_err(GreylistError::ReadRules)?;
         let lists = match &rules.whitelists {
-            Some(l) => Some(Arc::new(
-                Whitelists::from_texts(&l.clients, &l.recipients).map_err(|e| e.to_string())?,
-            )),
+            Some(l) => Some(Arc::new(Whitelists::from_texts(&l.clients, &l.recipients)?)),
             None => None,
         };
         let config = self.in_force.file().config.with_rules(rules);
@@ -138,7 +139,7 @@ impl Greylist {
         if problems.is_empty() {
             Ok(GreylistInForce { config, lists })
         } else {
-            Err(problems.join("; "))
+            Err(GreylistError::InvalidRules(problems))
         }
     }
 

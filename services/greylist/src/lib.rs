@@ -8,10 +8,12 @@
 mod config;
 mod date;
 mod decide;
+mod error;
 pub mod state;
 pub mod whitelist;
 mod wiring;
 
 pub use config::{GreylistConfig, GreylistRules, RecordedLists};
 pub use decide::{settings_of, Answer, Greylist, GreylistInForce, GreylistInput};
+pub use error::GreylistError;
 pub use wiring::build;

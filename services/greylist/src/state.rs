@@ -1,6 +1,8 @@
 //! The greylist's state tables.
 
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{StateKey, StateValue, ValueError};
+
+use crate::GreylistError;
 
 /// A triplet: `t` + the triplet text.
 pub struct TripletKey(pub String);
@@ -47,7 +49,7 @@ impl StateKey for InstanceKey {
     }
 }
 
-fn two_i64(bytes: &[u8]) -> Result<(i64, i64), String> {
+fn two_i64(bytes: &[u8]) -> Result<(i64, i64), ValueError> {
     <(i64, i64)>::from_bytes(bytes)
 }
 
@@ -55,7 +57,7 @@ impl StateValue for Seen {
     fn to_bytes(&self) -> Vec<u8> {
         [self.first.to_le_bytes(), self.last.to_le_bytes()].concat()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         two_i64(bytes).map(|(first, last)| Seen { first, last })
     }
 }
@@ -64,9 +66,10 @@ impl StateValue for Awl {
     fn to_bytes(&self) -> Vec<u8> {
         [i64::from(self.count).to_le_bytes(), self.last.to_le_bytes()].concat()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         let (count, last) = two_i64(bytes)?;
-        let count = u32::try_from(count).map_err(|_| format!("count {count} out of range"))?;
+        let count = u32::try_from(count)
+            .map_err(|_| ValueError::invalid(GreylistError::AwlCount(count)))?;
         Ok(Awl { count, last })
     }
 }

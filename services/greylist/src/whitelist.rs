@@ -20,23 +20,7 @@ use std::{
 use mailfleet_events::greylist::triplet::mask;
 use regex::{Regex, RegexBuilder};
 
-/// A whitelist file could not be read or has a bad line.
-#[derive(Debug, thiserror::Error)]
-pub enum WhitelistError {
-    #[error("reading whitelist {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} line {line}: {reason}: {text:?}")]
-    Line {
-        path: String,
-        line: usize,
-        text: String,
-        reason: String,
-    },
-}
+use crate::GreylistError;
 
 /// One whitelist file's text as recorded in a `ConfigChanged`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,7 +35,7 @@ impl Whitelists {
     pub fn from_texts(
         clients: &[ListText],
         recipients: &[ListText],
-    ) -> Result<Self, WhitelistError> {
+    ) -> Result<Self, GreylistError> {
         let mut w = Whitelists::default();
         for t in clients {
             w.add_clients(&t.name, &t.text)?;
@@ -75,11 +59,8 @@ pub struct Whitelists {
     recipient_regexes: Vec<Regex>,
 }
 
-fn regex(text: &str) -> Result<Regex, String> {
-    RegexBuilder::new(text)
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| e.to_string())
+fn regex(text: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(text).case_insensitive(true).build()
 }
 
 fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
@@ -126,29 +107,58 @@ fn domain_match(set: &HashSet<String>, name: &str) -> bool {
     }
 }
 
-fn line_error(path: &str, line: usize, entry: &str, reason: String) -> WhitelistError {
-    WhitelistError::Line {
-        path: path.to_string(),
-        line,
-        text: entry.to_string(),
-        reason,
+/// Where a whitelist entry is: its file, line and text.
+struct Entry<'a> {
+    path: &'a str,
+    line: usize,
+    text: &'a str,
+}
+
+impl Entry<'_> {
+    fn regex(&self, re: &str) -> Result<Regex, GreylistError> {
+        regex(re).map_err(|source| GreylistError::Regex {
+            path: self.path.to_string(),
+            line: self.line,
+            text: self.text.to_string(),
+            source,
+        })
+    }
+
+    fn not_a_client(&self) -> GreylistError {
+        GreylistError::NotAClient {
+            path: self.path.to_string(),
+            line: self.line,
+            text: self.text.to_string(),
+        }
+    }
+
+    fn not_a_recipient(&self) -> GreylistError {
+        GreylistError::NotARecipient {
+            path: self.path.to_string(),
+            line: self.line,
+            text: self.text.to_string(),
+        }
     }
 }
 
 impl Whitelists {
     /// Add the entries of a client whitelist file's text.
-    pub fn add_clients(&mut self, path: &str, text: &str) -> Result<(), WhitelistError> {
+    pub fn add_clients(&mut self, path: &str, text: &str) -> Result<(), GreylistError> {
         for (line, entry) in entries(text) {
-            let bad = |reason: String| line_error(path, line, entry, reason);
+            let at = Entry {
+                path,
+                line,
+                text: entry,
+            };
             if let Some(re) = entry.strip_prefix('/').and_then(|e| e.strip_suffix('/')) {
-                self.client_regexes.push(regex(re).map_err(bad)?);
+                self.client_regexes.push(at.regex(re)?);
             } else if let Some(net) = parse_net(entry) {
                 self.client_nets.push(net);
             } else if entry.contains(':')
                 || entry.contains('/')
                 || entry.contains(char::is_whitespace)
             {
-                return Err(bad("not an address, network or host name".into()));
+                return Err(at.not_a_client());
             } else {
                 self.client_names.insert(entry.to_ascii_lowercase());
             }
@@ -157,14 +167,18 @@ impl Whitelists {
     }
 
     /// Add the entries of a recipient whitelist file's text.
-    pub fn add_recipients(&mut self, path: &str, text: &str) -> Result<(), WhitelistError> {
+    pub fn add_recipients(&mut self, path: &str, text: &str) -> Result<(), GreylistError> {
         for (line, entry) in entries(text) {
-            let bad = |reason: String| line_error(path, line, entry, reason);
+            let at = Entry {
+                path,
+                line,
+                text: entry,
+            };
             let lower = entry.to_ascii_lowercase();
             if let Some(re) = entry.strip_prefix('/').and_then(|e| e.strip_suffix('/')) {
-                self.recipient_regexes.push(regex(re).map_err(bad)?);
+                self.recipient_regexes.push(at.regex(re)?);
             } else if entry.contains(char::is_whitespace) {
-                return Err(bad("not an address".into()));
+                return Err(at.not_a_recipient());
             } else if let Some(user) = lower.strip_suffix('@') {
                 self.recipient_users_at.insert(user.to_string());
             } else if lower.contains('@') {
@@ -222,8 +236,8 @@ fn mtimes(paths: impl Iterator<Item = PathBuf>) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
-fn read(path: &Path) -> Result<String, WhitelistError> {
-    std::fs::read_to_string(path).map_err(|source| WhitelistError::Read {
+fn read(path: &Path) -> Result<String, GreylistError> {
+    std::fs::read_to_string(path).map_err(|source| GreylistError::Read {
         path: path.display().to_string(),
         source,
     })
@@ -234,7 +248,7 @@ impl WhitelistFiles {
     pub fn load(
         clients: Vec<PathBuf>,
         recipients: Vec<PathBuf>,
-    ) -> Result<Arc<Self>, WhitelistError> {
+    ) -> Result<Arc<Self>, GreylistError> {
         let files = WhitelistFiles {
             clients,
             recipients,
@@ -259,7 +273,7 @@ impl WhitelistFiles {
         mtimes(self.clients.iter().chain(&self.recipients).cloned())
     }
 
-    fn read_all(&self) -> Result<Whitelists, WhitelistError> {
+    fn read_all(&self) -> Result<Whitelists, GreylistError> {
         let mut w = Whitelists::default();
         for p in &self.clients {
             w.add_clients(&p.display().to_string(), &read(p)?)?;
@@ -272,8 +286,8 @@ impl WhitelistFiles {
 
     /// The files' current texts, as (path, text): clients, then recipients
     /// (what a `ConfigChanged` records).
-    pub fn texts(&self) -> Result<(Vec<ListText>, Vec<ListText>), WhitelistError> {
-        let texts = |paths: &[PathBuf]| -> Result<Vec<ListText>, WhitelistError> {
+    pub fn texts(&self) -> Result<(Vec<ListText>, Vec<ListText>), GreylistError> {
+        let texts = |paths: &[PathBuf]| -> Result<Vec<ListText>, GreylistError> {
             paths
                 .iter()
                 .map(|p| {
@@ -298,7 +312,7 @@ impl WhitelistFiles {
 
     /// Reload if a file changed. A bad edit keeps the previous lists and is
     /// reported, so a typo never opens or closes the gate.
-    pub fn refresh(&self) -> Result<bool, WhitelistError> {
+    pub fn refresh(&self) -> Result<bool, GreylistError> {
         let stamps = self.stamps();
         if self.current.read().unwrap_or_else(|p| p.into_inner()).1 == stamps {
             return Ok(false);

@@ -12,11 +12,11 @@ use mailfleet_events::{
     clock::ClockTicked,
     config::ConfigChanged,
     notify::NotificationRequested,
-    Envelope, EventError, Registry,
+    Envelope,
 };
 use mailfleet_runtime::{
     calendar::{date, date_time},
-    Decision, Decode, StateError, StateKey, StateValue, StateView,
+    Decision, StateError, StateKey, StateValue, StateView, ValueError,
 };
 
 use super::{
@@ -25,51 +25,24 @@ use super::{
     NAME,
 };
 
-/// Everything the lifecycle reads from `accounts.events` (keyed by account;
-/// clock ticks arrive in every partition).
-#[derive(Debug)]
-pub enum LifecycleInput {
-    Registered(AccountRegistered),
-    Login(LoginRecorded),
-    Blocked(AccountBlocked),
-    Unblocked(AccountUnblocked),
-    Reactivated(AccountReactivated),
-    /// The deleter's tombstone.
-    Deleted(AccountDeleted),
-    Tick(ClockTicked),
-    /// The settings in force from here on (handled by the consumer).
-    Config(ConfigChanged),
-    /// Any other event on the topic (its own `AccountStatusChanged`,
-    /// `QuotaChanged`, `LoginFailed`, ...): ignored.
-    Other(Envelope),
-}
-
-impl Decode for LifecycleInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.accounts.AccountRegistered" => Self::Registered(registry.decode(bytes)?),
-            "mailfleet.accounts.LoginRecorded" => Self::Login(registry.decode(bytes)?),
-            "mailfleet.accounts.AccountBlocked" => Self::Blocked(registry.decode(bytes)?),
-            "mailfleet.accounts.AccountUnblocked" => Self::Unblocked(registry.decode(bytes)?),
-            "mailfleet.accounts.AccountReactivated" => Self::Reactivated(registry.decode(bytes)?),
-            "mailfleet.accounts.AccountDeleted" => Self::Deleted(registry.decode(bytes)?),
-            "mailfleet.clock.ClockTicked" => Self::Tick(registry.decode(bytes)?),
-            "mailfleet.config.ConfigChanged" => Self::Config(registry.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Registered(e) => &e.envelope,
-            Self::Login(e) => &e.envelope,
-            Self::Blocked(e) => &e.envelope,
-            Self::Unblocked(e) => &e.envelope,
-            Self::Reactivated(e) => &e.envelope,
-            Self::Deleted(e) => &e.envelope,
-            Self::Tick(e) => &e.envelope,
-            Self::Config(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// Everything the lifecycle reads from `accounts.events` (keyed by
+    /// account; clock ticks arrive in every partition). Any other event on
+    /// the topic (its own `AccountStatusChanged`, `QuotaChanged`,
+    /// `LoginFailed`, ...) is `Other`: ignored.
+    #[derive(Debug)]
+    pub enum LifecycleInput {
+        Registered(AccountRegistered),
+        Login(LoginRecorded),
+        Blocked(AccountBlocked),
+        Unblocked(AccountUnblocked),
+        Reactivated(AccountReactivated),
+        /// The deleter's tombstone.
+        Deleted(AccountDeleted),
+        Tick(ClockTicked),
+        /// The settings in force from here on (handled by the consumer).
+        Config(ConfigChanged),
+        _ => Other,
     }
 }
 
@@ -304,7 +277,7 @@ fn fire(cfg: &LifecycleConfig, a: &Account, now: i64) -> Change {
 fn account_name(key: &[u8]) -> Result<&str, StateError> {
     std::str::from_utf8(key).map_err(|e| StateError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
-        reason: format!("account name: {e}"),
+        source: ValueError::from(e).in_part("account name"),
     })
 }
 

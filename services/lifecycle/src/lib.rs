@@ -69,16 +69,18 @@
 mod config;
 pub mod decide;
 pub mod deleter;
+mod error;
 pub mod state;
 pub mod status;
 
 use mailfleet_runtime::{
     settings::{InForce, Settings},
-    Consumer, Decision, Input, StateError, StateView,
+    Consumer, Decision, Input, RuntimeError, StateError, StateView,
 };
 
 pub use config::{LifecycleConfig, LifecycleRules};
 pub use decide::{seed, tick, LifecycleInput};
+pub use error::LifecycleError;
 pub use state::{Account, Status};
 
 /// The consumer's name.
@@ -103,20 +105,20 @@ impl Lifecycle {
     }
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
-    pub fn settings(&self) -> Result<Settings, String> {
+    pub fn settings(&self) -> Result<Settings, RuntimeError> {
         Settings::of(&self.config().rules())
     }
 
     /// The config recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<LifecycleConfig, String> {
+    fn build(&self, settings: &Settings) -> Result<LifecycleConfig, LifecycleError> {
         let rules: LifecycleRules =
-            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+            serde_json::from_str(&settings.json).map_err(LifecycleError::ReadRules)?;
         let cfg = self.config().with_rules(rules, settings.hash.clone());
         let problems = cfg.problems();
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(problems.join("; "))
+            Err(LifecycleError::InvalidRules(problems))
         }
     }
 }

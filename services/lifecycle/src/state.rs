@@ -7,11 +7,9 @@
 //! | `w`                | [`Earliest`]: two ms values (16 B)       |
 
 use mailfleet_events::accounts::AccountStatus;
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{calendar::start_of_day, StateKey, StateValue, ValueError};
 
-use mailfleet_runtime::calendar::start_of_day;
-
-use super::config::LifecycleConfig;
+use super::{config::LifecycleConfig, LifecycleError};
 
 /// An account's record: `a` + the lower-cased address.
 pub struct AccountKey<'a>(pub &'a str);
@@ -139,14 +137,14 @@ impl Status {
         }
     }
 
-    fn from_byte(b: u8) -> Result<Self, String> {
+    fn from_byte(b: u8) -> Result<Self, LifecycleError> {
         Ok(match b {
             b'p' => Self::Pending,
             b'a' => Self::Active,
             b'i' => Self::Inactive,
             b'd' => Self::Deleting,
             b'b' => Self::Blocked,
-            other => return Err(format!("account status byte {other:#04x}")),
+            other => return Err(LifecycleError::StatusByte(other)),
         })
     }
 }
@@ -159,13 +157,15 @@ impl StateValue for Account {
         out.extend_from_slice(&self.clock.to_le_bytes());
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         let Some((&status, times)) = bytes.split_first().filter(|_| bytes.len() == 17) else {
-            return Err(format!("account of {} bytes, expected 17", bytes.len()));
+            return Err(ValueError::invalid(LifecycleError::AccountSize(
+                bytes.len(),
+            )));
         };
         let (since, clock) = <(i64, i64)>::from_bytes(times)?;
         Ok(Self {
-            status: Status::from_byte(status)?,
+            status: Status::from_byte(status).map_err(ValueError::invalid)?,
             since,
             clock,
         })
@@ -176,9 +176,9 @@ impl StateValue for Earliest {
     fn to_bytes(&self) -> Vec<u8> {
         (self.active_clock, self.inactive_since).to_bytes()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         let (active_clock, inactive_since) =
-            <(i64, i64)>::from_bytes(bytes).map_err(|e| format!("earliest timers: {e}"))?;
+            <(i64, i64)>::from_bytes(bytes).map_err(|e| e.in_part("earliest timers"))?;
         Ok(Self {
             active_clock,
             inactive_since,
@@ -207,11 +207,20 @@ mod tests {
             inactive_since: i64::MAX,
         };
         assert_eq!(Earliest::from_bytes(&e.to_bytes()).unwrap(), e);
-        assert!(Account::from_bytes(b"a").unwrap_err().contains("1 bytes"));
+        assert!(Account::from_bytes(b"a")
+            .unwrap_err()
+            .to_string()
+            .contains("1 bytes"));
         let mut bad = Account::new(Status::Active, 0, 0).to_bytes();
         bad[0] = b'z';
-        assert!(Account::from_bytes(&bad).unwrap_err().contains("0x7a"));
-        assert!(Earliest::from_bytes(b"x").unwrap_err().contains("earliest"));
+        assert!(Account::from_bytes(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("0x7a"));
+        assert!(Earliest::from_bytes(b"x")
+            .unwrap_err()
+            .to_string()
+            .contains("earliest"));
     }
 
     #[test]

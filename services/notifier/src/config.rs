@@ -11,7 +11,7 @@ use std::{
 use lettre::{message::Mailbox, Address};
 use serde::Deserialize;
 
-use super::templates::Templates;
+use super::{error::NotifierError, templates::Templates};
 
 /// `[consumers.notifier]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -114,13 +114,15 @@ impl NotifierConfig {
     }
 
     /// The source address, parsed.
-    pub fn source_ip(&self) -> Result<Option<IpAddr>, String> {
+    pub fn source_ip(&self) -> Result<Option<IpAddr>, NotifierError> {
         self.source_address
             .as_deref()
             .map(|s| {
-                s.parse::<IpAddr>().map_err(|e| {
-                    format!("{} = {s:?}: not an IP address ({e})", key("source_address"))
-                })
+                s.parse::<IpAddr>()
+                    .map_err(|source| NotifierError::SourceAddress {
+                        value: s.to_string(),
+                        source,
+                    })
             })
             .transpose()
     }
@@ -167,7 +169,7 @@ impl NotifierConfig {
             out.push(format!("{} = 0: must be a port number", key("relay_port")));
         }
         if let Err(e) = self.source_ip() {
-            out.push(e);
+            out.push(e.to_string());
         }
         if self.helo_name.is_empty() || self.helo_name.contains(char::is_whitespace) {
             out.push(format!(

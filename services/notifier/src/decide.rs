@@ -10,9 +10,9 @@ use lettre::{message::Mailbox, Message};
 use mailfleet_events::{
     admin::{AdminAlert, AlertSeverity},
     notify::NotificationRequested,
-    Envelope, EventError, Registry,
+    Envelope,
 };
-use mailfleet_runtime::{Decision, Decode};
+use mailfleet_runtime::Decision;
 
 use super::{
     compose::{recipient, Composer, Letter},
@@ -23,29 +23,14 @@ use super::{
 /// The template admin alerts are rendered with.
 pub const ALERT_TEMPLATE: &str = "admin-alert";
 
-/// What the notifier reads.
-#[derive(Debug)]
-pub enum NotifierInput {
-    Request(NotificationRequested),
-    Alert(AdminAlert),
-    /// Another event on a shared topic: not for this consumer.
-    Other(Envelope),
-}
-
-impl Decode for NotifierInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.notify.NotificationRequested" => Self::Request(registry.decode(bytes)?),
-            "mailfleet.admin.AdminAlert" => Self::Alert(registry.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Request(e) => &e.envelope,
-            Self::Alert(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// What the notifier reads; another event on a shared topic is
+    /// `Other`: not for this consumer.
+    #[derive(Debug)]
+    pub enum NotifierInput {
+        Request(NotificationRequested),
+        Alert(AdminAlert),
+        _ => Other,
     }
 }
 
@@ -96,7 +81,7 @@ pub fn decide(composer: &Composer, alerts: &AlertPolicy, input: &NotifierInput) 
             d.intend(mail);
             d
         }
-        Err(reason) => Decision::reject(reason),
+        Err(e) => Decision::reject(e.to_string()),
     }
 }
 
@@ -115,9 +100,9 @@ pub fn template_label<'a>(composer: &Composer, input: &'a NotifierInput) -> &'a 
     }
 }
 
-fn request(composer: &Composer, n: &NotificationRequested) -> Result<Mail, String> {
+fn request(composer: &Composer, n: &NotificationRequested) -> Result<Mail, NotifierError> {
     let id = event_id(&n.envelope)?;
-    let to = [recipient(&n.to).map_err(|e| e.to_string())?];
+    let to = [recipient(&n.to)?];
     let mut params = n.params.clone();
     // Every notice may name its recipient and account; the event's own
     // parameters win.
@@ -130,11 +115,14 @@ fn request(composer: &Composer, n: &NotificationRequested) -> Result<Mail, Strin
         seed: id,
         date_ms: n.envelope.event_time,
     };
-    mail(composer, &letter, &params, vec![n.to.clone()])
-        .map_err(|e| format!("notice {id} to {:?}: {e}", n.to))
+    mail(composer, &letter, &params, vec![n.to.clone()]).map_err(|e| NotifierError::Notice {
+        id: id.to_string(),
+        to: n.to.clone(),
+        source: Box::new(e),
+    })
 }
 
-fn alert(composer: &Composer, alerts: &AlertPolicy, a: &AdminAlert) -> Result<Mail, String> {
+fn alert(composer: &Composer, alerts: &AlertPolicy, a: &AdminAlert) -> Result<Mail, NotifierError> {
     let id = event_id(&a.envelope)?;
     let params = BTreeMap::from([
         (
@@ -157,7 +145,11 @@ fn alert(composer: &Composer, alerts: &AlertPolicy, a: &AdminAlert) -> Result<Ma
         date_ms: a.envelope.event_time,
     };
     let to = alerts.admins.iter().map(|m| m.email.to_string()).collect();
-    mail(composer, &letter, &params, to).map_err(|e| format!("alert {id} ({}): {e}", a.kind))
+    mail(composer, &letter, &params, to).map_err(|e| NotifierError::Alert {
+        id: id.to_string(),
+        kind: a.kind.clone(),
+        source: Box::new(e),
+    })
 }
 
 fn mail(
@@ -197,9 +189,9 @@ fn severity_name(s: AlertSeverity) -> &'static str {
 
 /// The id the sent-log and the Message-ID hang on; an event without one
 /// cannot be sent at most once.
-fn event_id(envelope: &Envelope) -> Result<&str, String> {
+fn event_id(envelope: &Envelope) -> Result<&str, NotifierError> {
     match envelope.event_id.as_str() {
-        "" => Err("the event has no event_id: it cannot be sent at most once".into()),
+        "" => Err(NotifierError::NoEventId),
         id => Ok(id),
     }
 }

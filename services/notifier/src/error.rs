@@ -30,7 +30,37 @@ pub enum NotifierError {
     },
     /// A template does not parse, naming the file and the fault.
     #[error("template {path}: {reason}")]
-    TemplateParse { path: String, reason: String },
+    TemplateParse { path: String, reason: &'static str },
+    /// A template's subject or body does not parse.
+    #[error("template {path}: {part}: {problem}")]
+    TemplatePart {
+        path: String,
+        /// `subject` or `body`.
+        part: &'static str,
+        /// [`NotifierError::PlaceholderOpen`] or
+        /// [`NotifierError::PlaceholderName`].
+        #[source]
+        problem: Box<NotifierError>,
+    },
+    /// A template's `{{` without its `}}`.
+    #[error("`{{{{` without `}}}}` before {excerpt:?}")]
+    PlaceholderOpen {
+        /// What follows, cut to 30 characters.
+        excerpt: String,
+    },
+    /// A template's placeholder whose name is not a parameter name.
+    #[error("placeholder {{{{{excerpt}}}}}: a name is letters, digits and _")]
+    PlaceholderName {
+        /// The name, cut to 30 characters.
+        excerpt: String,
+    },
+    /// Setup: `source_address` is not an IP address.
+    #[error("consumers.notifier.source_address = {value:?}: not an IP address ({source})")]
+    SourceAddress {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
     /// Rendering: no template of this name.
     #[error("unknown template {name:?} (known: {known})")]
     UnknownTemplate { name: String, known: String },
@@ -43,6 +73,26 @@ pub enum NotifierError {
     /// Composing: no recipient at all.
     #[error("no recipient")]
     NoRecipient,
+    /// Deciding: an event without the id the sent-log and the Message-ID
+    /// hang on.
+    #[error("the event has no event_id: it cannot be sent at most once")]
+    NoEventId,
+    /// Deciding: a requested notice that cannot be composed.
+    #[error("notice {id} to {to:?}: {source}")]
+    Notice {
+        id: String,
+        to: String,
+        #[source]
+        source: Box<NotifierError>,
+    },
+    /// Deciding: an admin alert that cannot be composed.
+    #[error("alert {id} ({kind}): {source}")]
+    Alert {
+        id: String,
+        kind: String,
+        #[source]
+        source: Box<NotifierError>,
+    },
     /// Composing: an event time lettre cannot date the mail with.
     #[error("event time {0} ms is before 1970")]
     Time(i64),
@@ -91,8 +141,10 @@ impl NotifierError {
             | Self::MissingParams { .. }
             | Self::Recipient { .. }
             | Self::NoRecipient
+            | Self::NoEventId
             | Self::Time(_)
             | Self::Build(_) => true,
+            Self::Notice { source, .. } | Self::Alert { source, .. } => source.is_permanent(),
             Self::Reply { stage, code, .. } => {
                 *code >= 500 && !matches!(stage, Stage::Connect | Stage::Auth)
             }
@@ -102,6 +154,10 @@ impl NotifierError {
             | Self::Password { .. }
             | Self::TemplateRead { .. }
             | Self::TemplateParse { .. }
+            | Self::TemplatePart { .. }
+            | Self::PlaceholderOpen { .. }
+            | Self::PlaceholderName { .. }
+            | Self::SourceAddress { .. }
             | Self::SentLog { .. } => false,
         }
     }

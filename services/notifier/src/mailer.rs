@@ -87,7 +87,7 @@ impl Mailer {
             port: cfg.relay_port,
             source: cfg
                 .source_ip()
-                .map_err(|e| NotifierError::Config(vec![e]))?,
+                .map_err(|e| NotifierError::Config(vec![e.to_string()]))?,
             hello: ClientId::Domain(cfg.helo_name.clone()),
             timeout: cfg.timeout(),
             credentials: credentials(cfg)?,
@@ -115,14 +115,11 @@ impl Mailer {
         message_id: &str,
     ) -> Result<(), NotifierError> {
         let to = [recipient(to)?];
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let letter = Letter {
             to: &to,
             template,
             seed: message_id,
-            date_ms: now_ms,
+            date_ms: mailfleet_runtime::time::now_ms(),
         };
         let message = self.composer.compose(&letter, params)?;
         self.deliver(&message).await.map(drop)

@@ -146,8 +146,7 @@ fn template_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, NotifierError> {
             .ok_or_else(|| NotifierError::TemplateParse {
                 path: path.display().to_string(),
                 reason:
-                    "a template's file name must be <name>.txt with a name of a-z, 0-9, - and _"
-                        .into(),
+                    "a template's file name must be <name>.txt with a name of a-z, 0-9, - and _",
             })?;
         out.push((name.to_string(), path.clone()));
     }
@@ -162,28 +161,35 @@ fn valid_name(s: &str) -> bool {
 
 /// `Subject: ...`, a blank line, the body.
 fn parse(path: &str, text: &str) -> Result<Template, NotifierError> {
-    let fail = |reason: String| NotifierError::TemplateParse {
+    let fail = |reason: &'static str| NotifierError::TemplateParse {
         path: path.to_string(),
         reason,
+    };
+    let in_part = |part: &'static str| {
+        move |problem| NotifierError::TemplatePart {
+            path: path.to_string(),
+            part,
+            problem: Box::new(problem),
+        }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
     let subject = first
         .trim_end_matches('\r')
         .strip_prefix("Subject:")
-        .ok_or_else(|| fail("the first line must be `Subject: ...`".into()))?;
+        .ok_or_else(|| fail("the first line must be `Subject: ...`"))?;
     let body = rest
         .strip_prefix("\r\n")
         .or_else(|| rest.strip_prefix('\n'))
-        .ok_or_else(|| fail("a blank line must follow the Subject line".into()))?;
+        .ok_or_else(|| fail("a blank line must follow the Subject line"))?;
     Ok(Template {
-        subject: segments(subject.trim()).map_err(|r| fail(format!("subject: {r}")))?,
-        body: segments(body).map_err(|r| fail(format!("body: {r}")))?,
+        subject: segments(subject.trim()).map_err(in_part("subject"))?,
+        body: segments(body).map_err(in_part("body"))?,
     })
 }
 
 /// Split text into literal runs and `{{name}}` placeholders.
-fn segments(mut text: &str) -> Result<Vec<Segment>, String> {
+fn segments(mut text: &str) -> Result<Vec<Segment>, NotifierError> {
     let mut out = Vec::new();
     while let Some(open) = text.find("{{") {
         if open > 0 {
@@ -192,13 +198,14 @@ fn segments(mut text: &str) -> Result<Vec<Segment>, String> {
         let after = &text[open + 2..];
         let close = after
             .find("}}")
-            .ok_or_else(|| format!("`{{{{` without `}}}}` before {:?}", excerpt(after)))?;
+            .ok_or_else(|| NotifierError::PlaceholderOpen {
+                excerpt: excerpt(after),
+            })?;
         let name = after[..close].trim();
         if !valid_param(name) {
-            return Err(format!(
-                "placeholder {{{{{}}}}}: a name is letters, digits and _",
-                excerpt(name)
-            ));
+            return Err(NotifierError::PlaceholderName {
+                excerpt: excerpt(name),
+            });
         }
         out.push(Segment::Param(name.to_string()));
         text = &after[close + 2..];

@@ -208,46 +208,17 @@ fn attempt(
     state: &StateView<'_>,
     a: &SubmissionAttempted,
 ) -> Result<Decision, StateError> {
-    let id = &a.envelope.event_id;
-    if a.account.trim().is_empty() {
-        return Ok(Decision::reject(format!(
-            "SubmissionAttempted {id}: account {:?} is empty",
-            a.account
-        )));
-    }
-    if a.size < 0 {
-        return Ok(Decision::reject(format!(
-            "SubmissionAttempted {id}: size {} is negative",
-            a.size
-        )));
+    if let Some(reason) = attempt_problem(a) {
+        return Ok(Decision::reject(reason));
     }
     let mut acct = Account::load(state, &a.account)?;
     let Some((plan, limits)) = acct.limits(cfg) else {
         return Ok(Decision::reject(format!(
-            "SubmissionAttempted {id}: no limits for plan {:?} nor the default plan",
-            acct.row.plan
+            "SubmissionAttempted {}: no limits for plan {:?} nor the default plan",
+            a.envelope.event_id, acct.row.plan
         )));
     };
-    let now = a.envelope.event_time;
-    acct.windows.prune(now);
-    let hash = recipient_hash(&a.recipient);
-    let limit = if acct.row.blocked {
-        Some(Limit::Blocked)
-    } else {
-        let known = acct.windows.knows(hash);
-        limit_reached(limits, &acct.windows.figures(), known, a.size)
-    };
-    match limit {
-        None => {
-            let max = match limits.distinct_recipients_per_day {
-                0 => MAX_TRACKED_RECIPIENTS,
-                n => n.min(MAX_TRACKED_RECIPIENTS),
-            };
-            acct.windows.pass(hash, now, max as usize);
-        }
-        Some(Limit::Blocked) => {}
-        Some(_) => acct.windows.defer(now),
-    }
+    let limit = count_attempt(&mut acct, limits, a);
     let figures = acct.windows.figures();
     let mut d = Decision::apply();
     let reply = match limit {
@@ -283,6 +254,57 @@ fn attempt(
     }
     acct.save_windows(&mut d);
     Ok(d)
+}
+
+/// Why an attempt can never be decided, if it cannot: the dead-letter
+/// reason.
+fn attempt_problem(a: &SubmissionAttempted) -> Option<String> {
+    let id = &a.envelope.event_id;
+    if a.account.trim().is_empty() {
+        return Some(format!(
+            "SubmissionAttempted {id}: account {:?} is empty",
+            a.account
+        ));
+    }
+    if a.size < 0 {
+        return Some(format!(
+            "SubmissionAttempted {id}: size {} is negative",
+            a.size
+        ));
+    }
+    None
+}
+
+/// Judge one attempt against the account's windows at its event time,
+/// and count it in them: as passed (a recipient more), or as deferred.
+/// The limit it reaches, if any (a blocked account's is
+/// [`Limit::Blocked`], which counts nothing).
+fn count_attempt(
+    acct: &mut Account,
+    limits: &PlanLimits,
+    a: &SubmissionAttempted,
+) -> Option<Limit> {
+    let now = a.envelope.event_time;
+    acct.windows.prune(now);
+    let hash = recipient_hash(&a.recipient);
+    let limit = if acct.row.blocked {
+        Some(Limit::Blocked)
+    } else {
+        let known = acct.windows.knows(hash);
+        limit_reached(limits, &acct.windows.figures(), known, a.size)
+    };
+    match limit {
+        None => {
+            let max = match limits.distinct_recipients_per_day {
+                0 => MAX_TRACKED_RECIPIENTS,
+                n => n.min(MAX_TRACKED_RECIPIENTS),
+            };
+            acct.windows.pass(hash, now, max as usize);
+        }
+        Some(Limit::Blocked) => {}
+        Some(_) => acct.windows.defer(now),
+    }
+    limit
 }
 
 fn submitted(

@@ -19,6 +19,7 @@
 
 mod config;
 pub mod decide;
+mod error;
 pub mod metrics;
 mod outputs;
 pub mod state;
@@ -26,11 +27,12 @@ pub mod windows;
 
 use mailfleet_runtime::{
     settings::{InForce, Settings},
-    Consumer, Decision, Input, StateError, StateView,
+    Consumer, Decision, Input, RuntimeError, StateError, StateView,
 };
 
 pub use config::{OutboundConfig, OutboundRules, PlanLimits, MAX_TRACKED_RECIPIENTS};
 pub use decide::{Limit, OutboundInput};
+pub use error::OutboundError;
 pub use outputs::{ABUSE_KIND, VIRUS_KIND};
 
 /// The consumer's name.
@@ -55,20 +57,20 @@ impl Outbound {
     }
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
-    pub fn settings(&self) -> Result<Settings, String> {
+    pub fn settings(&self) -> Result<Settings, RuntimeError> {
         Settings::of(&self.config().rules())
     }
 
     /// The config recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<OutboundConfig, String> {
+    fn build(&self, settings: &Settings) -> Result<OutboundConfig, OutboundError> {
         let rules: OutboundRules =
-            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+            serde_json::from_str(&settings.json).map_err(OutboundError::ReadRules)?;
         let cfg = self.config().with_rules(rules, settings.hash.clone());
         let problems = cfg.problems();
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(problems.join("; "))
+            Err(OutboundError::InvalidRules(problems))
         }
     }
 }

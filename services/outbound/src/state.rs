@@ -5,9 +5,12 @@
 //! - `w` account: its sliding windows ([`Windows`]), bounded by pruning
 //!   on each event of the account and dropped when idle on the ticks.
 
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{StateKey, StateValue, ValueError};
 
-use crate::windows::{Hour, Minute, Seen, Windows};
+use crate::{
+    windows::{Hour, Minute, Seen, Windows},
+    OutboundError,
+};
 
 /// An account's plan and block: `a` + account.
 pub struct AccountKey<'a>(pub &'a str);
@@ -57,12 +60,15 @@ impl StateValue for AccountRow {
         out.extend_from_slice(self.plan.as_deref().unwrap_or("").as_bytes());
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let (&flags, plan) = bytes.split_first().ok_or("empty account row")?;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        let (&flags, plan) = bytes
+            .split_first()
+            .ok_or_else(|| ValueError::invalid(OutboundError::EmptyAccountRow))?;
         if flags & !(BLOCKED | HAS_PLAN) != 0 {
-            return Err(format!("unknown flags {flags:#04x}"));
+            return Err(ValueError::invalid(OutboundError::UnknownFlags(flags)));
         }
-        let plan = String::from_utf8(plan.to_vec()).map_err(|e| format!("plan: {e}"))?;
+        let plan =
+            String::from_utf8(plan.to_vec()).map_err(|e| ValueError::from(e).in_part("plan"))?;
         Ok(AccountRow {
             plan: (flags & HAS_PLAN != 0).then_some(plan),
             blocked: flags & BLOCKED != 0,
@@ -96,13 +102,22 @@ impl StateValue for Windows {
         }
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let mut r = Reader(bytes);
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        Self::read(&mut Reader(bytes)).map_err(ValueError::invalid)
+    }
+}
+
+impl Windows {
+    /// A [`Windows`] record off the front of `r`, which it must use up.
+    fn read(r: &mut Reader<'_>) -> Result<Self, OutboundError> {
         let version = r.take::<1>()?[0];
         if version != WINDOWS_V1 {
-            return Err(format!("windows layout {version}, expected {WINDOWS_V1}"));
+            return Err(OutboundError::WindowsLayout {
+                version,
+                expected: WINDOWS_V1,
+            });
         }
-        let minutes = |r: &mut Reader<'_>| -> Result<Vec<Minute>, String> {
+        let minutes = |r: &mut Reader<'_>| -> Result<Vec<Minute>, OutboundError> {
             (0..r.len()?)
                 .map(|_| {
                     Ok(Minute {
@@ -112,8 +127,8 @@ impl StateValue for Windows {
                 })
                 .collect()
         };
-        let recipients = minutes(&mut r)?;
-        let deferrals = minutes(&mut r)?;
+        let recipients = minutes(r)?;
+        let deferrals = minutes(r)?;
         let days = (0..r.len()?)
             .map(|_| {
                 Ok(Hour {
@@ -122,7 +137,7 @@ impl StateValue for Windows {
                     bytes: r.i64()?,
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, OutboundError>>()?;
         let distinct = (0..r.len()?)
             .map(|_| {
                 Ok(Seen {
@@ -130,9 +145,9 @@ impl StateValue for Windows {
                     minute: r.i64()?,
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, OutboundError>>()?;
         if !r.0.is_empty() {
-            return Err(format!("{} bytes left over", r.0.len()));
+            return Err(OutboundError::LeftOver(r.0.len()));
         }
         Ok(Windows {
             recipients,
@@ -147,26 +162,32 @@ impl StateValue for Windows {
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], OutboundError> {
         let (head, rest) = self
             .0
             .split_first_chunk::<N>()
-            .ok_or_else(|| format!("cut short: {} bytes, {N} wanted", self.0.len()))?;
+            .ok_or(OutboundError::CutShort {
+                left: self.0.len(),
+                wanted: N,
+            })?;
         self.0 = rest;
         Ok(*head)
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, OutboundError> {
         self.take().map(u32::from_le_bytes)
     }
-    fn i64(&mut self) -> Result<i64, String> {
+    fn i64(&mut self) -> Result<i64, OutboundError> {
         self.take().map(i64::from_le_bytes)
     }
     /// A count of entries, checked against what is left (no huge
     /// allocation from a corrupt count).
-    fn len(&mut self) -> Result<u32, String> {
+    fn len(&mut self) -> Result<u32, OutboundError> {
         let n = self.u32()?;
         if n as usize > self.0.len() {
-            return Err(format!("{n} entries in {} bytes", self.0.len()));
+            return Err(OutboundError::Entries {
+                count: n,
+                left: self.0.len(),
+            });
         }
         Ok(n)
     }
@@ -189,10 +210,11 @@ mod tests {
                 blocked: false,
             },
         ] {
-            assert_eq!(AccountRow::from_bytes(&row.to_bytes()), Ok(row));
+            assert_eq!(AccountRow::from_bytes(&row.to_bytes()).unwrap(), row);
         }
         assert!(AccountRow::from_bytes(&[0x80])
             .unwrap_err()
+            .to_string()
             .contains("flags"));
 
         let w = Windows {
@@ -215,10 +237,10 @@ mod tests {
             }],
         };
         let bytes = w.to_bytes();
-        assert_eq!(Windows::from_bytes(&bytes), Ok(w));
+        assert_eq!(Windows::from_bytes(&bytes).unwrap(), w);
         assert_eq!(
-            Windows::from_bytes(&Windows::default().to_bytes()),
-            Ok(Windows::default())
+            Windows::from_bytes(&Windows::default().to_bytes()).unwrap(),
+            Windows::default()
         );
         for cut in 0..bytes.len() {
             assert!(Windows::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
@@ -227,7 +249,11 @@ mod tests {
         longer.push(0);
         assert!(Windows::from_bytes(&longer)
             .unwrap_err()
+            .to_string()
             .contains("left over"));
-        assert!(Windows::from_bytes(&[2]).unwrap_err().contains("layout 2"));
+        assert!(Windows::from_bytes(&[2])
+            .unwrap_err()
+            .to_string()
+            .contains("layout 2"));
     }
 }

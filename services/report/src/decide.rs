@@ -138,78 +138,46 @@ impl<'s, 'v> Tx<'s, 'v> {
 
 /// Apply one event to the figures of its month (its event time, UTC).
 pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, StateError> {
-    use ReporterInput as I;
     let envelope = input.envelope();
     match input {
-        I::Other(_) => return Ok(Decision::ignore()),
-        I::Tick(tick) => {
-            let mut decision = Decision::apply();
-            dedup::forget_older(
-                state,
-                &mut decision,
-                tick.envelope.event_time,
-                DEDUP_WINDOW_MS,
-            )?;
-            return Ok(decision);
-        }
+        ReporterInput::Other(_) => return Ok(Decision::ignore()),
+        ReporterInput::Tick(tick) => return forget(state, tick),
         _ => {}
     }
     if dedup::is_duplicate(state, envelope)? {
         return Ok(Decision::ignore());
     }
     let mut tx = Tx::new(state, Month::of_ms(envelope.event_time));
+    add(&mut tx, input)?;
+    let mut decision = tx.decision;
+    dedup::remember(state, &mut decision, envelope)?;
+    Ok(decision)
+}
+
+/// A tick: forget the event ids read longer ago than the dedup window.
+fn forget(state: &StateView<'_>, tick: &ClockTicked) -> Result<Decision, StateError> {
+    let mut decision = Decision::apply();
+    dedup::forget_older(
+        state,
+        &mut decision,
+        tick.envelope.event_time,
+        DEDUP_WINDOW_MS,
+    )?;
+    Ok(decision)
+}
+
+/// What one event, not seen before, adds to the figures.
+fn add(tx: &mut Tx<'_, '_>, input: &ReporterInput) -> Result<(), StateError> {
+    use ReporterInput as I;
     match input {
-        I::Registered(e) => {
-            tx.count(n::REGISTRATIONS, "", 1)?;
-            let mut row = account(state, &e.account)?;
-            move_usage(&mut tx, &row, &e.plan)?;
-            row.plan = e.plan.clone();
-            tx.decision.put(&AccountKey(&e.account), &row);
-        }
+        I::Registered(e) => registered(tx, e)?,
         I::Login(e) => tx.count(n::LOGINS, &label(&e.channel), 1)?,
         I::LoginFailed(e) => tx.count(n::LOGIN_FAILURES, &e.reason, 1)?,
-        I::Status(e) => {
-            let mut row = account(state, &e.account)?;
-            let to = label(&e.to);
-            if row.status != to {
-                if !row.status.is_empty() {
-                    tx.level(n::ACCOUNTS, &row.status, -1)?;
-                }
-                tx.level(n::ACCOUNTS, &to, 1)?;
-            }
-            tx.count(n::STATUS_CHANGES, &to, 1)?;
-            row.status = to;
-            tx.decision.put(&AccountKey(&e.account), &row);
-        }
-        I::Plan(e) => {
-            let mut row = account(state, &e.account)?;
-            tx.count(n::PLAN_CHANGES, &e.plan, 1)?;
-            move_usage(&mut tx, &row, &e.plan)?;
-            row.plan = e.plan.clone();
-            tx.decision.put(&AccountKey(&e.account), &row);
-        }
-        I::Usage(e) => {
-            let mut row = account(state, &e.account)?;
-            let plan = plan_of(&row).to_string();
-            tx.level(n::STORAGE_BYTES, &plan, e.used_bytes - row.used_bytes)?;
-            tx.level(n::INDEX_MESSAGES, &plan, e.messages - row.messages)?;
-            row.used_bytes = e.used_bytes;
-            row.messages = e.messages;
-            tx.decision.put(&AccountKey(&e.account), &row);
-        }
+        I::Status(e) => status_changed(tx, e)?,
+        I::Plan(e) => plan_changed(tx, e)?,
+        I::Usage(e) => usage_changed(tx, e)?,
         I::Migrated(_) => tx.count(n::MIGRATIONS, "", 1)?,
-        I::Greylist(e) => {
-            let outcome = match (e.verdict, e.reason) {
-                (_, GreylistReason::WhitelistedClient | GreylistReason::WhitelistedRecipient) => {
-                    "whitelisted"
-                }
-                (_, GreylistReason::AutoWhitelisted) => "auto-whitelisted",
-                (GreylistVerdict::Defer, _) => "deferred",
-                (GreylistVerdict::Pass, _) => "passed",
-                (GreylistVerdict::Unknown, _) => "unknown",
-            };
-            tx.count(n::GREYLIST, outcome, 1)?;
-        }
+        I::Greylist(e) => tx.count(n::GREYLIST, greylist_outcome(e), 1)?,
         I::Scanned(e) => tx.count(n::SCANS, &label(&e.verdict), 1)?,
         I::Stored(e) => {
             tx.count(n::DELIVERED, "", 1)?;
@@ -225,7 +193,7 @@ pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, 
         I::Notification(e) => tx.count(n::NOTIFICATIONS, &e.template, 1)?,
         I::DeadLetter(e) => tx.count(n::DEAD_LETTERS, &e.consumer, 1)?,
         I::Blocked(e) => tx.count(n::BLOCKS, &label(&e.reason), 1)?,
-        I::Submitted(e) => submitted(&mut tx, e)?,
+        I::Submitted(e) => submitted(tx, e)?,
         I::SubmissionDecided(e) if e.action == LimitAction::Defer => {
             let limit = e.limit.as_deref().unwrap_or("unknown");
             tx.count(n::SUBMISSION_DEFERRALS, limit, 1)?;
@@ -233,9 +201,68 @@ pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, 
         I::SubmissionDecided(_) => {}
         I::Tick(_) | I::Other(_) => {}
     }
-    let mut decision = tx.decision;
-    dedup::remember(state, &mut decision, envelope)?;
-    Ok(decision)
+    Ok(())
+}
+
+/// A registration: counted, and the account's usage moved to its plan.
+fn registered(tx: &mut Tx<'_, '_>, e: &AccountRegistered) -> Result<(), StateError> {
+    tx.count(n::REGISTRATIONS, "", 1)?;
+    let mut row = account(tx.state, &e.account)?;
+    move_usage(tx, &row, &e.plan)?;
+    row.plan = e.plan.clone();
+    tx.decision.put(&AccountKey(&e.account), &row);
+    Ok(())
+}
+
+/// A status change: the account moves between the status levels.
+fn status_changed(tx: &mut Tx<'_, '_>, e: &AccountStatusChanged) -> Result<(), StateError> {
+    let mut row = account(tx.state, &e.account)?;
+    let to = label(&e.to);
+    if row.status != to {
+        if !row.status.is_empty() {
+            tx.level(n::ACCOUNTS, &row.status, -1)?;
+        }
+        tx.level(n::ACCOUNTS, &to, 1)?;
+    }
+    tx.count(n::STATUS_CHANGES, &to, 1)?;
+    row.status = to;
+    tx.decision.put(&AccountKey(&e.account), &row);
+    Ok(())
+}
+
+/// A plan change: counted, and the account's usage moved to the new plan.
+fn plan_changed(tx: &mut Tx<'_, '_>, e: &PlanChanged) -> Result<(), StateError> {
+    let mut row = account(tx.state, &e.account)?;
+    tx.count(n::PLAN_CHANGES, &e.plan, 1)?;
+    move_usage(tx, &row, &e.plan)?;
+    row.plan = e.plan.clone();
+    tx.decision.put(&AccountKey(&e.account), &row);
+    Ok(())
+}
+
+/// New usage: the plan's storage and message levels move by the difference.
+fn usage_changed(tx: &mut Tx<'_, '_>, e: &UsageChanged) -> Result<(), StateError> {
+    let mut row = account(tx.state, &e.account)?;
+    let plan = plan_of(&row).to_string();
+    tx.level(n::STORAGE_BYTES, &plan, e.used_bytes - row.used_bytes)?;
+    tx.level(n::INDEX_MESSAGES, &plan, e.messages - row.messages)?;
+    row.used_bytes = e.used_bytes;
+    row.messages = e.messages;
+    tx.decision.put(&AccountKey(&e.account), &row);
+    Ok(())
+}
+
+/// The greylist figure's label: whitelisting first, then the verdict.
+fn greylist_outcome(e: &GreylistDecided) -> &'static str {
+    match (e.verdict, e.reason) {
+        (_, GreylistReason::WhitelistedClient | GreylistReason::WhitelistedRecipient) => {
+            "whitelisted"
+        }
+        (_, GreylistReason::AutoWhitelisted) => "auto-whitelisted",
+        (GreylistVerdict::Defer, _) => "deferred",
+        (GreylistVerdict::Pass, _) => "passed",
+        (GreylistVerdict::Unknown, _) => "unknown",
+    }
 }
 
 /// A submitted message: its outcome, its verdict, and the bytes relayed.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mailfleet_runtime::{StateKey, StateValue, Store};
+use mailfleet_runtime::{StateKey, StateValue, Store, ValueError};
 use serde::Serialize;
 
 use crate::{
@@ -13,6 +13,9 @@ use crate::{
 
 /// `name -> label -> value`.
 pub type Table = BTreeMap<String, BTreeMap<String, i64>>;
+
+/// One headline figure: (key, title, value).
+pub type Headline = (&'static str, &'static str, i64);
 
 /// One month's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -46,8 +49,19 @@ impl Figures {
     }
 
     /// The headline figures, in report order: (key, title, value).
-    pub fn headline(&self) -> Vec<(&'static str, &'static str, i64)> {
-        vec![
+    pub fn headline(&self) -> Vec<Headline> {
+        let mut out = Vec::with_capacity(21);
+        out.extend(self.account_headline());
+        out.extend(self.storage_headline());
+        out.extend(self.inbound_headline());
+        out.extend(self.submission_headline());
+        out.extend(self.housekeeping_headline());
+        out
+    }
+
+    /// Accounts by status, and how they came and went.
+    fn account_headline(&self) -> [Headline; 7] {
+        [
             (
                 "accounts_active",
                 "Active accounts",
@@ -75,6 +89,12 @@ impl Figures {
             ),
             ("migrations", "Migrations", self.count_total(n::MIGRATIONS)),
             ("logins", "Logins", self.count_total(n::LOGINS)),
+        ]
+    }
+
+    /// What is stored, and what was delivered.
+    fn storage_headline(&self) -> [Headline; 3] {
+        [
             (
                 "storage_bytes",
                 "Storage used",
@@ -86,6 +106,12 @@ impl Figures {
                 self.level_total(n::INDEX_MESSAGES),
             ),
             ("delivered", "Mails stored", self.count_total(n::DELIVERED)),
+        ]
+    }
+
+    /// What the greylist and the scanner did to incoming mail.
+    fn inbound_headline(&self) -> [Headline; 4] {
+        [
             (
                 "greylist_deferred",
                 "Greylist: deferred",
@@ -102,6 +128,12 @@ impl Figures {
                 "Banned attachments",
                 self.count(n::SCANS, "banned"),
             ),
+        ]
+    }
+
+    /// What the users sent, and what the outbound limits did about it.
+    fn submission_headline(&self) -> [Headline; 4] {
+        [
             (
                 "submitted",
                 "Mails submitted by users",
@@ -123,6 +155,12 @@ impl Figures {
                 "Accounts blocked for abuse",
                 self.count(n::BLOCKS, "abuse"),
             ),
+        ]
+    }
+
+    /// Purges, notices and dead letters.
+    fn housekeeping_headline(&self) -> [Headline; 3] {
+        [
             (
                 "purged_messages",
                 "Mails purged",
@@ -215,10 +253,29 @@ pub fn report(counts: &[Entry], snapshots: &[Entry], month: Month, trend: usize)
 /// What went wrong reading a reporter store.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The store could not be scanned.
     #[error(transparent)]
     Store(#[from] mailfleet_runtime::RuntimeError),
-    #[error("reporter state entry {key:?}: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// An entry that does not read back.
+    #[error("reporter state entry {key:?}: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: ValueError,
+    },
+    /// A figure's key body that is not month, name and label.
+    #[error("{0} parts, expected 3")]
+    KeyParts(usize),
+    /// A stored account row without its four fields.
+    #[error("{0} fields, expected 4")]
+    RowFields(usize),
+    /// A stored account row with a number field that is no number.
+    #[error("{text:?}: {source}")]
+    RowNumber {
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
 }
 
 /// The count and snapshot entries of a reporter store.
@@ -228,14 +285,14 @@ pub fn read_store(store: &Store) -> Result<(Vec<Entry>, Vec<Entry>), ReadError> 
             .scan_table(prefix)?
             .into_iter()
             .map(|(p, body, value)| {
-                let corrupt = |reason: String| ReadError::Corrupt {
+                let corrupt = |source: ValueError| ReadError::Corrupt {
                     key: String::from_utf8_lossy(&body).replace('\0', "/"),
-                    reason,
+                    source,
                 };
-                let [month, name, label] = parts(&body)
-                    .try_into()
-                    .map_err(|v: Vec<String>| corrupt(format!("{} parts, expected 3", v.len())))?;
-                let month = Month::parse(&month).map_err(|e| corrupt(e.to_string()))?;
+                let [month, name, label] = parts(&body).try_into().map_err(|v: Vec<String>| {
+                    corrupt(ValueError::invalid(ReadError::KeyParts(v.len())))
+                })?;
+                let month = Month::parse(&month).map_err(|e| corrupt(ValueError::invalid(e)))?;
                 let value = i64::from_bytes(&value).map_err(corrupt)?;
                 Ok((p, month, name, label, value))
             })

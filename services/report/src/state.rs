@@ -6,9 +6,9 @@
 //! - `l` month, name, label: the level as the month's last event left it;
 //! - `a` account: what the levels need of one account.
 
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{StateKey, StateValue, ValueError};
 
-use crate::month::Month;
+use crate::{figures::ReadError, month::Month};
 
 fn push_parts(out: &mut Vec<u8>, parts: &[&str]) {
     for (i, p) in parts.iter().enumerate() {
@@ -95,12 +95,19 @@ impl StateValue for AccountRow {
         );
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         let p = parts(bytes);
         let [status, plan, used, messages] = p.as_slice() else {
-            return Err(format!("{} fields, expected 4", p.len()));
+            return Err(ValueError::invalid(ReadError::RowFields(p.len())));
         };
-        let num = |s: &str| s.parse::<i64>().map_err(|e| format!("{s:?}: {e}"));
+        let num = |s: &str| {
+            s.parse::<i64>().map_err(|source| {
+                ValueError::invalid(ReadError::RowNumber {
+                    text: s.to_string(),
+                    source,
+                })
+            })
+        };
         Ok(AccountRow {
             status: status.clone(),
             plan: plan.clone(),
@@ -125,6 +132,7 @@ mod tests {
         assert_eq!(AccountRow::from_bytes(&row.to_bytes()).unwrap(), row);
         assert!(AccountRow::from_bytes(b"x")
             .unwrap_err()
+            .to_string()
             .contains("1 fields"));
     }
 }

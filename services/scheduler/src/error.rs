@@ -158,6 +158,40 @@ pub enum SchedulerError {
     /// A blocking task panicked or was cancelled.
     #[error(transparent)]
     Join(#[from] tokio::task::JoinError),
+    /// A purge `JobDue` without a parameter the plan needs.
+    #[error("JobDue {run_id}: no param {name:?}")]
+    ParamMissing { run_id: String, name: &'static str },
+    /// A purge `JobDue` for a folder that is never purged.
+    #[error("JobDue {run_id}: param folder = {folder:?}: INBOX and empty names are never purged")]
+    ParamFolder { run_id: String, folder: String },
+    /// A purge `JobDue` whose window is not a whole number of minutes.
+    #[error("JobDue {run_id}: param window_minutes = {value:?}: not a whole number >= 1")]
+    ParamWindow { run_id: String, value: String },
+    /// A purge `JobDue` whose rate is not a number.
+    #[error("JobDue {run_id}: param max_purges_per_s = {value:?}: {source}")]
+    ParamRate {
+        run_id: String,
+        value: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    /// A purge `JobDue` whose `received_before` is not a time in ms.
+    #[error("JobDue {run_id}: param received_before = {value:?}: {source}")]
+    ParamReceivedBefore {
+        run_id: String,
+        value: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// A stored slot key too short for its time.
+    #[error("slot key of {0} bytes")]
+    SlotKeySize(usize),
+    /// A stored slot key without the NUL between run and account.
+    #[error("slot key without NUL")]
+    SlotKeyWithoutNul,
+    /// A stored pending purge too short for its time.
+    #[error("pending purge of {0} bytes")]
+    PendingSize(usize),
 }
 
 impl From<RuntimeError> for SchedulerError {

@@ -17,40 +17,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-/// Maildir failures, each naming the path.
-#[derive(Debug, thiserror::Error)]
-pub enum MaildirError {
-    #[error("account {0:?} cannot be a mailbox path (needs user@domain, no '/', no leading dot)")]
-    BadAccount(String),
-    #[error("folder {0:?} is not a valid folder name")]
-    BadFolder(String),
-    #[error("creating {path}: {source}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("removing {path}: {source}")]
-    Remove {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("compressing for {path}: zstd error {code}")]
-    Compress { path: PathBuf, code: usize },
-}
+use crate::StorageError;
 
 /// Who owns the files: Dovecot's mail user must be able to move and index them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,24 +57,24 @@ impl Maildirs {
     }
 
     /// The Maildir of `account` (`<root>/<domain>/<user>/Maildir`).
-    pub fn mailbox(&self, account: &str) -> Result<PathBuf, MaildirError> {
+    pub fn mailbox(&self, account: &str) -> Result<PathBuf, StorageError> {
         // Dovecot lowercases logins and LMTP recipients: so do the paths.
         let lower = account.to_lowercase();
         let (user, domain) = lower
             .rsplit_once('@')
             .filter(|(u, d)| path_safe(u) && path_safe(d))
-            .ok_or_else(|| MaildirError::BadAccount(account.to_string()))?;
+            .ok_or_else(|| StorageError::BadAccount(account.to_string()))?;
         Ok(self.root.join(domain).join(user).join("Maildir"))
     }
 
     /// The folder's directory: INBOX is the Maildir itself, others `.<Name>`.
-    pub fn folder(&self, account: &str, folder: &str) -> Result<PathBuf, MaildirError> {
+    pub fn folder(&self, account: &str, folder: &str) -> Result<PathBuf, StorageError> {
         let mailbox = self.mailbox(account)?;
         if folder.eq_ignore_ascii_case("INBOX") {
             return Ok(mailbox);
         }
         if !path_safe(folder) || folder.contains('.') {
-            return Err(MaildirError::BadFolder(folder.to_string()));
+            return Err(StorageError::BadFolder(folder.to_string()));
         }
         Ok(mailbox.join(format!(".{folder}")))
     }
@@ -132,7 +99,7 @@ impl Maildirs {
         name: &FileName,
         raw: &[u8],
         look_in_cur: bool,
-    ) -> Result<Option<u64>, MaildirError> {
+    ) -> Result<Option<u64>, StorageError> {
         let dir = self.folder(account, folder)?;
         self.ensure(account, &dir, folder)?;
         let target = dir.join("new").join(&name.full);
@@ -150,19 +117,19 @@ impl Maildirs {
             file.write_all(&bytes)?;
             file.sync_all()
         };
-        write(&tmp).map_err(|source| MaildirError::Write {
+        write(&tmp).map_err(|source| StorageError::Write {
             path: tmp.clone(),
             source,
         })?;
         self.own(&tmp)?;
-        fs::rename(&tmp, &target).map_err(|source| MaildirError::Write {
+        fs::rename(&tmp, &target).map_err(|source| StorageError::Write {
             path: target.clone(),
             source,
         })?;
         let new = dir.join("new");
         File::open(&new)
             .and_then(|d| d.sync_all())
-            .map_err(|source| MaildirError::Write { path: new, source })?;
+            .map_err(|source| StorageError::Write { path: new, source })?;
         Ok(Some(bytes.len() as u64))
     }
 
@@ -174,10 +141,10 @@ impl Maildirs {
     /// files and bytes removed; a missing home removes nothing. Files are
     /// counted and removed one by one, so a crash half-way leaves a smaller
     /// home that a second call finishes.
-    pub fn remove_home(&self, account: &str) -> Result<(u64, u64), MaildirError> {
+    pub fn remove_home(&self, account: &str) -> Result<(u64, u64), StorageError> {
         let home = match self.mailbox(account)?.parent() {
             Some(home) => home.to_path_buf(),
-            None => return Err(MaildirError::BadAccount(account.to_string())),
+            None => return Err(StorageError::BadAccount(account.to_string())),
         };
         let (mut files, mut bytes) = (0, 0);
         remove_tree(&home, &mut files, &mut bytes)?;
@@ -189,7 +156,7 @@ impl Maildirs {
         account: &str,
         folder: &str,
         before_secs: Option<i64>,
-    ) -> Result<Vec<(String, u64)>, MaildirError> {
+    ) -> Result<Vec<(String, u64)>, StorageError> {
         let dir = self.folder(account, folder)?;
         let mut removed = Vec::new();
         for sub in ["new", "cur"] {
@@ -197,7 +164,7 @@ impl Maildirs {
             let entries = match fs::read_dir(&path) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(MaildirError::Read { path, source }),
+                Err(source) => return Err(StorageError::Read { path, source }),
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -216,7 +183,7 @@ impl Maildirs {
                     .size
                     .or_else(|| entry.metadata().ok().map(|m| m.len()))
                     .unwrap_or(0);
-                fs::remove_file(entry.path()).map_err(|source| MaildirError::Remove {
+                fs::remove_file(entry.path()).map_err(|source| StorageError::Remove {
                     path: entry.path(),
                     source,
                 })?;
@@ -229,7 +196,7 @@ impl Maildirs {
 
     /// Create the folder's `tmp/ new/ cur/` (and the mailbox's parents),
     /// owned by the mail user.
-    fn ensure(&self, account: &str, dir: &Path, folder: &str) -> Result<(), MaildirError> {
+    fn ensure(&self, account: &str, dir: &Path, folder: &str) -> Result<(), StorageError> {
         if dir.join("new").is_dir() {
             return Ok(());
         }
@@ -244,7 +211,7 @@ impl Maildirs {
             .map(Path::to_path_buf);
         for sub in ["tmp", "new", "cur"] {
             let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(|source| MaildirError::Create {
+            fs::create_dir_all(&path).map_err(|source| StorageError::Create {
                 path: path.clone(),
                 source,
             })?;
@@ -252,7 +219,7 @@ impl Maildirs {
         if !folder.eq_ignore_ascii_case("INBOX") {
             // Maildir++: marks a folder, not a mailbox.
             let marker = dir.join("maildirfolder");
-            File::create(&marker).map_err(|source| MaildirError::Create {
+            File::create(&marker).map_err(|source| StorageError::Create {
                 path: marker.clone(),
                 source,
             })?;
@@ -271,11 +238,11 @@ impl Maildirs {
         Ok(())
     }
 
-    fn own(&self, path: &Path) -> Result<(), MaildirError> {
+    fn own(&self, path: &Path) -> Result<(), StorageError> {
         if self.owner.uid.is_none() && self.owner.gid.is_none() {
             return Ok(());
         }
-        chown(path, self.owner.uid, self.owner.gid).map_err(|source| MaildirError::Write {
+        chown(path, self.owner.uid, self.owner.gid).map_err(|source| StorageError::Write {
             path: path.to_path_buf(),
             source,
         })
@@ -295,8 +262,8 @@ fn in_cur(dir: &Path, base: &str) -> bool {
 /// Dovecot's `W=`: the size with every line end as CRLF.
 /// Remove `dir` and everything under it, counting regular files. Symlinks
 /// are removed, never followed.
-fn remove_tree(dir: &Path, files: &mut u64, bytes: &mut u64) -> Result<(), MaildirError> {
-    let read = |source| MaildirError::Read {
+fn remove_tree(dir: &Path, files: &mut u64, bytes: &mut u64) -> Result<(), StorageError> {
+    let read = |source| StorageError::Read {
         path: dir.to_path_buf(),
         source,
     };
@@ -320,13 +287,13 @@ fn remove_tree(dir: &Path, files: &mut u64, bytes: &mut u64) -> Result<(), Maild
                 *bytes += size;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(MaildirError::Remove { path, source }),
+            Err(source) => return Err(StorageError::Remove { path, source }),
         }
     }
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(MaildirError::Remove {
+        Err(source) => Err(StorageError::Remove {
             path: dir.to_path_buf(),
             source,
         }),
@@ -370,9 +337,9 @@ fn path_safe(part: &str) -> bool {
     !part.is_empty() && !part.starts_with('.') && !part.contains(['/', '\0', '\\']) && part != "~"
 }
 
-fn compress(path: &Path, raw: &[u8]) -> Result<Vec<u8>, MaildirError> {
+fn compress(path: &Path, raw: &[u8]) -> Result<Vec<u8>, StorageError> {
     let mut out = vec![0u8; zstd_safe::compress_bound(raw.len())];
-    let n = zstd_safe::compress(&mut out[..], raw, 3).map_err(|code| MaildirError::Compress {
+    let n = zstd_safe::compress(&mut out[..], raw, 3).map_err(|code| StorageError::Compress {
         path: path.to_path_buf(),
         code,
     })?;

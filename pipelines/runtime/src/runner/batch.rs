@@ -10,7 +10,7 @@ use mailfleet_events::{
 
 use crate::{
     consumer::{output_id, Consumer, Decision, Decode, Emit, Input, Outcome, RecordMeta, Verdict},
-    error::StateError,
+    error::{RuntimeError, StateError},
     state::{partition_key, Overlay, StateView},
     store::{Commit, Store},
 };
@@ -135,7 +135,7 @@ impl<C: Consumer> Decider<'_, C> {
         // leave half-applied state behind.
         let mut encoded = match self.encode(&input.meta, &mut decision.outputs, 0) {
             Ok(encoded) => encoded,
-            Err(reason) => return self.reject(&input.meta, payload, reason, work),
+            Err(e) => return self.reject(&input.meta, payload, e.to_string(), work),
         };
         if self.run_effects && self.consumer.has_effects() {
             match self.tokio.block_on(self.consumer.effect(&input, &decision)) {
@@ -144,7 +144,7 @@ impl<C: Consumer> Decider<'_, C> {
                     let first = decision.outputs.len();
                     match self.encode(&input.meta, &mut observed, first) {
                         Ok(more) => encoded.extend(more),
-                        Err(reason) => return self.reject(&input.meta, payload, reason, work),
+                        Err(e) => return self.reject(&input.meta, payload, e.to_string(), work),
                     }
                 }
                 Outcome::Permanent(reason) => {
@@ -168,7 +168,7 @@ impl<C: Consumer> Decider<'_, C> {
         meta: &RecordMeta,
         outputs: &mut [Emit],
         first: usize,
-    ) -> Result<Vec<Outgoing>, String> {
+    ) -> Result<Vec<Outgoing>, RuntimeError> {
         let mut encoded = Vec::with_capacity(outputs.len());
         for (offset, emit) in outputs.iter_mut().enumerate() {
             let index = first + offset;
@@ -180,7 +180,11 @@ impl<C: Consumer> Decider<'_, C> {
             let payload = emit
                 .event
                 .encode()
-                .map_err(|e| format!("output {index} ({}): {e}", emit.event.name()))?;
+                .map_err(|source| RuntimeError::EncodeOutput {
+                    index,
+                    event: emit.event.name(),
+                    source,
+                })?;
             encoded.push(Outgoing {
                 topic: emit.topic.clone(),
                 key: emit.key.clone(),

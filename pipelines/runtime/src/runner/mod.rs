@@ -324,10 +324,9 @@ impl<C: Consumer> Runner<C> {
         };
         let mut out = merge.push(records);
         let late = merge.late();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        out.extend(merge.release(now_ms, |topic, partition| self.source(topic, partition)));
+        out.extend(merge.release(crate::time::now_ms(), |topic, partition| {
+            self.source(topic, partition)
+        }));
         if merge.late() > late {
             metrics::counter!(m::MERGE_LATE, "consumer" => self.name.clone())
                 .increment(merge.late() - late);

@@ -1,7 +1,10 @@
 //! Event → intent, without I/O.
 
-use mailfleet_events::accounts::{LoginChannel, LoginRecorded};
-use mailfleet_runtime::{Overlay, Verdict};
+use mailfleet_events::{
+    accounts::{LoginChannel, LoginRecorded},
+    Envelope, Registry,
+};
+use mailfleet_runtime::{Decode, Overlay, Verdict};
 
 use super::*;
 

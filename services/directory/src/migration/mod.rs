@@ -24,7 +24,6 @@ use std::{
     fs,
     future::Future,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use mailfleet_events::{
@@ -32,7 +31,7 @@ use mailfleet_events::{
     Envelope, Event,
 };
 use mailfleet_password as password;
-use mailfleet_runtime::{config::KafkaConfig, producer::EventProducer};
+use mailfleet_runtime::{config::KafkaConfig, producer::EventProducer, time::now_ms};
 use rand::{distr::Alphanumeric, Rng};
 
 pub use ldap::Copied;
@@ -124,10 +123,7 @@ impl Migration {
         let target_mail = target_mailbox(&self.to_mail_root, setup, &account)?;
         let client =
             DirectoryClient::new(setup.ldap.clone()).map_err(DirectoryError::LdapConfig)?;
-        let target_people = client
-            .layout()
-            .target_people(&self.to_ldap_base)
-            .map_err(DirectoryError::TargetBase)?;
+        let target_people = client.layout().target_people(&self.to_ldap_base)?;
         client.account_entry(&account).await?;
         Ok(Checked {
             setup,
@@ -148,7 +144,7 @@ impl Checked<'_> {
     pub async fn run<M: TokenMailer>(self, mailer: Option<&M>) -> Result<(), DirectoryError> {
         let producer = EventProducer::new(self.setup.kafka, "mailfleet-migrate")
             .map_err(|e| DirectoryError::Producer(Box::new(e)))?;
-        let now = now_ms()?;
+        let now = now_ms();
         let started = self.started(now);
         self.produce(&producer, "MigrationStarted", &started)
             .await?;
@@ -252,7 +248,7 @@ impl Checked<'_> {
         Ok(MigrationCompleted {
             envelope: Envelope {
                 event_id: format!("migrate:{account}:{now}:completed"),
-                event_time: now_ms()?,
+                event_time: now_ms(),
                 ..Envelope::caused_by(&started.envelope, "migrate")
             },
             account: account.clone(),
@@ -311,10 +307,6 @@ fn target_mailbox(
         ));
     }
     (setup.mailbox)(root, account).map_err(DirectoryError::Mailbox)
-}
-
-fn now_ms() -> Result<i64, DirectoryError> {
-    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64)
 }
 
 /// 24 random letters and digits that pass the password policy.

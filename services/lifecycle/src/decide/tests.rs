@@ -2,9 +2,9 @@
 
 use mailfleet_events::{
     accounts::{LoginChannel, LoginFailed, QuotaChanged},
-    encode, Event,
+    encode, Event, Registry,
 };
-use mailfleet_runtime::{Consumer, Emit, Input, Overlay, RecordMeta, Verdict};
+use mailfleet_runtime::{Consumer, Decode, Emit, Input, Overlay, RecordMeta, Verdict};
 
 use super::*;
 use crate::Lifecycle;

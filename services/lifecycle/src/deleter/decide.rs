@@ -7,42 +7,25 @@ use mailfleet_events::{
     },
     admin::{AdminAlert, AlertSeverity},
     clock::ClockTicked,
-    Envelope, EventError, Registry,
+    Envelope,
 };
-use mailfleet_runtime::{Decision, Decode, StateError, StateView};
+use mailfleet_runtime::{Decision, StateError, StateView};
 
 use super::{
     state::{AlertedKey, Saga, SagaKey, Steps},
     DeleterConfig, NAME,
 };
 
-/// What the deleter reads from `accounts.events`.
-#[derive(Debug)]
-pub enum DeleterInput {
-    Status(AccountStatusChanged),
-    Completed(DeletionStepCompleted),
-    /// Time: sagas running too long are reported.
-    Tick(ClockTicked),
-    /// Anything else on the topic.
-    Other(Envelope),
-}
-
-impl Decode for DeleterInput {
-    fn decode(registry: &Registry, bytes: &[u8]) -> Result<Self, EventError> {
-        Ok(match registry.writer_of(bytes)?.name.as_str() {
-            "mailfleet.accounts.AccountStatusChanged" => Self::Status(registry.decode(bytes)?),
-            "mailfleet.accounts.DeletionStepCompleted" => Self::Completed(registry.decode(bytes)?),
-            "mailfleet.clock.ClockTicked" => Self::Tick(registry.decode(bytes)?),
-            _ => Self::Other(Envelope::default()),
-        })
-    }
-    fn envelope(&self) -> &Envelope {
-        match self {
-            Self::Status(e) => &e.envelope,
-            Self::Completed(e) => &e.envelope,
-            Self::Tick(e) => &e.envelope,
-            Self::Other(e) => e,
-        }
+mailfleet_runtime::inputs! {
+    /// What the deleter reads from `accounts.events`; anything else on
+    /// the topic is `Other`.
+    #[derive(Debug)]
+    pub enum DeleterInput {
+        Status(AccountStatusChanged),
+        Completed(DeletionStepCompleted),
+        /// Time: sagas running too long are reported.
+        Tick(ClockTicked),
+        _ => Other,
     }
 }
 

@@ -5,7 +5,9 @@
 //! | `s` + account | [`Saga`]: started, steps requested and done, reason |
 
 use mailfleet_events::accounts::DeletionStep;
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{StateKey, StateValue, ValueError};
+
+use crate::LifecycleError;
 
 /// An account's saga: `s` + the lower-cased address.
 pub struct SagaKey<'a>(pub &'a str);
@@ -93,12 +95,9 @@ impl StateValue for Saga {
         out.extend_from_slice(self.reason.as_bytes());
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         if bytes.len() < 10 {
-            return Err(format!(
-                "saga of {} bytes, expected at least 10",
-                bytes.len()
-            ));
+            return Err(ValueError::invalid(LifecycleError::SagaSize(bytes.len())));
         }
         let (started, rest) = bytes.split_at(8);
         Ok(Self {
@@ -106,7 +105,7 @@ impl StateValue for Saga {
             requested: Steps(rest[0]),
             done: Steps(rest[1]),
             reason: String::from_utf8(rest[2..].to_vec())
-                .map_err(|e| format!("saga reason: {e}"))?,
+                .map_err(|e| ValueError::from(e).in_part("saga reason"))?,
         })
     }
 }
@@ -124,7 +123,10 @@ mod tests {
             reason: "grace-expired".into(),
         };
         assert_eq!(Saga::from_bytes(&saga.to_bytes()).unwrap(), saga);
-        assert!(Saga::from_bytes(b"short").unwrap_err().contains("5 bytes"));
+        assert!(Saga::from_bytes(b"short")
+            .unwrap_err()
+            .to_string()
+            .contains("5 bytes"));
         assert!(!Steps::default()
             .with(DeletionStep::Unknown)
             .has(DeletionStep::Unknown));

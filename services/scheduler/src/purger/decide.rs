@@ -25,7 +25,10 @@ use super::{
     state::{FolderKey, MailboxKey, Pending, RunKey, SlotBody, SlotKey},
     PurgerConfig, NAME,
 };
-use crate::stagger::{self, Lane, PurgePlan, RateLimit};
+use crate::{
+    stagger::{self, Lane, PurgePlan, RateLimit},
+    SchedulerError,
+};
 
 mailfleet_runtime::inputs! {
     /// What the planner reads (both topics keyed by account, co-partitioned).
@@ -135,22 +138,22 @@ struct Params {
     received_before: i64,
 }
 
-fn params(j: &JobDue) -> Result<Params, String> {
-    let get = |name: &str| {
+fn params(j: &JobDue) -> Result<Params, SchedulerError> {
+    let run_id = || j.run_id.clone();
+    let get = |name: &'static str| {
         j.params
             .get(name)
-            .ok_or_else(|| format!("JobDue {}: no param {name:?}", j.run_id))
-    };
-    let bad = |name: &str, value: &str, why: &str| {
-        format!("JobDue {}: param {name} = {value:?}: {why}", j.run_id)
+            .ok_or_else(|| SchedulerError::ParamMissing {
+                run_id: run_id(),
+                name,
+            })
     };
     let folder = get("folder")?.clone();
     if folder.trim().is_empty() || folder.eq_ignore_ascii_case("INBOX") {
-        return Err(bad(
-            "folder",
-            &folder,
-            "INBOX and empty names are never purged",
-        ));
+        return Err(SchedulerError::ParamFolder {
+            run_id: run_id(),
+            folder,
+        });
     }
     let window = get("window_minutes")?;
     let window_ms = window
@@ -158,16 +161,27 @@ fn params(j: &JobDue) -> Result<Params, String> {
         .ok()
         .filter(|m| *m >= 1)
         .map(|m| i64::from(m) * 60_000)
-        .ok_or_else(|| bad("window_minutes", window, "not a whole number >= 1"))?;
+        .ok_or_else(|| SchedulerError::ParamWindow {
+            run_id: run_id(),
+            value: window.clone(),
+        })?;
     let rate = get("max_purges_per_s")?;
     let max_per_s = rate
         .parse::<f64>()
-        .map_err(|e| bad("max_purges_per_s", rate, &e.to_string()))?;
+        .map_err(|source| SchedulerError::ParamRate {
+            run_id: run_id(),
+            value: rate.clone(),
+            source,
+        })?;
     let received_before = match j.params.get("received_before") {
         None => j.due_at,
         Some(v) => v
             .parse::<i64>()
-            .map_err(|e| bad("received_before", v, &e.to_string()))?,
+            .map_err(|source| SchedulerError::ParamReceivedBefore {
+                run_id: run_id(),
+                value: v.clone(),
+                source,
+            })?,
     };
     Ok(Params {
         folder,
@@ -189,18 +203,16 @@ fn job(
     }
     let p = match params(j) {
         Ok(p) => p,
-        Err(reason) => return Ok(Decision::reject(reason)),
+        Err(e) => return Ok(Decision::reject(e.to_string())),
     };
     let accounts = accounts_with_mail(cfg, state, &p.folder)?;
-    let plan = Lane::partition(partition, partitions)
-        .and_then(|lane| {
-            let limit = RateLimit::shared(p.max_per_s, lane.of)?;
-            stagger::plan_lane(j.due_at, p.window_ms, limit, lane, &accounts)
-        })
-        .map_err(|e| format!("JobDue {}: {e}", j.run_id));
+    let plan = Lane::partition(partition, partitions).and_then(|lane| {
+        let limit = RateLimit::shared(p.max_per_s, lane.of)?;
+        stagger::plan_lane(j.due_at, p.window_ms, limit, lane, &accounts)
+    });
     let plan = match plan {
         Ok(plan) => plan,
-        Err(reason) => return Ok(Decision::reject(reason)),
+        Err(e) => return Ok(Decision::reject(format!("JobDue {}: {e}", j.run_id))),
     };
     let mut d = Decision::apply();
     d.put(&RunKey(&j.run_id), &());
@@ -296,9 +308,9 @@ fn tick(
     };
     let mut minutes: BTreeMap<i64, u64> = BTreeMap::new();
     for (body, pending) in state.scan_prefix::<SlotKey>(&[])? {
-        let slot = SlotBody::parse(&body).map_err(|reason| StateError::Corrupt {
+        let slot = SlotBody::parse(&body).map_err(|source| StateError::Corrupt {
             key: String::from_utf8_lossy(&body).into_owned(),
-            reason,
+            source,
         })?;
         if slot.at > now {
             break; // sorted by time: the rest is later

@@ -9,7 +9,9 @@
 //!
 //! The slot keys sort by time, so a tick releases a prefix of the table.
 
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{StateKey, StateValue, ValueError};
+
+use crate::SchedulerError;
 
 /// An account with a mailbox.
 pub struct MailboxKey<'a>(pub &'a str);
@@ -89,16 +91,16 @@ pub struct SlotBody {
 }
 
 impl SlotBody {
-    pub fn parse(body: &[u8]) -> Result<Self, String> {
+    pub fn parse(body: &[u8]) -> Result<Self, ValueError> {
         let (time, rest) = body
             .split_first_chunk::<8>()
-            .ok_or_else(|| format!("slot key of {} bytes", body.len()))?;
+            .ok_or_else(|| ValueError::invalid(SchedulerError::SlotKeySize(body.len())))?;
         let at = (u64::from_be_bytes(*time) ^ (1 << 63)) as i64;
         let nul = rest
             .iter()
             .position(|b| *b == 0)
-            .ok_or("slot key without NUL")?;
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| e.to_string());
+            .ok_or_else(|| ValueError::invalid(SchedulerError::SlotKeyWithoutNul))?;
+        let text = |b: &[u8]| String::from_utf8(b.to_vec());
         Ok(Self {
             at,
             run_id: text(&rest[..nul])?,
@@ -122,13 +124,13 @@ impl StateValue for Pending {
         out.extend_from_slice(self.folder.as_bytes());
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         let (before, folder) = bytes
             .split_first_chunk::<8>()
-            .ok_or_else(|| format!("pending purge of {} bytes", bytes.len()))?;
+            .ok_or_else(|| ValueError::invalid(SchedulerError::PendingSize(bytes.len())))?;
         Ok(Self {
             received_before: i64::from_le_bytes(*before),
-            folder: String::from_utf8(folder.to_vec()).map_err(|e| e.to_string())?,
+            folder: String::from_utf8(folder.to_vec())?,
         })
     }
 }
@@ -156,7 +158,7 @@ mod scheduler_tests {
             folder: "Trash".into(),
             received_before: -3,
         };
-        assert_eq!(Pending::from_bytes(&p.to_bytes()), Ok(p));
+        assert_eq!(Pending::from_bytes(&p.to_bytes()).unwrap(), p);
         assert!(SlotBody::parse(b"short").is_err());
     }
 }

@@ -77,10 +77,10 @@ pub struct AccountIndex {
 
 /// Read one account's index from an indexer store.
 pub fn show(store: &Store, account: &str) -> Result<AccountIndex, RuntimeError> {
-    use mailfleet_runtime::{StateKey, StateValue};
+    use mailfleet_runtime::{StateKey, StateValue, ValueError};
     let mut out = AccountIndex::default();
     let with_nul = format!("{account}\0");
-    let corrupt = |what: &str, e: String| {
+    let corrupt = |what: &str, e: ValueError| {
         RuntimeError::InvalidConfig(vec![format!("index entry {what}: {e}")])
     };
     for (_, body, value) in store.scan_table(FolderKey::PREFIX)? {

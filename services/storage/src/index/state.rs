@@ -1,7 +1,9 @@
 //! The indexer's tables. Keys start with the account and a NUL, so one
 //! account's entries sort together.
 
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{StateKey, StateValue, ValueError};
+
+use crate::StorageError;
 
 fn account_key(out: &mut Vec<u8>, account: &str, rest: &str) {
     out.extend_from_slice(account.as_bytes());
@@ -106,8 +108,8 @@ impl StateValue for Tally {
     fn to_bytes(&self) -> Vec<u8> {
         (self.count, self.bytes).to_bytes()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let (count, bytes) = <(i64, i64)>::from_bytes(bytes).map_err(|e| format!("tally: {e}"))?;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        let (count, bytes) = <(i64, i64)>::from_bytes(bytes).map_err(|e| e.in_part("tally"))?;
         Ok(Tally { count, bytes })
     }
 }
@@ -122,8 +124,8 @@ impl StateValue for MessageEntry {
         out.extend_from_slice(self.file.as_bytes());
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let bad = || format!("message entry of {} bytes is malformed", bytes.len());
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        let bad = || ValueError::invalid(StorageError::MessageEntry(bytes.len()));
         let size = i64::from_bytes(bytes.get(0..8).ok_or_else(bad)?)?;
         let received_at = i64::from_bytes(bytes.get(8..16).ok_or_else(bad)?)?;
         let len = u32::from_le_bytes(
@@ -135,7 +137,7 @@ impl StateValue for MessageEntry {
         ) as usize;
         let folder = bytes.get(20..20 + len).ok_or_else(bad)?;
         let file = bytes.get(20 + len..).ok_or_else(bad)?;
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| e.to_string());
+        let text = |b: &[u8]| String::from_utf8(b.to_vec());
         Ok(MessageEntry {
             folder: text(folder)?,
             size,

@@ -16,7 +16,7 @@ use mailfleet_events::{
 use mailfleet_runtime::{metrics as m, time::now_ms, Emit, Outcome};
 
 use super::{decide::delivery_id, StorageWriter, NAME};
-use crate::maildir::MaildirError;
+use crate::StorageError;
 
 /// A replay of a delivery older than this looks in `cur/` too, where a
 /// client may have moved the file (a fresh delivery cannot be there yet).
@@ -155,9 +155,9 @@ fn blob_outcome(e: BlobError) -> Outcome {
     }
 }
 
-fn maildir_outcome(e: MaildirError) -> Outcome {
+fn maildir_outcome(e: StorageError) -> Outcome {
     match e {
-        MaildirError::BadAccount(_) | MaildirError::BadFolder(_) => {
+        StorageError::BadAccount(_) | StorageError::BadFolder(_) => {
             Outcome::Permanent(e.to_string())
         }
         other => Outcome::Temporary(other.to_string()),

@@ -22,14 +22,17 @@ use mailfleet_events::{mail::MessageRejected, Event};
 use mailfleet_runtime::{
     metrics as m,
     settings::{InForce, Settings},
-    Consumer, Decision, Input, Outcome, StateError, StateView,
+    Consumer, Decision, Input, Outcome, RuntimeError, StateError, StateView,
 };
 
 pub use config::{FolderRule, StorageConfig, StorageRules};
 pub use decide::{Plan, StorageInput};
 pub use state::{Usage, UsageKey};
 
-use crate::maildir::{Maildirs, Owner};
+use crate::{
+    maildir::{Maildirs, Owner},
+    StorageError,
+};
 
 /// The consumer's name.
 pub const NAME: &str = "storage";
@@ -62,20 +65,20 @@ impl StorageWriter {
     }
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
-    pub fn settings(&self) -> Result<Settings, String> {
+    pub fn settings(&self) -> Result<Settings, RuntimeError> {
         Settings::of(&self.cfg.rules())
     }
 
     /// The config recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<StorageConfig, String> {
+    fn build(&self, settings: &Settings) -> Result<StorageConfig, StorageError> {
         let rules: StorageRules =
-            serde_json::from_str(&settings.json).map_err(|e| e.to_string())?;
+            serde_json::from_str(&settings.json).map_err(StorageError::ReadRules)?;
         let cfg = self.cfg.with_rules(rules, settings.hash.clone());
         let problems = cfg.problems();
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(problems.join("; "))
+            Err(StorageError::InvalidRules(problems))
         }
     }
 }

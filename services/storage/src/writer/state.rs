@@ -1,6 +1,8 @@
 //! The storage writer's state tables.
 
-use mailfleet_runtime::{StateKey, StateValue};
+use mailfleet_runtime::{StateKey, StateValue, ValueError};
+
+use crate::StorageError;
 
 /// A delivery already handled: `d` + the MessageReceived id.
 pub struct DeliveredKey(pub String);
@@ -76,12 +78,14 @@ impl StateValue for Delivered {
             Self::Rejected => b'r',
         }]
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         match bytes {
             b"s" => Ok(Self::Stored),
             b"q" => Ok(Self::Quarantined),
             b"r" => Ok(Self::Rejected),
-            other => Err(format!("delivery state {other:?}")),
+            other => Err(ValueError::invalid(StorageError::DeliveryState(
+                other.to_vec(),
+            ))),
         }
     }
 }
@@ -90,9 +94,8 @@ impl StateValue for Usage {
     fn to_bytes(&self) -> Vec<u8> {
         (self.bytes, self.messages).to_bytes()
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let (bytes, messages) =
-            <(i64, i64)>::from_bytes(bytes).map_err(|e| format!("usage: {e}"))?;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        let (bytes, messages) = <(i64, i64)>::from_bytes(bytes).map_err(|e| e.in_part("usage"))?;
         Ok(Usage { bytes, messages })
     }
 }
@@ -106,18 +109,15 @@ impl StateValue for AccountQuota {
         out.extend_from_slice(self.plan.as_deref().unwrap_or("").as_bytes());
         out
     }
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
         if bytes.len() < 10 {
-            return Err(format!(
-                "quota of {} bytes, expected at least 10",
-                bytes.len()
-            ));
+            return Err(ValueError::invalid(StorageError::QuotaSize(bytes.len())));
         }
         let explicit = (bytes[0] == 1)
             .then(|| i64::from_bytes(&bytes[1..9]))
             .transpose()?;
         let plan = (bytes[9] == 1)
-            .then(|| String::from_utf8(bytes[10..].to_vec()).map_err(|e| e.to_string()))
+            .then(|| String::from_utf8(bytes[10..].to_vec()))
             .transpose()?;
         Ok(AccountQuota { plan, explicit })
     }
@@ -141,7 +141,10 @@ mod tests {
             messages: 2,
         };
         assert_eq!(Usage::from_bytes(&u.to_bytes()).unwrap(), u);
-        assert!(Usage::from_bytes(b"short").unwrap_err().contains("5 bytes"));
+        assert!(Usage::from_bytes(b"short")
+            .unwrap_err()
+            .to_string()
+            .contains("5 bytes"));
         assert!(Delivered::from_bytes(b"x").is_err());
     }
 }

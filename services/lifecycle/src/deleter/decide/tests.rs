@@ -1,4 +1,4 @@
-use mailfleet_events::{admin::AdminAlert, clock::ClockTicked, Event};
+use mailfleet_events::{admin::AdminAlert, clock::ClockTicked, Event, Registry};
 use mailfleet_runtime::{Emit, Overlay, Verdict};
 
 use super::*;
