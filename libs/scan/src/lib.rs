@@ -14,6 +14,7 @@ pub mod policy;
 
 pub use engine::{Engine, POLICY_ONLY};
 
+use mailfleet_events::mail::ScanVerdict;
 use serde::Serialize;
 
 /// What scanning one message concluded.
@@ -30,6 +31,41 @@ pub enum Verdict {
     /// The attachment policy banned a part: the (decoded) file name, or
     /// `archive.zip/inner.exe` for a member of an archive, and the rule.
     Banned { file: String, rule: String },
+}
+
+/// A verdict as the events carry it (`MessageScanned`,
+/// `MessageSubmitted`): the kind, and the signature or the banned file and
+/// its rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Findings {
+    pub verdict: ScanVerdict,
+    pub signature: Option<String>,
+    pub file: Option<String>,
+    pub rule: Option<String>,
+}
+
+impl Verdict {
+    /// This verdict as the events carry it.
+    pub fn findings(&self) -> Findings {
+        let (verdict, signature, file, rule) = match self {
+            Verdict::Clean => (ScanVerdict::Clean, None, None, None),
+            Verdict::Infected { signature } => {
+                (ScanVerdict::Infected, Some(signature.clone()), None, None)
+            }
+            Verdict::Banned { file, rule } => (
+                ScanVerdict::Banned,
+                None,
+                Some(file.clone()),
+                Some(rule.clone()),
+            ),
+        };
+        Findings {
+            verdict,
+            signature,
+            file,
+            rule,
+        }
+    }
 }
 
 /// Why a message could not be scanned.

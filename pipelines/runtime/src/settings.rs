@@ -17,7 +17,7 @@ use std::{
 };
 
 use mailfleet_events::config::ConfigChanged;
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{Decision, RuntimeError, StateError, StateKey, StateValue, StateView, ValueError};
@@ -173,6 +173,64 @@ impl<C> InForce<C> {
         let mut d = Decision::apply();
         d.put(&InForceKey, &settings);
         Ok(d)
+    }
+}
+
+/// A consumer config whose deciding part, its rules, is recorded as
+/// settings: the config file gives the rules of a live run, a
+/// `ConfigChanged` those of every decision after it.
+pub trait RecordedRules: Sized {
+    /// What is recorded.
+    type Rules: Serialize + DeserializeOwned;
+    /// The rules of this config.
+    fn rules(&self) -> Self::Rules;
+    /// This config with recorded rules (and their hash) in force.
+    fn with_rules(&self, rules: Self::Rules, hash: String) -> Self;
+    /// Every problem of the config, each naming its key and value.
+    fn problems(&self) -> Vec<String>;
+}
+
+/// Why recorded settings make no config.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The JSON is not the consumer's rules.
+    #[error("{0}")]
+    Read(#[source] serde_json::Error),
+    /// The rules read, but some values are wrong.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl<C: RecordedRules> InForce<C> {
+    /// The settings the config file gives, as a `ConfigChanged` records them.
+    pub fn settings(&self) -> Result<Settings, RuntimeError> {
+        Settings::of(&self.file.rules())
+    }
+
+    /// The config recorded `settings` give, if they are valid.
+    pub fn config_of(&self, settings: &Settings) -> Result<C, RulesError> {
+        let rules = serde_json::from_str(&settings.json).map_err(RulesError::Read)?;
+        let cfg = self.file.with_rules(rules, settings.hash.clone());
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(RulesError::Invalid(problems))
+        }
+    }
+
+    /// [`InForce::get`] with the recorded rules.
+    pub fn current(&self, state: &StateView<'_>) -> Result<(Arc<C>, Option<String>), StateError> {
+        self.get(state, |s| self.config_of(s))
+    }
+
+    /// [`InForce::take`] with the recorded rules.
+    pub fn take_recorded(
+        &self,
+        state: &StateView<'_>,
+        c: &ConfigChanged,
+    ) -> Result<Decision, StateError> {
+        self.take(state, c, |s| self.config_of(s))
     }
 }
 

@@ -148,6 +148,22 @@ impl LifecycleConfig {
     }
 }
 
+impl mailfleet_runtime::settings::RecordedRules for LifecycleConfig {
+    type Rules = LifecycleRules;
+
+    fn rules(&self) -> LifecycleRules {
+        LifecycleConfig::rules(self)
+    }
+
+    fn with_rules(&self, rules: LifecycleRules, hash: String) -> LifecycleConfig {
+        LifecycleConfig::with_rules(self, rules, hash)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        LifecycleConfig::problems(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

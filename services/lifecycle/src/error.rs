@@ -4,12 +4,6 @@
 /// being read.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
-    /// Recorded settings are not the lifecycle's rules as JSON.
-    #[error("{0}")]
-    ReadRules(#[source] serde_json::Error),
-    /// Recorded settings give a config with these problems.
-    #[error("{}", .0.join("; "))]
-    InvalidRules(Vec<String>),
     /// A stored account record of the wrong size.
     #[error("account of {0} bytes, expected 17")]
     AccountSize(usize),

@@ -106,20 +106,7 @@ impl Lifecycle {
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
     pub fn settings(&self) -> Result<Settings, RuntimeError> {
-        Settings::of(&self.config().rules())
-    }
-
-    /// The config recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<LifecycleConfig, LifecycleError> {
-        let rules: LifecycleRules =
-            serde_json::from_str(&settings.json).map_err(LifecycleError::ReadRules)?;
-        let cfg = self.config().with_rules(rules, settings.hash.clone());
-        let problems = cfg.problems();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(LifecycleError::InvalidRules(problems))
-        }
+        self.in_force.settings()
     }
 }
 
@@ -136,9 +123,9 @@ impl Consumer for Lifecycle {
         input: &Input<LifecycleInput>,
     ) -> Result<Decision, StateError> {
         if let LifecycleInput::Config(c) = &input.event {
-            return self.in_force.take(state, c, |s| self.build(s));
+            return self.in_force.take_recorded(state, c);
         }
-        let (cfg, _) = self.in_force.get(state, |s| self.build(s))?;
+        let (cfg, _) = self.in_force.current(state)?;
         decide::decide(&cfg, state, &input.event)
     }
 }

@@ -162,6 +162,22 @@ impl OutboundConfig {
     }
 }
 
+impl mailfleet_runtime::settings::RecordedRules for OutboundConfig {
+    type Rules = OutboundRules;
+
+    fn rules(&self) -> OutboundRules {
+        OutboundConfig::rules(self)
+    }
+
+    fn with_rules(&self, rules: OutboundRules, hash: String) -> OutboundConfig {
+        OutboundConfig::with_rules(self, rules, hash)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        OutboundConfig::problems(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,12 +4,6 @@
 /// state values that do not read back.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    /// Recorded settings are not the outbound rules as JSON.
-    #[error("{0}")]
-    ReadRules(#[source] serde_json::Error),
-    /// Recorded settings give a config with these problems.
-    #[error("{}", .0.join("; "))]
-    InvalidRules(Vec<String>),
     /// A stored account row without its flags byte.
     #[error("empty account row")]
     EmptyAccountRow,

@@ -58,20 +58,7 @@ impl Outbound {
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
     pub fn settings(&self) -> Result<Settings, RuntimeError> {
-        Settings::of(&self.config().rules())
-    }
-
-    /// The config recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<OutboundConfig, OutboundError> {
-        let rules: OutboundRules =
-            serde_json::from_str(&settings.json).map_err(OutboundError::ReadRules)?;
-        let cfg = self.config().with_rules(rules, settings.hash.clone());
-        let problems = cfg.problems();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(OutboundError::InvalidRules(problems))
-        }
+        self.in_force.settings()
     }
 }
 
@@ -88,9 +75,9 @@ impl Consumer for Outbound {
         input: &Input<OutboundInput>,
     ) -> Result<Decision, StateError> {
         if let OutboundInput::Config(c) = &input.event {
-            return self.in_force.take(state, c, |s| self.build(s));
+            return self.in_force.take_recorded(state, c);
         }
-        let (cfg, _) = self.in_force.get(state, |s| self.build(s))?;
+        let (cfg, _) = self.in_force.current(state)?;
         decide::decide(&cfg, state, &input.event)
     }
 }

@@ -2,7 +2,7 @@
 //! verdict becomes.
 
 use mailfleet_events::{
-    mail::{MessageReceived, MessageScanned, ScanVerdict},
+    mail::{MessageReceived, MessageScanned},
     Envelope,
 };
 use mailfleet_runtime::{Decision, Emit};
@@ -50,18 +50,7 @@ pub fn verdict_events(
     verdict: &Verdict,
     scanner: &str,
 ) -> Vec<Emit> {
-    let (kind, signature, file, rule) = match verdict {
-        Verdict::Clean => (ScanVerdict::Clean, None, None, None),
-        Verdict::Infected { signature } => {
-            (ScanVerdict::Infected, Some(signature.clone()), None, None)
-        }
-        Verdict::Banned { file, rule } => (
-            ScanVerdict::Banned,
-            None,
-            Some(file.clone()),
-            Some(rule.clone()),
-        ),
-    };
+    let findings = verdict.findings();
     let scanned = MessageScanned {
         envelope: Envelope::caused_by(&received.envelope, NAME),
         account: received.account.clone(),
@@ -71,10 +60,10 @@ pub fn verdict_events(
         size: received.size,
         received_at: received.received_at,
         message_id: received.message_id.clone(),
-        verdict: kind,
-        signature,
-        file,
-        rule,
+        verdict: findings.verdict,
+        signature: findings.signature,
+        file: findings.file,
+        rule: findings.rule,
         scanner: scanner.to_string(),
     };
     vec![Emit::new(

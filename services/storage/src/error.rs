@@ -43,12 +43,6 @@ pub enum StorageError {
     /// Compressing a message file failed.
     #[error("compressing for {path}: zstd error {code}")]
     Compress { path: PathBuf, code: usize },
-    /// Recorded settings are not the writer's rules as JSON.
-    #[error("{0}")]
-    ReadRules(#[source] serde_json::Error),
-    /// Recorded settings give a config with these problems.
-    #[error("{}", .0.join("; "))]
-    InvalidRules(Vec<String>),
     /// A stored index entry whose layout does not add up.
     #[error("message entry of {0} bytes is malformed")]
     MessageEntry(usize),

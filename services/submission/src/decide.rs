@@ -19,7 +19,6 @@
 //! first event reached Kafka and its reply never reached the client.
 
 use mailfleet_events::{
-    mail::ScanVerdict,
     submission::{MessageSubmitted, SubmitAction},
     Envelope,
 };
@@ -106,18 +105,7 @@ pub fn submitted_event(
     producer: &str,
     now_ms: i64,
 ) -> MessageSubmitted {
-    let (kind, signature, file, rule) = match verdict {
-        Verdict::Clean => (ScanVerdict::Clean, None, None, None),
-        Verdict::Infected { signature } => {
-            (ScanVerdict::Infected, Some(signature.clone()), None, None)
-        }
-        Verdict::Banned { file, rule } => (
-            ScanVerdict::Banned,
-            None,
-            Some(file.clone()),
-            Some(rule.clone()),
-        ),
-    };
+    let findings = verdict.findings();
     let action = match verdict {
         Verdict::Clean => SubmitAction::Accepted,
         _ => SubmitAction::Rejected,
@@ -132,10 +120,10 @@ pub fn submitted_event(
         queue_id: submission.queue_id.clone().unwrap_or_default(),
         message_id: submission.message.message_id.clone(),
         client_address: submission.client_address.clone().unwrap_or_default(),
-        verdict: kind,
-        signature,
-        file,
-        rule,
+        verdict: findings.verdict,
+        signature: findings.signature,
+        file: findings.file,
+        rule: findings.rule,
         scanner: scanner.to_string(),
         action,
     }
@@ -154,6 +142,7 @@ pub fn verdict_label(verdict: &Verdict) -> &'static str {
 mod tests {
     use super::*;
     use crate::message::Message;
+    use mailfleet_events::mail::ScanVerdict;
 
     fn submission() -> Submission {
         Submission {

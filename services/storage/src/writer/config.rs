@@ -176,3 +176,19 @@ impl StorageConfig {
             .map_or(i64::MAX, |&q| i64::try_from(q).unwrap_or(i64::MAX))
     }
 }
+
+impl mailfleet_runtime::settings::RecordedRules for StorageConfig {
+    type Rules = StorageRules;
+
+    fn rules(&self) -> StorageRules {
+        StorageConfig::rules(self)
+    }
+
+    fn with_rules(&self, rules: StorageRules, hash: String) -> StorageConfig {
+        StorageConfig::with_rules(self, rules, hash)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        StorageConfig::problems(self)
+    }
+}

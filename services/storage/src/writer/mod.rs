@@ -29,10 +29,7 @@ pub use config::{FolderRule, StorageConfig, StorageRules};
 pub use decide::{Plan, StorageInput};
 pub use state::{Usage, UsageKey};
 
-use crate::{
-    maildir::{Maildirs, Owner},
-    StorageError,
-};
+use crate::maildir::{Maildirs, Owner};
 
 /// The consumer's name.
 pub const NAME: &str = "storage";
@@ -66,20 +63,7 @@ impl StorageWriter {
 
     /// The settings this config file gives, as a `ConfigChanged` records them.
     pub fn settings(&self) -> Result<Settings, RuntimeError> {
-        Settings::of(&self.cfg.rules())
-    }
-
-    /// The config recorded settings give, if they are valid.
-    fn build(&self, settings: &Settings) -> Result<StorageConfig, StorageError> {
-        let rules: StorageRules =
-            serde_json::from_str(&settings.json).map_err(StorageError::ReadRules)?;
-        let cfg = self.cfg.with_rules(rules, settings.hash.clone());
-        let problems = cfg.problems();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(StorageError::InvalidRules(problems))
-        }
+        self.in_force.settings()
     }
 }
 
@@ -96,9 +80,9 @@ impl Consumer for StorageWriter {
         input: &Input<StorageInput>,
     ) -> Result<Decision, StateError> {
         if let StorageInput::Config(c) = &input.event {
-            return self.in_force.take(state, c, |s| self.build(s));
+            return self.in_force.take_recorded(state, c);
         }
-        let (cfg, _) = self.in_force.get(state, |s| self.build(s))?;
+        let (cfg, _) = self.in_force.current(state)?;
         let d = decide::decide(&cfg, state, &input.event)?;
         let partition = input.meta.partition.to_string();
         for (plan, bytes) in decide::plan_bytes_changes(&d) {
