@@ -32,6 +32,7 @@ use mailfleet_events::{
 use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{
     producer::{EventProducer, RawRecord},
+    read::read_events,
     Consumer, Decision, Input, Outcome, RunSpec, Shutdown, StateError, StateView,
 };
 use mailfleet_scan::{
@@ -44,7 +45,7 @@ use super::{
     consume::create_topic,
     corpus::{corpus, Kind, Mail},
     cpu::{clamd_pid, kafka_pid, Cpu, Tally},
-    read_all, scratch_dir,
+    scratch_dir,
 };
 
 /// The load's shape.
@@ -360,9 +361,7 @@ async fn produce_received(
     mails: &[Mail],
     ids: &[String],
 ) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = mailfleet_runtime::time::now_ms();
     let records = mails
         .iter()
         .zip(ids)
@@ -399,7 +398,7 @@ async fn produce_received(
 
 /// Exactly one `MessageScanned` per message, with the corpus's verdict.
 fn check_verdicts(cfg: &Config, topic: &str, mails: &[Mail], ids: &[String]) -> anyhow::Result<()> {
-    let scanned = read_all::<MessageScanned>(cfg, topic)?;
+    let scanned = read_events::<MessageScanned>(&cfg.kafka, topic, "bench")?;
     anyhow::ensure!(
         scanned.len() == mails.len(),
         "{} MessageScanned for {} messages",

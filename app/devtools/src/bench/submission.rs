@@ -33,13 +33,13 @@ use mailfleet_directory::{entry::NewAccount, DirectoryClient};
 use mailfleet_events::submission::{MessageSubmitted, SubmitAction};
 use mailfleet_fleet::config::Config;
 use mailfleet_password as password;
-use mailfleet_runtime::Shutdown;
+use mailfleet_runtime::{read::read_events, Shutdown};
 use mailfleet_scan::{clamd::Clamd, Engine};
 
 use super::{
     consume::create_topic,
     cpu::{clamd_pid, kafka_pid, Cpu, Tally},
-    median, read_all,
+    median,
     store::shell,
     submit_client as smtp,
 };
@@ -385,7 +385,7 @@ async fn wait_sink(name: &str, n: u64) -> anyhow::Result<()> {
 /// Per measured batch, one accepted `MessageSubmitted` for each message
 /// with the milter and none without; every id once.
 fn check(cfg: &Config, topic: &str, batches: &[(String, Side)], n: u64) -> anyhow::Result<()> {
-    let events = read_all::<MessageSubmitted>(cfg, topic)?;
+    let events = read_events::<MessageSubmitted>(&cfg.kafka, topic, "bench")?;
     let ids: HashSet<&str> = events
         .iter()
         .map(|e| e.envelope.event_id.as_str())
