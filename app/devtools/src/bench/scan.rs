@@ -295,23 +295,18 @@ async fn consumer_end_to_end(
         inner: Scanner::new(scanner, store),
         first: first.clone(),
     };
-    let spec = RunSpec {
-        group: format!("{id}-scanner"),
-        inputs: vec![topics.received.clone()],
-        kafka: cfg.kafka.clone(),
-        runtime: mailfleet_runtime::config::RuntimeConfig {
-            data_dir: dir.join("state"),
-            deadletter_topic: topics.dead.clone(),
-            ..cfg.runtime.clone()
-        },
-        run_effects: true,
-        stop_after: Some(mails.len() as u64),
-        stop_at: None,
-        start_at: None,
-        produce: true,
-        capture: None,
-        progress: None,
+    let runtime = mailfleet_runtime::config::RuntimeConfig {
+        deadletter_topic: topics.dead.clone(),
+        ..cfg.runtime.clone()
     };
+    let spec = RunSpec::new(
+        format!("{id}-scanner"),
+        vec![topics.received.clone()],
+        &cfg.kafka,
+        &runtime,
+    )
+    .data_dir(dir.join("state"))
+    .stop_after(mails.len() as u64);
     let before = Cpu::now(clamd_pid(), kafka_pid());
     let started = Instant::now();
     let stats = mailfleet_runtime::run(consumer, spec, Shutdown::new()).await?;
