@@ -68,6 +68,22 @@ impl Private {
         Private::new("clamav", test, &["MAILFLEET_CLAMAV_PORT"])
     }
 
+    /// Also give the script `key` = `value` (e.g.
+    /// `MAILFLEET_KAFKA_EXTRA_PROPERTIES`).
+    pub fn with_env(mut self, key: &'static str, value: String) -> Private {
+        self.env.push((key, value));
+        self
+    }
+
+    /// The port the script was given in `var` (e.g.
+    /// `MAILFLEET_KAFKA_CONTROLLER_PORT`).
+    pub fn port_of(&self, var: &str) -> Option<u16> {
+        self.env
+            .iter()
+            .find(|(k, _)| *k == var)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
     fn ops(&self, action: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let out = Command::new(repo_root().join("ops").join(self.script))
