@@ -527,6 +527,15 @@ pub async fn wait_until(
     Ok(())
 }
 
+/// Wait (up to 30 s) until something accepts connections on
+/// 127.0.0.1:`port`, or fail naming `what`.
+pub async fn wait_listening(what: &str, port: u16) -> anyhow::Result<()> {
+    wait_until(what, Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await
+}
+
 /// The end offset of every partition of `topics` on the broker under
 /// test, now.
 pub fn end_offsets(topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), i64>> {

@@ -244,10 +244,7 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
         &log,
     )?]);
     let port = world.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
     let (mut c, _) = LmtpClient::connect(port)?;
     c.command("LHLO mx")?;
     let store = world.dir.join("state/scanner");

@@ -16,10 +16,7 @@ async fn kafka_down_answers_451_and_the_retry_is_accepted() -> anyhow::Result<()
     let config = world.write_config("lmtp.toml", free_port(), "ack_timeout_ms = 4000")?;
     let mut lmtp = spawn_mailfleet(&config, &["lmtp"], &world.dir.join("lmtp.log"))?;
     let port = world.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
     let (mut c, _) = LmtpClient::connect(port)?;
     c.command("LHLO mx")?;
     let before = c.deliver(
