@@ -40,7 +40,7 @@ use super::{
     consume::create_topic,
     cpu::{clamd_pid, kafka_pid, Cpu, Tally},
     median,
-    store::shell,
+    store::{shell, MainCf},
     submit_client as smtp,
 };
 
@@ -114,24 +114,12 @@ struct Found {
 
 impl Found {
     fn read() -> anyhow::Result<Found> {
-        let run = std::env::var("MAILFLEET_RUN_DIR").unwrap_or_else(|_| "run".into());
-        let path = std::path::Path::new(&run).join("postfix/etc/main.cf");
-        let main_cf = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {}: run `ops/postfix start` (from the repository root)",
-                path.display()
-            )
-        })?;
-        let setting = |key: &str| {
-            main_cf.lines().find_map(|l| {
-                let value = l.strip_prefix(key)?.trim_start().strip_prefix('=')?;
-                Some(value.trim().to_string())
-            })
-        };
+        let main_cf = MainCf::read()?;
+        let setting = |key: &str| main_cf.setting(key);
         Ok(Found {
             transport: setting("virtual_transport").context("main.cf has no virtual_transport")?,
             relay: setting("default_transport").context("main.cf has no default_transport")?,
-            policy: submission_policy(&main_cf),
+            policy: submission_policy(&main_cf.text),
         })
     }
 
