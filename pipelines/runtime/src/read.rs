@@ -2,8 +2,11 @@
 //! checks and the benchmarks' counts need. The reader assigns partitions
 //! itself (no consumer group membership, nothing committed) and stops at
 //! the end offsets the topic had when the read began, so it reads exactly
-//! what was there and never waits for more. [`crate::follow`] is the other
-//! half: reading on, as records come.
+//! what was there and never waits for more: from the beginning
+//! ([`read_to_end`]), only the newest records of each partition
+//! ([`read_last`], where the scheduler resumes), or a transactional
+//! writer's committed records ([`read_committed`]). [`crate::follow`] is
+//! the other half: reading on, as records come.
 
 use std::{
     collections::{BTreeMap, HashMap},
