@@ -12,7 +12,7 @@ use mailfleet_runtime::producer::EventProducer;
 use crate::{
     free_port,
     ingest::{dot_stuff, require_clamd, simple_message, LmtpClient, MailWorld},
-    kafka, read_topic, spawn_mailfleet, wait_until, Children,
+    kafka, read_topic, spawn_mailfleet, wait_listening, Children,
 };
 
 /// What to run.
@@ -94,10 +94,7 @@ impl Fleet {
             spawn_mailfleet(&config, &run, &log)?,
         ]);
         let port = world.lmtp_port;
-        wait_until("the LMTP server", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await?;
+        wait_listening("the LMTP server", port).await?;
         Ok(Fleet {
             world,
             mail_root,

@@ -18,6 +18,7 @@ use anyhow::Context;
 use mailfleet_runtime::{
     admin,
     config::{KafkaConfig, RuntimeConfig},
+    read::{self, Record},
     topology::{Route, TopicSpec},
     Topology,
 };
@@ -32,7 +33,7 @@ pub mod submission;
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
+    Offset, TopicPartitionList,
 };
 
 /// The broker under test.
@@ -368,6 +369,22 @@ pub fn read_topic_from(
     want: usize,
     idle: Duration,
 ) -> anyhow::Result<Vec<Consumed>> {
+    Ok(read_as_written(kafka, topic, want, idle)?
+        .into_iter()
+        .map(|r| (r.key, r.payload))
+        .collect())
+}
+
+/// Every record of `topic` from the beginning (all partitions), read as
+/// it is written: until `want` records were read or nothing new came for
+/// `idle`. (Reading to the end the topic has now is
+/// [`mailfleet_runtime::read::read_to_end`].)
+pub fn read_as_written(
+    kafka: &KafkaConfig,
+    topic: &str,
+    want: usize,
+    idle: Duration,
+) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = admin::client_config(kafka)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
@@ -382,11 +399,7 @@ pub fn read_topic_from(
     let mut last = Instant::now();
     while out.len() < want && last.elapsed() < idle {
         if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
-            let msg = msg?;
-            out.push((
-                msg.key().map(<[u8]>::to_vec),
-                msg.payload().unwrap_or_default().to_vec(),
-            ));
+            out.push(Record::of(&msg?));
             last = Instant::now();
         }
     }
@@ -514,18 +527,19 @@ pub async fn wait_until(
     Ok(())
 }
 
-/// The end offset of every partition of `topics`, now.
+/// Wait (up to 30 s) until something accepts connections on
+/// 127.0.0.1:`port`, or fail naming `what`.
+pub async fn wait_listening(what: &str, port: u16) -> anyhow::Result<()> {
+    wait_until(what, Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await
+}
+
+/// The end offset of every partition of `topics` on the broker under
+/// test, now.
 pub fn end_offsets(topics: &[String]) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let c: BaseConsumer = admin::client_config(&kafka()).create()?;
-    let mut out = BTreeMap::new();
-    for t in topics {
-        let md = c.fetch_metadata(Some(t), Duration::from_secs(10))?;
-        for p in md.topics().iter().flat_map(|x| x.partitions()) {
-            let (_, high) = c.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
-            out.insert((t.clone(), p.id()), high);
-        }
-    }
-    Ok(out)
+    Ok(read::end_offsets(&kafka(), topics)?)
 }
 
 /// How many consumer starts (`consumer started` lines) `log` holds.
@@ -557,15 +571,8 @@ pub async fn wait_applied(store_dir: &Path, topics: &[String]) -> anyhow::Result
         &format!("{} to apply its inputs", store_dir.display()),
         Duration::from_secs(60),
         || {
-            mailfleet_runtime::Store::open_read_only(store_dir).is_ok_and(|s| {
-                let done: BTreeMap<(String, i32), i64> = s
-                    .offsets()
-                    .into_iter()
-                    .map(|(t, p, o)| ((t, p), o))
-                    .collect();
-                ends.iter()
-                    .all(|(tp, end)| *end == 0 || done.get(tp).is_some_and(|o| o >= end))
-            })
+            mailfleet_runtime::Store::open_read_only(store_dir)
+                .is_ok_and(|s| outage::caught_up(&outage::offsets(&s), &ends))
         },
     )
     .await

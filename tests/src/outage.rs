@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mailfleet_runtime::{admin, config::KafkaConfig, Store};
+use mailfleet_runtime::{admin, config::KafkaConfig, read::end_offsets, Store};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Offset, TopicPartitionList,
@@ -66,6 +66,22 @@ impl Private {
     /// clamd with the test signatures (`ops/clamav`).
     pub fn clamd(test: &str) -> Private {
         Private::new("clamav", test, &["MAILFLEET_CLAMAV_PORT"])
+    }
+
+    /// Also give the script `key` = `value` (e.g.
+    /// `MAILFLEET_KAFKA_EXTRA_PROPERTIES`).
+    pub fn with_env(mut self, key: &'static str, value: String) -> Private {
+        self.env.push((key, value));
+        self
+    }
+
+    /// The port the script was given in `var` (e.g.
+    /// `MAILFLEET_KAFKA_CONTROLLER_PORT`).
+    pub fn port_of(&self, var: &str) -> Option<u16> {
+        self.env
+            .iter()
+            .find(|(k, _)| *k == var)
+            .and_then(|(_, v)| v.parse().ok())
     }
 
     fn ops(&self, action: &str) -> anyhow::Result<Duration> {
@@ -156,27 +172,17 @@ impl Drop for Private {
 /// commit). Read-only: the consumer may be running.
 pub fn applied(store_dir: &Path) -> Offsets {
     Store::open_read_only(store_dir)
-        .map(|s| {
-            s.offsets()
-                .into_iter()
-                .map(|(t, p, o)| ((t, p), o))
-                .collect()
-        })
+        .map(|s| offsets(&s))
         .unwrap_or_default()
 }
 
-/// The end offset of every partition of `topics` on `kafka`.
-pub fn ends(kafka: &KafkaConfig, topics: &[String]) -> anyhow::Result<Offsets> {
-    let c: BaseConsumer = admin::client_config(kafka).create()?;
-    let mut out = Offsets::new();
-    for t in topics {
-        let md = c.fetch_metadata(Some(t), Duration::from_secs(10))?;
-        for p in md.topics().iter().flat_map(|x| x.partitions()) {
-            let (_, high) = c.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
-            out.insert((t.clone(), p.id()), high);
-        }
-    }
-    Ok(out)
+/// The offsets `store` has applied.
+pub fn offsets(store: &Store) -> Offsets {
+    store
+        .offsets()
+        .into_iter()
+        .map(|(t, p, o)| ((t, p), o))
+        .collect()
 }
 
 /// The offsets `group` committed to Kafka (its lag telemetry), for every
@@ -224,7 +230,7 @@ pub async fn wait_caught_up(
     limit: Duration,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let target = ends(kafka, topics)?;
+    let target = end_offsets(kafka, topics)?;
     wait_until(
         &format!("{} to apply {target:?}", store_dir.display()),
         limit,
@@ -343,28 +349,10 @@ pub fn read_timed(
     topic: &str,
     idle: Duration,
 ) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
-    use rdkafka::Message;
-    let consumer: BaseConsumer = admin::client_config(kafka)
-        .set("group.id", crate::unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < idle {
-        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
-            let msg = msg?;
-            let at = msg.timestamp().to_millis().unwrap_or(-1);
-            out.push((at, msg.payload().unwrap_or_default().to_vec()));
-            last = Instant::now();
-        }
-    }
-    Ok(out)
+    Ok(crate::read_as_written(kafka, topic, usize::MAX, idle)?
+        .into_iter()
+        .map(|r| (r.timestamp.unwrap_or(-1), r.payload))
+        .collect())
 }
 
 /// One line of figures for the test's output (`--nocapture` shows it).

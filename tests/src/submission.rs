@@ -21,7 +21,7 @@ use crate::{
     directory::{account_dn, account_ldif, add, argon2_hash, random_password, Cleanup, PEOPLE},
     free_port,
     ingest::decode_all,
-    kafka, read_topic, repo_root, scratch_dir, spawn_with_env, unique, wait_until,
+    kafka, read_topic, repo_root, scratch_dir, spawn_with_env, unique, wait_listening, wait_until,
 };
 
 /// Postfix's submission listener (`ops/postfix`).
@@ -87,10 +87,7 @@ impl Milter {
     pub async fn spawn(&self, env: &[(&str, &str)]) -> anyhow::Result<Child> {
         let child = spawn_with_env(&self.config, &["submission"], env, &self.log)?;
         let port = self.port;
-        wait_until("the milter to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await?;
+        wait_listening("the milter to listen", port).await?;
         Ok(child)
     }
 

@@ -17,8 +17,7 @@ use std::{
 };
 
 use mailfleet_policy::client::PolicyClient;
-use mailfleet_runtime::config::KafkaConfig;
-use mailfleet_tests::{faults::*, fleet::deliver, *};
+use mailfleet_tests::{faults::*, fleet::deliver, outage::Private, *};
 
 /// The policy server's wait for a decision, then `fail_mode` (DUNNO).
 const POLICY_TIMEOUT_MS: u64 = 1000;
@@ -34,51 +33,16 @@ const AFTER: Duration = Duration::from_secs(5);
 /// is back (the consumer group and the clients reconnect).
 const RECOVERY: Duration = Duration::from_secs(90);
 
-struct Broker {
-    run_dir: std::path::PathBuf,
-    port: u16,
-    controller: u16,
-}
-
-impl Broker {
-    fn ops(&self, action: &str) -> anyhow::Result<()> {
-        let status = Command::new(repo_root().join("ops/kafka"))
-            .arg(action)
-            .env("MAILFLEET_RUN_DIR", &self.run_dir)
-            .env("MAILFLEET_KAFKA_PORT", self.port.to_string())
-            .env(
-                "MAILFLEET_KAFKA_CONTROLLER_PORT",
-                self.controller.to_string(),
-            )
-            .status()?;
-        anyhow::ensure!(status.success(), "ops/kafka {action} failed: {status}");
-        Ok(())
+/// SIGKILL the private broker's JVM (its pid from its own run folder).
+fn crash(broker: &Private) -> anyhow::Result<()> {
+    let pid = std::fs::read_to_string(broker.run_dir.join("kafka/kafka.pid"))?;
+    let status = Command::new("kill").args(["-KILL", pid.trim()]).status()?;
+    anyhow::ensure!(status.success(), "kill -KILL {pid}: {status}");
+    let gone = |pid: &str| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    while !gone(pid.trim()) {
+        std::thread::sleep(Duration::from_millis(100));
     }
-
-    /// SIGKILL this test's broker JVM (its pid from its own run folder).
-    fn crash(&self) -> anyhow::Result<()> {
-        let pid = std::fs::read_to_string(self.run_dir.join("kafka/kafka.pid"))?;
-        let status = Command::new("kill").args(["-KILL", pid.trim()]).status()?;
-        anyhow::ensure!(status.success(), "kill -KILL {pid}: {status}");
-        let gone = |pid: &str| !std::path::Path::new(&format!("/proc/{pid}")).exists();
-        while !gone(pid.trim()) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
-    }
-
-    fn config(&self) -> KafkaConfig {
-        KafkaConfig {
-            brokers: format!("127.0.0.1:{}", self.port),
-            ..KafkaConfig::default()
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.ops("stop");
-    }
+    Ok(())
 }
 
 /// One policy answer.
@@ -101,13 +65,9 @@ impl Answer {
 async fn a_broker_restart_under_load_loses_no_accepted_mail_and_policy_stays_in_fail_mode(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let broker = Broker {
-        run_dir: scratch_dir("faults-broker"),
-        port: free_port(),
-        controller: free_port(),
-    };
-    broker.ops("start")?;
-    let world = FaultWorld::new("faults-broker", broker.config()).await?;
+    let broker = Private::kafka("faults-broker");
+    broker.start()?;
+    let world = FaultWorld::new("faults-broker", broker.kafka_config()).await?;
     let policy_port = free_port();
     let policy = format!(
         "listen = \"127.0.0.1:{policy_port}\"\nhost = \"mx-faults\"\n\
@@ -159,9 +119,9 @@ async fn a_broker_restart_under_load_loses_no_accepted_mail_and_policy_stays_in_
 
     tokio::time::sleep(BEFORE).await;
     let down_at = started.elapsed();
-    broker.crash()?;
+    crash(&broker)?;
     let restart = Instant::now();
-    broker.ops("start")?;
+    broker.start()?;
     let outage = restart.elapsed();
     let back = Instant::now();
     // Decided again: five decisions in a row after the broker was back.

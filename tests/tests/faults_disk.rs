@@ -121,10 +121,7 @@ async fn blob_disk_full_answers_452_announces_nothing_and_the_retry_is_accepted_
         &world.dir.join("lmtp.log"),
     )?]);
     let port = world.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
     let (mut c, _) = LmtpClient::connect(port)?;
     c.command("LHLO mx")?;
     let to = ["b@example.test", "c@example.test"];

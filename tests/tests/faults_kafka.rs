@@ -19,7 +19,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use mailfleet_events::runtime::Counted;
@@ -28,6 +28,7 @@ use mailfleet_runtime::{
     config::KafkaConfig,
     metrics as m,
     producer::EventProducer,
+    time::now_ms,
     topology::{Route, TopicSpec},
     Topology,
 };
@@ -147,12 +148,6 @@ fn first_unacked(outputs: &[(i64, Vec<u8>)], input: &str, down_ms: i64) -> anyho
         .collect())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_down_the_consumer_and_its_producers_resume_by_themselves_exactly_once(
 ) -> anyhow::Result<()> {
@@ -235,7 +230,7 @@ async fn kafka_down_the_consumer_and_its_producers_resume_by_themselves_exactly_
     );
 
     // After: every input on the log once, counted once, one output each.
-    let ends_after = ends(&kafka, &topics)?;
+    let ends_after = mailfleet_runtime::read::end_offsets(&kafka, &topics)?;
     assert_eq!(
         total(&ends_after) as u64,
         total_events,

@@ -59,10 +59,7 @@ async fn kill_9_of_each_consumer_loses_nothing_and_doubles_nothing() -> anyhow::
         .map(|c| Proc::spawn(&world, c))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let port = world.mail.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
 
     // Steady load on all three entries of the pipeline.
     let attempts = tokio::spawn(produce_attempts(

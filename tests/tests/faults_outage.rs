@@ -128,7 +128,7 @@ async fn slapd_down_the_directory_waits_at_the_failed_event_and_recovers_by_itse
         anyhow::ensure!(entries(a)? == 4, "{a}: no entry before the outage");
     }
 
-    let held = ends(&kafka(), &topics)?;
+    let held = end_offsets(&topics)?;
     let mut watch = Watch::new(&store, metrics);
     watch.sample();
     let stop_took = slapd.stop()?;
@@ -193,7 +193,7 @@ async fn slapd_down_the_directory_waits_at_the_failed_event_and_recovers_by_itse
     let dead: Vec<DeadLetter> = world.events(&world.deadletter, Duration::from_secs(1))?;
     let alerts: Vec<AdminAlert> = world.events(&world.alerts, Duration::from_secs(1))?;
     assert!(dead.is_empty() && alerts.is_empty(), "{dead:?} {alerts:?}");
-    let inputs = total(&ends(&kafka(), &topics)?);
+    let inputs = total(&end_offsets(&topics)?);
     let after = scrape(metrics).unwrap_or_default();
     let processed = metric_sum(&after, m::EVENTS_PROCESSED, &[&label]);
     assert_eq!(processed as i64, inputs, "each input handled once");
@@ -244,10 +244,7 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
         &log,
     )?]);
     let port = world.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
     let (mut c, _) = LmtpClient::connect(port)?;
     c.command("LHLO mx")?;
     let store = world.dir.join("state/scanner");
@@ -270,7 +267,7 @@ async fn clamd_down_the_scanner_waits_at_the_failed_message_and_recovers_by_itse
     }
     wait_caught_up(&kafka(), &store, &topics, RECOVERY).await?;
 
-    let held = ends(&kafka(), &topics)?;
+    let held = end_offsets(&topics)?;
     let mut watch = Watch::new(&store, metrics);
     watch.sample();
     let stop_took = clamd.stop()?;

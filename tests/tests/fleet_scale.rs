@@ -306,8 +306,7 @@ async fn wait_caught_up(states: &[PathBuf], topics: &[String]) -> anyhow::Result
                     *e = (*e).max(o);
                 }
             }
-            ends.iter()
-                .all(|(tp, end)| *end == 0 || best.get(tp).is_some_and(|o| o >= end))
+            outage::caught_up(&best, &ends)
         },
     )
     .await

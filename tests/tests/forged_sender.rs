@@ -16,18 +16,11 @@ use mailfleet_events::{
     mail::{MessageQuarantined, MessageScanned, ScanVerdict},
     Envelope, Event, Registry,
 };
-use mailfleet_runtime::producer::EventProducer;
+use mailfleet_runtime::{producer::EventProducer, time::now_ms};
 use mailfleet_tests::{ingest::*, *};
 
 /// Where ops/postfix's virtual_transport delivers in the test setup.
 const LMTP_PORT: u16 = 2424;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 /// Every event of type `E` on `topic` that `keep` keeps.
 fn events<E: Event>(topic: &str, keep: impl Fn(&E) -> bool) -> anyhow::Result<Vec<E>> {

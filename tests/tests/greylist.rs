@@ -46,24 +46,18 @@ impl Grey {
             vec![root.join("ops/greylist/whitelist_recipients")],
         )?;
         let shutdown = Shutdown::new();
-        let spec = RunSpec {
-            group: format!("{name}-greylist"),
-            inputs: vec![attempts.clone()],
-            kafka: kafka(),
-            runtime: mailfleet_runtime::config::RuntimeConfig {
-                data_dir: world.join("state"),
-                deadletter_topic: dead,
-                batch_max_wait_ms: 2,
-                ..Default::default()
-            },
-            run_effects: true,
-            stop_after: None,
-            stop_at: None,
-            start_at: None,
-            produce: true,
-            capture: None,
-            progress: None,
+        let runtime = mailfleet_runtime::config::RuntimeConfig {
+            deadletter_topic: dead,
+            batch_max_wait_ms: 2,
+            ..Default::default()
         };
+        let spec = RunSpec::new(
+            format!("{name}-greylist"),
+            vec![attempts.clone()],
+            &kafka(),
+            &runtime,
+        )
+        .data_dir(world.join("state"));
         let greylist = Greylist::new(config, lists, decisions.clone());
         tokio::spawn(mailfleet_runtime::run(greylist, spec, shutdown.clone()));
         Ok(Grey {

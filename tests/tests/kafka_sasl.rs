@@ -18,34 +18,10 @@ use mailfleet_runtime::{
     config::{from_document, load_document, KafkaConfig},
     producer::EventProducer,
 };
-use mailfleet_tests::*;
+use mailfleet_tests::{outage::Private, *};
 use rdkafka::ClientConfig;
 
 const USER: &str = "mailfleet";
-
-struct Broker {
-    run_dir: PathBuf,
-    port: u16,
-    controller: u16,
-    sasl: u16,
-}
-
-impl Broker {
-    fn ops(&self, action: &str, extra: &Path) -> anyhow::Result<()> {
-        let status = Command::new(repo_root().join("ops/kafka"))
-            .arg(action)
-            .env("MAILFLEET_RUN_DIR", &self.run_dir)
-            .env("MAILFLEET_KAFKA_PORT", self.port.to_string())
-            .env(
-                "MAILFLEET_KAFKA_CONTROLLER_PORT",
-                self.controller.to_string(),
-            )
-            .env("MAILFLEET_KAFKA_EXTRA_PROPERTIES", extra)
-            .status()?;
-        anyhow::ensure!(status.success(), "ops/kafka {action} failed: {status}");
-        Ok(())
-    }
-}
 
 /// The `[kafka]` table of a config file, as the binary reads it.
 fn kafka_of(config: &Path) -> anyhow::Result<KafkaConfig> {
@@ -56,20 +32,6 @@ fn kafka_of(config: &Path) -> anyhow::Result<KafkaConfig> {
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no [kafka] in {}", config.display()))?;
     Ok(from_document(table, "kafka")?)
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("ops/kafka"))
-            .arg("stop")
-            .env("MAILFLEET_RUN_DIR", &self.run_dir)
-            .env("MAILFLEET_KAFKA_PORT", self.port.to_string())
-            .env(
-                "MAILFLEET_KAFKA_CONTROLLER_PORT",
-                self.controller.to_string(),
-            )
-            .status();
-    }
 }
 
 /// `mailfleet --config <config> topics apply`.
@@ -112,14 +74,16 @@ fn this_librdkafka_has_sasl_plain_and_no_tls() -> anyhow::Result<()> {
 async fn sasl_plain_with_the_right_password_works_and_a_wrong_one_is_refused() -> anyhow::Result<()>
 {
     let dir = scratch_dir("kafka-sasl");
-    let broker = Broker {
-        run_dir: dir.join("run"),
-        port: free_port(),
-        controller: free_port(),
-        sasl: free_port(),
-    };
-    let password = format!("K{:032x}", rand::random::<u128>());
+    let sasl = free_port();
     let extra = dir.join("sasl.properties");
+    let broker = Private::kafka("kafka-sasl").with_env(
+        "MAILFLEET_KAFKA_EXTRA_PROPERTIES",
+        extra.display().to_string(),
+    );
+    let controller = broker
+        .port_of("MAILFLEET_KAFKA_CONTROLLER_PORT")
+        .ok_or_else(|| anyhow::anyhow!("the private broker has no controller port"))?;
+    let password = format!("K{:032x}", rand::random::<u128>());
     write_secret(
         &extra,
         &format!(
@@ -130,12 +94,12 @@ async fn sasl_plain_with_the_right_password_works_and_a_wrong_one_is_refused() -
              listener.name.sasl_plaintext.plain.sasl.jaas.config=\
              org.apache.kafka.common.security.plain.PlainLoginModule required user_{USER}=\"{password}\";\n",
             p = broker.port,
-            c = broker.controller,
-            s = broker.sasl,
+            c = controller,
+            s = sasl,
         ),
     )?;
     let started = Instant::now();
-    broker.ops("start", &extra)?;
+    broker.start()?;
     eprintln!("private SASL broker up in {:?}", started.elapsed());
 
     let (good, bad) = (dir.join("kafka.password"), dir.join("wrong.password"));
@@ -157,7 +121,7 @@ async fn sasl_plain_with_the_right_password_works_and_a_wrong_one_is_refused() -
                  properties = {{ \"security.protocol\" = \"SASL_PLAINTEXT\", \"sasl.mechanism\" = \"PLAIN\", \"sasl.username\" = \"{USER}\" }}\n\
                  property_files = {{ \"sasl.password\" = {secret:?} }}\n",
                 topology = topology.display().to_string(),
-                port = broker.sasl,
+                port = sasl,
                 secret = secret.display().to_string(),
             ),
         )?;

@@ -19,7 +19,7 @@ use mailfleet_events::{
     Envelope,
 };
 use mailfleet_lifecycle::LifecycleConfig;
-use mailfleet_runtime::producer::EventProducer;
+use mailfleet_runtime::{producer::EventProducer, time::now_ms};
 use mailfleet_tests::{fleet::*, *};
 
 const DAY_MS: i64 = 86_400_000;
@@ -63,13 +63,6 @@ async fn launch(name: &str, consumers: &'static [&'static str]) -> anyhow::Resul
     fleet.config = config;
     fleet.tables = tables;
     Ok(fleet)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 fn address(who: &str) -> String {

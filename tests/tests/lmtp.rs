@@ -20,10 +20,7 @@ async fn start(name: &str, extra: &str) -> anyhow::Result<Lmtp> {
     let config = world.write_config("lmtp.toml", metrics, extra)?;
     let child = spawn_mailfleet(&config, &["lmtp"], &world.dir.join("lmtp.log"))?;
     let port = world.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
     Ok(Lmtp {
         world,
         child,

@@ -3,63 +3,20 @@
 //! runs its own broker (`ops/kafka` with a private folder and ports), so
 //! stopping it disturbs no other test.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use mailfleet_events::mail::MessageReceived;
-use mailfleet_runtime::config::KafkaConfig;
-use mailfleet_tests::{ingest::*, *};
-
-struct Broker {
-    run_dir: std::path::PathBuf,
-    port: u16,
-    controller: u16,
-}
-
-impl Broker {
-    fn ops(&self, action: &str) -> anyhow::Result<()> {
-        let status = Command::new(repo_root().join("ops/kafka"))
-            .arg(action)
-            .env("MAILFLEET_RUN_DIR", &self.run_dir)
-            .env("MAILFLEET_KAFKA_PORT", self.port.to_string())
-            .env(
-                "MAILFLEET_KAFKA_CONTROLLER_PORT",
-                self.controller.to_string(),
-            )
-            .status()?;
-        anyhow::ensure!(status.success(), "ops/kafka {action} failed: {status}");
-        Ok(())
-    }
-
-    fn config(&self) -> KafkaConfig {
-        KafkaConfig {
-            brokers: format!("127.0.0.1:{}", self.port),
-            ..KafkaConfig::default()
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.ops("stop");
-    }
-}
+use mailfleet_tests::{ingest::*, outage::Private, *};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_down_answers_451_and_the_retry_is_accepted() -> anyhow::Result<()> {
-    let broker = Broker {
-        run_dir: scratch_dir("kafka-down"),
-        port: free_port(),
-        controller: free_port(),
-    };
-    broker.ops("start")?;
-    let world = MailWorld::new("lmtp-kafka-down", broker.config()).await?;
+    let broker = Private::kafka("kafka-down");
+    broker.start()?;
+    let world = MailWorld::new("lmtp-kafka-down", broker.kafka_config()).await?;
     let config = world.write_config("lmtp.toml", free_port(), "ack_timeout_ms = 4000")?;
     let mut lmtp = spawn_mailfleet(&config, &["lmtp"], &world.dir.join("lmtp.log"))?;
     let port = world.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
     let (mut c, _) = LmtpClient::connect(port)?;
     c.command("LHLO mx")?;
     let before = c.deliver(
@@ -69,7 +26,7 @@ async fn kafka_down_answers_451_and_the_retry_is_accepted() -> anyhow::Result<()
     )?;
     assert!(before[0].starts_with("250"), "{before:?}");
 
-    broker.ops("stop")?;
+    broker.stop()?;
     let message = simple_message("during", "2");
     let during = c.deliver(
         "a@example.net",
@@ -81,7 +38,7 @@ async fn kafka_down_answers_451_and_the_retry_is_accepted() -> anyhow::Result<()
         assert!(reply.starts_with("451 4.3.0"), "{during:?}");
     }
 
-    broker.ops("start")?;
+    broker.start()?;
     // Postfix retries the same message: same bytes, same blob, same event ids.
     let mut after = Vec::new();
     for _ in 0..30 {
@@ -97,7 +54,7 @@ async fn kafka_down_answers_451_and_the_retry_is_accepted() -> anyhow::Result<()
     }
     assert!(after.iter().all(|r| r.starts_with("250")), "{after:?}");
     let records = read_topic_from(
-        &broker.config(),
+        &broker.kafka_config(),
         &world.received,
         10,
         Duration::from_secs(10),

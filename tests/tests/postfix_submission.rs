@@ -28,6 +28,7 @@ use mailfleet_events::{
 use mailfleet_runtime::{
     admin,
     producer::EventProducer,
+    time::now_ms,
     topology::{Route, TopicSpec},
     Topology,
 };
@@ -198,13 +199,6 @@ impl World {
         .await
         .map(|_| ())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// swaks at the submission listener: AUTH PLAIN as `login` with

@@ -16,6 +16,7 @@ use mailfleet_events::{
     mail::{MessageStored, MessagesPurged, PurgeRequested},
     scheduler::JobDue,
 };
+use mailfleet_runtime::time::now_ms;
 use mailfleet_tests::{
     fleet::{deliver, files, Fleet, FleetOptions},
     ingest::{simple_message, LmtpClient},
@@ -76,19 +77,14 @@ async fn scheduled_purges_empty_spam_and_trash_once_per_account_and_keep_newer_m
     };
     // A Maildir name with its delivery time (as Dovecot keeps it on a
     // move), and a foreign one dated by its modification time.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let secs = now_ms() / 1000;
     put_in_trash(&mailbox(a), &format!("{}.M1P1.imap,S=40:2,S", secs - 3600))?;
     put_in_trash(&mailbox(c), "moved-by-hand")?;
 
     // Both runs at one whole second a little ahead, spread over a minute.
-    let due = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        + 8;
+    let due = now_ms() / 1000 + 8;
     let cron = format!("{} {} {} * * *", due % 60, due / 60 % 60, due / 3600 % 24);
-    let due_ms = due as i64 * 1000;
+    let due_ms = due * 1000;
     let jobs = ["Spam", "Trash"]
         .iter()
         .map(|folder| {
@@ -107,8 +103,7 @@ async fn scheduled_purges_empty_spam_and_trash_once_per_account_and_keep_newer_m
     let mut scheduler = Children(vec![spawn_mailfleet(&sched_cfg, &["scheduler"], &log)?]);
 
     // Mail that arrives after the run was due is not the run's to purge.
-    let until_due = Duration::from_millis(due * 1000 + 2000)
-        .saturating_sub(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
+    let until_due = Duration::from_millis(u64::try_from(due_ms + 2000 - now_ms()).unwrap_or(0));
     tokio::time::sleep(until_due).await;
     spam(port, b, 3)?;
 

@@ -82,19 +82,9 @@ async fn transient_failures_retry_in_order_without_loss_and_every_metric_is_emit
     kafka
         .properties
         .insert("statistics.interval.ms".into(), "200".into());
-    let spec = RunSpec {
-        group: world.group.clone(),
-        inputs: vec![world.input.clone()],
-        kafka,
-        runtime: world.runtime("a"),
-        run_effects: true,
-        stop_after: Some(2001),
-        stop_at: None,
-        start_at: None,
-        produce: true,
-        capture: None,
-        progress: None,
-    };
+    let inputs = vec![world.input.clone()];
+    let spec =
+        RunSpec::new(world.group.clone(), inputs, &kafka, &world.runtime("a")).stop_after(2001);
     let stats =
         tokio::time::timeout(Duration::from_secs(120), run(flaky, spec, Shutdown::new())).await??;
     assert_eq!((stats.events, stats.dead_letters), (2001, 1));

@@ -11,19 +11,8 @@ use mailfleet_runtime::{producer::EventProducer, run, RunSpec, Shutdown};
 use mailfleet_tests::*;
 
 fn spec(world: &TestWorld, data: &str, stop_after: u64) -> RunSpec {
-    RunSpec {
-        group: world.group.clone(),
-        inputs: vec![world.input.clone()],
-        kafka: kafka(),
-        runtime: world.runtime(data),
-        run_effects: true,
-        stop_after: Some(stop_after),
-        stop_at: None,
-        start_at: None,
-        produce: true,
-        capture: None,
-        progress: None,
-    }
+    let inputs = vec![world.input.clone()];
+    RunSpec::new(world.group.clone(), inputs, &kafka(), &world.runtime(data)).stop_after(stop_after)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,13 +10,6 @@ use mailfleet_events::{
 };
 use mailfleet_tests::{ingest::*, *};
 
-async fn wait_port(port: u16) -> anyhow::Result<()> {
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await
-}
-
 fn scanned(world: &MailWorld, want: usize) -> anyhow::Result<Vec<MessageScanned>> {
     decode_all(&read_topic(&world.scanned, want, Duration::from_secs(30))?)
 }
@@ -33,7 +26,7 @@ async fn verdicts_from_real_clamd_and_the_policy() -> anyhow::Result<()> {
     let scanner_metrics = free_port();
     let cfg2 = world.write_config("scanner.toml", scanner_metrics, &scanner_table)?;
     let mut scanner = spawn_mailfleet(&cfg2, &["run", "scanner"], &log)?;
-    wait_port(world.lmtp_port).await?;
+    wait_listening("the LMTP server", world.lmtp_port).await?;
 
     let (mut c, _) = LmtpClient::connect(world.lmtp_port)?;
     c.command("LHLO mx")?;
@@ -121,7 +114,7 @@ async fn clamd_down_is_retried_and_never_becomes_a_verdict() -> anyhow::Result<(
     let metrics = free_port();
     let down_cfg = world.write_config("down.toml", metrics, &table)?;
     let mut scanner = spawn_mailfleet(&down_cfg, &["run", "scanner"], &log)?;
-    wait_port(world.lmtp_port).await?;
+    wait_listening("the LMTP server", world.lmtp_port).await?;
     let (mut c, _) = LmtpClient::connect(world.lmtp_port)?;
     c.command("LHLO mx")?;
     c.deliver(

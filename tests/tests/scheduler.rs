@@ -11,7 +11,9 @@ use std::{
 };
 
 use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope, Registry};
-use mailfleet_runtime::{admin, producer::EventProducer, topology::TopicSpec, Topology};
+use mailfleet_runtime::{
+    admin, producer::EventProducer, time::now_ms, topology::TopicSpec, Topology,
+};
 use mailfleet_tests::*;
 
 /// The progress mark's job and kind (services/scheduler/src/emitter/mod.rs).
@@ -73,13 +75,6 @@ async fn world(name: &str, scheduler: &str, create: bool) -> anyhow::Result<Worl
         dir,
         config,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Every record of the jobs topic, marks included.

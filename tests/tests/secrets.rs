@@ -20,13 +20,8 @@ use mailfleet_api::{
     ApiClient,
 };
 use mailfleet_events::{accounts::AccountPasswordChanged, Envelope};
-use mailfleet_runtime::admin::{client_config, watermarks};
+use mailfleet_runtime::{read::read_to_end, time::now_ms};
 use mailfleet_tests::{api::strong_password, directory::*, *};
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    message::Headers,
-    Message, Offset, TopicPartitionList,
-};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -93,51 +88,21 @@ fn scan(needles: &[Needle], bytes: &[u8], place: impl Fn(usize) -> String) -> Ve
 
 /// Every record of `topic` (all partitions, to their current end) scanned.
 fn scan_topic(needles: &[Needle], topic: &str) -> anyhow::Result<(usize, Vec<String>)> {
-    let consumer: BaseConsumer = client_config(&kafka())
-        .set("group.id", unique("secrets-scan"))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let ends = watermarks(&consumer, topic, Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for (p, low, _) in &ends {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(*low))?;
-    }
-    consumer.assign(&tpl)?;
-    let mut left: usize = ends
-        .iter()
-        .map(|(_, low, high)| (high - low) as usize)
-        .sum();
-    let (mut read, mut hits) = (0, Vec::new());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while left > 0 {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "{topic}: {left} records not read in 30 s"
-        );
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = msg?;
-        let mut parts = vec![
-            msg.key().unwrap_or_default().to_vec(),
-            msg.payload().unwrap_or_default().to_vec(),
-        ];
-        if let Some(headers) = msg.headers() {
-            for h in headers.iter() {
-                parts.push(h.key.as_bytes().to_vec());
-                parts.push(h.value.unwrap_or_default().to_vec());
-            }
+    let records = read_to_end(&kafka(), topic, "secrets-scan")?;
+    let mut hits = Vec::new();
+    for r in &records {
+        let mut parts = vec![r.key.clone().unwrap_or_default(), r.payload.clone()];
+        for (key, value) in &r.headers {
+            parts.push(key.as_bytes().to_vec());
+            parts.push(value.clone().unwrap_or_default());
         }
         let place = format!(
             "topic {topic} partition {} offset {}",
-            msg.partition(),
-            msg.offset()
+            r.partition, r.offset
         );
         hits.extend(scan(needles, &parts.concat(), |_| place.clone()));
-        read += 1;
-        left -= 1;
     }
-    Ok((read, hits))
+    Ok((records.len(), hits))
 }
 
 /// `path` from byte `from` scanned; hits name the file and line.
@@ -333,9 +298,7 @@ async fn no_password_reaches_a_topic_or_a_log() -> anyhow::Result<()> {
     .await?;
 
     // A password change (the hash on the topic), applied by the effector.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now = now_ms();
     let changed = AccountPasswordChanged {
         envelope: Envelope::new(format!("secrets:{bob}:password"), now, "secrets-test"),
         account: bob.clone(),

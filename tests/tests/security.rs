@@ -77,10 +77,7 @@ async fn lmtp_on_all_addresses_refuses_clients_outside_its_allow_list() -> anyho
     let log = world.dir.join("lmtp.log");
     let _lmtp = Children(vec![spawn_mailfleet(&config, &["lmtp"], &log)?]);
     let port = world.lmtp_port;
-    wait_until("the LMTP server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the LMTP server", port).await?;
 
     let mut outside = connect_from("127.0.0.2", port).await?;
     let said = read_to_close(&mut outside).await?;
@@ -136,10 +133,7 @@ async fn policy_server_closes_clients_outside_its_allow_list() -> anyhow::Result
     )?;
     let log = dir.join("policy.log");
     let _policy = Children(vec![spawn_mailfleet(&config, &["policy"], &log)?]);
-    wait_until("the policy server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await?;
+    wait_listening("the policy server", port).await?;
     let request = b"request=smtpd_access_policy\nprotocol_state=CONNECT\n\n";
 
     let mut outside = connect_from("127.0.0.2", port).await?;

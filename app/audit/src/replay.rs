@@ -21,6 +21,7 @@ use anyhow::Context;
 use mailfleet_runtime::{
     admin::{client_config, watermarks},
     config::KafkaConfig,
+    time::now_ms,
     Capture, RunSpec, RunStats, Shutdown, Store,
 };
 use rdkafka::{
@@ -181,10 +182,7 @@ pub async fn replay(
         "--state-dir {}: already holds {name}'s state; a replay starts from fresh state",
         state_dir.display()
     );
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis()
-        .to_string();
+    let stamp = now_ms().to_string();
     let mut spec =
         RunSpec::for_route(route, &cfg.kafka, &cfg.runtime).replay(state_dir.to_path_buf(), &stamp);
     spec.start_at = Some(range.start.clone());

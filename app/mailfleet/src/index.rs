@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use mailfleet_runtime::{RunSpec, Shutdown, Store};
+use mailfleet_runtime::{time::now_ms, RunSpec, Shutdown, Store};
 use mailfleet_storage::index::{self, Indexer};
 
 use crate::config::Config;
@@ -92,16 +92,13 @@ async fn rebuild(
             .collect();
         (offsets, index::digest(&store)?)
     };
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let stamp = now_ms() / 1000;
     let data_dir =
         into.unwrap_or_else(|| cfg.runtime.data_dir.join(format!("index-rebuild-{stamp}")));
     let topology = cfg.topology()?;
     let route = topology.route(index::NAME)?;
-    let mut spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime);
+    let mut spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime).data_dir(data_dir.clone());
     spec.group = format!("{}-rebuild-{stamp}", route.group);
-    spec.runtime.data_dir = data_dir.clone();
     spec.run_effects = false;
     spec.stop_at = Some(stop_at.clone());
     let stats = mailfleet_runtime::run(Indexer::default(), spec, Shutdown::new()).await?;

@@ -2,8 +2,11 @@
 //! checks and the benchmarks' counts need. The reader assigns partitions
 //! itself (no consumer group membership, nothing committed) and stops at
 //! the end offsets the topic had when the read began, so it reads exactly
-//! what was there and never waits for more. [`crate::follow`] is the other
-//! half: reading on, as records come.
+//! what was there and never waits for more: from the beginning
+//! ([`read_to_end`]), only the newest records of each partition
+//! ([`read_last`], where the scheduler resumes), or a transactional
+//! writer's committed records ([`read_committed`]). [`crate::follow`] is
+//! the other half: reading on, as records come.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,6 +16,7 @@ use std::{
 use mailfleet_events::{Event, Registry};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
+    message::{BorrowedMessage, Headers},
     Message, Offset, TopicPartitionList,
 };
 
@@ -36,12 +40,32 @@ pub struct Record {
     /// says otherwise).
     pub timestamp: Option<i64>,
     pub payload: Vec<u8>,
+    /// Its headers, in order: (key, value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Record {
     /// Where it is: `topic/partition@offset`.
     pub fn place(&self) -> String {
         format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+
+    /// A copy of what `msg` holds.
+    pub fn of(msg: &BorrowedMessage<'_>) -> Record {
+        let headers = msg.headers().map_or_else(Vec::new, |hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        });
+        Record {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            timestamp: msg.timestamp().to_millis(),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
     }
 }
 
@@ -79,19 +103,55 @@ pub fn read_to_end(
     topic: &str,
     name: &str,
 ) -> Result<Vec<Record>, RuntimeError> {
-    let consumer = reader(kafka, name, &[])?;
+    read(&reader(kafka, name, &[])?, topic, |low, _| low)
+}
+
+/// [`read_to_end`], but only the newest `last` records of each partition
+/// (all of them where it holds fewer): where a writer resumes from what it
+/// wrote last, without reading the whole topic.
+pub fn read_last(
+    kafka: &KafkaConfig,
+    topic: &str,
+    name: &str,
+    last: i64,
+) -> Result<Vec<Record>, RuntimeError> {
+    read(&reader(kafka, name, &[])?, topic, |low, high| {
+        low.max(high - last)
+    })
+}
+
+/// [`read_to_end`] of a transactional writer's topic: committed records
+/// only. Its commit markers take offsets too, so a partition's end is
+/// where the reader's position gets to, not its last record.
+pub fn read_committed(
+    kafka: &KafkaConfig,
+    topic: &str,
+    name: &str,
+) -> Result<Vec<Record>, RuntimeError> {
+    let consumer = reader(kafka, name, &[("isolation.level", "read_committed")])?;
+    read(&consumer, topic, |low, _| low)
+}
+
+/// Read each partition of `topic` from `start(low, high)` to its high
+/// watermark now. A partition is done when a record at its last offset
+/// was read, or, when nothing came, the reader's position is past it
+/// (the last offsets were commit markers or aborted records).
+fn read(
+    consumer: &BaseConsumer,
+    topic: &str,
+    start: impl Fn(i64, i64) -> i64,
+) -> Result<Vec<Record>, RuntimeError> {
+    let kafka = |op, source| RuntimeError::Kafka { op, source };
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
     let mut total = 0;
-    for (id, low, high) in watermarks(&consumer, topic, Duration::from_secs(10))? {
+    for (id, low, high) in watermarks(consumer, topic, Duration::from_secs(10))? {
         if high > low {
-            tpl.add_partition_offset(topic, id, Offset::Offset(low))
-                .map_err(|source| RuntimeError::Kafka {
-                    op: "assign a partition",
-                    source,
-                })?;
+            let from = start(low, high);
+            tpl.add_partition_offset(topic, id, Offset::Offset(from))
+                .map_err(|e| kafka("assign a partition", e))?;
             ends.insert(id, high);
-            total += high - low;
+            total += high - from;
         }
     }
     let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
@@ -100,14 +160,18 @@ pub fn read_to_end(
     }
     consumer
         .assign(&tpl)
-        .map_err(|source| RuntimeError::Kafka {
-            op: "assign the partitions",
-            source,
-        })?;
+        .map_err(|e| kafka("assign the partitions", e))?;
     let mut last_seen = Instant::now();
     while !ends.is_empty() {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            if last_seen.elapsed() >= STALL {
+            let positions = consumer
+                .position()
+                .map_err(|e| kafka("read the positions", e))?;
+            ends.retain(|id, end| {
+                !matches!(positions.find_partition(topic, *id).map(|p| p.offset()),
+                    Some(Offset::Offset(at)) if at >= *end)
+            });
+            if !ends.is_empty() && last_seen.elapsed() >= STALL {
                 return Err(RuntimeError::Read {
                     topic: topic.to_string(),
                     reason: format!("nothing read for {STALL:?}; partition ends to go: {ends:?}"),
@@ -116,24 +180,14 @@ pub fn read_to_end(
             continue;
         };
         last_seen = Instant::now();
-        let msg = msg.map_err(|source| RuntimeError::Kafka {
-            op: "read a record",
-            source,
-        })?;
+        let msg = msg.map_err(|e| kafka("read a record", e))?;
         if ends
             .get(&msg.partition())
             .is_some_and(|end| msg.offset() + 1 >= *end)
         {
             ends.remove(&msg.partition());
         }
-        out.push(Record {
-            topic: topic.to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            timestamp: msg.timestamp().to_millis(),
-            payload: msg.payload().unwrap_or_default().to_vec(),
-        });
+        out.push(Record::of(&msg));
     }
     Ok(out)
 }

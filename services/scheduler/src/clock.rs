@@ -4,10 +4,10 @@
 //! same tick rather than a new one. A long-running clock serves
 //! `/metrics` (`[metrics] listen`): `mailfleet_clock_ticks_total{clock}`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mailfleet_events::{clock::ClockTicked, Envelope};
-use mailfleet_runtime::{metrics as m, producer::EventProducer, Shutdown, Topology};
+use mailfleet_runtime::{metrics as m, producer::EventProducer, time, Shutdown, Topology};
 
 use crate::{ProcessConfig, SchedulerError};
 
@@ -27,7 +27,7 @@ pub async fn run(
         metrics::counter!(m::CLOCK_TICKS, "clock" => clock.clone()).increment(0);
     }
     loop {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+        let now_ms = time::now_ms();
         let tick_ms = now_ms - now_ms.rem_euclid(period_ms);
         for topic in &cfg.clock.topics {
             let spec = topology

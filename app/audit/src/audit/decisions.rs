@@ -101,9 +101,7 @@ async fn recompute(
             .unwrap_or_else(|p| p.into_inner())
             .push(payload.to_vec());
     }));
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
+    let stamp = mailfleet_runtime::time::now_ms();
     let state_dir = cfg.runtime.data_dir.join(format!("audit-{name}-{stamp}"));
     let replayed = replay::replay(cfg, name, range, &state_dir, Some(capture)).await;
     let _ = std::fs::remove_dir_all(&state_dir);

@@ -1,17 +1,18 @@
 //! Reading topics back for an audit: every record of a topic up to its end
-//! now, or the one record at an offset, decoded to JSON.
+//! now ([`mailfleet_runtime::read::read_to_end`]), or the one record at an
+//! offset, decoded to JSON.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use anyhow::Context;
 use mailfleet_events::Registry;
 use mailfleet_runtime::{
-    admin::{client_config, watermarks},
+    admin::client_config,
     config::KafkaConfig,
+    read::{read_to_end, Record},
 };
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
+    Offset, TopicPartitionList,
 };
 use serde_json::Value;
 
@@ -27,6 +28,19 @@ pub struct Read {
 }
 
 impl Read {
+    /// `record` decoded; `None` if it is no event of the registry.
+    fn of(record: Record) -> Option<Read> {
+        let (name, json) = Registry::builtin().to_json(&record.payload).ok()?;
+        Some(Read {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key,
+            name,
+            json,
+        })
+    }
+
     pub(crate) fn id(&self) -> &str {
         self.json["envelope"]["event_id"].as_str().unwrap_or("")
     }
@@ -44,53 +58,10 @@ impl Read {
 /// Every record of `topic` from the beginning to its end now, decoded;
 /// records that are no event of the registry are skipped.
 pub fn read_all(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<Read>> {
-    let consumer: BaseConsumer = client_config(kafka)
-        .set("enable.auto.commit", "false")
-        .set("group.id", "mailfleet-audit")
-        .create()
-        .context("creating the audit reader")?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for (id, low, high) in watermarks(&consumer, topic, Duration::from_secs(10))
-        .with_context(|| format!("{topic}: reading its offsets"))?
-    {
-        if high > low {
-            tpl.add_partition_offset(topic, id, Offset::Offset(low))?;
-            ends.insert(id, high);
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&tpl)?;
-    let mut idle = 0;
-    while !ends.is_empty() {
-        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
-            idle += 1;
-            anyhow::ensure!(idle < 60, "{topic}: reading stalled with {ends:?} to go");
-            continue;
-        };
-        idle = 0;
-        let msg = msg.with_context(|| format!("reading {topic}"))?;
-        if let Ok((name, json)) = Registry::builtin().to_json(msg.payload().unwrap_or_default()) {
-            out.push(Read {
-                topic: topic.to_string(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                key: msg.key().map(<[u8]>::to_vec),
-                name,
-                json,
-            });
-        }
-        if ends
-            .get(&msg.partition())
-            .is_some_and(|end| msg.offset() + 1 >= *end)
-        {
-            ends.remove(&msg.partition());
-        }
-    }
-    Ok(out)
+    Ok(read_to_end(kafka, topic, "audit")?
+        .into_iter()
+        .filter_map(Read::of)
+        .collect())
 }
 
 /// The record at one offset.
@@ -111,17 +82,7 @@ pub(super) fn read_one(
     consumer.assign(&tpl).ok()?;
     for _ in 0..20 {
         if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(500)) {
-            let (name, json) = Registry::builtin()
-                .to_json(msg.payload().unwrap_or_default())
-                .ok()?;
-            return Some(Read {
-                topic: topic.to_string(),
-                partition,
-                offset: msg.offset(),
-                key: msg.key().map(<[u8]>::to_vec),
-                name,
-                json,
-            });
+            return Read::of(Record::of(&msg));
         }
     }
     None

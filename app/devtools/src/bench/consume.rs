@@ -143,22 +143,14 @@ async fn runtime_run_as(
         .data_dir
         .join("bench")
         .join(format!("{run_id}-{round}"));
-    let spec = RunSpec {
-        group: format!("{run_id}-runtime-{round}"),
-        inputs: vec![topic.to_string()],
-        kafka: cfg.kafka.clone(),
-        runtime: mailfleet_runtime::config::RuntimeConfig {
-            data_dir: state_dir.clone(),
-            ..cfg.runtime.clone()
-        },
-        run_effects: true,
-        stop_after: Some(events),
-        stop_at: None,
-        start_at: None,
-        produce: true,
-        capture: None,
-        progress: None,
-    };
+    let spec = RunSpec::new(
+        format!("{run_id}-runtime-{round}"),
+        vec![topic.to_string()],
+        &cfg.kafka,
+        &cfg.runtime,
+    )
+    .data_dir(state_dir.clone())
+    .stop_after(events);
     let spec = if as_replay {
         spec.replay(state_dir.clone(), &format!("{round}"))
     } else {

@@ -20,7 +20,7 @@ use anyhow::Context;
 use mailfleet_events::{config::ConfigChanged, Envelope};
 use mailfleet_fleet::config::Config;
 use mailfleet_greylist::{settings_of, whitelist::WhitelistFiles};
-use mailfleet_runtime::{admin, producer::EventProducer};
+use mailfleet_runtime::{admin, producer::EventProducer, time::now_ms};
 use rdkafka::{
     admin::{AdminClient, AdminOptions},
     client::DefaultClientContext,
@@ -28,7 +28,7 @@ use rdkafka::{
 
 use self::{
     attempts::Attempts,
-    child::{now_ms, read_decisions, Peer, Usage},
+    child::{read_decisions, Peer, Usage},
     compare::Reference,
 };
 use super::{consume::create_topic, median, progress_bar, scratch_dir};

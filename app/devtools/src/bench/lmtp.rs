@@ -25,13 +25,13 @@ use anyhow::Context;
 use mailfleet_blob::BlobStore;
 use mailfleet_events::mail::MessageReceived;
 use mailfleet_fleet::config::Config;
-use mailfleet_runtime::Shutdown;
+use mailfleet_runtime::{read::read_events, Shutdown};
 use tokio::process::{Child, Command};
 
 use super::{
     consume::create_topic,
     cpu::{kafka_pid, Cpu, Tally},
-    read_all, scratch_dir,
+    scratch_dir,
 };
 
 const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
@@ -227,7 +227,7 @@ fn check(
     blobs: &BlobStore,
     sent: &BTreeMap<usize, u64>,
 ) -> anyhow::Result<()> {
-    let events = read_all::<MessageReceived>(cfg, topic)?;
+    let events = read_events::<MessageReceived>(&cfg.kafka, topic, "bench")?;
     let total: u64 = sent.values().sum();
     anyhow::ensure!(
         events.len() as u64 == total,

@@ -14,18 +14,9 @@ mod store;
 mod submission;
 mod submit_client;
 
-use std::time::{Duration, Instant};
-
-use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use mailfleet_events::{Event, Registry};
 use mailfleet_fleet::config::Config;
-use mailfleet_runtime::admin;
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
-};
 
 pub use consume::traffic_records;
 
@@ -129,81 +120,6 @@ pub fn scratch_dir(cfg: &Config, id: &str) -> std::path::PathBuf {
         .unwrap_or(std::path::Path::new("."))
         .join("bench")
         .join(id)
-}
-
-/// Every record of `topic` up to its current end (high watermarks), decoded
-/// as `E`: a check reads exactly what was produced, with no idle timeout.
-pub fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
-    Ok(read_all_timed(cfg, topic)?
-        .into_iter()
-        .map(|(_, event)| event)
-        .collect())
-}
-
-/// [`read_all`], each event with its record's timestamp (ms; the producer's
-/// create time unless the topic says otherwise).
-pub fn read_all_timed<E: Event>(
-    cfg: &Config,
-    topic: &str,
-) -> anyhow::Result<Vec<(Option<i64>, E)>> {
-    read_records(cfg, topic)?
-        .into_iter()
-        .map(|r| {
-            let event = Registry::builtin()
-                .decode::<E>(&r.bytes)
-                .with_context(|| format!("decoding {topic}/{}", r.place))?;
-            Ok((r.at, event))
-        })
-        .collect()
-}
-
-/// One record as read, undecoded.
-pub struct ReadRecord {
-    /// Its timestamp, ms.
-    pub at: Option<i64>,
-    /// Where it is: `partition@offset`.
-    pub place: String,
-    pub bytes: Vec<u8>,
-}
-
-/// Every record of `topic` up to its current end, undecoded (a topic may
-/// mix event types).
-pub fn read_records(cfg: &Config, topic: &str) -> anyhow::Result<Vec<ReadRecord>> {
-    let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
-        .set(
-            "group.id",
-            format!("bench-reader-{}", rand::random::<u32>()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let wait = Duration::from_secs(10);
-    let md = consumer.fetch_metadata(Some(topic), wait)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut total = 0i64;
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), wait)?;
-        total += high - low;
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let started = Instant::now();
-    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    while (out.len() as i64) < total {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "read {} of {total} records of {topic}",
-            out.len()
-        );
-        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
-            let msg = msg?;
-            out.push(ReadRecord {
-                at: msg.timestamp().to_millis(),
-                place: format!("{}@{}", msg.partition(), msg.offset()),
-                bytes: msg.payload().unwrap_or_default().to_vec(),
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// `mailfleet lmtp` in this process, accepting every recipient, on a free

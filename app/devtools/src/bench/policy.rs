@@ -164,22 +164,13 @@ async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<St
     create_topic(cfg, &decisions, 12).await?;
     let g = cfg.consumers.greylist.clone();
     let lists = WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())?;
-    let spec = RunSpec {
-        group: format!("{id}-greylist"),
-        inputs: vec![attempts.clone()],
-        kafka: cfg.kafka.clone(),
-        runtime: mailfleet_runtime::config::RuntimeConfig {
-            data_dir: cfg.runtime.data_dir.join("bench").join(&id),
-            ..cfg.runtime.clone()
-        },
-        run_effects: true,
-        stop_after: None,
-        stop_at: None,
-        start_at: None,
-        produce: true,
-        capture: None,
-        progress: None,
-    };
+    let spec = RunSpec::new(
+        format!("{id}-greylist"),
+        vec![attempts.clone()],
+        &cfg.kafka,
+        &cfg.runtime,
+    )
+    .data_dir(cfg.runtime.data_dir.join("bench").join(&id));
     let grouping = g.grouping();
     tokio::spawn(mailfleet_runtime::run(
         Greylist::new(g, lists, decisions.clone()),

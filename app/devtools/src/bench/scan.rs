@@ -32,6 +32,7 @@ use mailfleet_events::{
 use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{
     producer::{EventProducer, RawRecord},
+    read::read_events,
     Consumer, Decision, Input, Outcome, RunSpec, Shutdown, StateError, StateView,
 };
 use mailfleet_scan::{
@@ -44,7 +45,7 @@ use super::{
     consume::create_topic,
     corpus::{corpus, Kind, Mail},
     cpu::{clamd_pid, kafka_pid, Cpu, Tally},
-    read_all, scratch_dir,
+    scratch_dir,
 };
 
 /// The load's shape.
@@ -294,23 +295,18 @@ async fn consumer_end_to_end(
         inner: Scanner::new(scanner, store),
         first: first.clone(),
     };
-    let spec = RunSpec {
-        group: format!("{id}-scanner"),
-        inputs: vec![topics.received.clone()],
-        kafka: cfg.kafka.clone(),
-        runtime: mailfleet_runtime::config::RuntimeConfig {
-            data_dir: dir.join("state"),
-            deadletter_topic: topics.dead.clone(),
-            ..cfg.runtime.clone()
-        },
-        run_effects: true,
-        stop_after: Some(mails.len() as u64),
-        stop_at: None,
-        start_at: None,
-        produce: true,
-        capture: None,
-        progress: None,
+    let runtime = mailfleet_runtime::config::RuntimeConfig {
+        deadletter_topic: topics.dead.clone(),
+        ..cfg.runtime.clone()
     };
+    let spec = RunSpec::new(
+        format!("{id}-scanner"),
+        vec![topics.received.clone()],
+        &cfg.kafka,
+        &runtime,
+    )
+    .data_dir(dir.join("state"))
+    .stop_after(mails.len() as u64);
     let before = Cpu::now(clamd_pid(), kafka_pid());
     let started = Instant::now();
     let stats = mailfleet_runtime::run(consumer, spec, Shutdown::new()).await?;
@@ -360,9 +356,7 @@ async fn produce_received(
     mails: &[Mail],
     ids: &[String],
 ) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = mailfleet_runtime::time::now_ms();
     let records = mails
         .iter()
         .zip(ids)
@@ -399,7 +393,7 @@ async fn produce_received(
 
 /// Exactly one `MessageScanned` per message, with the corpus's verdict.
 fn check_verdicts(cfg: &Config, topic: &str, mails: &[Mail], ids: &[String]) -> anyhow::Result<()> {
-    let scanned = read_all::<MessageScanned>(cfg, topic)?;
+    let scanned = read_events::<MessageScanned>(&cfg.kafka, topic, "bench")?;
     anyhow::ensure!(
         scanned.len() == mails.len(),
         "{} MessageScanned for {} messages",

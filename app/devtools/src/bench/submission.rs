@@ -33,14 +33,14 @@ use mailfleet_directory::{entry::NewAccount, DirectoryClient};
 use mailfleet_events::submission::{MessageSubmitted, SubmitAction};
 use mailfleet_fleet::config::Config;
 use mailfleet_password as password;
-use mailfleet_runtime::Shutdown;
+use mailfleet_runtime::{read::read_events, Shutdown};
 use mailfleet_scan::{clamd::Clamd, Engine};
 
 use super::{
     consume::create_topic,
     cpu::{clamd_pid, kafka_pid, Cpu, Tally},
-    median, read_all,
-    store::shell,
+    median,
+    store::{shell, MainCf},
     submit_client as smtp,
 };
 
@@ -114,24 +114,12 @@ struct Found {
 
 impl Found {
     fn read() -> anyhow::Result<Found> {
-        let run = std::env::var("MAILFLEET_RUN_DIR").unwrap_or_else(|_| "run".into());
-        let path = std::path::Path::new(&run).join("postfix/etc/main.cf");
-        let main_cf = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {}: run `ops/postfix start` (from the repository root)",
-                path.display()
-            )
-        })?;
-        let setting = |key: &str| {
-            main_cf.lines().find_map(|l| {
-                let value = l.strip_prefix(key)?.trim_start().strip_prefix('=')?;
-                Some(value.trim().to_string())
-            })
-        };
+        let main_cf = MainCf::read()?;
+        let setting = |key: &str| main_cf.setting(key);
         Ok(Found {
             transport: setting("virtual_transport").context("main.cf has no virtual_transport")?,
             relay: setting("default_transport").context("main.cf has no default_transport")?,
-            policy: submission_policy(&main_cf),
+            policy: submission_policy(&main_cf.text),
         })
     }
 
@@ -385,7 +373,7 @@ async fn wait_sink(name: &str, n: u64) -> anyhow::Result<()> {
 /// Per measured batch, one accepted `MessageSubmitted` for each message
 /// with the milter and none without; every id once.
 fn check(cfg: &Config, topic: &str, batches: &[(String, Side)], n: u64) -> anyhow::Result<()> {
-    let events = read_all::<MessageSubmitted>(cfg, topic)?;
+    let events = read_events::<MessageSubmitted>(&cfg.kafka, topic, "bench")?;
     let ids: HashSet<&str> = events
         .iter()
         .map(|e| e.envelope.event_id.as_str())

@@ -27,11 +27,10 @@ use mailfleet_events::{
 use mailfleet_fleet::config::Config;
 use mailfleet_lifecycle::{self as lifecycle, deleter};
 use mailfleet_password as password;
-use mailfleet_runtime::{producer::EventProducer, Topology};
+use mailfleet_runtime::{producer::EventProducer, read::read_to_end, time::now_ms, Topology};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::fleet::Fleet;
-use crate::bench::{read_records, ReadRecord};
+use super::{fleet::Fleet, mail::read_all};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -307,15 +306,8 @@ fn mine<E: Event>(
     run_id: &str,
     account: impl Fn(&E) -> &String,
 ) -> anyhow::Result<Vec<E>> {
-    let registry = Registry::builtin();
-    Ok(read_records(cfg, topic)?
+    Ok(read_all::<E>(cfg, topic)?
         .into_iter()
-        .filter(|r| {
-            registry
-                .writer_of(&r.bytes)
-                .is_ok_and(|w| w.name == E::NAME)
-        })
-        .filter_map(|r| registry.decode::<E>(&r.bytes).ok())
         .filter(|e| account(e).starts_with(run_id))
         .collect())
 }
@@ -377,7 +369,11 @@ async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Resu
 fn print_history(cfg: &Config, events: &str, gone: &str) -> anyhow::Result<()> {
     println!("== the history of {gone}:");
     let registry = Registry::builtin();
-    for ReadRecord { place, bytes, .. } in read_records(cfg, events)? {
+    for record in read_to_end(&cfg.kafka, events, "demo")? {
+        let (place, bytes) = (
+            format!("{}@{}", record.partition, record.offset),
+            record.payload,
+        );
         let Ok(writer) = registry.writer_of(&bytes) else {
             continue;
         };
@@ -419,10 +415,4 @@ fn story<E: Event>(
     let event = Registry::builtin().decode::<E>(bytes).ok()?;
     let (about, text) = tell(&event);
     (about == account).then(|| (event.envelope().event_time, text))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -24,13 +24,11 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_fleet::config::Config;
-use mailfleet_runtime::{admin, Topology};
+use mailfleet_runtime::{admin, read::end_offsets, Topology};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Offset, TopicPartitionList,
 };
-
-use super::mail::ends;
 
 /// One process of the fleet.
 struct Process {
@@ -130,7 +128,7 @@ impl Fleet {
             let mut all_ends = BTreeMap::new();
             for name in names {
                 let route = self.topology.route(name)?.clone();
-                let ends = ends(&self.cfg, &route.reads)?;
+                let ends = end_offsets(&self.cfg.kafka, &route.reads)?;
                 let committed = self.committed(&route.group, &ends)?;
                 for (tp, end) in &ends {
                     let at = committed.get(tp).copied().unwrap_or(0);

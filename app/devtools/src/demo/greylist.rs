@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use mailfleet_fleet::config::Config;
 use mailfleet_policy::{client::PolicyClient, PolicyConfig};
-use mailfleet_runtime::{Shutdown, Topology};
+use mailfleet_runtime::{time::now_ms, Shutdown, Topology};
 
 /// Who sends, and how they behave.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -37,9 +37,7 @@ pub async fn run(cfg: &Config, topology: &Topology, run_id: &str) -> anyhow::Res
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     let list_ip = format!("100.64.{}.{}", salt % 256, salt / 256 % 254 + 1);
-    let day = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
+    let day = now_ms() / 1000;
     let mut world = World {
         client,
         run_id,

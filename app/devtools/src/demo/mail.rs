@@ -14,16 +14,15 @@ use mailfleet_events::{
     accounts::AccountBlocked,
     admin::AdminAlert,
     mail::{MessageScanned, ScanVerdict},
-    Event, Registry,
+    Event,
 };
 use mailfleet_fleet::config::Config;
 use mailfleet_ingest::lmtp::client::LmtpClient;
-use mailfleet_runtime::{Shutdown, Store, Topology};
-use mailfleet_storage::index;
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
+use mailfleet_runtime::{
+    read::{decode, read_to_end},
+    Shutdown, Store, Topology,
 };
+use mailfleet_storage::index;
 
 use super::fleet::Fleet;
 
@@ -111,23 +110,6 @@ fn show_mailbox(cfg: &Config) -> anyhow::Result<()> {
         idx.quarantined.count, idx.quarantined.bytes
     );
     Ok(())
-}
-
-/// Each partition's current end offset of `topics`.
-pub(crate) fn ends(
-    cfg: &Config,
-    topics: &[String],
-) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let consumer: BaseConsumer = mailfleet_runtime::admin::client_config(&cfg.kafka).create()?;
-    let mut out = BTreeMap::new();
-    for topic in topics {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            out.insert((topic.clone(), p.id()), high);
-        }
-    }
-    Ok(out)
 }
 
 /// Deterministic traffic: mostly clean mail, some viruses and banned files.
@@ -243,8 +225,6 @@ fn fmt_tally<K: std::fmt::Debug>(tally: &BTreeMap<K, u32>) -> String {
     parts.join(", ")
 }
 
-/// Records in `topic` the scanner has not handled: from the next offset in
-/// its own store (where it resumes; the start when it has none) to the end.
 /// This run's verdicts, blocks and alerts, read back from the topics.
 fn print_results(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
     let mine = |id: &Option<String>| id.as_deref().is_some_and(|m| m.starts_with(run_id));
@@ -295,32 +275,13 @@ fn print_results(cfg: &Config, run_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every event of type `E` in `topic`, from the beginning.
+/// Every event of type `E` in `topic`, from the beginning to its end now;
+/// records of other types (a topic may mix them) are skipped.
 pub(crate) fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<E>> {
-    let consumer: BaseConsumer = mailfleet_runtime::admin::client_config(&cfg.kafka)
-        .set("group.id", format!("demo-reader-{}", rand::random::<u32>()))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        remaining += high - low;
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while remaining > 0 && std::time::Instant::now() < deadline {
-        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
-            remaining -= 1;
-            if let Ok(event) = Registry::builtin().decode::<E>(msg?.payload().unwrap_or_default()) {
-                out.push(event);
-            }
-        }
-    }
-    Ok(out)
+    Ok(read_to_end(&cfg.kafka, topic, "demo")?
+        .iter()
+        .filter_map(|r| decode(r).ok())
+        .collect())
 }
 
 /// The first local domain: where the demo's accounts live.

@@ -12,7 +12,7 @@ mod mail;
 mod purge;
 mod report;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -20,10 +20,6 @@ use mailfleet_counter::{stored_counts, traffic, Counter};
 use mailfleet_events::runtime::DeadLetter;
 use mailfleet_fleet::config::Config;
 use mailfleet_runtime::{admin, producer::EventProducer, RunSpec, Shutdown, Store};
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    Message,
-};
 
 use crate::bench::{progress_bar, traffic_records};
 use fleet::Fleet;
@@ -94,10 +90,7 @@ pub async fn run(
     );
 
     let started = Instant::now();
-    let spec = RunSpec {
-        stop_after: Some(sent),
-        ..RunSpec::for_route(route, &cfg.kafka, &cfg.runtime)
-    };
+    let spec = RunSpec::for_route(route, &cfg.kafka, &cfg.runtime).stop_after(sent);
     let counter = Counter::new(cfg.consumers.counter.clone(), output);
     let stats = mailfleet_runtime::run(counter, spec, Shutdown::new()).await?;
     println!(
@@ -139,28 +132,7 @@ fn print_counts(cfg: &Config) -> anyhow::Result<()> {
 }
 
 fn print_dead_letters(cfg: &Config, last: usize) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
-        .set("group.id", format!("demo-reader-{}", rand::random::<u32>()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[cfg.runtime.deadletter_topic.as_str()])?;
-    let mut letters = Vec::new();
-    let started = Instant::now();
-    let mut idle_since = Instant::now();
-    while started.elapsed() < Duration::from_secs(20)
-        && idle_since.elapsed() < Duration::from_secs(3)
-    {
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        idle_since = Instant::now();
-        if let Some(bytes) = msg?.payload() {
-            if let Ok(letter) = mailfleet_events::Registry::builtin().decode::<DeadLetter>(bytes) {
-                letters.push(letter);
-            }
-        }
-    }
+    let letters: Vec<DeadLetter> = mail::read_all(cfg, &cfg.runtime.deadletter_topic)?;
     println!("== dead letters (last {last} of {}):", letters.len());
     for l in letters.iter().rev().take(last).rev() {
         println!(

@@ -13,7 +13,7 @@ use mailfleet_fleet::config::Config;
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
-use mailfleet_runtime::{producer::EventProducer, Topology};
+use mailfleet_runtime::{producer::EventProducer, time::now_ms, Topology};
 use mailfleet_scheduler::{schedule::run_id, JobKind};
 
 use mailfleet_scheduler::emitter::job_due;
@@ -45,9 +45,7 @@ pub async fn run(
     let topic = &sec.purge_topic;
     let partitions = topology.topics.get(topic).map_or(1, |t| t.partitions);
     let producer = EventProducer::new(&cfg.kafka, &format!("{run}-purges"))?;
-    let due = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let due = now_ms();
     let mut last_slot = due;
     let mut runs = Vec::new();
     for (job, window_ms) in &jobs {

@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use mailfleet_fleet::config::Config;
 use mailfleet_report::{read_store, render, report, Month};
-use mailfleet_runtime::Store;
+use mailfleet_runtime::{time::now_ms, Store};
 
 use super::fleet::{by_label, scrape, Fleet};
 
@@ -52,9 +52,7 @@ pub async fn run(
         );
     }
     fleet.stop()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now = now_ms();
     let month = Month::of_ms(now);
     let store = Store::open_read_only(&cfg.runtime.data_dir.join(mailfleet_report::NAME))?;
     let (counts, snapshots) = read_store(&store)?;

@@ -42,11 +42,11 @@ mod read_back;
 use std::{
     collections::{BTreeMap, HashSet},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope};
-use mailfleet_runtime::{config::KafkaConfig, metrics as m, producer::EventProducer};
+use mailfleet_runtime::{config::KafkaConfig, metrics as m, producer::EventProducer, time::now_ms};
 use mailfleet_runtime::{Shutdown, Topology};
 use tokio::sync::Mutex;
 
@@ -145,12 +145,6 @@ fn partitions(topology: &Topology, key: &'static str, topic: &str) -> Result<i32
         })
 }
 
-fn now_ms() -> Result<i64, SchedulerError> {
-    Ok(i64::try_from(
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
-    )?)
-}
-
 /// What the active scheduler writes, and where.
 struct Emitter {
     producer: EventProducer,
@@ -207,7 +201,7 @@ impl Emitter {
     ) -> Result<bool, SchedulerError> {
         let ReadBack { mut last, seen } = back;
         loop {
-            let now = now_ms()?;
+            let now = now_ms();
             let catch = self.schedules.due(last, now)?;
             if catch.ticks_merged > 0 {
                 tracing::warn!(

@@ -1,22 +1,16 @@
 //! Catch-up: where a new owner resumes, read back from the end of the
 //! jobs topic (see the module doc of [`super`]).
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::{Duration, Instant},
-};
+use std::collections::HashSet;
 
 use mailfleet_events::{scheduler::JobDue, Registry};
 use mailfleet_runtime::{
-    admin::{client_config, watermarks},
     config::KafkaConfig,
-};
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
+    read::{end_offsets, read_last},
+    RuntimeError,
 };
 
-use super::{MARK_KIND, POLL};
+use super::MARK_KIND;
 use crate::SchedulerError;
 
 /// Records read back from the end of each jobs partition: far more than one
@@ -57,66 +51,33 @@ impl ReadBack {
 
 /// Read the newest records of every partition of the jobs topic.
 pub(super) fn read_back(kafka: &KafkaConfig, topic: &str) -> Result<ReadBack, SchedulerError> {
-    let consumer: BaseConsumer = client_config(kafka)
-        .set(
-            "group.id",
-            format!("mailfleet-scheduler-readback-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(SchedulerError::CreateReadBackConsumer)?;
-    let partitions = watermarks(&consumer, topic, Duration::from_secs(10)).map_err(|source| {
+    let ends = end_offsets(kafka, &[topic.to_string()]).map_err(|source| {
         SchedulerError::ReadJobsOffsets {
             topic: topic.to_string(),
             source: Box::new(source),
         }
     })?;
-    if partitions.is_empty() {
+    if ends.is_empty() {
         return Err(SchedulerError::FindJobsTopic {
             topic: topic.to_string(),
         });
     }
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for (id, low, high) in partitions {
-        if high > low {
-            let start = low.max(high - READ_BACK_RECORDS);
-            tpl.add_partition_offset(topic, id, Offset::Offset(start))?;
-            ends.insert(id, high);
-        }
-    }
-    if ends.is_empty() {
-        return Ok(ReadBack::default());
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut records = Vec::new();
-    while !ends.is_empty() {
-        if Instant::now() >= deadline {
-            return Err(SchedulerError::FinishReadBack {
+    let records =
+        read_last(kafka, topic, "scheduler-readback", READ_BACK_RECORDS).map_err(|e| match e {
+            RuntimeError::Read { .. } => SchedulerError::FinishReadBack {
                 topic: topic.to_string(),
-            });
-        }
-        let Some(msg) = consumer.poll(POLL) else {
-            continue;
-        };
-        let msg = msg.map_err(|source| SchedulerError::ReadBack {
-            topic: topic.to_string(),
-            source,
+            },
+            e => e.into(),
         })?;
-        match Registry::builtin().decode::<JobDue>(msg.payload().unwrap_or_default()) {
-            Ok(record) => records.push(record),
-            Err(e) => tracing::warn!(%topic, partition = msg.partition(), offset = msg.offset(),
+    let mut jobs = Vec::with_capacity(records.len());
+    for r in records {
+        match Registry::builtin().decode::<JobDue>(&r.payload) {
+            Ok(job) => jobs.push(job),
+            Err(e) => tracing::warn!(%topic, partition = r.partition, offset = r.offset,
                 error = %e, "not a JobDue; ignored"),
         }
-        if ends
-            .get(&msg.partition())
-            .is_some_and(|end| msg.offset() + 1 >= *end)
-        {
-            ends.remove(&msg.partition());
-        }
     }
-    Ok(ReadBack::from_records(records))
+    Ok(ReadBack::from_records(jobs))
 }
 
 #[cfg(test)]

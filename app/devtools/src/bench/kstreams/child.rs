@@ -2,20 +2,20 @@
 //! holds one decision per attempt, measured from `/proc`, stopped.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
-use mailfleet_events::{greylist::GreylistDecided, Registry};
+use mailfleet_events::greylist::GreylistDecided;
 use mailfleet_fleet::config::Config;
-use mailfleet_runtime::admin;
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    Message, Offset, TopicPartitionList,
+use mailfleet_runtime::{
+    admin,
+    read::{decode, read_committed},
+    time::now_ms,
 };
+use rdkafka::consumer::BaseConsumer;
 
 use super::super::cpu::proc_cpu;
 
@@ -36,12 +36,6 @@ pub struct Usage {
     pub rss_kb: u64,
     /// CPU seconds (user + system, all threads).
     pub cpu_s: f64,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Peer {
@@ -157,54 +151,10 @@ impl Peer {
 }
 
 /// Every decision in `topic`, committed ones only, with its broker append
-/// time (the topics use LogAppendTime): read until each partition's
-/// position reaches its high watermark.
+/// time (the topics use LogAppendTime).
 pub fn read_decisions(cfg: &Config, topic: &str) -> anyhow::Result<Vec<(i64, GreylistDecided)>> {
-    let consumer: BaseConsumer = admin::client_config(&cfg.kafka)
-        .set(
-            "group.id",
-            format!("bench-reader-{}", rand::random::<u32>()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let wait = Duration::from_secs(10);
-    let ends: HashMap<i32, i64> = admin::watermarks(&consumer, topic, wait)?
-        .into_iter()
-        .map(|(p, _, high)| (p, high))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    for p in ends.keys() {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let registry = Registry::builtin();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    loop {
-        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
-            let msg = msg?;
-            let at = msg.timestamp().to_millis().unwrap_or(0);
-            let bytes = msg.payload().unwrap_or_default();
-            let decided = registry.decode::<GreylistDecided>(bytes).with_context(|| {
-                format!("decoding {topic}/{}@{}", msg.partition(), msg.offset())
-            })?;
-            out.push((at, decided));
-            continue;
-        }
-        let positions = consumer.position()?;
-        let done = ends.iter().all(|(p, end)| {
-            *end == 0
-                || matches!(positions.find_partition(topic, *p).map(|e| e.offset()),
-                    Some(Offset::Offset(o)) if o >= *end)
-        });
-        if done {
-            return Ok(out);
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "read {} decisions of {topic} in 10 minutes without reaching its end",
-            out.len()
-        );
-    }
+    read_committed(&cfg.kafka, topic, "bench")?
+        .iter()
+        .map(|r| Ok((r.timestamp.unwrap_or(0), decode::<GreylistDecided>(r)?)))
+        .collect()
 }

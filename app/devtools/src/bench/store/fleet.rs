@@ -115,18 +115,9 @@ impl Fleet {
             deadletter_topic: t("dead"),
             ..cfg.runtime.clone()
         };
-        let spec = |name: &str, inputs: &[&str]| RunSpec {
-            group: format!("{id}-{name}"),
-            inputs: inputs.iter().map(|i| t(i)).collect(),
-            kafka: cfg.kafka.clone(),
-            runtime: runtime.clone(),
-            run_effects: true,
-            stop_after: None,
-            stop_at: None,
-            start_at: None,
-            produce: true,
-            capture: None,
-            progress: None,
+        let spec = |name: &str, inputs: &[&str]| {
+            let inputs = inputs.iter().map(|i| t(i)).collect();
+            RunSpec::new(format!("{id}-{name}"), inputs, &cfg.kafka, &runtime)
         };
         let scanner = scanner_config(cfg, id);
         let mail_root = dir.join("mail");

@@ -57,8 +57,8 @@ use mailfleet_fleet::config::Config;
 use super::scratch_dir;
 use deliver::deliver_all;
 use fleet::{delete_topics, Fleet};
-pub(super) use ops::shell;
 use ops::Ops;
+pub(super) use ops::{shell, MainCf};
 use plan::Plan;
 use report::{mailfleet_stages, report};
 

@@ -18,6 +18,40 @@ use super::{
     Side, StoreLoad, POLL,
 };
 
+/// The folder `ops/` runs the services in (`MAILFLEET_RUN_DIR`, else `run`).
+fn run_dir() -> PathBuf {
+    PathBuf::from(std::env::var("MAILFLEET_RUN_DIR").unwrap_or_else(|_| "run".into()))
+}
+
+/// The local Postfix's `main.cf`, as `ops/postfix` wrote it.
+pub(in crate::bench) struct MainCf {
+    /// Its folder (`postconf -c`).
+    pub(in crate::bench) conf_dir: PathBuf,
+    pub(in crate::bench) text: String,
+}
+
+impl MainCf {
+    pub(in crate::bench) fn read() -> anyhow::Result<MainCf> {
+        let conf_dir = run_dir().join("postfix/etc");
+        let path = conf_dir.join("main.cf");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}: run `ops/postfix start` (from the repository root)",
+                path.display()
+            )
+        })?;
+        Ok(MainCf { conf_dir, text })
+    }
+
+    /// The value of `key` (`key = value`), if it is set.
+    pub(in crate::bench) fn setting(&self, key: &str) -> Option<String> {
+        self.text.lines().find_map(|l| {
+            let value = l.strip_prefix(key)?.trim_start().strip_prefix('=')?;
+            Some(value.trim().to_string())
+        })
+    }
+}
+
 /// The local Postfix and Dovecot as `ops/` runs them, and what the bench
 /// changes in them (Postfix's transport, Dovecot users) to put back.
 pub(super) struct Ops {
@@ -38,22 +72,9 @@ pub(super) struct Ops {
 
 impl Ops {
     pub(super) fn read(load: &StoreLoad, prefix: &str) -> anyhow::Result<Ops> {
-        let run =
-            PathBuf::from(std::env::var("MAILFLEET_RUN_DIR").unwrap_or_else(|_| "run".into()));
-        let postfix_conf = run.join("postfix/etc");
-        let main_cf = std::fs::read_to_string(postfix_conf.join("main.cf")).with_context(|| {
-            format!(
-                "reading {}: run `ops/postfix start` (from the repository root)",
-                postfix_conf.display()
-            )
-        })?;
-        let setting = |key: &str| {
-            main_cf.lines().find_map(|l| {
-                let value = l.strip_prefix(key)?.trim_start().strip_prefix('=')?;
-                Some(value.trim().to_string())
-            })
-        };
-        let dovecot = run.join("dovecot");
+        let main_cf = MainCf::read()?;
+        let setting = |key: &str| main_cf.setting(key);
+        let dovecot = run_dir().join("dovecot");
         let mail_root = std::fs::read_to_string(dovecot.join("mail_root"))
             .context("reading Dovecot's mail root: run `ops/dovecot start`")?;
         Ok(Ops {
@@ -63,7 +84,7 @@ impl Ops {
             maillog: setting("maillog_file")
                 .context("main.cf has no maillog_file")?
                 .into(),
-            postfix_conf,
+            postfix_conf: main_cf.conf_dir,
             mail_root: mail_root.trim().into(),
             passwd: dovecot.join("passwd").join(&load.domain),
             mail_owner: std::fs::read_to_string(dovecot.join("mail_owner")).unwrap_or_default(),

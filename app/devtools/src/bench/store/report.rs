@@ -5,11 +5,15 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use mailfleet_events::mail::{MessageScanned, MessageStored, ScanVerdict};
+use mailfleet_events::{
+    mail::{MessageScanned, MessageStored, ScanVerdict},
+    Event,
+};
 use mailfleet_fleet::config::Config;
+use mailfleet_runtime::read::{decode, read_to_end};
 
 use super::{plan::BatchRun, Phase, Side, StoreLoad};
-use crate::bench::{cpu::Tally, read_all_timed};
+use crate::bench::cpu::Tally;
 
 /// mailfleet's `250 → file` and the stages between, per message, from the
 /// stored and scanned topics.
@@ -28,8 +32,8 @@ pub(super) fn mailfleet_stages(
     id: &str,
     runs: &[BatchRun],
 ) -> anyhow::Result<[Stages; 2]> {
-    let stored = read_all_timed::<MessageStored>(cfg, &format!("{id}.stored"))?;
-    let scanned = read_all_timed::<MessageScanned>(cfg, &format!("{id}.scanned"))?;
+    let stored = read_timed::<MessageStored>(cfg, &format!("{id}.stored"))?;
+    let scanned = read_timed::<MessageScanned>(cfg, &format!("{id}.scanned"))?;
     let ours = || runs.iter().filter(|r| r.batch.side == Side::Mailfleet);
     let sent: usize = ours().map(|r| r.batch.messages).sum();
     anyhow::ensure!(
@@ -100,6 +104,15 @@ pub(super) fn mailfleet_stages(
         }
     }
     Ok(out)
+}
+
+/// Every event of `topic`, each with its record's timestamp (ms; the
+/// producer's create time unless the topic says otherwise).
+fn read_timed<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Vec<(Option<i64>, E)>> {
+    read_to_end(&cfg.kafka, topic, "bench")?
+        .iter()
+        .map(|r| Ok((r.timestamp, decode::<E>(r)?)))
+        .collect()
 }
 
 pub(super) fn report(load: &StoreLoad, runs: &[BatchRun], stages: &[Stages; 2]) {
