@@ -58,9 +58,6 @@ pub enum SchedulerError {
     /// A job is due that `[scheduler.jobs]` does not configure.
     #[error("job {job:?} is due but not configured")]
     FindJob { job: String },
-    /// The read-back consumer could not be created.
-    #[error("creating the read-back consumer")]
-    CreateReadBackConsumer(#[source] KafkaError),
     /// The jobs topic's offsets could not be read.
     #[error("scheduler.jobs_topic = {topic:?}: reading its offsets")]
     ReadJobsOffsets {
@@ -74,13 +71,6 @@ pub enum SchedulerError {
     /// Reading back the jobs topic's last records took too long.
     #[error("{topic}: reading back the last records timed out")]
     FinishReadBack { topic: String },
-    /// Reading back the jobs topic's last records failed.
-    #[error("reading back {topic}")]
-    ReadBack {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
     /// `scheduler.postfix_map.map_type` is no type postmap writes a table for.
     #[error("scheduler.postfix_map.map_type = {map_type:?}: not an indexed type postmap writes (hash, btree, lmdb, cdb)")]
     CheckMapType { map_type: String },
