@@ -127,6 +127,10 @@ fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std:
             header_from: Some("Zoë <zoe@example.net>".into()),
             subject: None,
             header_date: Some("Sat, 28 Nov 2026 10:00:00 +0000".into()),
+            client_address: None,
+            client_name: None,
+            client_helo: None,
+            queue_id: None,
         })?
     );
     println!(
@@ -145,6 +149,8 @@ fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std:
             file: None,
             rule: None,
             scanner: "ClamAV 1.4.3".into(),
+            spam: None,
+            spam_error: None,
         })?
     );
     println!(

@@ -41,16 +41,25 @@ pub struct MessageReceived {
     pub header_from: Option<String>,
     pub subject: Option<String>,
     pub header_date: Option<String>,
+    /// What the MX's Postfix said of its SMTP client (`XFORWARD`, v2); all
+    /// `None` without it.
+    pub client_address: Option<String>,
+    pub client_name: Option<String>,
+    pub client_helo: Option<String>,
+    /// The MX's Postfix queue id.
+    pub queue_id: Option<String>,
 }
 impl_event!(MessageReceived, "mailfleet.mail.MessageReceived");
 
-/// Clean, a virus, or banned by the attachment policy.
+/// Clean, a virus, banned by the attachment policy, or spam to quarantine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ScanVerdict {
     Clean,
     Infected,
     Banned,
+    /// rspamd's action is one the scanner's mapping quarantines (v2).
+    Spam,
     /// A symbol this reader does not know.
     Unknown,
 }
@@ -75,8 +84,79 @@ pub struct MessageScanned {
     pub rule: Option<String>,
     /// The clamd version string, or `policy-only`.
     pub scanner: String,
+    /// rspamd's answer (v2); `None` when it was not asked or did not answer.
+    pub spam: Option<SpamResult>,
+    /// Why the message is unscored when rspamd was asked and did not
+    /// answer (v2).
+    pub spam_error: Option<String>,
 }
 impl_event!(MessageScanned, "mailfleet.mail.MessageScanned");
+
+/// The action rspamd chose for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SpamAction {
+    NoAction,
+    Greylist,
+    AddHeader,
+    RewriteSubject,
+    SoftReject,
+    Reject,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+impl SpamAction {
+    /// rspamd's own name for it (`add header`).
+    pub fn as_rspamd(self) -> &'static str {
+        match self {
+            Self::NoAction => "no action",
+            Self::Greylist => "greylist",
+            Self::AddHeader => "add header",
+            Self::RewriteSubject => "rewrite subject",
+            Self::SoftReject => "soft reject",
+            Self::Reject => "reject",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// From rspamd's name; `None` for a name it does not use.
+    pub fn from_rspamd(name: &str) -> Option<Self> {
+        Some(match name {
+            "no action" => Self::NoAction,
+            "greylist" => Self::Greylist,
+            "add header" => Self::AddHeader,
+            "rewrite subject" => Self::RewriteSubject,
+            "soft reject" => Self::SoftReject,
+            "reject" => Self::Reject,
+            _ => return None,
+        })
+    }
+}
+
+/// One rspamd rule that fired on a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpamSymbol {
+    pub name: String,
+    pub score: f64,
+}
+
+/// rspamd's answer on one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpamResult {
+    pub action: SpamAction,
+    pub score: f64,
+    /// The score at which rspamd rejects.
+    pub required: f64,
+    /// Highest absolute score first, bounded in count.
+    pub symbols: Vec<SpamSymbol>,
+    /// The scanner's mapping calls it spam: the Spam folder, flagged.
+    pub flagged: bool,
+}
+
+// Scores are finite numbers from rspamd's JSON, never NaN.
+impl Eq for SpamResult {}
+impl Eq for SpamSymbol {}
 
 /// `mailfleet.mail.MessageStored`: a clean message is in the Maildir.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +183,8 @@ impl_event!(MessageStored, "mailfleet.mail.MessageStored");
 pub enum QuarantineReason {
     Infected,
     Banned,
+    /// rspamd rejected it (v2).
+    Spam,
     /// A symbol this reader does not know.
     Unknown,
 }
@@ -188,3 +270,46 @@ pub struct MailboxDeleted {
     pub reason: String,
 }
 impl_event!(MailboxDeleted, "mailfleet.mail.MailboxDeleted");
+
+/// What a message was taught to rspamd as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SpamClass {
+    Spam,
+    Ham,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// rspamd's answer to one learn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LearnOutcome {
+    Learned,
+    /// Already learned as this class (rspamd's 208).
+    AlreadyLearned,
+    /// Not learned: the detail says why (too few tokens, ...).
+    Refused,
+    /// A symbol this reader does not know.
+    Unknown,
+}
+
+/// `mailfleet.mail.SpamLearned`: one message of a user's folder taught to
+/// rspamd; the bytes are in the blob store, so the log can teach again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpamLearned {
+    pub envelope: Envelope,
+    pub account: String,
+    pub folder: String,
+    /// The Maildir file's base name.
+    pub file: String,
+    pub blob_id: String,
+    pub size: i64,
+    pub message_id: Option<String>,
+    pub class: SpamClass,
+    pub outcome: LearnOutcome,
+    pub detail: Option<String>,
+    /// `cli:<user>`, `api` or `imapsieve`.
+    pub requested_by: String,
+}
+impl_event!(SpamLearned, "mailfleet.mail.SpamLearned");

@@ -564,6 +564,10 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
         header_from: None,
         subject: Some("hello".into()),
         header_date: None,
+        client_address: None,
+        client_name: None,
+        client_helo: None,
+        queue_id: None,
     };
     send(&producer, &w.received, to, &received).await?;
     let scanned = MessageScanned {
@@ -580,6 +584,8 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
         file: None,
         rule: None,
         scanner: "test".into(),
+        spam: None,
+        spam_error: None,
     };
     let mut scanned = scanned;
     scanned.envelope.event_id = "scan-1".into();

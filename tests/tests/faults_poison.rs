@@ -450,6 +450,10 @@ fn received(id: &str, blob: &str) -> MessageReceived {
         header_from: None,
         subject: None,
         header_date: None,
+        client_address: None,
+        client_name: None,
+        client_helo: None,
+        queue_id: None,
     }
 }
 
@@ -468,5 +472,7 @@ fn scanned(id: &str, blob: &str) -> MessageScanned {
         file: None,
         rule: None,
         scanner: "poison".into(),
+        spam: None,
+        spam_error: None,
     }
 }

@@ -108,6 +108,8 @@ fn scanned(id: &str, at: i64, verdict: ScanVerdict) -> MessageScanned {
         file: None,
         rule: None,
         scanner: "test".into(),
+        spam: None,
+        spam_error: None,
     }
 }
 

@@ -4,13 +4,14 @@
 //!
 //! Properties: no panic, whatever the MIME structure, encodings or zip
 //! members; the same bytes give the same report; a ban names a file and
-//! one of the four rules, and a name rule's file does have a banned last
+//! one of the rules (the undecipherable ones included, as the default
+//! config bans), and a name rule's file does have a banned last
 //! extension (behind an innocuous one for `double-extension`), so the
 //! verdict an operator reads can be checked by hand; the notes are bounded.
 
 use mailfleet_scan::policy::{
     check as policy, PolicyConfig, RULE_ARCHIVE_LIMITS, RULE_BANNED_EXTENSION,
-    RULE_BANNED_MIME_TYPE, RULE_DOUBLE_EXTENSION,
+    RULE_BANNED_MIME_TYPE, RULE_DOUBLE_EXTENSION, RULE_ENCRYPTED, RULE_MIME_DEPTH, RULE_UNREADABLE,
 };
 
 /// Input: the raw RFC 5322 message.
@@ -29,6 +30,9 @@ pub fn check(data: &[u8]) {
         RULE_BANNED_EXTENSION,
         RULE_BANNED_MIME_TYPE,
         RULE_ARCHIVE_LIMITS,
+        RULE_ENCRYPTED,
+        RULE_UNREADABLE,
+        RULE_MIME_DEPTH,
     ];
     assert!(rules.contains(&banned.rule.as_str()), "{banned:?}");
     if banned.rule == RULE_BANNED_EXTENSION || banned.rule == RULE_DOUBLE_EXTENSION {

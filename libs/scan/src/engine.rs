@@ -8,9 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mailfleet_events::mail::SpamResult;
+
 use crate::{
     clamd::{Clamd, ClamdConfig},
     policy::PolicyConfig,
+    rspamd::{CheckEnvelope, Disposition, FailMode, Rspamd, RspamdConfig},
     scan, ScanError, Verdict,
 };
 
@@ -21,10 +24,23 @@ const VERSION_TTL: Duration = Duration::from_secs(600);
 /// What the verdicts name as their scanner when clamd is not used.
 pub const POLICY_ONLY: &str = "policy-only";
 
-/// The attachment policy plus, optionally, clamd.
+/// What the spam scan concluded on one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpamOutcome {
+    /// rspamd is not used here.
+    NotAsked,
+    /// rspamd's answer, mapped (`flagged`) by the configured actions.
+    Scored(SpamResult),
+    /// rspamd was to be asked and gave no answer (fail mode `deliver`), or
+    /// the message is past `max_size`: the reason.
+    Unscored(String),
+}
+
+/// The attachment policy plus, optionally, clamd and rspamd.
 pub struct Engine {
     policy: PolicyConfig,
     clamd: Option<Clamd>,
+    rspamd: Option<Rspamd>,
     /// The clamd version and when it was asked for.
     version: Mutex<Option<(Instant, String)>>,
 }
@@ -36,8 +52,56 @@ impl Engine {
         Self {
             policy,
             clamd: clamd.map(Clamd::new),
+            rspamd: None,
             version: Mutex::new(None),
         }
+    }
+
+    /// The same engine, also scoring spam with rspamd when `cfg.enabled`.
+    pub fn with_rspamd(mut self, cfg: &RspamdConfig) -> Self {
+        self.rspamd = cfg.enabled.then(|| Rspamd::new(cfg.clone()));
+        self
+    }
+
+    /// The rspamd client, when spam is scored.
+    pub fn rspamd(&self) -> Option<&Rspamd> {
+        self.rspamd.as_ref()
+    }
+
+    /// Score one message with rspamd (after [`Engine::scan`] found it
+    /// clean). No answer is [`SpamOutcome::Unscored`] under fail mode
+    /// `deliver`, and a transient error under `retry`: never an invented
+    /// score.
+    pub async fn spam(
+        &self,
+        raw: &[u8],
+        envelope: &CheckEnvelope,
+    ) -> Result<SpamOutcome, ScanError> {
+        let Some(rspamd) = &self.rspamd else {
+            return Ok(SpamOutcome::NotAsked);
+        };
+        let cfg = rspamd.config();
+        if raw.len() as u64 > cfg.max_size {
+            return Ok(SpamOutcome::Unscored(format!(
+                "{} bytes, larger than max_size {}",
+                raw.len(),
+                cfg.max_size
+            )));
+        }
+        match rspamd.check(raw, envelope).await {
+            Ok(result) => Ok(SpamOutcome::Scored(result)),
+            Err(e) if cfg.fail_mode == FailMode::Deliver => {
+                Ok(SpamOutcome::Unscored(e.to_string()))
+            }
+            Err(e) => Err(ScanError::Rspamd(e)),
+        }
+    }
+
+    /// What the configured actions make of a scored message.
+    pub fn disposition(&self, result: &SpamResult) -> Disposition {
+        self.rspamd.as_ref().map_or(Disposition::Deliver, |r| {
+            r.config().actions.of(result.action)
+        })
     }
 
     /// Scan one raw message ([`crate::scan`]).

@@ -3,7 +3,8 @@
 //! Start with [`scan`]: it runs the virus scan ([`clamd`], the real clamd
 //! over INSTREAM) and then the attachment policy ([`policy`]: banned file
 //! names and types, also inside zip archives) over one raw message, and
-//! returns one [`Verdict`]. The scanner consumer, the submission milter
+//! returns one [`Verdict`]. A clean message is then scored for spam by
+//! [`rspamd`] ([`Engine::spam`]). The scanner consumer, the submission milter
 //! and `mailfleet scan` all call it, so the operator tool, inbound and
 //! outbound mail never disagree; [`Engine`] holds one configured scanner
 //! with its name for the audit trail.
@@ -11,8 +12,9 @@
 pub mod clamd;
 mod engine;
 pub mod policy;
+pub mod rspamd;
 
-pub use engine::{Engine, POLICY_ONLY};
+pub use engine::{Engine, SpamOutcome, POLICY_ONLY};
 
 use mailfleet_events::mail::ScanVerdict;
 use serde::Serialize;
@@ -73,6 +75,9 @@ impl Verdict {
 pub enum ScanError {
     #[error("virus scan: {0}")]
     Clamd(#[from] clamd::ClamdError),
+    /// rspamd gave no answer and the fail mode is `retry`.
+    #[error("spam scan: {0}")]
+    Rspamd(#[from] rspamd::RspamdError),
 }
 
 impl ScanError {
@@ -81,6 +86,7 @@ impl ScanError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Clamd(e) => e.is_transient(),
+            Self::Rspamd(_) => true,
         }
     }
 }

@@ -2,17 +2,18 @@
 //! strings, zip archives with the zip crate's writer, all in memory
 //! (builders in `fixtures/policy/build.rs`).
 
-use std::io::{Cursor, Write};
 use std::time::{Duration, Instant};
 
-use mailfleet_scan::policy::{check, Banned, PolicyConfig, PolicyReport};
+use mailfleet_scan::policy::{check, Banned, PolicyConfig, PolicyReport, Undecipherable};
 use mailfleet_scan::Verdict;
-use zip::ZipWriter;
 
 #[path = "fixtures/policy/build.rs"]
 mod build;
 
-use build::{attachment, base64, encrypted, lying_bomb, mail, part, zeros_bomb, zip, XorShift};
+use build::{
+    attachment, base64, encrypted_zip, end_record_flood, find, lying_bomb, mail,
+    nested_past_the_mime_depth, part, stored_zip, zeros_bomb, zip, XorShift,
+};
 
 // ---- assertions ---------------------------------------------------------------
 
@@ -42,6 +43,32 @@ fn banned(file: &str, rule: &str) -> Option<Banned> {
 fn assert_banned(raw: &[u8], file: &str, rule: &str) {
     let report = run(raw);
     assert_eq!(report.banned, banned(file, rule), "{report:#?}");
+}
+
+/// `undecipherable = "note"`: what cannot be inspected is only noted.
+fn note_mode() -> PolicyConfig {
+    PolicyConfig {
+        undecipherable: Undecipherable::Note,
+        ..PolicyConfig::default()
+    }
+}
+
+/// By default (`undecipherable = "ban"`) `raw` is banned as `file` by
+/// `rule`, with a note starting with `note`; under `"note"` it is not
+/// banned and the report is otherwise the same, note included.
+fn assert_undecipherable(raw: &[u8], file: &str, rule: &str, note: &str) {
+    let by_default = run(raw);
+    assert_eq!(by_default.banned, banned(file, rule), "{by_default:#?}");
+    assert!(
+        by_default.notes.iter().any(|n| n.starts_with(note)),
+        "{note}: {by_default:#?}"
+    );
+    let noted = run_with(raw, &note_mode());
+    let expected = PolicyReport {
+        banned: None,
+        ..by_default
+    };
+    assert_eq!(noted, expected, "undecipherable = \"note\"");
 }
 
 // ---- file names -----------------------------------------------------------------
@@ -227,16 +254,22 @@ fn deeply_encoded_attached_messages_are_followed() {
 }
 
 #[test]
-fn mime_nesting_beyond_the_limit_is_noted_not_banned() {
-    let mut raw = String::from_utf8(mail(&[attachment("deep.exe", b"MZ")])).expect("ascii");
-    for _ in 0..25 {
-        raw = format!("Content-Type: message/rfc822\r\n\r\n{raw}");
-        raw = String::from_utf8(mail(&[raw])).expect("ascii");
-    }
-    let report = run(raw.as_bytes());
-    assert_eq!(report.banned, None);
-    assert!(
-        report.notes.iter().any(|n| n == "mime depth limit reached"),
+fn mime_nesting_beyond_the_limit_is_undecipherable_mime_depth() {
+    assert_undecipherable(
+        &nested_past_the_mime_depth(),
+        "(part beyond mime depth 20)",
+        "undecipherable-mime-depth",
+        "mime depth limit reached",
+    );
+    // Within the limit the .exe itself is found.
+    let config = PolicyConfig {
+        max_mime_depth: 100,
+        ..PolicyConfig::default()
+    };
+    let report = run_with(&nested_past_the_mime_depth(), &config);
+    assert_eq!(
+        report.banned,
+        banned("deep.exe", "banned-extension"),
         "{report:#?}"
     );
 }
@@ -314,33 +347,37 @@ fn a_third_archive_level_exceeds_the_default_depth() {
 }
 
 #[test]
-fn encrypted_members_are_named_not_opened() {
-    let options = encrypted();
-    let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
-    writer.start_file("inner.zip", options).expect("start");
-    writer.write_all(&zip(&[("x.exe", b"MZ")])).expect("write");
-    writer.start_file("notes.txt", options).expect("start");
-    writer.write_all(b"hi").expect("write");
-    let archive = writer.finish().expect("finish").into_inner();
-    let report = run(&mail(&[attachment("a.zip", &archive)]));
-    assert_eq!(report.banned, None);
-    assert!(
-        report
-            .notes
-            .iter()
-            .any(|n| n.contains("encrypted archive not opened: a.zip/inner.zip")),
-        "{report:#?}"
-    );
-
-    let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
-    writer.start_file("x.exe", options).expect("start");
-    writer.write_all(b"MZ").expect("write");
-    let archive = writer.finish().expect("finish").into_inner();
-    assert_banned(
+fn an_encrypted_zip_hiding_an_exe_is_undecipherable_encrypted() {
+    let hidden = zip(&[("x.exe", b"MZ")]);
+    let archive = encrypted_zip(&[("inner.zip", &hidden), ("notes.txt", b"hi")]);
+    assert_undecipherable(
         &mail(&[attachment("a.zip", &archive)]),
-        "a.zip/x.exe",
-        "banned-extension",
+        "a.zip/inner.zip",
+        "undecipherable-encrypted",
+        "archive member encrypted: a.zip/inner.zip",
     );
+    // Any encrypted member, not only an archive: its content is as hidden.
+    let archive = encrypted_zip(&[("notes.txt", b"hi")]);
+    assert_undecipherable(
+        &mail(&[attachment("a.zip", &archive)]),
+        "a.zip/notes.txt",
+        "undecipherable-encrypted",
+        "archive member encrypted: a.zip/notes.txt",
+    );
+}
+
+#[test]
+fn an_encrypted_exe_is_banned_by_its_name_in_both_modes() {
+    // Names come from the central directory, which is not encrypted.
+    let raw = mail(&[attachment("a.zip", &encrypted_zip(&[("x.exe", b"MZ")]))]);
+    for config in [PolicyConfig::default(), note_mode()] {
+        let report = run_with(&raw, &config);
+        assert_eq!(
+            report.banned,
+            banned("a.zip/x.exe", "banned-extension"),
+            "{report:#?}"
+        );
+    }
 }
 
 #[test]
@@ -408,31 +445,87 @@ fn too_many_entries_is_archive_limits() {
 
 #[test]
 fn end_record_flood_is_bounded() {
-    let mut flood = b"PK\x03\x04".to_vec();
-    for _ in 0..40_000 {
-        flood.extend_from_slice(b"PK\x05\x06\0\0\0\0\x01\0\x01\0\x2e\0\0\0\x04\0\0\0\0\0");
-    }
     assert_banned(
-        &mail(&[attachment("flood.zip", &flood)]),
+        &mail(&[attachment("flood.zip", &end_record_flood())]),
         "flood.zip",
         "archive-limits",
     );
 }
 
 #[test]
-fn an_unreadable_zip_is_noted_not_banned() {
-    let report = run(&mail(&[attachment(
+fn an_unreadable_zip_is_undecipherable_unreadable() {
+    let garbage = part(
+        "Content-Type: application/zip; name=\"a.zip\"",
+        b"\x8f\x12 garbage, not a zip at all \x00\xff",
+    );
+    assert_undecipherable(
+        &mail(&[garbage]),
+        "a.zip",
+        "undecipherable-unreadable",
+        "archive unreadable: a.zip",
+    );
+    let truncated = attachment("broken.zip", b"PK\x03\x04 this is not really a zip");
+    assert_undecipherable(
+        &mail(&[truncated]),
         "broken.zip",
-        b"PK\x03\x04 this is not really a zip",
-    )]));
-    assert_eq!(report.banned, None);
-    assert!(
-        report
-            .notes
-            .iter()
-            .any(|n| n.starts_with("archive unreadable: broken.zip")),
+        "undecipherable-unreadable",
+        "archive unreadable: broken.zip",
+    );
+}
+
+#[test]
+fn a_zip_member_failing_its_checksum_is_undecipherable_unreadable() {
+    // inner.zip stored (not deflated), so its bytes sit in the outer zip
+    // as they are; one flipped byte of its member's data breaks the outer
+    // member's CRC and nothing else.
+    let inner = zip(&[("notes.txt", b"hello hello hello")]);
+    let mut outer = stored_zip(&[("inner.zip", &inner)]);
+    let data = find(&outer, &inner) + 30 + "notes.txt".len();
+    outer[data] ^= 0xff;
+    assert_undecipherable(
+        &mail(&[attachment("a.zip", &outer)]),
+        "a.zip/inner.zip",
+        "undecipherable-unreadable",
+        "archive member unreadable: a.zip/inner.zip",
+    );
+}
+
+#[test]
+fn a_banned_name_outranks_an_undecipherable_finding_before_or_after_it() {
+    let unreadable = || attachment("a.zip", b"PK\x03\x04 not a zip");
+    let exe = || attachment("x.exe", b"MZ");
+    for parts in [[unreadable(), exe()], [exe(), unreadable()]] {
+        assert_banned(&mail(&parts), "x.exe", "banned-extension");
+    }
+    // Within one archive, and past the mime depth.
+    let good = zip(&[("x.exe", b"MZ")]);
+    let archive = zip(&[("bad.zip", b"not a zip"), ("good.zip", &good)]);
+    assert_banned(
+        &mail(&[attachment("a.zip", &archive)]),
+        "a.zip/good.zip/x.exe",
+        "banned-extension",
+    );
+    let deep = String::from_utf8(nested_past_the_mime_depth()).expect("ascii");
+    let deep = format!("Content-Type: message/rfc822\r\n\r\n{deep}");
+    assert_banned(&mail(&[deep, exe()]), "x.exe", "banned-extension");
+    // archive-limits is a ban of the walk's own too.
+    let flood = attachment("flood.zip", &end_record_flood());
+    assert_banned(&mail(&[unreadable(), flood]), "flood.zip", "archive-limits");
+}
+
+#[test]
+fn the_first_undecipherable_finding_is_the_one_reported() {
+    let encrypted = attachment("b.zip", &encrypted_zip(&[("notes.txt", b"hi")]));
+    let raw = mail(&[attachment("a.zip", b"not a zip"), encrypted]);
+    let report = run(&raw);
+    assert_eq!(
+        report.banned,
+        banned("a.zip", "undecipherable-unreadable"),
         "{report:#?}"
     );
+    // Both are noted, in both modes.
+    assert_eq!(report.notes.len(), 2, "{report:#?}");
+    assert_eq!(run_with(&raw, &note_mode()).notes, report.notes);
 }
 
 #[test]
@@ -458,7 +551,7 @@ fn a_clean_mail_with_a_pdf_and_a_zip_of_text_files_passes() {
 // ---- malformed input ------------------------------------------------------------------
 
 #[test]
-fn malformed_messages_do_not_panic() {
+fn malformed_messages_do_not_panic_and_only_a_broken_zip_is_banned() {
     let exe = base64(b"MZ");
     let cases: Vec<Vec<u8>> = vec![
         Vec::new(),
@@ -474,9 +567,19 @@ fn malformed_messages_do_not_panic() {
         b"Content-Type: \xff\xfe\x00; name=\"\x00\"\r\n\r\n\x00\x01\x02".to_vec(),
         (0..=255u8).cycle().take(100_000).collect(),
     ];
-    for raw in cases {
-        let report = run(&raw);
-        assert_eq!(report.banned, None, "{:?}", String::from_utf8_lossy(&raw));
+    // No headers, an empty attached message, undecodable base64 that is no
+    // archive: oddities, noted at most, never banned. The truncated zip is
+    // the one thing that hides content.
+    let broken_zip = 6;
+    for (index, raw) in cases.iter().enumerate() {
+        let text = String::from_utf8_lossy(raw);
+        let report = run(raw);
+        let expected = (index == broken_zip).then(|| Banned {
+            file: "a.zip".into(),
+            rule: "undecipherable-unreadable".into(),
+        });
+        assert_eq!(report.banned, expected, "{text:?}: {report:#?}");
+        assert_eq!(run_with(raw, &note_mode()).banned, None, "{text:?}");
     }
 }
 
@@ -492,11 +595,11 @@ fn a_thousand_nested_multiparts_return_promptly() {
     for level in (0..1000).rev() {
         raw.push_str(&format!("--b{level}--\r\n"));
     }
-    let report = run(raw.as_bytes());
-    assert_eq!(report.banned, None);
-    assert!(
-        report.notes.iter().any(|n| n == "mime depth limit reached"),
-        "{report:#?}"
+    assert_undecipherable(
+        raw.as_bytes(),
+        "(part beyond mime depth 20)",
+        "undecipherable-mime-depth",
+        "mime depth limit reached",
     );
 }
 
@@ -545,12 +648,33 @@ fn pseudo_random_zip_damage_never_panics() {
             let at = (rng.next() as usize) % archive.len();
             archive[at] = rng.next() as u8;
         }
-        let report = run(&mail(&[attachment("a.zip", &archive)]));
-        if let Some(banned) = report.banned {
+        let raw = mail(&[attachment("a.zip", &archive)]);
+        let report = run(&raw);
+        if let Some(banned) = &report.banned {
+            let rules = [
+                "archive-limits",
+                "banned-extension",
+                "double-extension",
+                "undecipherable-encrypted",
+                "undecipherable-unreadable",
+            ];
+            assert!(rules.contains(&banned.rule.as_str()), "{banned:?}");
+        }
+        // Damage the walk cannot see into is noted either way; the mode
+        // decides only whether it bans.
+        let noted = run_with(&raw, &note_mode());
+        assert_eq!(noted.notes, report.notes);
+        if noted.banned.is_none() {
             assert!(
-                banned.rule == "archive-limits" || banned.rule.ends_with("extension"),
-                "{banned:?}"
+                report.banned.is_none()
+                    || report
+                        .banned
+                        .as_ref()
+                        .is_some_and(|b| b.rule.starts_with("undecipherable-")),
+                "{report:#?}"
             );
+        } else {
+            assert_eq!(noted.banned, report.banned);
         }
     }
 }

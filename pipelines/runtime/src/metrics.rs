@@ -94,11 +94,25 @@ pub const LMTP_ALL: &[&str] = &[
 pub const SCANNER_VERDICTS: &str = "mailfleet_scanner_verdicts_total";
 /// Time to scan one message (blob read, clamd, attachment policy).
 pub const SCANNER_DURATION: &str = "mailfleet_scanner_scan_duration_seconds";
-/// Scans that could not finish, by `kind`: clamd, blob.
+/// Scans that could not finish, by `kind`: clamd, blob, rspamd (fail
+/// mode `retry` only).
 pub const SCANNER_FAILURES: &str = "mailfleet_scanner_failures_total";
+/// Messages rspamd scored, by its `action` (`no action`, `add header`,
+/// `reject`, ...).
+pub const SCANNER_SPAM: &str = "mailfleet_scanner_spam_total";
+/// Messages delivered unscored because rspamd did not answer (fail mode
+/// `deliver`) or the message was past `max_size`, by `reason`: rspamd,
+/// size.
+pub const SCANNER_SPAM_UNSCORED: &str = "mailfleet_scanner_spam_unscored_total";
 
 /// The scanner's names, for the test that each is emitted.
-pub const SCANNER_ALL: &[&str] = &[SCANNER_VERDICTS, SCANNER_DURATION, SCANNER_FAILURES];
+pub const SCANNER_ALL: &[&str] = &[
+    SCANNER_VERDICTS,
+    SCANNER_DURATION,
+    SCANNER_FAILURES,
+    SCANNER_SPAM,
+    SCANNER_SPAM_UNSCORED,
+];
 
 /// Messages in the index, per input `partition` (sum for the total).
 pub const INDEX_MESSAGES: &str = "mailfleet_index_messages";

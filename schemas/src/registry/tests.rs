@@ -222,6 +222,8 @@ fn every_event_type_round_trips() {
         file: Some("a.zip/x.exe".into()),
         rule: Some("banned-extension".into()),
         scanner: "policy-only".into(),
+        spam: None,
+        spam_error: None,
     });
     round_trip(AccountBlocked {
         envelope: env("b1"),
@@ -440,6 +442,10 @@ fn received(id: &str) -> MessageReceived {
         header_from: Some("Alice <alice@example.net>".into()),
         subject: Some("Grüße".into()),
         header_date: Some("Sat, 28 Nov 2026 10:00:00 +0000".into()),
+        client_address: None,
+        client_name: None,
+        client_helo: None,
+        queue_id: None,
     }
 }
 

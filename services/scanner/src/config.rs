@@ -1,4 +1,4 @@
-use mailfleet_scan::{clamd::ClamdConfig, policy::PolicyConfig};
+use mailfleet_scan::{clamd::ClamdConfig, policy::PolicyConfig, rspamd::RspamdConfig};
 use serde::Deserialize;
 
 /// `[consumers.scanner]`: the scanner consumer.
@@ -12,6 +12,10 @@ pub struct ScannerConfig {
     pub clamd: ClamdConfig,
     /// The attachment policy: banned names, types and archive limits.
     pub policy: PolicyConfig,
+    /// Spam scoring with rspamd, after clamd and the policy found the
+    /// message clean: where it listens, the fail mode, and what each of
+    /// its actions means (docs/spam.md).
+    pub spam: RspamdConfig,
     /// Domains whose addresses are the service's own accounts. Inbound
     /// mail claiming one as its sender is scanned like any other and never
     /// blocks that account: an envelope sender is not proof. Only the
@@ -32,6 +36,7 @@ impl Default for ScannerConfig {
             use_clamd: true,
             clamd: ClamdConfig::default(),
             policy: PolicyConfig::default(),
+            spam: RspamdConfig::default(),
             local_domains: Vec::new(),
             scanned_topic: "mail.scanned".into(),
             accounts_topic: String::new(),
@@ -47,6 +52,14 @@ impl ScannerConfig {
         let prefix = |p: String| format!("consumers.scanner.{p}");
         if self.use_clamd {
             out.extend(self.clamd.problems().into_iter().map(prefix));
+        }
+        if self.spam.enabled {
+            out.extend(
+                self.spam
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("consumers.scanner.spam.{p}")),
+            );
         }
         if let Err(problems) = self.policy.validate() {
             out.extend(

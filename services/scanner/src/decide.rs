@@ -2,11 +2,11 @@
 //! verdict becomes.
 
 use mailfleet_events::{
-    mail::{MessageReceived, MessageScanned},
+    mail::{MessageReceived, MessageScanned, ScanVerdict},
     Envelope,
 };
 use mailfleet_runtime::{Decision, Emit};
-use mailfleet_scan::Verdict;
+use mailfleet_scan::{SpamOutcome, Verdict};
 
 use super::{config::ScannerConfig, NAME};
 
@@ -44,13 +44,33 @@ pub fn check(received: &MessageReceived) -> Decision {
 /// message an account submitted with SMTP AUTH proves who sent it; those
 /// come through the submission path, where the outbound limits consumer
 /// blocks the account (docs/submission.md).
+/// What the scans of one message found.
+pub struct Scanned<'a> {
+    /// clamd and the attachment policy.
+    pub verdict: &'a Verdict,
+    /// What scanned, for the audit trail.
+    pub scanner: &'a str,
+    pub spam: SpamOutcome,
+    /// The configured actions quarantine rspamd's answer.
+    pub quarantine: bool,
+}
+
 pub fn verdict_events(
     cfg: &ScannerConfig,
     received: &MessageReceived,
-    verdict: &Verdict,
-    scanner: &str,
+    scanned: &Scanned<'_>,
 ) -> Vec<Emit> {
-    let findings = verdict.findings();
+    let findings = scanned.verdict.findings();
+    let (spam, spam_error) = match &scanned.spam {
+        SpamOutcome::Scored(result) => (Some(result.clone()), None),
+        SpamOutcome::Unscored(reason) => (None, Some(reason.clone())),
+        SpamOutcome::NotAsked => (None, None),
+    };
+    let verdict = if findings.verdict == ScanVerdict::Clean && scanned.quarantine {
+        ScanVerdict::Spam
+    } else {
+        findings.verdict
+    };
     let scanned = MessageScanned {
         envelope: Envelope::caused_by(&received.envelope, NAME),
         account: received.account.clone(),
@@ -60,11 +80,13 @@ pub fn verdict_events(
         size: received.size,
         received_at: received.received_at,
         message_id: received.message_id.clone(),
-        verdict: findings.verdict,
+        verdict,
         signature: findings.signature,
         file: findings.file,
         rule: findings.rule,
-        scanner: scanner.to_string(),
+        scanner: scanned.scanner.to_string(),
+        spam,
+        spam_error,
     };
     vec![Emit::new(
         &cfg.scanned_topic,
@@ -75,7 +97,7 @@ pub fn verdict_events(
 
 #[cfg(test)]
 mod tests {
-    use mailfleet_events::mail::BodyType;
+    use mailfleet_events::mail::{BodyType, SpamAction, SpamResult, SpamSymbol};
     use mailfleet_runtime::Verdict as Decided;
 
     use super::*;
@@ -98,7 +120,28 @@ mod tests {
             header_from: None,
             subject: None,
             header_date: None,
+            client_address: None,
+            client_name: None,
+            client_helo: None,
+            queue_id: None,
         }
+    }
+
+    fn plain<'a>(verdict: &'a Verdict, scanner: &'a str) -> Scanned<'a> {
+        Scanned {
+            verdict,
+            scanner,
+            spam: SpamOutcome::NotAsked,
+            quarantine: false,
+        }
+    }
+
+    fn only(out: &[Emit]) -> MessageScanned {
+        assert_eq!(out.len(), 1);
+        let bytes = out[0].event.encode().expect("outputs fit their schema");
+        mailfleet_events::Registry::builtin()
+            .decode(&bytes)
+            .expect("a MessageScanned")
     }
 
     fn cfg() -> ScannerConfig {
@@ -130,8 +173,7 @@ mod tests {
         let out = verdict_events(
             &cfg(),
             &received("alice@example.org"),
-            &Verdict::Clean,
-            "policy-only",
+            &plain(&Verdict::Clean, "policy-only"),
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].topic, "mail.scanned");
@@ -146,7 +188,7 @@ mod tests {
         // A forged local sender, a remote one, the null sender: each only
         // gets its verdict (the mail is quarantined downstream).
         for sender in ["Alice@example.org", "mallory@example.net", ""] {
-            let out = verdict_events(&cfg(), &received(sender), &v, "ClamAV");
+            let out = verdict_events(&cfg(), &received(sender), &plain(&v, "ClamAV"));
             let topics: Vec<_> = out.iter().map(|e| e.topic.as_str()).collect();
             assert_eq!(topics, ["mail.scanned"], "sender {sender:?}");
         }
@@ -159,8 +201,70 @@ mod tests {
             rule: "banned-extension".into(),
         };
         assert_eq!(
-            verdict_events(&cfg(), &received("alice@example.org"), &v, "p").len(),
+            verdict_events(&cfg(), &received("alice@example.org"), &plain(&v, "p")).len(),
             1
         );
+    }
+
+    fn spam(action: SpamAction, flagged: bool) -> SpamResult {
+        SpamResult {
+            action,
+            score: 20.0,
+            required: 15.0,
+            symbols: vec![SpamSymbol {
+                name: "GTUBE".into(),
+                score: 0.0,
+            }],
+            flagged,
+        }
+    }
+
+    #[test]
+    fn a_quarantined_spam_score_is_the_spam_verdict_with_its_result() {
+        let result = spam(SpamAction::Reject, false);
+        let out = verdict_events(
+            &cfg(),
+            &received("a@example.net"),
+            &Scanned {
+                verdict: &Verdict::Clean,
+                scanner: "ClamAV",
+                spam: SpamOutcome::Scored(result.clone()),
+                quarantine: true,
+            },
+        );
+        let scanned = only(&out);
+        assert_eq!(scanned.verdict, ScanVerdict::Spam);
+        assert_eq!(scanned.spam, Some(result));
+        assert_eq!(scanned.spam_error, None);
+    }
+
+    #[test]
+    fn a_flagged_score_stays_clean_and_unscored_mail_says_why() {
+        let flagged = spam(SpamAction::AddHeader, true);
+        let scanned = only(&verdict_events(
+            &cfg(),
+            &received("a@example.net"),
+            &Scanned {
+                verdict: &Verdict::Clean,
+                scanner: "ClamAV",
+                spam: SpamOutcome::Scored(flagged),
+                quarantine: false,
+            },
+        ));
+        assert_eq!(scanned.verdict, ScanVerdict::Clean);
+        assert!(scanned.spam.unwrap().flagged);
+        let scanned = only(&verdict_events(
+            &cfg(),
+            &received("a@example.net"),
+            &Scanned {
+                verdict: &Verdict::Clean,
+                scanner: "ClamAV",
+                spam: SpamOutcome::Unscored("rspamd at 127.0.0.1:1: refused".into()),
+                quarantine: false,
+            },
+        ));
+        assert_eq!(scanned.verdict, ScanVerdict::Clean);
+        assert_eq!(scanned.spam, None);
+        assert!(scanned.spam_error.unwrap().contains("refused"));
     }
 }

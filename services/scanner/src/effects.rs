@@ -5,7 +5,7 @@ use std::time::Instant;
 use mailfleet_blob::BlobError;
 use mailfleet_events::mail::MessageReceived;
 use mailfleet_runtime::{metrics as m, Outcome};
-use mailfleet_scan::Verdict;
+use mailfleet_scan::{rspamd::CheckEnvelope, SpamOutcome, Verdict};
 
 use super::{decide, Scanner};
 
@@ -40,10 +40,75 @@ impl Scanner {
             tracing::info!(blob = %received.blob_id, account = %received.account,
                 sender = %received.sender, ?verdict, "message not clean");
         }
+        let spam = if matches!(verdict, Verdict::Clean) {
+            match self.spam(received, &raw).await {
+                Ok(spam) => spam,
+                Err(outcome) => return outcome,
+            }
+        } else {
+            SpamOutcome::NotAsked
+        };
+        let quarantine = match &spam {
+            SpamOutcome::Scored(result) => {
+                self.engine.disposition(result) == mailfleet_scan::rspamd::Disposition::Quarantine
+            }
+            _ => false,
+        };
         let scanner = self.engine.name().await;
         Outcome::Emitted(decide::verdict_events(
-            &self.cfg, received, &verdict, &scanner,
+            &self.cfg,
+            received,
+            &decide::Scanned {
+                verdict: &verdict,
+                scanner: &scanner,
+                spam,
+                quarantine,
+            },
         ))
+    }
+
+    /// Ask rspamd about a clean message with the envelope it came with.
+    /// Under fail mode `retry` no answer is a retry, as for clamd.
+    async fn spam(&self, received: &MessageReceived, raw: &[u8]) -> Result<SpamOutcome, Outcome> {
+        let envelope = CheckEnvelope {
+            from: received.sender.clone(),
+            rcpts: vec![received.recipient.clone()],
+            ip: received.client_address.clone(),
+            helo: received.client_helo.clone(),
+            hostname: received.client_name.clone(),
+            queue_id: received.queue_id.clone(),
+            user: None,
+        };
+        let started = Instant::now();
+        let spam = match self.engine.spam(raw, &envelope).await {
+            Ok(spam) => spam,
+            Err(e) => {
+                metrics::counter!(m::SCANNER_FAILURES, "kind" => "rspamd").increment(1);
+                return Err(Outcome::Temporary(format!(
+                    "scoring blob {}: {e}",
+                    received.blob_id
+                )));
+            }
+        };
+        match &spam {
+            SpamOutcome::Scored(result) => {
+                let action = result.action.as_rspamd();
+                metrics::counter!(m::SCANNER_SPAM, "action" => action).increment(1);
+                tracing::debug!(blob = %received.blob_id, action, score = result.score,
+                    took_ms = started.elapsed().as_millis() as u64, "spam scored");
+            }
+            SpamOutcome::Unscored(reason) => {
+                let label = if reason.contains("max_size") {
+                    "size"
+                } else {
+                    "rspamd"
+                };
+                metrics::counter!(m::SCANNER_SPAM_UNSCORED, "reason" => label).increment(1);
+                tracing::warn!(blob = %received.blob_id, %reason, "delivered unscored");
+            }
+            SpamOutcome::NotAsked => {}
+        }
+        Ok(spam)
     }
 
     /// The raw message, or the outcome when it cannot be read: a missing or

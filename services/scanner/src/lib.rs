@@ -1,11 +1,13 @@
 //! The scanner consumer: for each `MessageReceived`, scan the stored
-//! message (clamd, then the attachment policy) and emit `MessageScanned`.
+//! message (clamd, then the attachment policy, then rspamd's spam score)
+//! and emit `MessageScanned`.
 //!
 //! It is an effector: the verdict comes from I/O, so `decide` only checks
 //! the input and the effect returns the verdict's events
 //! ([`Outcome::Emitted`]). clamd down is `Temporary`: the partition waits
-//! and retries, and no verdict is ever invented. A virus sent by one of
-//! our own accounts also emits `AccountBlocked` and an `AdminAlert`.
+//! and retries, and no verdict is ever invented. rspamd down delivers the
+//! message unscored, saying so (fail mode `deliver`), or waits like clamd
+//! (`retry`).
 //!
 //! Start at [`Scanner`]: [`decide`] is the pure part, `effects.rs` reads
 //! the blob (crate `mailfleet-blob`) and scans it (crate `mailfleet-scan`).
@@ -38,11 +40,15 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(cfg: ScannerConfig, blobs: Arc<BlobStore>) -> Self {
         let clamd = cfg.use_clamd.then(|| cfg.clamd.clone());
-        let engine = Engine::new(cfg.policy.clone(), clamd);
+        let engine = Engine::new(cfg.policy.clone(), clamd).with_rspamd(&cfg.spam);
         // Exported from the start, so that alerts on failures have a series.
-        for kind in ["clamd", "blob"] {
+        for kind in ["clamd", "blob", "rspamd"] {
             metrics::counter!(m::SCANNER_FAILURES, "kind" => kind).increment(0);
         }
+        for reason in ["rspamd", "size"] {
+            metrics::counter!(m::SCANNER_SPAM_UNSCORED, "reason" => reason).increment(0);
+        }
+        metrics::counter!(m::SCANNER_SPAM, "action" => "no action").increment(0);
         Self { cfg, blobs, engine }
     }
 }

@@ -378,6 +378,10 @@ async fn produce_received(
                 header_from: Some(m.sender.clone()),
                 subject: None,
                 header_date: None,
+                client_address: None,
+                client_name: None,
+                client_helo: None,
+                queue_id: None,
             };
             Ok(RawRecord {
                 topic: topic.to_string(),

@@ -8,6 +8,14 @@
 //! Only members named as archives are decompressed; the others are listed.
 //! An exceeded limit bans the archive (or member) with rule `archive-limits`,
 //! as Amavis treats "exceeds limits" as unscannable.
+//!
+//! What cannot be looked into is undecipherable (see [`Scan::undecipherable`]):
+//! any encrypted member, whatever its name, as Amavis flags every encrypted
+//! member (`undecipherable-encrypted`); an archive whose central directory
+//! does not parse, a member whose header does not, and an archive member
+//! that fails to decompress (unsupported method, corrupt data, CRC
+//! mismatch) (`undecipherable-unreadable`). Members not named as archives
+//! are never decompressed, so only their headers can be unreadable.
 
 use std::io::{Cursor, Read};
 
@@ -15,7 +23,7 @@ use zip::ZipArchive;
 
 use super::names::{check_name, display, is_zip_name};
 use super::walk::Scan;
-use super::{Banned, RULE_ARCHIVE_LIMITS};
+use super::{Banned, RULE_ARCHIVE_LIMITS, RULE_ENCRYPTED, RULE_UNREADABLE};
 
 /// The local file header signature every zip starts with.
 pub(crate) const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
@@ -87,7 +95,8 @@ impl Scan<'_> {
         let mut archive = match ZipArchive::new(Cursor::new(bytes)) {
             Ok(archive) => archive,
             Err(err) => {
-                self.note(format!("archive unreadable: {path}: {err}"));
+                let note = format!("archive unreadable: {path}: {err}");
+                self.undecipherable(RULE_UNREADABLE, path, note);
                 return None;
             }
         };
@@ -135,11 +144,15 @@ impl Scan<'_> {
         if member.size > allowance {
             return self.limits(&member_path, "declared compression ratio");
         }
-        if member.is_dir || !is_zip_name(&member.name) {
+        if member.is_dir {
             return None;
         }
         if member.encrypted {
-            self.note(format!("encrypted archive not opened: {member_path}"));
+            let note = format!("archive member encrypted: {member_path}");
+            self.undecipherable(RULE_ENCRYPTED, &member_path, note);
+            return None;
+        }
+        if !is_zip_name(&member.name) {
             return None;
         }
         if at.depth + 1 > self.config.max_archive_depth {
@@ -172,17 +185,16 @@ impl Scan<'_> {
                 is_dir: file.is_dir(),
             }),
             Err(err) => {
-                self.note(format!(
-                    "archive member unreadable: {}/{name}: {err}",
-                    at.path
-                ));
+                let member_path = format!("{}/{name}", at.path);
+                let note = format!("archive member unreadable: {member_path}: {err}");
+                self.undecipherable(RULE_UNREADABLE, &member_path, note);
                 None
             }
         }
     }
 
     /// Decompresses one member through a cap of `allowance` and what is
-    /// left of the message's budget. `None`: unreadable (noted);
+    /// left of the message's budget. `None`: unreadable (undecipherable);
     /// `Some(Err(_))`: a limit was exceeded.
     fn read_member(
         &mut self,
@@ -196,7 +208,8 @@ impl Scan<'_> {
         let read = match archive.by_index(index) {
             Ok(file) => file.take(cap.saturating_add(1)).read_to_end(&mut data),
             Err(err) => {
-                self.note(format!("archive member unreadable: {member_path}: {err}"));
+                let note = format!("archive member unreadable: {member_path}: {err}");
+                self.undecipherable(RULE_UNREADABLE, member_path, note);
                 return None;
             }
         };
@@ -212,8 +225,10 @@ impl Scan<'_> {
         }
         if let Err(err) = read {
             // What was read before the error (often a CRC mismatch at the
-            // end) is still worth listing.
-            self.note(format!("archive member unreadable: {member_path}: {err}"));
+            // end) is still worth listing: a banned name in it outranks
+            // this finding.
+            let note = format!("archive member unreadable: {member_path}: {err}");
+            self.undecipherable(RULE_UNREADABLE, member_path, note);
         }
         Some(Ok(data))
     }

@@ -68,6 +68,28 @@ pub struct PolicyConfig {
     /// Largest compression ratio (uncompressed / compressed) of a member,
     /// declared or actually read, once it exceeds 1 MiB.
     pub max_archive_ratio: u64,
+    /// What to do with what cannot be inspected: an encrypted archive
+    /// member (rule `undecipherable-encrypted`), an archive that cannot be
+    /// opened or a member that cannot be read (`undecipherable-unreadable`),
+    /// parts nested deeper than `max_mime_depth`
+    /// (`undecipherable-mime-depth`). `"ban"` (the default, as Amavis's
+    /// banned `UNDECIPHERABLE` rule) bans the message unless a stronger rule
+    /// bans it; `"note"` only lists it in the report's notes.
+    pub undecipherable: Undecipherable,
+}
+
+/// The `undecipherable` key: fail closed (`"ban"`) or open (`"note"`) on
+/// what the policy cannot see into. An attacker hides a payload exactly
+/// there (an encrypted zip, a corrupt one, MIME nested past the limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Undecipherable {
+    /// Ban the message with the `undecipherable-*` rule of the first such
+    /// finding, and note it.
+    #[default]
+    Ban,
+    /// Note it only; the message passes unless another rule bans it.
+    Note,
 }
 
 impl Default for PolicyConfig {
@@ -81,6 +103,7 @@ impl Default for PolicyConfig {
             max_archive_bytes: 64 * 1024 * 1024,
             max_archive_entries: 10_000,
             max_archive_ratio: 100,
+            undecipherable: Undecipherable::Ban,
         }
     }
 }
@@ -213,6 +236,25 @@ mod tests {
         assert!(problems[3].starts_with("max_mime_depth = 0"));
         assert!(problems[4].starts_with("max_archive_depth = 17"));
         assert!(problems[5].starts_with("max_archive_ratio = 0"));
+    }
+
+    #[test]
+    fn undecipherable_is_ban_or_note_and_defaults_to_ban() {
+        assert_eq!(PolicyConfig::default().undecipherable, Undecipherable::Ban);
+        let config: PolicyConfig = serde_json::from_str("{}").expect("ok");
+        assert_eq!(config.undecipherable, Undecipherable::Ban);
+        for (value, mode) in [("ban", Undecipherable::Ban), ("note", Undecipherable::Note)] {
+            let json = format!(r#"{{"undecipherable": "{value}"}}"#);
+            let config: PolicyConfig = serde_json::from_str(&json).expect(value);
+            assert_eq!(config.undecipherable, mode);
+        }
+        let err = serde_json::from_str::<PolicyConfig>(r#"{"undecipherable": "maybe"}"#)
+            .expect_err("not a mode")
+            .to_string();
+        assert!(err.contains("`maybe`"), "{err}");
+        assert!(err.contains("`ban`") && err.contains("`note`"), "{err}");
+        let err = serde_json::from_str::<PolicyConfig>(r#"{"undecipherable": "Ban"}"#);
+        assert!(err.is_err(), "modes are lower case");
     }
 
     #[test]

@@ -13,10 +13,31 @@
 //! 3. `banned-mime-type`: the declared Content-Type is banned;
 //! 4. zip archives ([`archive`]): members' names through 1–2, nested zips
 //!    opened, and `archive-limits` when a bound on depth, entries, bytes or
-//!    compression ratio is exceeded.
+//!    compression ratio is exceeded;
+//! 5. `undecipherable-*`, what could not be inspected, as Amavis's banned
+//!    `UNDECIPHERABLE` rule: an encrypted archive member
+//!    (`undecipherable-encrypted`), an archive that cannot be opened or a
+//!    member that cannot be read, such as a corrupt central directory or an
+//!    unsupported compression method (`undecipherable-unreadable`), parts
+//!    nested deeper than `max_mime_depth` (`undecipherable-mime-depth`).
 //!
-//! Malformed input never panics and never bans by itself; what could not be
-//! inspected is listed in [`PolicyReport::notes`] (clamd has its own say).
+//! Rules 1–4 stop the walk at the first match. Rule 5 does not: the first
+//! undecipherable finding is kept and the walk goes on, so a ban by 1–4
+//! anywhere in the message, before or after it, is the reported one (the
+//! stronger finding: it names what is banned, not only what was hidden).
+//! The walk is the one `undecipherable = "note"` does, bounded by the same
+//! limits. With `"note"` nothing is banned by rule 5. Either way every
+//! finding is listed in [`PolicyReport::notes`]: the mode changes
+//! [`PolicyReport::banned`] and nothing else.
+//!
+//! Malformed input never panics. Oddities that hide no content are only
+//! noted, never banned: a message without any header (plain text, parsed
+//! as nothing), an attached message with an empty body, a part that lists
+//! an earlier part as its child (a guard against a parser bug). A transfer
+//! encoding mail-parser cannot decode is not a finding of its own either:
+//! mail-parser keeps such a body as raw text, which goes through the rules
+//! as any body does (a zip among them cannot be opened:
+//! `undecipherable-unreadable`).
 
 mod archive;
 mod config;
@@ -28,7 +49,7 @@ mod walk;
 use mail_parser::MessageParser;
 use serde::Serialize;
 
-pub use config::PolicyConfig;
+pub use config::{PolicyConfig, Undecipherable};
 
 /// Rule: an innocuous extension followed by a banned one.
 pub const RULE_DOUBLE_EXTENSION: &str = "double-extension";
@@ -38,11 +59,20 @@ pub const RULE_BANNED_EXTENSION: &str = "banned-extension";
 pub const RULE_BANNED_MIME_TYPE: &str = "banned-mime-type";
 /// Rule: an archive exceeds a limit (depth, entries, bytes, ratio).
 pub const RULE_ARCHIVE_LIMITS: &str = "archive-limits";
+/// Rule: an encrypted archive member, under `undecipherable = "ban"`.
+pub const RULE_ENCRYPTED: &str = "undecipherable-encrypted";
+/// Rule: an archive that cannot be opened or a member that cannot be read,
+/// under `undecipherable = "ban"`.
+pub const RULE_UNREADABLE: &str = "undecipherable-unreadable";
+/// Rule: parts nested deeper than `max_mime_depth`, under
+/// `undecipherable = "ban"`.
+pub const RULE_MIME_DEPTH: &str = "undecipherable-mime-depth";
 
 /// What the policy found in one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PolicyReport {
-    /// The first banned file, if any.
+    /// The banned file, if any: the first match of rules 1–4, else the
+    /// first undecipherable finding (under `undecipherable = "ban"`).
     pub banned: Option<Banned>,
     /// MIME parts visited.
     pub parts: usize,
@@ -51,7 +81,8 @@ pub struct PolicyReport {
     /// Archive members listed, all archives together.
     pub archive_entries: usize,
     /// What could not be inspected, e.g. "mime depth limit reached" or
-    /// "archive member unreadable: a.zip/b.zip: ...".
+    /// "archive member unreadable: a.zip/b.zip: ...", whether or not it
+    /// banned the message.
     pub notes: Vec<String>,
 }
 
@@ -59,7 +90,8 @@ pub struct PolicyReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Banned {
     /// The decoded file name; `outer.zip/inner.exe` for an archive member;
-    /// `(unnamed part N)` for a part without a name.
+    /// `(unnamed part N)` for a part without a name; `(part beyond mime
+    /// depth N)` for rule `undecipherable-mime-depth`.
     pub file: String,
     /// One of the `RULE_*` names.
     pub rule: String,

@@ -12,20 +12,24 @@ use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Encoding, Header, HeaderName, Message, MessageParser, MessagePart, PartType};
 
 use super::archive::{is_zip_mime, ZIP_MAGIC};
-use super::config::{PolicyConfig, MAX_MIME_DEPTH_CEILING};
+use super::config::{PolicyConfig, Undecipherable, MAX_MIME_DEPTH_CEILING};
 use super::encoded::base64_lenient;
 use super::names::{check_name, display, is_banned_mime_type, is_zip_name};
-use super::{params, Banned, PolicyReport, RULE_BANNED_MIME_TYPE};
+use super::{params, Banned, PolicyReport, RULE_BANNED_MIME_TYPE, RULE_MIME_DEPTH};
 
 /// Notes kept per report; the rest are counted in one last note.
 const MAX_NOTES: usize = 32;
 
-/// The state of one `check`: the report being filled and the archive budget.
+/// The state of one `check`: the report being filled, the archive budget
+/// and the first undecipherable finding.
 pub(super) struct Scan<'c> {
     pub(super) config: &'c PolicyConfig,
     pub(super) report: PolicyReport,
     /// Uncompressed archive bytes this message may still read.
     pub(super) archive_bytes_left: u64,
+    /// The ban rule 5 gives if rules 1–4 find nothing (`undecipherable =
+    /// "ban"` only). Kept aside, not returned: the walk goes on.
+    undecipherable: Option<Banned>,
     depth_noted: bool,
     notes_dropped: usize,
 }
@@ -36,6 +40,7 @@ impl<'c> Scan<'c> {
             config,
             report: PolicyReport::default(),
             archive_bytes_left: config.max_archive_bytes,
+            undecipherable: None,
             depth_noted: false,
             notes_dropped: 0,
         }
@@ -49,6 +54,20 @@ impl<'c> Scan<'c> {
         }
     }
 
+    /// What could not be inspected: always noted; under `undecipherable =
+    /// "ban"` the first one is kept as the ban of last resort, under `rule`.
+    pub(super) fn undecipherable(&mut self, rule: &str, file: &str, note: String) {
+        self.note(note);
+        if self.config.undecipherable == Undecipherable::Ban && self.undecipherable.is_none() {
+            self.undecipherable = Some(Banned {
+                file: file.to_owned(),
+                rule: rule.to_owned(),
+            });
+        }
+    }
+
+    /// The report, banned by the walk's own finding (rules 1–4) if any,
+    /// else by the first undecipherable one.
     pub(super) fn finish(mut self, banned: Option<Banned>) -> PolicyReport {
         if self.notes_dropped > 0 {
             let dropped = self.notes_dropped;
@@ -56,7 +75,7 @@ impl<'c> Scan<'c> {
                 .notes
                 .push(format!("{dropped} more notes left out"));
         }
-        self.report.banned = banned;
+        self.report.banned = banned.or(self.undecipherable);
         self.report
     }
 
@@ -74,9 +93,12 @@ impl<'c> Scan<'c> {
         let part = message.part(id)?;
         // The hard ceiling keeps the recursion bounded even for a config
         // that skipped `validate`.
-        if depth > self.config.max_mime_depth.min(MAX_MIME_DEPTH_CEILING) {
+        let limit = self.config.max_mime_depth.min(MAX_MIME_DEPTH_CEILING);
+        if depth > limit {
             if !std::mem::replace(&mut self.depth_noted, true) {
-                self.note("mime depth limit reached".to_owned());
+                let file = format!("(part beyond mime depth {limit})");
+                let note = "mime depth limit reached".to_owned();
+                self.undecipherable(RULE_MIME_DEPTH, &file, note);
             }
             return None;
         }

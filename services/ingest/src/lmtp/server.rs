@@ -302,6 +302,10 @@ impl Received {
             header_from: self.summary.from.clone(),
             subject: self.summary.subject.clone(),
             header_date: self.summary.date.clone(),
+            client_address: None,
+            client_name: None,
+            client_helo: None,
+            queue_id: None,
         }
     }
 }

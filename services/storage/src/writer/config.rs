@@ -38,6 +38,9 @@ pub struct StorageConfig {
     pub plans: BTreeMap<String, u64>,
     /// Folder rules, first match wins; no match: INBOX.
     pub folder_rules: Vec<FolderRule>,
+    /// Where mail the scanner flags as spam (rspamd's `add header` and
+    /// `rewrite subject`, by default) goes, before any folder rule.
+    pub spam_folder: String,
     /// Topic for MessageStored, MessageQuarantined, MessageRejected and
     /// MessagesPurged (the writer also reads it back for MessagesPurged).
     pub stored_topic: String,
@@ -105,6 +108,7 @@ impl Default for StorageConfig {
                 pattern: "(?i)^\\s*yes".into(),
                 folder: "Spam".into(),
             }],
+            spam_folder: "Spam".into(),
             stored_topic: "mail.stored".into(),
             usage_topic: "accounts.usage".into(),
             notify_topic: "notify.requests".into(),
@@ -123,6 +127,7 @@ impl StorageConfig {
             ("mail_root", &self.mail_root),
             ("quarantine_dir", &self.quarantine_dir),
             ("hostname", &self.hostname),
+            ("spam_folder", &self.spam_folder),
             ("stored_topic", &self.stored_topic),
             ("usage_topic", &self.usage_topic),
             ("notify_topic", &self.notify_topic),

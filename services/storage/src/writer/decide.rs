@@ -152,17 +152,19 @@ fn scanned(
     let usage_key = UsageKey(s.account.clone());
     let usage = state.get(&usage_key)?.unwrap_or_default();
     let quota = account_quota(cfg, state, &s.account)?;
-    if usage.bytes.saturating_add(s.size) > quota {
+    // What lands in the Maildir: the message and the spam headers.
+    let size = s.size.saturating_add(super::spam::added_bytes(s));
+    if usage.bytes.saturating_add(size) > quota {
         d.put(&key, &Delivered::Rejected);
         over_quota(cfg, &mut d, s, usage, quota);
         return Ok(d);
     }
     let usage = Usage {
-        bytes: usage.bytes + s.size,
+        bytes: usage.bytes + size,
         messages: usage.messages + 1,
     };
     d.put(&key, &Delivered::Stored).put(&usage_key, &usage);
-    plan_bytes(cfg, state, &mut d, &s.account, None, s.size)?;
+    plan_bytes(cfg, state, &mut d, &s.account, None, size)?;
     d.emit(
         &cfg.usage_topic,
         s.account.as_bytes(),
@@ -236,6 +238,7 @@ fn quarantined(s: &MessageScanned, path: &str) -> MessageQuarantined {
                 s.rule.as_deref().unwrap_or("?")
             ),
         ),
+        ScanVerdict::Spam => (QuarantineReason::Spam, spam_detail(s)),
         _ => (
             QuarantineReason::Unknown,
             "verdict unknown to this writer".into(),
@@ -252,6 +255,24 @@ fn quarantined(s: &MessageScanned, path: &str) -> MessageQuarantined {
         blob_id: s.blob_id.clone(),
         sender: s.sender.clone(),
         message_id: s.message_id.clone(),
+    }
+}
+
+/// `score 1001.0/15.0 reject: GTUBE, MIME_GOOD`: what an admin needs to
+/// judge a spam quarantine.
+fn spam_detail(s: &MessageScanned) -> String {
+    match &s.spam {
+        Some(spam) => {
+            let names: Vec<&str> = spam.symbols.iter().map(|t| t.name.as_str()).collect();
+            format!(
+                "score {:.1}/{:.1} {}: {}",
+                spam.score,
+                spam.required,
+                spam.action.as_rspamd(),
+                names.join(", ")
+            )
+        }
+        None => "spam (no score recorded)".into(),
     }
 }
 

@@ -29,7 +29,12 @@ impl StorageWriter {
             Ok(raw) => raw,
             Err(e) => return blob_outcome(e),
         };
-        let folder = self.rules.route(&raw);
+        let raw = super::spam::prepend(&raw, s);
+        let folder = if s.spam.as_ref().is_some_and(|spam| spam.flagged) {
+            self.cfg.spam_folder.clone()
+        } else {
+            self.rules.route(&raw)
+        };
         let id = delivery_id(s);
         let name = self.maildirs.file_name(id, s.received_at, &raw);
         let replay = now_ms().saturating_sub(s.received_at) > FRESH_MS;

@@ -1,6 +1,7 @@
 //! The storage writer: for each `MessageScanned`, deliver clean mail into
-//! the account's Maildir (within its quota), quarantine infected and banned
-//! mail, and carry out `PurgeRequested`.
+//! the account's Maildir (within its quota; mail flagged as spam into the
+//! Spam folder, with the [`spam`] headers), quarantine infected, banned and
+//! rejected-as-spam mail, and carry out `PurgeRequested`.
 //!
 //! `decide` is pure: idempotence by delivery id, the quota check and the
 //! usage count, the events (`MessageQuarantined`, `MessageRejected` with
@@ -13,6 +14,7 @@ mod config;
 pub mod decide;
 mod effects;
 mod folders;
+pub mod spam;
 mod state;
 
 use std::{future::Future, path::PathBuf, sync::Arc};

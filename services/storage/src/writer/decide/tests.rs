@@ -1,3 +1,4 @@
+use mailfleet_events::mail::{SpamAction, SpamResult, SpamSymbol};
 use mailfleet_runtime::{Overlay, Verdict};
 
 use super::*;
@@ -21,6 +22,8 @@ fn scanned(id: &str, account: &str, size: i64, verdict: ScanVerdict) -> MessageS
         file: None,
         rule: None,
         scanner: "t".into(),
+        spam: None,
+        spam_error: None,
     }
 }
 
@@ -299,4 +302,61 @@ fn a_negative_size_or_quota_is_rejected_with_the_value() {
         _ => panic!("expected a rejection"),
     }
     assert!(state.is_empty(), "no usage, no quota");
+}
+
+fn spam_result(action: SpamAction, flagged: bool) -> SpamResult {
+    SpamResult {
+        action,
+        score: 1001.0,
+        required: 15.0,
+        symbols: vec![SpamSymbol {
+            name: "GTUBE".into(),
+            score: 0.0,
+        }],
+        flagged,
+    }
+}
+
+#[test]
+fn spam_the_scanner_rejects_is_quarantined_with_its_score() {
+    let mut state = Overlay::default();
+    let mut s = scanned("sp", "bob@x", 10, ScanVerdict::Spam);
+    s.spam = Some(spam_result(SpamAction::Reject, false));
+    let d = run(&mut state, StorageInput::Scanned(s));
+    assert!(matches!(
+        d.intent_as::<Plan>(),
+        Some(Plan::Quarantine { .. })
+    ));
+    let bytes = d.outputs[0].event.encode().unwrap();
+    let q: MessageQuarantined = mailfleet_events::Registry::builtin()
+        .decode(&bytes)
+        .unwrap();
+    assert_eq!(q.reason, QuarantineReason::Spam);
+    assert_eq!(q.detail, "score 1001.0/15.0 reject: GTUBE");
+}
+
+#[test]
+fn scored_mail_counts_its_spam_headers_against_the_quota() {
+    let mut state = Overlay::default();
+    let mut s = scanned("fl", "bob@x", 10, ScanVerdict::Clean);
+    s.spam = Some(spam_result(SpamAction::AddHeader, true));
+    let added = crate::writer::spam::added_bytes(&s);
+    assert!(added > 0);
+    let cfg = StorageConfig {
+        plans: [("free".to_string(), 10_000)].into(),
+        ..StorageConfig::default()
+    };
+    let mut d = decide(
+        &cfg,
+        &StateView::in_memory(&state),
+        &StorageInput::Scanned(s),
+    )
+    .unwrap();
+    state.extend(std::mem::take(&mut d.changes));
+    assert_eq!(d.intent_as::<Plan>(), Some(&Plan::Deliver));
+    let usage = StateView::in_memory(&state)
+        .get(&UsageKey("bob@x".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(usage.bytes, 10 + added);
 }
