@@ -56,8 +56,10 @@ _MAILFLEET_APT_UPDATED=${_MAILFLEET_APT_UPDATED:-0}
 apt_install() {
   local pkg missing=()
   for pkg in "$@"; do
-    # dpkg -s alone also succeeds for removed-but-not-purged packages, so check the state.
-    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
+    # dpkg -s alone also succeeds for removed-but-not-purged packages, so check
+    # the state; dpkg-query prints only that (a `dpkg -s | grep -q` pipe fails
+    # under pipefail when grep stops reading a long record early).
+    if [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) != "install ok installed" ]]; then
       missing+=("$pkg")
     fi
   done

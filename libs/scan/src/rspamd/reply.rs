@@ -96,6 +96,12 @@ pub fn parse_learn(status: u16, body: &[u8]) -> Result<LearnReply, RspamdError> 
     let error = parsed.as_ref().and_then(|b| b.error.clone());
     let detail = || error.clone().or_else(|| Some(preview(body)));
     match status {
+        // rspamd's answer to a message with fewer tokens than the
+        // classifier's `min_tokens` (11): no body, the reason only in its log.
+        204 => Ok(LearnReply {
+            outcome: LearnOutcome::Refused,
+            detail: Some("too few tokens to learn (HTTP 204)".into()),
+        }),
         208 => Ok(LearnReply {
             outcome: LearnOutcome::AlreadyLearned,
             detail: detail(),
@@ -196,6 +202,9 @@ mod tests {
         assert!(again.detail.unwrap().contains("already learned"));
         let few = parse_learn(400, br#"{"error":"too few tokens"}"#).unwrap();
         assert_eq!(few.outcome, LearnOutcome::Refused);
+        let short = parse_learn(204, b"").unwrap();
+        assert_eq!(short.outcome, LearnOutcome::Refused);
+        assert!(short.detail.unwrap().contains("too few tokens"));
         assert!(parse_learn(500, b"oops").is_err());
     }
 
