@@ -9,7 +9,10 @@ use mailfleet_events::{
     },
     clock::ClockTicked,
     greylist::{GreylistDecided, GreylistReason, GreylistVerdict},
-    mail::{MessageQuarantined, MessageRejected, MessageScanned, MessageStored, MessagesPurged},
+    mail::{
+        MessageQuarantined, MessageRejected, MessageScanned, MessageStored, MessagesPurged,
+        ScanVerdict,
+    },
     notify::NotificationRequested,
     runtime::DeadLetter,
     submission::{LimitAction, MessageSubmitted, SubmissionDecided, SubmitAction},
@@ -178,7 +181,7 @@ fn add(tx: &mut Tx<'_, '_>, input: &ReporterInput) -> Result<(), StateError> {
         I::Usage(e) => usage_changed(tx, e)?,
         I::Migrated(_) => tx.count(n::MIGRATIONS, "", 1)?,
         I::Greylist(e) => tx.count(n::GREYLIST, greylist_outcome(e), 1)?,
-        I::Scanned(e) => tx.count(n::SCANS, &label(&e.verdict), 1)?,
+        I::Scanned(e) => scanned(tx, e)?,
         I::Stored(e) => {
             tx.count(n::DELIVERED, "", 1)?;
             tx.count(n::DELIVERED_BYTES, "", e.size)?;
@@ -276,6 +279,25 @@ fn submitted(tx: &mut Tx<'_, '_>, e: &MessageSubmitted) -> Result<(), StateError
     tx.count(n::SUBMITTED_SCANS, &label(&e.verdict), 1)?;
     if e.action == SubmitAction::Accepted {
         tx.count(n::SUBMITTED_BYTES, "", e.size)?;
+    }
+    Ok(())
+}
+
+/// A verdict, and rspamd's say on it when it was asked.
+fn scanned(tx: &mut Tx<'_, '_>, e: &MessageScanned) -> Result<(), StateError> {
+    tx.count(n::SCANS, &label(&e.verdict), 1)?;
+    let spam = match (&e.spam, &e.spam_error) {
+        (_, Some(_)) => "unscored",
+        (None, None) => return Ok(()),
+        (Some(_), None) if e.verdict == ScanVerdict::Spam => "quarantined",
+        (Some(s), None) if s.flagged => "spam-folder",
+        (Some(_), None) => "ham",
+    };
+    tx.count(n::SPAM, spam, 1)?;
+    if let (Some(result), "quarantined" | "spam-folder") = (&e.spam, spam) {
+        for symbol in &result.symbols {
+            tx.count(n::SPAM_SYMBOLS, &symbol.name, 1)?;
+        }
     }
     Ok(())
 }
@@ -559,5 +581,113 @@ mod tests {
             "whitelisted-client"
         );
         assert_eq!(label(&AccountStatus::Active), "active");
+    }
+
+    fn scanned_with(
+        id: &str,
+        verdict: ScanVerdict,
+        spam: Option<(bool, &[&str])>,
+        error: bool,
+    ) -> ReporterInput {
+        use mailfleet_events::mail::{SpamAction, SpamResult, SpamSymbol};
+        ReporterInput::Scanned(MessageScanned {
+            envelope: env(id, OCT),
+            account: "a@x.test".into(),
+            recipient: "a@x.test".into(),
+            sender: "s@y.test".into(),
+            blob_id: "b".into(),
+            size: 10,
+            received_at: OCT,
+            message_id: None,
+            verdict,
+            signature: None,
+            file: None,
+            rule: None,
+            scanner: "t".into(),
+            spam: spam.map(|(flagged, symbols)| SpamResult {
+                action: SpamAction::AddHeader,
+                score: 9.0,
+                required: 15.0,
+                symbols: symbols
+                    .iter()
+                    .map(|s| SpamSymbol {
+                        name: (*s).into(),
+                        score: 1.0,
+                    })
+                    .collect(),
+                flagged,
+            }),
+            spam_error: error.then(|| "rspamd down".into()),
+        })
+    }
+
+    #[test]
+    fn spam_is_counted_by_outcome_with_the_symbols_that_made_it() {
+        let o = apply(vec![
+            scanned_with("h", ScanVerdict::Clean, Some((false, &["HAM_SYM"])), false),
+            scanned_with("f", ScanVerdict::Clean, Some((true, &["A", "B"])), false),
+            scanned_with(
+                "q",
+                ScanVerdict::Spam,
+                Some((false, &["GTUBE", "A"])),
+                false,
+            ),
+            scanned_with("u", ScanVerdict::Clean, None, true),
+            scanned_with("v", ScanVerdict::Infected, None, false),
+        ]);
+        let c = |name, label| count(&o, "2026-10", name, label);
+        assert_eq!(
+            (
+                c(n::SPAM, "ham"),
+                c(n::SPAM, "spam-folder"),
+                c(n::SPAM, "quarantined"),
+                c(n::SPAM, "unscored")
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(
+            (c(n::SPAM_SYMBOLS, "A"), c(n::SPAM_SYMBOLS, "GTUBE")),
+            (2, 1)
+        );
+        assert_eq!(
+            c(n::SPAM_SYMBOLS, "HAM_SYM"),
+            0,
+            "ham's symbols are not spam's"
+        );
+        assert_eq!(c(n::SCANS, "spam"), 1);
+        let figures = crate::figures::Figures {
+            month: "2026-10".into(),
+            counts: [
+                (
+                    n::SCANS.to_string(),
+                    [("clean".to_string(), 6), ("spam".to_string(), 2)].into(),
+                ),
+                (
+                    n::SPAM.to_string(),
+                    [
+                        ("spam-folder".to_string(), 1),
+                        ("quarantined".to_string(), 2),
+                    ]
+                    .into(),
+                ),
+                (
+                    n::SPAM_SYMBOLS.to_string(),
+                    [
+                        ("A".to_string(), 2),
+                        ("B".to_string(), 1),
+                        ("C".to_string(), 2),
+                    ]
+                    .into(),
+                ),
+            ]
+            .into(),
+            levels: Default::default(),
+        };
+        assert_eq!(figures.spam(), 3);
+        assert_eq!(figures.spam_share_percent(), 38, "3 of 8, rounded");
+        assert_eq!(
+            figures.top_spam_symbols(2),
+            [("A".to_string(), 2), ("C".to_string(), 2)]
+        );
     }
 }

@@ -50,7 +50,7 @@ impl Figures {
 
     /// The headline figures, in report order: (key, title, value).
     pub fn headline(&self) -> Vec<Headline> {
-        let mut out = Vec::with_capacity(21);
+        let mut out = Vec::with_capacity(23);
         out.extend(self.account_headline());
         out.extend(self.storage_headline());
         out.extend(self.inbound_headline());
@@ -110,7 +110,7 @@ impl Figures {
     }
 
     /// What the greylist and the scanner did to incoming mail.
-    fn inbound_headline(&self) -> [Headline; 4] {
+    fn inbound_headline(&self) -> [Headline; 6] {
         [
             (
                 "greylist_deferred",
@@ -128,7 +128,40 @@ impl Figures {
                 "Banned attachments",
                 self.count(n::SCANS, "banned"),
             ),
+            ("spam", "Spam (Spam folder or quarantined)", self.spam()),
+            (
+                "spam_share_percent",
+                "Spam, % of inbound mail scanned",
+                self.spam_share_percent(),
+            ),
         ]
+    }
+
+    /// Inbound mail rspamd called spam: flagged or quarantined.
+    pub fn spam(&self) -> i64 {
+        self.count(n::SPAM, "spam-folder") + self.count(n::SPAM, "quarantined")
+    }
+
+    /// [`Figures::spam`] as a share of every inbound scan, rounded to a
+    /// whole percent.
+    pub fn spam_share_percent(&self) -> i64 {
+        let scans = self.count_total(n::SCANS);
+        if scans == 0 {
+            return 0;
+        }
+        (self.spam() * 100 + scans / 2) / scans
+    }
+
+    /// The `limit` symbols seen most on spam, most first (ties by name).
+    pub fn top_spam_symbols(&self, limit: usize) -> Vec<(String, i64)> {
+        let mut all: Vec<(String, i64)> = self
+            .counts
+            .get(n::SPAM_SYMBOLS)
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(limit);
+        all
     }
 
     /// What the users sent, and what the outbound limits did about it.

@@ -52,8 +52,16 @@ pub mod names {
     /// Greylist outcomes: `deferred`, `passed`, `whitelisted`,
     /// `auto-whitelisted`.
     pub const GREYLIST: &str = "greylist";
-    /// Scan verdicts: `clean`, `infected`, `banned`, `unknown`.
+    /// Scan verdicts: `clean`, `infected`, `banned`, `spam` (quarantined
+    /// for rspamd's reject), `unknown`.
     pub const SCANS: &str = "scans";
+    /// rspamd's say on inbound mail: `ham` (delivered as usual),
+    /// `spam-folder` (flagged), `quarantined`, `unscored` (rspamd did not
+    /// answer).
+    pub const SPAM: &str = "spam";
+    /// The rspamd symbols of the mail counted as spam (flagged or
+    /// quarantined), by symbol: what made it spam.
+    pub const SPAM_SYMBOLS: &str = "spam_symbols";
     /// Messages stored, and their bytes.
     pub const DELIVERED: &str = "delivered";
     pub const DELIVERED_BYTES: &str = "delivered_bytes";

@@ -191,6 +191,9 @@ fn print_delivery(r: &Read, scanned: &[Read], stored: &[Read]) {
             rfc3339(s.time()),
             summary(&pick(&s.json, &["verdict", "signature", "file", "rule"]))
         );
+        if let Some(spam) = spam_line(&s.json) {
+            println!("  {}  spam: {spam}", rfc3339(s.time()));
+        }
         let sid = s.id();
         for o in stored.iter().filter(|o| {
             o.json["delivery_id"].as_str() == Some(rid)
@@ -211,6 +214,36 @@ fn print_delivery(r: &Read, scanned: &[Read], stored: &[Read]) {
     }
 }
 
+/// rspamd's verdict on a `MessageScanned` (v2), e.g. `REJECT, score
+/// 15.0 of 15.0, tests GTUBE` or `unscored: rspamd at ...: refused`;
+/// `None` when rspamd was not asked.
+fn spam_line(scanned: &Value) -> Option<String> {
+    if let Some(why) = scanned["spam_error"].as_str() {
+        return Some(format!("unscored: {why}"));
+    }
+    let spam = scanned.get("spam").filter(|v| v.is_object())?;
+    let tests: Vec<&str> = spam["symbols"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    Some(format!(
+        "{}{}, score {:.1} of {:.1}, tests {}",
+        spam["action"].as_str().unwrap_or("?"),
+        if spam["flagged"].as_bool() == Some(true) {
+            " (flagged: Spam folder)"
+        } else {
+            ""
+        },
+        spam["score"].as_f64().unwrap_or(f64::NAN),
+        spam["required"].as_f64().unwrap_or(f64::NAN),
+        if tests.is_empty() {
+            "none".to_string()
+        } else {
+            tests.join(",")
+        }
+    ))
+}
+
 /// Only `keys` of a JSON object.
 fn pick(json: &Value, keys: &[&str]) -> Value {
     Value::Object(
@@ -218,4 +251,26 @@ fn pick(json: &Value, keys: &[&str]) -> Value {
             .filter_map(|k| json.get(*k).map(|v| ((*k).to_string(), v.clone())))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::spam_line;
+
+    #[test]
+    fn the_spam_line_shows_action_score_and_tests_or_why_unscored() {
+        let scored = json!({"spam": {"action": "ADD_HEADER", "score": 7.9, "required": 15.0,
+            "symbols": [{"name": "MAILFLEET_TEST_SPAMMY", "score": 8.0}], "flagged": true},
+            "spam_error": null});
+        assert_eq!(
+            spam_line(&scored).unwrap(),
+            "ADD_HEADER (flagged: Spam folder), score 7.9 of 15.0, tests MAILFLEET_TEST_SPAMMY"
+        );
+        let down = json!({"spam": null, "spam_error": "rspamd at x: refused"});
+        assert_eq!(spam_line(&down).unwrap(), "unscored: rspamd at x: refused");
+        assert_eq!(spam_line(&json!({"spam": null, "spam_error": null})), None);
+        assert_eq!(spam_line(&json!({"verdict": "CLEAN"})), None, "a v1 event");
+    }
 }

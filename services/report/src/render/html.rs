@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::{
-    change, notable,
+    change, notable, rows,
     svg::{breakdown, escape, trend},
     value, BREAKDOWNS,
 };
@@ -73,7 +73,7 @@ pub fn render(report: &Report) -> String {
         let Some(labels) = table.get(*name) else {
             continue;
         };
-        let items: Vec<(String, i64)> = labels.iter().map(|(l, v)| (l.clone(), *v)).collect();
+        let items = rows(this, name, labels);
         out.push_str(&breakdown(title, &items, |v| value(name, v)));
     }
     out.push_str("</div>\n</body></html>\n");

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{change, notable, thousands, value, BREAKDOWNS};
+use super::{change, notable, rows, thousands, value, BREAKDOWNS};
 use crate::figures::Report;
 
 pub fn render(report: &Report) -> String {
@@ -43,12 +43,12 @@ pub fn render(report: &Report) -> String {
             continue;
         };
         let _ = writeln!(out, "\n### {title}\n\n| | {} |\n|---|---:|", this.month);
-        for (label, v) in labels {
-            let label = if label.is_empty() { "(all)" } else { label };
+        for (label, v) in rows(this, name, labels) {
+            let label = if label.is_empty() { "(all)" } else { &label };
             let shown = if name.contains("bytes") {
-                value(name, *v)
+                value(name, v)
             } else {
-                thousands(*v)
+                thousands(v)
             };
             let _ = writeln!(out, "| {label} | {shown} |");
         }

@@ -4,6 +4,8 @@ mod html;
 mod markdown;
 mod svg;
 
+use std::collections::BTreeMap;
+
 use crate::{figures::Report, names as n};
 
 /// `--format`.
@@ -62,6 +64,8 @@ pub(crate) const BREAKDOWNS: &[(&str, &str, bool)] = &[
     ("Index by plan (messages)", n::INDEX_MESSAGES, true),
     ("Greylisting", n::GREYLIST, false),
     ("Scan verdicts", n::SCANS, false),
+    ("Spam (rspamd) by outcome", n::SPAM, false),
+    ("Top spam symbols", n::SPAM_SYMBOLS, false),
     ("Quarantined", n::QUARANTINED, false),
     ("Submitted mails by outcome", n::SUBMITTED, false),
     ("Submitted mails by verdict", n::SUBMITTED_SCANS, false),
@@ -77,6 +81,22 @@ pub(crate) const BREAKDOWNS: &[(&str, &str, bool)] = &[
     ("Dead letters by consumer", n::DEAD_LETTERS, false),
     ("Failed logins by reason", n::LOGIN_FAILURES, false),
 ];
+
+/// How many rows of the top spam symbols a report shows.
+pub(crate) const TOP_SYMBOLS: usize = 10;
+
+/// A breakdown's rows, by label; the spam symbols most first, the top
+/// [`TOP_SYMBOLS`] only.
+pub(crate) fn rows(
+    this: &crate::figures::Figures,
+    name: &str,
+    labels: &BTreeMap<String, i64>,
+) -> Vec<(String, i64)> {
+    if name == n::SPAM_SYMBOLS {
+        return this.top_spam_symbols(TOP_SYMBOLS);
+    }
+    labels.iter().map(|(l, v)| (l.clone(), *v)).collect()
+}
 
 /// `1234567` → `1,234,567`.
 pub(crate) fn thousands(v: i64) -> String {
