@@ -10,6 +10,7 @@ mod lifecycle;
 mod lmtp;
 mod policy;
 mod scan;
+mod scan_spam;
 mod store;
 mod submission;
 mod submit_client;

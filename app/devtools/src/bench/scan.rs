@@ -6,7 +6,10 @@
 //! - (c) the attachment policy alone (`policy::check`), on one thread;
 //! - (d) the scanner consumer end to end: the corpus in a scratch blob store,
 //!   one `MessageReceived` each on a scratch topic, the runtime with the
-//!   `Scanner` until it has handled them all.
+//!   `Scanner` until it has handled them all (with rspamd when the config
+//!   enables it);
+//! - (e, f) rspamd: `rspamc` alone vs clamd + policy + rspamd
+//!   ([`super::scan_spam`]), unless `--no-rspamd`.
 //!
 //! clamd caches the hashes of clean files for its lifetime, so a corpus
 //! scanned twice is mostly cache hits the second time. Every pass that
@@ -66,6 +69,9 @@ pub struct ScanLoad {
     /// Seed of the first corpus (each clamd pass takes the next); random by default.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Skip the rspamd stage (rspamc vs clamd + policy + rspamd).
+    #[arg(long)]
+    pub no_rspamd: bool,
 }
 
 /// Fresh corpora of one size: pass `k` gets seed `first + k`.
@@ -124,6 +130,22 @@ pub async fn run(cfg: &Config, load: ScanLoad) -> anyhow::Result<()> {
         last.push(format!(
             "clamd_c{c}_mps={raw_mps:.0} scan_c{c}_mps={our_mps:.0} ratio_c{c}={ratio:.2}"
         ));
+    }
+
+    if !load.no_rspamd {
+        let dir = scratch_dir(cfg, &format!("bench-rspamc-{}", rand::random::<u32>()));
+        for &c in &load.concurrency {
+            let fields = super::scan_spam::rspamc_vs_scan(
+                cfg,
+                &mut || corpora.fresh(),
+                c.max(1),
+                load.rounds,
+                &dir,
+            )
+            .await;
+            last.push(fields?);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     let (policy_mps, policy_mbps) = policy_alone(cfg, &mails)?;
