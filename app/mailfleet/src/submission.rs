@@ -14,7 +14,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
     let scanner = &cfg.consumers.scanner;
     let clamd = scanner.use_clamd.then(|| scanner.clamd.clone());
-    let engine = Engine::new(scanner.policy.clone(), clamd);
+    let engine = Engine::new(scanner.policy.clone(), clamd).with_rspamd(&scanner.spam);
     let listener = tokio::net::TcpListener::bind(&cfg.submission.listen)
         .await
         .with_context(|| format!("submission.listen = {:?}", cfg.submission.listen))?;

@@ -6,9 +6,10 @@
 //! | clean | `SMFIR_CONTINUE` | `250 2.0.0 Ok: queued as ...` |
 //! | virus | `554 5.7.1 Virus <signature> found; message not sent` | the same |
 //! | banned attachment | `554 5.7.1 Attachment <file> refused (<rule>); message not sent` | the same |
+//! | spam (rspamd's `reject`, by default) | `554 5.7.1 Message refused as spam (score <s> of <required>); message not sent` | the same |
 //! | over `max_message_bytes` | `552 5.3.4 Message size exceeds fixed limit of <max> bytes; message not sent` | the same |
 //! | clamd refuses the size | `552 5.3.4 Message too large for the virus scanner; message not sent` | the same |
-//! | clamd down, Kafka not acknowledging | `451 4.7.1 ...; try again later` | the same; the client retries |
+//! | clamd down, Kafka not acknowledging, rspamd down under fail mode `retry` | `451 4.7.1 ...; try again later` | the same; the client retries |
 //! | no `{auth_authen}` at the end (misconfiguration) | `451 4.7.1 ...` | the same |
 //!
 //! The event id is `submission:<account>:<digest>`, the digest being the
@@ -19,6 +20,7 @@
 //! first event reached Kafka and its reply never reached the client.
 
 use mailfleet_events::{
+    mail::{ScanVerdict, SpamResult},
     submission::{MessageSubmitted, SubmitAction},
     Envelope,
 };
@@ -129,6 +131,35 @@ pub fn submitted_event(
     }
 }
 
+/// rspamd refused a submission (its `reject`, by default): permanent, the
+/// score and threshold named, as the sender's client shows it.
+pub fn spam_reply(spam: &SpamResult) -> Reply {
+    Reply::code(
+        554,
+        "5.7.1",
+        &format!(
+            "Message refused as spam (score {:.1} of {:.1}); message not sent",
+            spam.score, spam.required
+        ),
+    )
+}
+
+/// Mark a submission's event as refused for spam: verdict `SPAM`, and in
+/// `rule` what rspamd said (`rspamd reject score=15.0 required=15.0
+/// tests=GTUBE`), as `MessageSubmitted` has no spam fields of its own.
+pub fn refuse_as_spam(event: &mut MessageSubmitted, spam: &SpamResult) {
+    let tests: Vec<&str> = spam.symbols.iter().map(|s| s.name.as_str()).collect();
+    event.verdict = ScanVerdict::Spam;
+    event.action = SubmitAction::Rejected;
+    event.rule = Some(format!(
+        "rspamd {} score={:.1} required={:.1} tests={}",
+        spam.action.as_rspamd(),
+        spam.score,
+        spam.required,
+        tests.join(",")
+    ));
+}
+
 /// The `result` label of a verdict in `mailfleet_submission_messages_total`.
 pub fn verdict_label(verdict: &Verdict) -> &'static str {
     match verdict {
@@ -232,5 +263,32 @@ mod tests {
         anonymous.client_address = None;
         let e = submitted_event(&anonymous, &Verdict::Clean, "p", "p", 1);
         assert_eq!((e.queue_id.as_str(), e.client_address.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn spam_is_refused_with_the_score_and_recorded_with_rspamds_say() {
+        use mailfleet_events::mail::{SpamAction, SpamResult, SpamSymbol};
+        let spam = SpamResult {
+            action: SpamAction::Reject,
+            score: 15.0,
+            required: 15.0,
+            symbols: vec![SpamSymbol {
+                name: "GTUBE".into(),
+                score: 0.0,
+            }],
+            flagged: false,
+        };
+        let reply = format!("{:?}", spam_reply(&spam));
+        assert!(reply.contains("554") && reply.contains("5.7.1"), "{reply}");
+        assert!(reply.contains("score 15.0 of 15.0"), "{reply}");
+        let mut event = submitted_event(&submission(), &Verdict::Clean, "ClamAV", "p", 1);
+        assert_eq!(event.action, SubmitAction::Accepted);
+        refuse_as_spam(&mut event, &spam);
+        assert_eq!(event.verdict, ScanVerdict::Spam);
+        assert_eq!(event.action, SubmitAction::Rejected);
+        assert_eq!(
+            event.rule.as_deref(),
+            Some("rspamd reject score=15.0 required=15.0 tests=GTUBE")
+        );
     }
 }

@@ -9,8 +9,12 @@
 
 use std::time::{Duration, Instant};
 
+use mailfleet_events::mail::SpamResult;
 use mailfleet_runtime::time::now_ms;
-use mailfleet_scan::Verdict;
+use mailfleet_scan::{
+    rspamd::{CheckEnvelope, Disposition},
+    SpamOutcome, Verdict,
+};
 use tracing::Instrument;
 
 use crate::{
@@ -54,11 +58,23 @@ impl Milter {
                 return (decide::unscannable_reply(), "unscannable");
             }
         };
+        let spam = match self.spam(submission, &verdict).await {
+            Ok(spam) => spam,
+            Err(e) => {
+                tracing::warn!(error = %e, "spam scan failed; answering 451 4.7.1");
+                return (decide::scan_failed_reply(), "scan_failed");
+            }
+        };
         metrics::counter!(m::BYTES).increment(bytes.len() as u64);
-        if let Err(error) = self.record(submission, &verdict).await {
+        if let Err(error) = self.record(submission, &verdict, spam.as_ref()).await {
             let cause = std::error::Error::source(&error).map(ToString::to_string);
             tracing::warn!(%error, ?cause, ?verdict, "event not acknowledged; answering 451 4.7.1");
             return (decide::not_recorded_reply(), "not_recorded");
+        }
+        if let Some(spam) = &spam {
+            tracing::info!(sender = %submission.sender, score = spam.score,
+                action = spam.action.as_rspamd(), "refused as spam");
+            return (decide::spam_reply(spam), "spam");
         }
         match &verdict {
             Verdict::Clean => tracing::debug!(size = bytes.len(), "clean; accepted"),
@@ -70,13 +86,60 @@ impl Milter {
         )
     }
 
+    /// rspamd's answer on a clean submission, when the configured actions
+    /// refuse it (its `reject`, by default); `None` to let it through. The
+    /// account's login goes to rspamd as `User`. rspamd not answering is
+    /// the fail mode's: unscored under `deliver`, an error (451) under
+    /// `retry`.
+    async fn spam(
+        &self,
+        submission: &Submission,
+        verdict: &Verdict,
+    ) -> Result<Option<SpamResult>, mailfleet_scan::ScanError> {
+        if *verdict != Verdict::Clean {
+            return Ok(None);
+        }
+        let envelope = CheckEnvelope {
+            from: submission.sender.clone(),
+            rcpts: submission.recipients.clone(),
+            ip: submission.client_address.clone(),
+            queue_id: submission.queue_id.clone(),
+            user: Some(submission.account.clone()),
+            ..CheckEnvelope::default()
+        };
+        match self
+            .engine
+            .spam(&submission.message.bytes, &envelope)
+            .await?
+        {
+            SpamOutcome::Scored(result)
+                if self.engine.disposition(&result) == Disposition::Quarantine =>
+            {
+                Ok(Some(result))
+            }
+            SpamOutcome::Unscored(why) => {
+                tracing::warn!(%why, "submission not scored; accepted");
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Produce the event and wait for Kafka's acknowledgement, at most
     /// `ack_timeout_ms` (librdkafka's own delivery timeout is the same; the
     /// extra second only guards against it not firing).
-    async fn record(&self, submission: &Submission, verdict: &Verdict) -> Result<(), RecordError> {
+    async fn record(
+        &self,
+        submission: &Submission,
+        verdict: &Verdict,
+        spam: Option<&SpamResult>,
+    ) -> Result<(), RecordError> {
         let scanner = self.engine.name().await;
-        let event =
+        let mut event =
             decide::submitted_event(submission, verdict, &scanner, &self.producer_name, now_ms());
+        if let Some(spam) = spam {
+            decide::refuse_as_spam(&mut event, spam);
+        }
         let limit = Duration::from_millis(self.cfg.ack_timeout_ms) + Duration::from_secs(1);
         let send = self
             .producer
