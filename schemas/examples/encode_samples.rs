@@ -15,9 +15,10 @@ use mailfleet_events::{
     clock::ClockTicked,
     greylist::{DeliveryAttempted, GreylistDecided, GreylistReason, GreylistVerdict},
     mail::{
-        BodyType, MailboxDeleted, MessageQuarantined, MessageReceived, MessageRejected,
-        MessageScanned, MessageStored, MessagesPurged, PurgeRequested, QuarantineReason,
-        RejectReason, ScanVerdict,
+        BodyType, LearnOutcome, MailboxDeleted, MessageQuarantined, MessageReceived,
+        MessageRejected, MessageScanned, MessageStored, MessagesPurged, PurgeRequested,
+        QuarantineReason, RejectReason, ScanVerdict, SpamAction, SpamClass, SpamLearned,
+        SpamResult, SpamSymbol,
     },
     notify::NotificationRequested,
     runtime::{Counted, DeadLetter, DeadLetterKind, TestEvent},
@@ -127,10 +128,10 @@ fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std:
             header_from: Some("Zoë <zoe@example.net>".into()),
             subject: None,
             header_date: Some("Sat, 28 Nov 2026 10:00:00 +0000".into()),
-            client_address: None,
-            client_name: None,
-            client_helo: None,
-            queue_id: None,
+            client_address: Some("192.0.2.25".into()),
+            client_name: Some("mail.example.net".into()),
+            client_helo: Some("mail.example.net".into()),
+            queue_id: Some("4Rk2Lq0x7Sz".into()),
         })?
     );
     println!(
@@ -153,6 +154,7 @@ fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std:
             spam_error: None,
         })?
     );
+    print_spam_samples(env, blob_id)?;
     println!(
         "{}",
         line(&AccountBlocked {
@@ -176,6 +178,69 @@ fn print_mail_samples(env: &dyn Fn(&str) -> Envelope) -> Result<(), Box<dyn std:
         })?
     );
     print_storage_samples(env, blob_id)
+}
+
+fn print_spam_samples(
+    env: &dyn Fn(&str) -> Envelope,
+    blob_id: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let scored = MessageScanned {
+        envelope: env("s2"),
+        account: "bob@example.org".into(),
+        recipient: "bob@example.org".into(),
+        sender: "zoe@example.net".into(),
+        blob_id: blob_id.into(),
+        size: 20_480,
+        received_at: 1_764_340_000_000,
+        message_id: Some("2@example.net".into()),
+        verdict: ScanVerdict::Clean,
+        signature: None,
+        file: None,
+        rule: None,
+        scanner: "ClamAV 1.4.3".into(),
+        spam: Some(SpamResult {
+            action: SpamAction::AddHeader,
+            score: 7.9,
+            required: 15.0,
+            symbols: vec![
+                SpamSymbol {
+                    name: "MAILFLEET_TEST_SPAMMY".into(),
+                    score: 8.0,
+                },
+                SpamSymbol {
+                    name: "MIME_GOOD".into(),
+                    score: -0.1,
+                },
+            ],
+            flagged: true,
+        }),
+        spam_error: None,
+    };
+    let unscored = MessageScanned {
+        envelope: env("s3"),
+        spam: None,
+        spam_error: Some(
+            "rspamd at 127.0.0.1:11333 did not answer within 5000 ms (2 tries)".into(),
+        ),
+        ..scored.clone()
+    };
+    let learned = SpamLearned {
+        envelope: env("l1"),
+        account: "bob@example.org".into(),
+        folder: "Spam".into(),
+        file: "1764340000.M1P2.mx1".into(),
+        blob_id: blob_id.into(),
+        size: 20_480,
+        message_id: Some("2@example.net".into()),
+        class: SpamClass::Spam,
+        outcome: LearnOutcome::AlreadyLearned,
+        detail: Some("<2@example.net> has been already learned as spam, ignore it".into()),
+        requested_by: "api".into(),
+    };
+    println!("{}", line(&scored)?);
+    println!("{}", line(&unscored)?);
+    println!("{}", line(&learned)?);
+    Ok(())
 }
 
 fn print_storage_samples(
