@@ -157,8 +157,14 @@ enum Quota {
 pub async fn serve(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
     let storage = &cfg.consumers.storage;
+    // The learn route keeps what it teaches in this host's blob store
+    // unless `[api.spam]` names another.
+    let mut config = cfg.api.clone();
+    if let Some(spam) = config.spam.as_mut() {
+        spam.blobs_dir.get_or_insert_with(|| cfg.blobs.dir.clone());
+    }
     let settings = ApiSettings {
-        config: cfg.api.clone(),
+        config,
         plans: Plans::new(storage.plans.keys().cloned(), &storage.default_plan),
         active_on_register: cfg.consumers.lifecycle.activate_on_register,
     };

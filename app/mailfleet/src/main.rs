@@ -14,6 +14,7 @@ mod migrate;
 mod policy;
 mod report;
 mod scan;
+mod spam;
 mod submission;
 
 /// This crate's folder, for tests that read the repo's files: cargo sets
@@ -76,6 +77,8 @@ enum Command {
     Account(account::AccountArgs),
     /// Scan one message file as the scanner consumer would; the last line is one JSON verdict.
     Scan(scan::ScanArgs),
+    /// Users' spam judgements for rspamd: learn a folder or one message, relearn from the log.
+    Spam(spam::SpamArgs),
     /// The mailbox index: show an account, or rebuild it from the log.
     Index {
         #[command(subcommand)]
@@ -268,6 +271,7 @@ async fn one_shot(
         Command::Account(args) => account::run(args, &cfg).await,
         Command::Index { action } => index::run(action, &cfg).await,
         Command::Scan(args) => scan::run(args, &cfg).await,
+        Command::Spam(args) => spam::run(args, &cfg).await,
         Command::Replay(args) => replay::run(args, &cfg).await,
         Command::Report(args) => report::run(args, &cfg),
         Command::Audit { what } => {

@@ -16,7 +16,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::{
     errors::ApiError,
     wire::{
-        AccountView, BlockRequest, ErrorBody, LoginRequest, PlanRequest, QuotaRequest,
+        AccountView, BlockRequest, ErrorBody, LearnAnswer, LoginRequest, PlanRequest, QuotaRequest,
         ReactivateRequest, Readiness, RegisterRequest, Secret, UnblockRequest,
     },
 };
@@ -122,6 +122,30 @@ impl ApiClient {
         self.call(Method::POST, &path, Some(req)).await
     }
 
+    /// `POST /accounts/{account}/spam?class=<class>[&folder=<folder>]`
+    /// with the raw `message` (`message/rfc822`).
+    pub async fn learn(
+        &self,
+        account: &str,
+        class: &str,
+        folder: Option<&str>,
+        message: Vec<u8>,
+    ) -> Result<LearnAnswer, ApiError> {
+        let mut path = account_path(account, "/spam?class=");
+        encode(class, &mut path);
+        if let Some(folder) = folder {
+            path.push_str("&folder=");
+            encode(folder, &mut path);
+        }
+        let body = Some((message, "message/rfc822"));
+        let (status, answer) = self.exchange(Method::POST, &path, body).await?;
+        if status.is_success() {
+            self.decode(status, &answer)
+        } else {
+            Err(refusal(status, &answer))
+        }
+    }
+
     /// One request with a JSON body; the success body decoded, an error
     /// answer turned into an [`ApiError`].
     async fn call<T: DeserializeOwned>(
@@ -146,12 +170,24 @@ impl ApiClient {
         }
     }
 
-    /// One raw request: the status and body, whatever the status.
+    /// One raw request with a JSON body: the status and body, whatever
+    /// the status.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let body = body.map(|b| (b, "application/json"));
+        self.exchange(method, path, body).await
+    }
+
+    /// One raw request with a body of its content type.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |reason: String| ApiError::Unreachable {
@@ -162,14 +198,16 @@ impl ApiClient {
             .method(method)
             .uri(&url)
             .header(header::ACCEPT, "application/json");
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+        if let Some((_, content_type)) = &body {
+            req = req.header(header::CONTENT_TYPE, *content_type);
         }
         if let Some(token) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                body.map(|(b, _)| b).unwrap_or_default(),
+            )))
             .map_err(|e| ApiError::BadUrl {
                 url: url.clone(),
                 reason: e.to_string(),
@@ -232,7 +270,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> ApiError {
 }
 
 /// An error with its sources, for "connection refused" to show.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -246,15 +284,21 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// letters, digits, `-._~@`), so `+`, `/`, `?`, `#` and `%` survive.
 pub fn account_path(account: &str, rest: &str) -> String {
     let mut out = String::from("/accounts/");
-    for b in account.bytes() {
+    encode(account, &mut out);
+    out.push_str(rest);
+    out
+}
+
+/// `value` percent-encoded (all but letters, digits, `-._~@`), for a path
+/// segment or a query value.
+fn encode(value: &str, out: &mut String) {
+    for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf};
 
+use mailfleet_scan::rspamd::learn::LearnConfig;
 use serde::Deserialize;
 
 /// `[api]`: the account API (`mailfleet api`) and the default address of
@@ -24,6 +25,10 @@ pub struct ApiConfig {
     /// How long a write waits for Kafka's acknowledgement (`acks=all`)
     /// before it answers 503; also librdkafka's `message.timeout.ms`.
     pub ack_timeout_ms: u64,
+    /// `[api.spam]`: the learn route (`POST /accounts/{account}/spam`),
+    /// which `mailfleet spam` reads too. Unset: the route answers 404
+    /// and the API opens no blob store.
+    pub spam: Option<LearnConfig>,
 }
 
 impl Default for ApiConfig {
@@ -34,6 +39,7 @@ impl Default for ApiConfig {
             token_file: None,
             max_body_bytes: 16 * 1024,
             ack_timeout_ms: 10_000,
+            spam: None,
         }
     }
 }
@@ -59,6 +65,9 @@ impl ApiConfig {
         }
         if self.ack_timeout_ms == 0 {
             out.push("api.ack_timeout_ms = 0: must be > 0".into());
+        }
+        if let Some(spam) = &self.spam {
+            out.extend(spam.problems("api.spam"));
         }
         if let Some(path) = &self.token_file {
             if !path.is_file() {
@@ -122,6 +131,10 @@ mod tests {
             token_file: Some("/no/such/token".into()),
             max_body_bytes: 10,
             ack_timeout_ms: 0,
+            spam: Some(LearnConfig {
+                topic: String::new(),
+                ..LearnConfig::default()
+            }),
         };
         let problems = bad.problems().join("\n");
         for expected in [
@@ -130,6 +143,7 @@ mod tests {
             "api.token_file = \"/no/such/token\"",
             "api.max_body_bytes = 10",
             "api.ack_timeout_ms = 0",
+            "api.spam.topic = \"\"",
         ] {
             assert!(problems.contains(expected), "{expected} not in\n{problems}");
         }

@@ -60,6 +60,12 @@ pub enum ApiError {
         topic: String,
         reason: String,
     },
+    /// 404: the learn route on an API without `[api.spam]`.
+    #[error("spam learning is off on this API: [api.spam] is not set")]
+    LearningOff,
+    /// 503: rspamd's controller did not answer a learn.
+    #[error("rspamd's controller at {controller} did not answer: {reason}; nothing was recorded, try again")]
+    Rspamd { controller: String, reason: String },
     /// 500: something this service cannot fix (a stored hash it cannot
     /// read, a hashing thread that died).
     #[error("{0}")]
@@ -75,6 +81,17 @@ pub enum ApiError {
     /// Serving: the bearer token file cannot be used.
     #[error("api.token_file = {path:?}: {reason}")]
     Token { path: PathBuf, reason: String },
+    /// Serving: `[api.spam]` without `blobs_dir`.
+    #[error("api.spam.blobs_dir is unset: the learn route needs the host's [blobs] dir")]
+    BlobsUnset,
+    /// Serving: the learn route's blob store (`api.spam.blobs_dir`) cannot
+    /// be opened.
+    #[error("api.spam.blobs_dir = {dir:?}: {source}")]
+    Blobs {
+        dir: String,
+        #[source]
+        source: mailfleet_blob::BlobError,
+    },
     /// Serving: the listen address cannot be bound.
     #[error("api.listen = {listen:?}: cannot listen: {source}")]
     Bind {
@@ -123,12 +140,18 @@ impl ApiError {
             Self::BadRequest(_) | Self::BadAddress { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::BadPassword { .. } => StatusCode::UNAUTHORIZED,
             Self::LoginRefused { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::NoRoute { .. } | Self::LearningOff => {
+                StatusCode::NOT_FOUND
+            }
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::WeakPassword(_) | Self::UnknownPlan { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotReady { .. } | Self::Kafka { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady { .. } | Self::Kafka { .. } | Self::Rspamd { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_)
             | Self::Token { .. }
+            | Self::BlobsUnset
+            | Self::Blobs { .. }
             | Self::Bind { .. }
             | Self::Runtime(_)
             | Self::Serve(_)

@@ -15,6 +15,9 @@
 //! dead-letters the second `AccountRegistered`). Passwords live only in
 //! request bodies: events carry the `{ARGON2}` hash, and neither is logged.
 //!
+//! Users' spam judgements come in on the [`learn`] route (`[api.spam]`):
+//! taught to rspamd, recorded as `SpamLearned` on `mail.learned`.
+//!
 //! Start at [`routes`] for what each route does; [`decide`] holds the
 //! status rules, [`wire`] the JSON bodies. Every failure, the server's
 //! and the client's, is an [`ApiError`]. Passwords are checked and hashed
@@ -25,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod decide;
 pub mod errors;
+pub mod learn;
 pub mod projection;
 pub mod routes;
 pub mod state;
@@ -40,6 +44,7 @@ pub use client::ApiClient;
 pub use config::{ApiConfig, Plans};
 pub use errors::ApiError;
 
+use learn::Learning;
 use projection::Projection;
 use state::{AppState, Locks, Writer};
 use wire::Secret;
@@ -72,6 +77,11 @@ pub async fn serve(
     )?;
     let timeout = Duration::from_millis(cfg.ack_timeout_ms);
     let producer = EventProducer::with_delivery_timeout(kafka, "mailfleet-api", timeout)?;
+    let learning = cfg
+        .spam
+        .as_ref()
+        .map(|spam| Learning::open(spam, producer.clone(), timeout))
+        .transpose()?;
     announce_ready(projection.clone(), shutdown.clone());
     telemetry::init();
     let parallel = std::thread::available_parallelism().map_or(2, usize::from);
@@ -82,6 +92,7 @@ pub async fn serve(
         plans: settings.plans.clone(),
         token,
         hashing: Semaphore::new(parallel),
+        learning,
     });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await

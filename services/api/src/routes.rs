@@ -42,6 +42,10 @@ const MAX_DISPLAY_NAME: usize = 256;
 
 /// The API's routes; every `/accounts` route checks the bearer token.
 pub fn router(state: Shared, max_body_bytes: usize) -> Router {
+    let learn_limit = state
+        .learning
+        .as_ref()
+        .map_or(max_body_bytes, |l| l.max_message_bytes);
     let accounts = Router::new()
         .route("/accounts", post(register))
         .route("/accounts/{account}", get(show))
@@ -51,6 +55,11 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/accounts/{account}/block", post(block))
         .route("/accounts/{account}/unblock", post(unblock))
         .route("/accounts/{account}/reactivate", post(reactivate))
+        .route(
+            "/accounts/{account}/spam",
+            // A message, not a JSON body: its own, larger limit.
+            post(super::learn::learn).layer(DefaultBodyLimit::max(learn_limit)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/ready", get(ready))

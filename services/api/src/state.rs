@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, MutexGuard, Semaphore};
 use super::{
     config::Plans,
     errors::ApiError,
+    learn::Learning,
     projection::{new_event_id, Account, Projection},
     wire::{AccountView, Secret},
 };
@@ -35,6 +36,8 @@ pub struct AppState {
     /// At most this many argon2 hashes or verifications at once: each
     /// takes 64 MiB, so a burst of logins must not take the memory.
     pub hashing: Semaphore,
+    /// The learn route's rspamd, blob store and topic (`[api.spam]`).
+    pub learning: Option<Learning>,
 }
 
 impl AppState {

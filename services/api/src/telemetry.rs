@@ -27,6 +27,7 @@ pub const ROUTES: &[(&str, u16)] = &[
     ("POST /accounts/{account}/block", 200),
     ("POST /accounts/{account}/unblock", 200),
     ("POST /accounts/{account}/reactivate", 200),
+    ("POST /accounts/{account}/spam", 200),
 ];
 
 /// The `route` of a request that matched none of [`ROUTES`].

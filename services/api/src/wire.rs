@@ -167,6 +167,25 @@ pub struct ErrorBody {
     pub rules: Vec<String>,
 }
 
+/// The answer of `POST /accounts/{account}/spam`: what rspamd said of
+/// the message, as its `SpamLearned` event records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnAnswer {
+    pub account: String,
+    /// `spam` or `ham`.
+    pub class: String,
+    pub folder: String,
+    /// `learned`, `already-learned` (rspamd's 208) or `refused` (too few
+    /// tokens, or another reason in `detail`).
+    pub outcome: String,
+    /// sha256 of the message: its key in the blob store.
+    pub blob_id: String,
+    /// The `SpamLearned` event's id.
+    pub event_id: String,
+    /// rspamd's reason when it did not learn.
+    pub detail: Option<String>,
+}
+
 /// `GET /ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {

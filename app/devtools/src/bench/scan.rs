@@ -134,18 +134,9 @@ pub async fn run(cfg: &Config, load: ScanLoad) -> anyhow::Result<()> {
 
     if !load.no_rspamd {
         let dir = scratch_dir(cfg, &format!("bench-rspamc-{}", rand::random::<u32>()));
-        for &c in &load.concurrency {
-            let fields = super::scan_spam::rspamc_vs_scan(
-                cfg,
-                &mut || corpora.fresh(),
-                c.max(1),
-                load.rounds,
-                &dir,
-            )
-            .await;
-            last.push(fields?);
-        }
+        let fields = super::scan_spam::every_level(cfg, &load, &mut || corpora.fresh(), &dir).await;
         let _ = std::fs::remove_dir_all(&dir);
+        last.extend(fields?);
     }
 
     let (policy_mps, policy_mbps) = policy_alone(cfg, &mails)?;

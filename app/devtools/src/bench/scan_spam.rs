@@ -23,6 +23,20 @@ use mailfleet_scan::{
 
 use super::corpus::Mail;
 
+/// [`rspamc_vs_scan`] at each of the load's concurrency levels.
+pub async fn every_level(
+    cfg: &Config,
+    load: &super::scan::ScanLoad,
+    fresh: &mut dyn FnMut() -> Vec<Mail>,
+    dir: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let mut fields = Vec::new();
+    for &c in &load.concurrency {
+        fields.push(rspamc_vs_scan(cfg, fresh, c.max(1), load.rounds, dir).await?);
+    }
+    Ok(fields)
+}
+
 /// (e) and (f) at `concurrency`, alternated for `rounds`; each round's
 /// corpus comes from `fresh`. Returns the median msgs/s of each, and the
 /// machine-readable fields.

@@ -13,6 +13,7 @@
 //! answers with no I/O; start there.
 
 mod config;
+pub mod learn;
 pub mod reply;
 
 use std::time::{Duration, Instant};
@@ -269,10 +270,19 @@ impl Rspamd {
     }
 }
 
-fn connect_error(address: &str, e: impl std::fmt::Display) -> RspamdError {
+/// The error with its causes (hyper's own says only "client error
+/// (Connect)"; the cause says "Connection refused").
+fn connect_error(address: &str, e: impl std::error::Error) -> RspamdError {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
     RspamdError::Connect {
         address: address.to_string(),
-        reason: e.to_string(),
+        reason,
     }
 }
 
@@ -329,5 +339,94 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains(&address), "{e}");
         assert!(started.elapsed() < Duration::from_millis(2_000));
+    }
+
+    /// A stand-in HTTP server on loopback that answers each connection
+    /// with the next of `answers` (`None`: accept and say nothing).
+    async fn answering(answers: Vec<Option<String>>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            for answer in answers {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                match answer {
+                    Some(text) => {
+                        let _ = socket.write_all(text.as_bytes()).await;
+                        let _ = socket.shutdown().await;
+                    }
+                    None => held.push(socket),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        address
+    }
+
+    fn http(status: &str, body: &str) -> Option<String> {
+        Some(format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    fn client(address: String, timeout_ms: u64, retries: u32) -> Rspamd {
+        Rspamd::new(RspamdConfig {
+            enabled: true,
+            address,
+            timeout_ms,
+            retries,
+            ..RspamdConfig::default()
+        })
+    }
+
+    const GOOD: &str = r#"{"action":"no action","score":1.2,"required_score":15,"symbols":{}}"#;
+
+    #[tokio::test]
+    async fn a_500_then_an_answer_is_scored_on_the_retry() {
+        let address = answering(vec![
+            http("500 Internal Server Error", "oops"),
+            http("200 OK", GOOD),
+        ])
+        .await;
+        let result = client(address, 3_000, 1)
+            .check(b"Subject: x\r\n\r\nhi\r\n", &CheckEnvelope::default())
+            .await
+            .unwrap();
+        assert_eq!(result.score, 1.2);
+    }
+
+    #[tokio::test]
+    async fn garbage_every_time_is_an_error_naming_it() {
+        let address = answering(vec![
+            http("200 OK", "<html>garbage</html>"),
+            http("200 OK", "<html>garbage</html>"),
+        ])
+        .await;
+        let e = client(address, 3_000, 1)
+            .check(b"Subject: x\r\n\r\nhi\r\n", &CheckEnvelope::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("garbage"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_rspamd_times_out_within_the_budget() {
+        let address = answering(vec![None, None, None]).await;
+        let started = Instant::now();
+        let e = client(address.clone(), 600, 2)
+            .check(b"Subject: x\r\n\r\nhi\r\n", &CheckEnvelope::default())
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(e, RspamdError::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains(&address), "{e}");
+        assert!(took >= Duration::from_millis(550), "{took:?}");
+        assert!(took < Duration::from_millis(1_500), "{took:?}");
     }
 }
