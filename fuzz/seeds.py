@@ -111,6 +111,14 @@ def lmtp_seeds():
     write("lmtp_session", "odd", b"\x05\x7f" + odd.encode("latin-1"))
     write("lmtp_session", "too-big", b"\x02\x00" + big.encode())
     write("lmtp_session", "cut", b"\x0f\x01" + cut.encode())
+    # STARTTLS (the limits byte's top bits: 0x40 offered, 0x80 required),
+    # with commands pipelined behind it that the server must drop.
+    starttls = (
+        "LHLO mx1.example.org\r\nXFORWARD ADDR=192.0.2.1\r\nMAIL FROM:<a@example.net>\r\n"
+        "RSET\r\nSTARTTLS\r\nLHLO injected\r\nMAIL FROM:<injected@example.net>\r\n"
+    )
+    write("lmtp_session", "starttls-required", b"\x00\xb1" + starttls.encode())
+    write("lmtp_session", "starttls-offered", b"\x03\x71" + ("STARTTLS\r\n" + starttls).encode())
 
 
 # --- mime_policy ------------------------------------------------------------

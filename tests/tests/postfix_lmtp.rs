@@ -3,8 +3,10 @@
 //! as `ops/test` starts it) → `mailfleet lmtp` → Kafka → `mailfleet run
 //! scanner` → `mailfleet run storage` → Maildir → Dovecot IMAP, where the
 //! message is fetched byte for byte; the virus never reaches a folder.
+//! Postfix passes on its SMTP client and queue id with XFORWARD
+//! (`lmtp_send_xforward_command = yes`), and `MessageReceived` carries them.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use mailfleet_events::{
     mail::{MessageReceived, MessageScanned, MessageStored, ScanVerdict},
@@ -27,6 +29,23 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The rest of the first line of a swaks transcript that has `marker`.
+fn said<'a>(transcript: &'a str, marker: &str) -> anyhow::Result<&'a str> {
+    transcript
+        .lines()
+        .find_map(|line| line.split_once(marker).map(|(_, rest)| rest.trim()))
+        .ok_or_else(|| anyhow::anyhow!("no {marker:?} in the swaks transcript:\n{transcript}"))
+}
+
+/// The end of Postfix's maillog (`ops/postfix log`).
+fn postfix_log() -> anyhow::Result<String> {
+    let out = Command::new(repo_root().join("ops/postfix"))
+        .args(["log", "20000"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ops/postfix log failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// This run's events of type `E` on `topic` (by Message-ID prefix).
@@ -77,10 +96,11 @@ async fn postfix_delivers_over_lmtp_and_dovecot_serves_it() -> anyhow::Result<()
     let (clean, infected) = (format!("{tag}-clean"), format!("{tag}-virus"));
     let clean_mail = simple_message(&clean, "through the whole chain\r\n.a leading dot");
     let virus_mail = message_with_attachment(&infected, "eicar.txt", eicar().as_bytes());
+    let mut transcripts = Vec::new();
     for (name, mail) in [("clean.eml", &clean_mail), ("virus.eml", &virus_mail)] {
         let path = world.dir.join(name);
         std::fs::write(&path, mail)?;
-        swaks_send("sender@example.net", &user, &path)?;
+        transcripts.push(swaks_send("sender@example.net", &user, &path)?);
     }
 
     // Postfix queues and delivers asynchronously; mail left in its queue by
@@ -98,6 +118,28 @@ async fn postfix_delivers_over_lmtp_and_dovecot_serves_it() -> anyhow::Result<()
     assert!(received
         .iter()
         .all(|e| e.account == user && e.sender == "sender@example.net"));
+    // XFORWARD: what Postfix knew of swaks (which connects from 127.0.0.2,
+    // see `swaks_trusted`) and the queue id it answered swaks with, which
+    // finds the message in Postfix's log.
+    for (subject, transcript) in [(&clean, &transcripts[0]), (&infected, &transcripts[1])] {
+        let message_id = format!("{subject}@example.net");
+        let e = received
+            .iter()
+            .find(|e| e.message_id.as_deref() == Some(message_id.as_str()))
+            .ok_or_else(|| anyhow::anyhow!("no MessageReceived for {message_id}"))?;
+        assert_eq!(e.client_address.as_deref(), Some("127.0.0.2"), "{e:?}");
+        let helo = said(transcript, "-> EHLO ")?;
+        assert_eq!(e.client_helo.as_deref(), Some(helo), "{e:?}");
+        let queue_id = said(transcript, "queued as ")?;
+        assert_eq!(e.queue_id.as_deref(), Some(queue_id), "{e:?}");
+        let line = format!("{queue_id}: client=");
+        wait_until(
+            "the queue id in Postfix's log",
+            Duration::from_secs(10),
+            || postfix_log().is_ok_and(|log| log.contains(&line)),
+        )
+        .await?;
+    }
     let verdict_of = |subject: &str| {
         verdicts
             .iter()

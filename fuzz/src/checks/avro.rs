@@ -52,6 +52,7 @@ fn round_trip_of(name: &str) -> Option<fn(&Registry, &[u8])> {
         MessageStored,
         MessageQuarantined,
         MessageRejected,
+        SpamLearned,
         PurgeRequested,
         MessagesPurged,
         MailboxDeleted,

@@ -2,7 +2,8 @@
 //! (`services/ingest/src/lmtp/`): command lines ([`line`]), the session
 //! state machine and command parser ([`session`], [`command`]) and, after
 //! `354`, the message reader ([`data`]). Only the blob store and Kafka are
-//! left out.
+//! left out, and TLS: a transcript ends at the `220` to STARTTLS, where
+//! the server would drop its read buffer and start the handshake.
 //!
 //! Properties: the transcript does not depend on how the bytes arrive (a
 //! 1–16 byte buffer gives what a 64 KiB one gives); every reply is
@@ -26,8 +27,17 @@ use crate::lmtp::{
     command::{parse, valid_mailbox, Command},
     data::{read_data, DataEnd},
     line::{read_line, trim_eol, Line},
-    session::{Limits, RcptStatus, RecipientCheck, Session, Step},
+    session::{Limits, RcptStatus, RecipientCheck, Session, Step, Tls},
 };
+
+/// STARTTLS by the top two bits of the limits byte: none, offered, required.
+fn tls(which: u8) -> Option<bool> {
+    match which >> 6 {
+        0 => None,
+        1 => Some(false),
+        _ => Some(true),
+    }
+}
 
 /// Input: a buffer-size byte, a limits byte, then what the client sends.
 pub fn check(data: &[u8]) {
@@ -39,8 +49,9 @@ pub fn check(data: &[u8]) {
         max_recipients: usize::from(which >> 1 & 3) + 1,
         max_errors: u32::from(which >> 3 & 7) + 1,
     };
-    let small = session(input, super::capacity(*cap), &limits);
-    let large = session(input, 64 * 1024, &limits);
+    let tls = tls(*which);
+    let small = session(input, super::capacity(*cap), &limits, tls);
+    let large = session(input, 64 * 1024, &limits, tls);
     assert_eq!(
         small, large,
         "the transcript depends on the read buffer size"
@@ -59,9 +70,12 @@ enum Event {
     Message(Vec<u8>),
 }
 
-fn session(input: &[u8], capacity: usize, limits: &Limits) -> Vec<Event> {
+fn session(input: &[u8], capacity: usize, limits: &Limits, tls: Option<bool>) -> Vec<Event> {
     let mut reader = BufReader::with_capacity(capacity, input);
     let mut session = Session::new("mx.fuzz", limits.clone());
+    if let Some(required) = tls {
+        session = session.with_starttls(required);
+    }
     let mut out = vec![Event::Reply(session.greeting())];
     let mut line = Vec::new();
     loop {
@@ -74,6 +88,12 @@ fn session(input: &[u8], capacity: usize, limits: &Limits) -> Vec<Event> {
         match step {
             Step::Reply(text) => out.push(Event::Reply(check_reply(text))),
             Step::Close(text) => {
+                out.push(Event::Reply(check_reply(text)));
+                return out;
+            }
+            Step::StartTls(text) => {
+                assert!(tls.is_some(), "STARTTLS accepted without TLS");
+                assert_eq!(session.tls(), Tls::Active);
                 out.push(Event::Reply(check_reply(text)));
                 return out;
             }

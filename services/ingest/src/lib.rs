@@ -17,6 +17,9 @@ pub enum IngestError {
         #[source]
         source: std::io::Error,
     },
+    /// `[lmtp.tls]` names a certificate or key that cannot be used.
+    #[error("lmtp.tls: {0}")]
+    Tls(#[from] mailfleet_tls::TlsError),
     #[error(transparent)]
     Blob(#[from] mailfleet_blob::BlobError),
     #[error(transparent)]

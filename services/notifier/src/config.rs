@@ -9,6 +9,7 @@ use std::{
 };
 
 use lettre::{message::Mailbox, Address};
+use mailfleet_tls::ClientTls;
 use serde::Deserialize;
 
 use super::{error::NotifierError, templates::Templates};
@@ -17,11 +18,18 @@ use super::{error::NotifierError, templates::Templates};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifierConfig {
-    /// The SMTP relay's host name or IP address. Plain SMTP (no TLS): keep
-    /// the relay on loopback or a trusted network.
+    /// The SMTP relay's host name or IP address. With TLS, the relay's
+    /// certificate must name it.
     pub relay_host: String,
     /// The relay's port.
     pub relay_port: u16,
+    /// How the link to the relay is protected; see [`RelaySecurity`].
+    /// Anything but `none` when `username` is set.
+    pub relay_security: RelaySecurity,
+    /// `[consumers.notifier.tls]`: what the client trusts (`ca_file`,
+    /// default the system's roots) and shows (`cert_file`, `key_file`) when
+    /// `relay_security` is `starttls` or `smtps`.
+    pub tls: Option<ClientTls>,
     /// The local IP address to connect from, e.g. one in Postfix's
     /// `mynetworks`, so that notices skip the policy (greylisting) check;
     /// unset: the system picks.
@@ -31,7 +39,8 @@ pub struct NotifierConfig {
     /// Seconds allowed for the connection and for each SMTP reply.
     pub timeout_s: u64,
     /// SMTP AUTH user (PLAIN or LOGIN); unset: no AUTH (a loopback relay
-    /// needs none).
+    /// needs none). Only over TLS: refused with `relay_security = "none"`,
+    /// which would send the password in the clear.
     pub username: Option<String>,
     /// A file holding the AUTH password (never the config itself); needed
     /// with `username`.
@@ -61,6 +70,8 @@ impl Default for NotifierConfig {
         Self {
             relay_host: "127.0.0.1".into(),
             relay_port: 2525,
+            relay_security: RelaySecurity::None,
+            tls: None,
             source_address: None,
             helo_name: "localhost".into(),
             timeout_s: 30,
@@ -74,6 +85,23 @@ impl Default for NotifierConfig {
             sent_log_dir: None,
         }
     }
+}
+
+/// `relay_security`: how the notifier protects its SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelaySecurity {
+    /// Plain SMTP: only for a relay on loopback or a trusted network, and
+    /// never with AUTH.
+    #[default]
+    None,
+    /// Plain connect, then STARTTLS (RFC 3207) before anything else; a
+    /// relay that does not offer it, or whose certificate does not verify,
+    /// gets nothing (ports 25 and 587).
+    StartTls,
+    /// TLS from the first byte (RFC 8314 implicit TLS, port 465; Postfix's
+    /// `smtpd_tls_wrappermode`).
+    Smtps,
 }
 
 /// Alert severities, least to most urgent (the order is the threshold).
@@ -186,6 +214,7 @@ impl NotifierConfig {
             ));
         }
         out.extend(self.auth_problems());
+        out.extend(self.tls_problems());
         if let Some(dir) = &self.templates_dir {
             if let Err(e) = Templates::load(Some(dir)) {
                 out.push(format!("{}: {e}", key("templates_dir")));
@@ -221,6 +250,31 @@ impl NotifierConfig {
                 key("username")
             )],
         }
+    }
+}
+
+impl NotifierConfig {
+    /// AUTH only over TLS; a `[tls]` table only where it is used.
+    fn tls_problems(&self) -> Vec<String> {
+        if self.relay_security != RelaySecurity::None {
+            return vec![];
+        }
+        let security = format!("{} = \"none\"", key("relay_security"));
+        let mut out = Vec::new();
+        if self.username.is_some() {
+            out.push(format!(
+                "{} is set but {security}: SMTP AUTH would send the password in the clear; \
+                 set relay_security = \"starttls\" or \"smtps\"",
+                key("username")
+            ));
+        }
+        if self.tls.is_some() {
+            out.push(format!(
+                "[consumers.notifier.tls] is set but {security}: it would not be used; \
+                 set relay_security = \"starttls\" or \"smtps\""
+            ));
+        }
+        out
     }
 }
 

@@ -54,6 +54,12 @@ pub enum NotifierError {
         /// The name, cut to 30 characters.
         excerpt: String,
     },
+    /// Setup: `[consumers.notifier.tls]` names a file that cannot be used.
+    #[error("consumers.notifier.tls: {0}")]
+    Tls(#[from] mailfleet_tls::TlsError),
+    /// Setup: lettre refused the TLS settings.
+    #[error("consumers.notifier.tls: {0}")]
+    TlsParameters(String),
     /// Setup: `source_address` is not an IP address.
     #[error("consumers.notifier.source_address = {value:?}: not an IP address ({source})")]
     SourceAddress {
@@ -132,7 +138,7 @@ pub enum NotifierError {
 impl NotifierError {
     /// Whether a failed send can never pass by retrying: a notice that
     /// cannot be rendered or composed, or a 5xx reply once the transaction
-    /// began (a 5xx to the greeting, EHLO or AUTH is the relay's setup,
+    /// began (a 5xx to the greeting, EHLO, STARTTLS or AUTH is the relay's setup,
     /// which an operator fixes: retried). Setup and sent-log failures are
     /// not about one mail: not permanent.
     pub fn is_permanent(&self) -> bool {
@@ -146,7 +152,7 @@ impl NotifierError {
             | Self::Build(_) => true,
             Self::Notice { source, .. } | Self::Alert { source, .. } => source.is_permanent(),
             Self::Reply { stage, code, .. } => {
-                *code >= 500 && !matches!(stage, Stage::Connect | Stage::Auth)
+                *code >= 500 && !matches!(stage, Stage::Connect | Stage::StartTls | Stage::Auth)
             }
             Self::Broken { .. }
             | Self::OutcomeUnknown { .. }
@@ -158,6 +164,8 @@ impl NotifierError {
             | Self::PlaceholderOpen { .. }
             | Self::PlaceholderName { .. }
             | Self::SourceAddress { .. }
+            | Self::Tls(_)
+            | Self::TlsParameters(_)
             | Self::SentLog { .. } => false,
         }
     }

@@ -61,7 +61,7 @@ use std::path::Path;
 use mailfleet_runtime::{Consumer, Decision, Input, Outcome, StateError, StateView, Verdict};
 
 pub use compose::{message_id, Composer, Letter};
-pub use config::{Addresses, NotifierConfig, Severity};
+pub use config::{Addresses, NotifierConfig, RelaySecurity, Severity};
 pub use decide::{Mail, NotifierInput};
 pub use error::NotifierError;
 pub use mailer::{Mailer, Stage};

@@ -7,14 +7,20 @@
 //! failure is known to have happened before or after the message was
 //! handed over, which is what the notifier's at-most-once rule hangs on
 //! ([`NotifierError::outcome_known`]).
+//!
+//! TLS (`relay_security`): STARTTLS right after the first EHLO, or TLS
+//! from the first byte (`smtps`), in both cases before AUTH, so that the
+//! password never crosses the link in the clear; the relay's certificate
+//! is verified against `[consumers.notifier.tls] ca_file` and
+//! `relay_host`. A relay that does not offer STARTTLS is not sent to.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, fs, net::IpAddr, sync::Arc, time::Duration};
 
 use lettre::{
     address::Envelope,
     transport::smtp::{
         authentication::{Credentials, Mechanism},
-        client::AsyncSmtpConnection,
+        client::{AsyncSmtpConnection, Certificate, CertificateStore, Identity, TlsParameters},
         commands::{Data, Mail, Rcpt},
         extension::{ClientId, Extension, MailBodyParameter, MailParameter},
         response::Response,
@@ -23,9 +29,11 @@ use lettre::{
     Message,
 };
 
+use mailfleet_tls::{ClientTls, TlsError};
+
 use super::{
     compose::{recipient, Composer, Letter},
-    config::NotifierConfig,
+    config::{NotifierConfig, RelaySecurity},
     error::NotifierError,
     templates::Templates,
 };
@@ -34,6 +42,7 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
     Connect,
+    StartTls,
     Auth,
     MailFrom,
     RcptTo(String),
@@ -46,6 +55,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stage::Connect => f.write_str("connect/EHLO"),
+            Stage::StartTls => f.write_str("STARTTLS"),
             Stage::Auth => f.write_str("AUTH"),
             Stage::MailFrom => f.write_str("MAIL FROM"),
             Stage::RcptTo(to) => write!(f, "RCPT TO:<{to}>"),
@@ -64,6 +74,25 @@ pub struct Relay {
     hello: ClientId,
     timeout: Duration,
     credentials: Option<Credentials>,
+    security: Security,
+}
+
+/// `relay_security` with its TLS settings.
+#[derive(Clone)]
+enum Security {
+    None,
+    StartTls(TlsParameters),
+    Smtps(TlsParameters),
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Security::None => "none",
+            Security::StartTls(_) => "starttls",
+            Security::Smtps(_) => "smtps",
+        })
+    }
 }
 
 /// Templates and a relay: what sends a notice. Cheap to clone.
@@ -91,6 +120,7 @@ impl Mailer {
             hello: ClientId::Domain(cfg.helo_name.clone()),
             timeout: cfg.timeout(),
             credentials: credentials(cfg)?,
+            security: security(cfg)?,
         };
         Ok(Mailer {
             composer: Arc::new(Composer::new(templates, &addresses)),
@@ -148,14 +178,32 @@ impl Relay {
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, NotifierError> {
+        let wrapped = match &self.security {
+            Security::Smtps(tls) => Some(tls.clone()),
+            Security::None | Security::StartTls(_) => None,
+        };
         let connect = AsyncSmtpConnection::connect_tokio1(
             (self.host.as_str(), self.port),
             Some(self.timeout),
             &self.hello,
-            None,
+            wrapped,
             self.source,
         );
         let mut conn = self.step(Stage::Connect, connect).await?;
+        if let Security::StartTls(tls) = &self.security {
+            if !conn.can_starttls() {
+                let _ = tokio::time::timeout(self.timeout, conn.quit()).await;
+                return Err(NotifierError::Broken {
+                    relay: self.name(),
+                    stage: Stage::StartTls,
+                    reason: "the relay does not offer STARTTLS (relay_security = \"starttls\")"
+                        .into(),
+                });
+            }
+            // lettre says EHLO again over TLS, as RFC 3207 asks.
+            let starttls = conn.starttls(tls.clone(), &self.hello);
+            self.step(Stage::StartTls, starttls).await?;
+        }
         if let Some(credentials) = &self.credentials {
             let auth = conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials);
             self.step(Stage::Auth, auth).await?;
@@ -239,7 +287,7 @@ impl Relay {
                     code: u16::from(code),
                     reply: e.to_string(),
                 }),
-                None => Err(failed(e.to_string())),
+                None => Err(failed(squeeze(&e.to_string()))),
             },
         }
     }
@@ -259,7 +307,73 @@ fn credentials(cfg: &NotifierConfig) -> Result<Option<Credentials>, NotifierErro
     )))
 }
 
+/// lettre's TLS settings for `relay_security`, every file read and checked
+/// now.
+fn security(cfg: &NotifierConfig) -> Result<Security, NotifierError> {
+    let tls = cfg.tls.clone().unwrap_or_default();
+    Ok(match cfg.relay_security {
+        RelaySecurity::None => Security::None,
+        RelaySecurity::StartTls => Security::StartTls(tls_parameters(&cfg.relay_host, &tls)?),
+        RelaySecurity::Smtps => Security::Smtps(tls_parameters(&cfg.relay_host, &tls)?),
+    })
+}
+
+/// lettre builds its own rustls config (it takes no `ClientConfig`), so
+/// the files are first checked by `mailfleet-tls`, whose errors name the
+/// file and the reason, and then given to lettre: `ca_file`'s CAs replace
+/// the system's roots; the certificate must name `host`.
+fn tls_parameters(host: &str, tls: &ClientTls) -> Result<TlsParameters, NotifierError> {
+    tls.config()?;
+    let refused = |e: SmtpError| NotifierError::TlsParameters(e.to_string());
+    let mut builder = TlsParameters::builder(host.to_string());
+    if let Some(ca) = &tls.ca_file {
+        builder = builder.certificate_store(CertificateStore::None);
+        for cert in mailfleet_tls::certificates(ca)? {
+            builder = builder
+                .add_root_certificate(Certificate::from_der(cert.to_vec()).map_err(refused)?);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        let leaf = mailfleet_tls::certificates(cert)?.swap_remove(0);
+        let key_pem = fs::read(key).map_err(|source| TlsError::Read {
+            path: key.clone(),
+            source,
+        })?;
+        // lettre 0.11 with rustls takes the certificate of `from_pem` as
+        // DER, whatever its name says, and only that one: the leaf, which
+        // the relay must verify without intermediates.
+        builder = builder.identify_with(Identity::from_pem(&leaf, &key_pem).map_err(refused)?);
+    }
+    builder.build_rustls().map_err(refused)
+}
+
+/// lettre repeats itself when it wraps its own error ("Connection error:
+/// Connection error: invalid peer certificate: UnknownIssuer"): once is
+/// enough.
+fn squeeze(text: &str) -> String {
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
 /// A reply's code and first line, for logs.
 fn first_line(r: &Response) -> String {
     format!("{} {}", r.code(), r.first_line().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repeated_error_prefixes_are_squeezed() {
+        assert_eq!(
+            super::squeeze(
+                "Connection error: Connection error: invalid peer certificate: UnknownIssuer"
+            ),
+            "Connection error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            super::squeeze("network error: reset"),
+            "network error: reset"
+        );
+    }
 }

@@ -447,3 +447,114 @@ fn notifier_builds_with_a_sent_log_folder() {
     let err = Notifier::new(&bad, &sent).err().unwrap().to_string();
     assert!(err.contains("consumers.notifier.from = \"x\""), "{err}");
 }
+
+/// A test CA and a certificate it signs, as PEM files in `dir`: (ca,
+/// cert, key).
+fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["mailfleet".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client.key"),
+    );
+    std::fs::write(&files.0, ca.pem()).unwrap();
+    std::fs::write(&files.1, cert.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+#[test]
+fn notifier_auth_needs_tls_and_the_error_names_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "secret\n").unwrap();
+    let plain_auth = NotifierConfig {
+        username: Some("mailfleet".into()),
+        password_file: Some(password.clone()),
+        ..NotifierConfig::default()
+    };
+    let all = plain_auth.problems().join("\n");
+    assert!(
+        all.contains(
+            "consumers.notifier.username is set but consumers.notifier.relay_security = \"none\""
+        ),
+        "{all}"
+    );
+    let err = Mailer::new(&plain_auth).err().unwrap().to_string();
+    assert!(err.contains("relay_security"), "refused at load: {err}");
+    let unused_tls = NotifierConfig {
+        tls: Some(mailfleet_tls::ClientTls::default()),
+        ..NotifierConfig::default()
+    };
+    let all = unused_tls.problems().join("\n");
+    assert!(
+        all.contains(
+            "[consumers.notifier.tls] is set but consumers.notifier.relay_security = \"none\""
+        ),
+        "{all}"
+    );
+    for security in [RelaySecurity::StartTls, RelaySecurity::Smtps] {
+        let over_tls = NotifierConfig {
+            relay_security: security,
+            ..plain_auth.clone()
+        };
+        assert!(over_tls.problems().is_empty(), "{:?}", over_tls.problems());
+    }
+}
+
+#[test]
+fn notifier_tls_settings_parse_and_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path());
+    let text = format!(
+        "relay_host = \"mx.example.test\"\nrelay_port = 587\nrelay_security = \"starttls\"\n\
+         [tls]\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+    );
+    let cfg: NotifierConfig = toml::from_str(&text).unwrap();
+    assert_eq!(cfg.relay_security, RelaySecurity::StartTls);
+    assert_eq!(
+        cfg.tls.as_ref().and_then(|t| t.ca_file.clone()),
+        Some(ca.clone())
+    );
+    Mailer::new(&cfg).unwrap();
+    let smtps: NotifierConfig = toml::from_str("relay_security = \"smtps\"").unwrap();
+    assert_eq!(smtps.relay_security, RelaySecurity::Smtps);
+    assert!(toml::from_str::<NotifierConfig>("relay_security = \"tls\"").is_err());
+}
+
+#[test]
+fn notifier_tls_file_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, _) = test_pki(dir.path());
+    let missing = dir.path().join("no-such-ca.pem");
+    let tls = |t: mailfleet_tls::ClientTls| NotifierConfig {
+        relay_security: RelaySecurity::StartTls,
+        tls: Some(t),
+        ..NotifierConfig::default()
+    };
+    let no_ca = tls(mailfleet_tls::ClientTls {
+        ca_file: Some(missing.clone()),
+        ..Default::default()
+    });
+    let err = Mailer::new(&no_ca).err().unwrap().to_string();
+    assert!(
+        err.starts_with("consumers.notifier.tls: ") && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    let half = tls(mailfleet_tls::ClientTls {
+        ca_file: Some(ca),
+        cert_file: Some(cert),
+        ..Default::default()
+    });
+    let err = Mailer::new(&half).err().unwrap().to_string();
+    assert!(err.contains("cert_file is set without key_file"), "{err}");
+}

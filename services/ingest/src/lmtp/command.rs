@@ -3,6 +3,11 @@
 
 use mailfleet_events::mail::BodyType;
 
+// A child of `command` rather than of `lmtp`, so that `fuzz/`, which builds
+// this file on its own, gets it too; the path keeps it beside this file.
+#[path = "xforward.rs"]
+pub mod xforward;
+
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -19,6 +24,10 @@ pub enum Command {
     Rcpt {
         to: String,
     },
+    /// Postfix's XFORWARD: what the MTA knows of its SMTP client.
+    Xforward(xforward::Attributes),
+    /// RFC 3207: switch to TLS.
+    StartTls,
     Data,
     Rset,
     Noop,
@@ -57,6 +66,9 @@ pub fn parse(line: &str) -> Result<Command, Refusal> {
         "HELO" | "EHLO" => Command::SmtpGreeting,
         "MAIL" => mail(rest)?,
         "RCPT" => rcpt(rest)?,
+        "XFORWARD" => Command::Xforward(xforward::parse(rest)?),
+        "STARTTLS" if rest.is_empty() => Command::StartTls,
+        "STARTTLS" => return Err(Refusal::syntax("Syntax: STARTTLS takes no parameters")),
         "DATA" if rest.is_empty() => Command::Data,
         "DATA" => return Err(Refusal::syntax("Syntax: DATA takes no parameters")),
         "RSET" => Command::Rset,
@@ -286,11 +298,13 @@ mod tests {
             Command::Lhlo("mx.example".into())
         );
         assert_eq!(parse("data").unwrap(), Command::Data);
-        assert_eq!(parse("EHLO x").unwrap(), Command::SmtpGreeting);
         assert_eq!(
-            parse("STARTTLS").unwrap(),
-            Command::Unknown("STARTTLS".into())
+            parse("xforward ident=4AB").unwrap(),
+            Command::Xforward(vec![(xforward::Attribute::Ident, Some("4AB".into()))])
         );
+        assert_eq!(parse("EHLO x").unwrap(), Command::SmtpGreeting);
+        assert_eq!(parse("StartTLS").unwrap(), Command::StartTls);
+        assert_eq!(parse("STARTTLS now").unwrap_err().code, 501);
     }
 
     #[test]

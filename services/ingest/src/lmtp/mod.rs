@@ -5,7 +5,8 @@
 //! `MessageReceived` acknowledged by Kafka (`acks=all`). A failure of
 //! either answers `452 4.3.1` (disk) or `451 4.3.0` (Kafka), so Postfix
 //! keeps the mail and retries. A connection lost during DATA announces
-//! nothing. Read [`session`] for the protocol, [`server`] for the I/O.
+//! nothing. Read [`session`] for the protocol, [`server`] for the I/O,
+//! [`command::xforward`] for what Postfix says of its SMTP client.
 //! [`command`], [`line`], [`data`] and [`session`] are pure over the
 //! client's bytes (no Kafka, no disk): `fuzz/` builds them on their own.
 
@@ -16,6 +17,7 @@ pub mod line;
 mod server;
 pub mod session;
 
+use mailfleet_tls::ServerTls;
 use serde::Deserialize;
 
 pub use server::serve;
@@ -28,7 +30,12 @@ pub struct LmtpConfig {
     /// `host:port` to listen on (Postfix: `virtual_transport = lmtp:inet:127.0.0.1:2424`).
     pub listen: String,
     /// Client networks (CIDRs) that may connect; any other client gets
-    /// `421 4.7.0` and is closed. Default: loopback only.
+    /// `421 4.7.0` and is closed. Default: loopback only. List only the
+    /// MTA here: a client that may connect is also believed when it sends
+    /// XFORWARD (the SMTP client's address, HELO and the MTA's queue id,
+    /// which rspamd scores with), as Postfix believes it only from
+    /// `smtpd_authorized_xforward_hosts`. There is no second list, since
+    /// nothing but the MTA has reason to connect.
     pub allow: Vec<String>,
     /// This server's name in its greeting and LHLO reply.
     pub hostname: String,
@@ -61,6 +68,16 @@ pub struct LmtpConfig {
     /// Let an inactive account (in its grace period) receive mail from the
     /// null sender `<>`: the deactivation notice and delivery reports.
     pub inactive_accepts_null_sender: bool,
+    /// `[lmtp.tls]`: this server's certificate and key. Set, LHLO offers
+    /// STARTTLS (RFC 3207) and Postfix can encrypt the link
+    /// (`lmtp_tls_security_level = encrypt`); unset, STARTTLS is `502`.
+    /// The files are read when the server starts: a bad one stops it,
+    /// naming the file.
+    pub tls: Option<ServerTls>,
+    /// Refuse mail commands (MAIL, RCPT, DATA, XFORWARD) before STARTTLS
+    /// with `530 5.7.0`, so that no mail or client data crosses the link in
+    /// the clear even from a misconfigured MTA. Needs `[lmtp.tls]`.
+    pub require_tls: bool,
 }
 
 impl Default for LmtpConfig {
@@ -80,6 +97,8 @@ impl Default for LmtpConfig {
             check_accounts: true,
             status_topic: "accounts.status".into(),
             inactive_accepts_null_sender: true,
+            tls: None,
+            require_tls: false,
         }
     }
 }
@@ -121,6 +140,9 @@ impl LmtpConfig {
         if self.check_accounts && self.status_topic.is_empty() {
             out.push("lmtp.status_topic is empty while lmtp.check_accounts = true".into());
         }
+        if self.require_tls && self.tls.is_none() {
+            out.push("lmtp.require_tls = true but [lmtp.tls] is not set: there is no STARTTLS to require".into());
+        }
         out
     }
 }
@@ -143,5 +165,24 @@ mod tests {
             "{problems}"
         );
         assert!(problems.contains("lmtp.max_recipients = 0"), "{problems}");
+    }
+
+    #[test]
+    fn tls_is_a_table_and_require_tls_needs_it() {
+        let cfg: LmtpConfig = toml::from_str(
+            "require_tls = true\n[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n",
+        )
+        .expect("parses");
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        assert_eq!(cfg.tls.map(|t| t.key_file), Some("server.key".into()));
+        let bare = LmtpConfig {
+            require_tls: true,
+            ..LmtpConfig::default()
+        };
+        let problems = bare.problems().join("\n");
+        assert!(
+            problems.contains("lmtp.require_tls = true but [lmtp.tls] is not set"),
+            "{problems}"
+        );
     }
 }

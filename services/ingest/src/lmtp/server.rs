@@ -1,8 +1,11 @@
 //! The listener and one task per connection: read commands, answer them
 //! (flushing only when no pipelined command is waiting), read DATA, make
-//! the message durable and answer once per recipient.
+//! the message durable and answer once per recipient. After STARTTLS the
+//! same conversation goes on over TLS, with a fresh read buffer: what the
+//! client pipelined after the command, in the clear, is dropped unread.
 
 use std::{
+    io,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -23,8 +26,9 @@ use mailfleet_runtime::{
     time::now_ms,
     Shutdown,
 };
+use mailfleet_tls::{Reason, ServerStream, TlsAcceptor};
 use tokio::{
-    io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
+    io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
     net::{TcpListener, TcpStream},
     time::timeout,
 };
@@ -48,6 +52,23 @@ struct Server {
     /// Unique per process: host and pid, for session ids.
     instance: String,
     sessions: AtomicU64,
+    /// From `[lmtp.tls]`: STARTTLS is offered when set.
+    tls: Option<TlsAcceptor>,
+}
+
+/// A connection, buffered both ways: reads see what the client pipelined,
+/// replies go out at a flush.
+type Conn<S> = BufReader<BufWriter<S>>;
+
+fn buffered<S: AsyncRead + AsyncWrite>(stream: S) -> Conn<S> {
+    BufReader::with_capacity(64 * 1024, BufWriter::new(stream))
+}
+
+/// How a conversation ended.
+enum End {
+    Closed,
+    /// `220` to STARTTLS was sent and flushed: the handshake is next.
+    StartTls,
 }
 
 /// Serve LMTP on `listener` until shutdown.
@@ -60,6 +81,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), IngestError> {
     let allow = AllowList::parse("lmtp.allow", &cfg.allow)?;
+    let tls = cfg.tls.as_ref().map(|t| t.acceptor()).transpose()?;
     let instance = format!("{}-{}", cfg.hostname, std::process::id());
     let ack = Duration::from_millis(cfg.ack_timeout_ms);
     let producer =
@@ -71,13 +93,19 @@ pub async fn serve(
         recipients,
         instance,
         sessions: AtomicU64::new(0),
+        tls,
     });
     // Exported from the start, so that rates work before the first event.
     metrics::counter!(m::LMTP_ABORTED).increment(0);
     metrics::counter!(m::LMTP_BYTES).increment(0);
     metrics::gauge!(m::LMTP_CONNECTIONS).set(0.0);
     metrics::counter!(m::LMTP_CONNECTIONS_DENIED).increment(0);
-    tracing::info!(listen = %server.cfg.listen, "LMTP server listening");
+    for result in ["ok", "failed"] {
+        metrics::counter!(m::LMTP_TLS_HANDSHAKES, "result" => result).increment(0);
+    }
+    let (listen, starttls) = (&server.cfg.listen, server.tls.is_some());
+    let required = server.cfg.require_tls;
+    tracing::info!(%listen, starttls, required, "LMTP server listening");
     let max = server.cfg.max_connections;
     listen::accept_loop(listener, &allow, max, server, shutdown).await;
     Ok(())
@@ -86,7 +114,7 @@ pub async fn serve(
 impl Handler for Server {
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
         metrics::gauge!(m::LMTP_CONNECTIONS).increment(1.0);
-        if let Err(e) = self.session(stream, &shutdown).await {
+        if let Err(e) = self.session(stream, peer, &shutdown).await {
             tracing::debug!(%peer, error = %e, "LMTP connection ended with an error");
         }
         metrics::gauge!(m::LMTP_CONNECTIONS).decrement(1.0);
@@ -125,11 +153,13 @@ async fn refuse_denied(mut stream: TcpStream) {
 }
 
 impl Server {
-    async fn session(&self, stream: TcpStream, shutdown: &Shutdown) -> std::io::Result<()> {
+    async fn session(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &Shutdown,
+    ) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
-        let mut reader = BufReader::with_capacity(64 * 1024, read);
-        let mut writer = BufWriter::new(write);
         let mut session = Session::new(
             &self.cfg.hostname,
             Limits {
@@ -138,42 +168,122 @@ impl Server {
                 max_errors: self.cfg.max_errors,
             },
         );
-        writer.write_all(session.greeting().as_bytes()).await?;
+        if self.tls.is_some() {
+            session = session.with_starttls(self.cfg.require_tls);
+        }
+        let mut plain = buffered(stream);
+        plain.write_all(session.greeting().as_bytes()).await?;
+        if let End::Closed = self.converse(&mut plain, &mut session, shutdown).await? {
+            return Ok(());
+        }
+        // RFC 3207 §4.2: whatever the client pipelined after STARTTLS came
+        // in the clear; it goes with the read buffer, never executed. The
+        // write buffer is empty: `converse` flushed the 220.
+        let tcp = plain.into_inner().into_inner();
+        let Some(tls) = self.handshake(tcp, peer, shutdown).await else {
+            return Ok(());
+        };
+        // The session refuses a second STARTTLS, so this ends closed.
+        let mut secure = buffered(tls);
+        self.converse(&mut secure, &mut session, shutdown)
+            .await
+            .map(drop)
+    }
+
+    /// The TLS handshake after `220`; `None` (logged, counted) when it
+    /// fails: the connection is then closed.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        shutdown: &Shutdown,
+    ) -> Option<ServerStream<TcpStream>> {
+        // Set whenever the session offered STARTTLS.
+        let acceptor = self.tls.as_ref()?;
+        let idle = Duration::from_secs(self.cfg.idle_timeout_s);
+        let done = tokio::select! {
+            done = timeout(idle, acceptor.accept(tcp)) => done,
+            _ = shutdown.wait() => return None,
+        };
+        let failed = |reason: &dyn std::fmt::Display| {
+            metrics::counter!(m::LMTP_TLS_HANDSHAKES, "result" => "failed").increment(1);
+            tracing::warn!(%peer, %reason, "LMTP STARTTLS handshake failed; closing the connection");
+        };
+        match done {
+            Ok(Ok(stream)) => {
+                metrics::counter!(m::LMTP_TLS_HANDSHAKES, "result" => "ok").increment(1);
+                let (_, tls) = stream.get_ref();
+                let version = tls.protocol_version().map(|v| format!("{v:?}"));
+                let cipher = tls
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()));
+                tracing::debug!(%peer, ?version, ?cipher, "LMTP STARTTLS: TLS established");
+                Some(stream)
+            }
+            Ok(Err(e)) => {
+                failed(&Reason(&e));
+                None
+            }
+            Err(_) => {
+                failed(&format!("no handshake within {idle:?}"));
+                None
+            }
+        }
+    }
+
+    /// Commands and DATA until the client or the session ends it, or
+    /// STARTTLS hands the connection to the handshake.
+    async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        conn: &mut Conn<S>,
+        session: &mut Session,
+        shutdown: &Shutdown,
+    ) -> io::Result<End> {
         let idle = Duration::from_secs(self.cfg.idle_timeout_s);
         let mut line = Vec::with_capacity(512);
         loop {
             // Pipelining: answers go out together once no command is waiting.
-            if reader.buffer().is_empty() {
-                writer.flush().await?;
+            if conn.buffer().is_empty() {
+                conn.flush().await?;
             }
             line.clear();
             let read = tokio::select! {
-                read = timeout(idle, read_line(&mut reader, &mut line)) => read,
+                read = timeout(idle, read_line(conn, &mut line)) => read,
                 _ = shutdown.wait() => {
-                    return close(&mut writer, &reply(421, "4.3.2", "Shutting down")).await;
+                    send_now(conn, &reply(421, "4.3.2", "Shutting down")).await?;
+                    return Ok(End::Closed);
                 }
             };
             let step = match read {
-                Err(_) => return close(&mut writer, &reply(421, "4.4.2", "Idle timeout")).await,
+                Err(_) => {
+                    send_now(conn, &reply(421, "4.4.2", "Idle timeout")).await?;
+                    return Ok(End::Closed);
+                }
                 Ok(read) => match read? {
-                    Line::Eof => return Ok(()),
+                    Line::Eof => return Ok(End::Closed),
                     Line::TooLong => session.line_too_long(),
                     Line::Command => session.handle(trim_eol(&line), self.recipients.as_ref()),
                 },
             };
             match step {
-                Step::Reply(text) => writer.write_all(text.as_bytes()).await?,
-                Step::Close(text) => return close(&mut writer, &text).await,
+                Step::Reply(text) => conn.write_all(text.as_bytes()).await?,
+                Step::Close(text) => {
+                    send_now(conn, &text).await?;
+                    return Ok(End::Closed);
+                }
+                Step::StartTls(text) => {
+                    send_now(conn, &text).await?;
+                    return Ok(End::StartTls);
+                }
                 Step::Data(tx) => {
-                    writer
-                        .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    conn.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                         .await?;
-                    writer.flush().await?;
-                    let Some(answers) = self.data(&mut reader, &session, tx).await? else {
-                        return Ok(()); // cut off during DATA: nothing was announced
+                    conn.flush().await?;
+                    let Some(answers) = self.data(conn, session, tx).await? else {
+                        return Ok(End::Closed); // cut off during DATA: nothing was announced
                     };
                     for answer in answers {
-                        writer.write_all(answer.as_bytes()).await?;
+                        conn.write_all(answer.as_bytes()).await?;
                     }
                 }
             }
@@ -302,10 +412,12 @@ impl Received {
             header_from: self.summary.from.clone(),
             subject: self.summary.subject.clone(),
             header_date: self.summary.date.clone(),
-            client_address: None,
-            client_name: None,
-            client_helo: None,
-            queue_id: None,
+            // What the MTA said with XFORWARD (`xforward.rs`), for rspamd
+            // and for finding the MTA's log lines.
+            client_address: tx.forwarded.addr.clone(),
+            client_name: tx.forwarded.name.clone(),
+            client_helo: tx.forwarded.helo.clone(),
+            queue_id: tx.forwarded.ident.clone(),
         }
     }
 }
@@ -359,7 +471,8 @@ fn each(tx: &Transaction, answer: impl Fn(&str) -> String) -> Vec<String> {
     tx.recipients.iter().map(|r| answer(&r.address)).collect()
 }
 
-async fn close<W: AsyncWrite + Unpin>(writer: &mut W, text: &str) -> std::io::Result<()> {
+/// Send `text` now (the last reply before a close or the TLS handshake).
+async fn send_now<W: AsyncWrite + Unpin>(writer: &mut W, text: &str) -> io::Result<()> {
     writer.write_all(text.as_bytes()).await?;
     writer.flush().await
 }

@@ -1,9 +1,20 @@
 //! One LMTP session as a pure state machine: a command line in, the reply
-//! (or "read the message now") out. The server does the I/O.
+//! (or "read the message now", or "start TLS now") out. The server does
+//! the I/O.
+//!
+//! STARTTLS (RFC 3207 §4.2): once the session answers `220`, it forgets
+//! everything the client said before (LHLO, XFORWARD, a transaction), as
+//! the server must forget any bytes the client pipelined after the
+//! command: nothing said in the clear may carry over into the encrypted
+//! session, where a man in the middle could have injected it.
 
 use mailfleet_events::mail::BodyType;
 
-use super::command::{parse, valid_mailbox, Command, Refusal};
+use super::command::{
+    parse, valid_mailbox,
+    xforward::{self, Forwarded},
+    Command, Refusal,
+};
 
 /// What the recipient check says of one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +73,8 @@ pub struct Transaction {
     pub sender: String,
     pub body: BodyType,
     pub recipients: Vec<Recipient>,
+    /// What XFORWARD said before this transaction's MAIL.
+    pub forwarded: Forwarded,
 }
 
 /// What the server must do after a command.
@@ -73,6 +86,22 @@ pub enum Step {
     Data(Transaction),
     /// Send this reply and close the connection.
     Close(String),
+    /// Send this reply (`220`), drop whatever the client sent after the
+    /// command, then do the TLS handshake; on failure, close. The session
+    /// has already started over: it expects LHLO.
+    StartTls(String),
+}
+
+/// STARTTLS as the session sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// No TLS configured: STARTTLS is neither advertised nor accepted.
+    Unavailable,
+    /// Advertised after LHLO; with `required`, mail commands before it are
+    /// refused with `530 5.7.0`.
+    Offered { required: bool },
+    /// The handshake is done: not advertised again, STARTTLS is `503`.
+    Active,
 }
 
 /// Format one reply line.
@@ -85,8 +114,12 @@ pub struct Session {
     hostname: String,
     limits: Limits,
     lhlo: Option<String>,
+    /// XFORWARD's attributes for the next MAIL, which takes them: Postfix
+    /// sends them per transaction, so each transaction starts without.
+    forwarded: Forwarded,
     tx: Option<Transaction>,
     errors: u32,
+    tls: Tls,
 }
 
 impl Session {
@@ -95,9 +128,23 @@ impl Session {
             hostname: hostname.into(),
             limits,
             lhlo: None,
+            forwarded: Forwarded::default(),
             tx: None,
             errors: 0,
+            tls: Tls::Unavailable,
         }
+    }
+
+    /// Offer STARTTLS; with `required`, insist on it before any mail
+    /// command.
+    pub fn with_starttls(mut self, required: bool) -> Self {
+        self.tls = Tls::Offered { required };
+        self
+    }
+
+    /// Where STARTTLS stands.
+    pub fn tls(&self) -> Tls {
+        self.tls
     }
 
     /// The first line the server sends.
@@ -147,14 +194,19 @@ impl Session {
     }
 
     fn command(&mut self, command: Command, check: &dyn RecipientCheck) -> Result<Step, Refusal> {
+        if self.tls == (Tls::Offered { required: true }) && needs_tls(&command) {
+            return Err(refuse(530, "5.7.0", "Must issue a STARTTLS command first"));
+        }
         match command {
             Command::Lhlo(name) => Ok(self.on_lhlo(name)),
             Command::SmtpGreeting => Err(refuse(500, "5.5.1", "This is LMTP: use LHLO")),
             Command::Mail { from, size, body } => self.on_mail(from, size, body),
             Command::Rcpt { to } => self.on_rcpt(to, check),
+            Command::Xforward(attributes) => self.on_xforward(attributes),
+            Command::StartTls => self.on_starttls(),
             Command::Data => self.on_data(),
             Command::Rset => {
-                self.tx = None;
+                self.reset();
                 Ok(Step::Reply(reply(250, "2.0.0", "Ok")))
             }
             Command::Noop => Ok(Step::Reply(reply(250, "2.0.0", "Ok"))),
@@ -172,14 +224,58 @@ impl Session {
         }
     }
 
+    /// RSET and LHLO: no transaction, nothing forwarded.
+    fn reset(&mut self) {
+        self.tx = None;
+        self.forwarded = Forwarded::default();
+    }
+
     fn on_lhlo(&mut self, name: String) -> Step {
         self.lhlo = Some(name);
-        self.tx = None;
+        self.reset();
         let h = &self.hostname;
         let max = self.limits.max_message_bytes;
+        let xforward = xforward::KEYWORD;
+        let starttls = match self.tls {
+            Tls::Offered { .. } => "250-STARTTLS\r\n",
+            Tls::Unavailable | Tls::Active => "",
+        };
         Step::Reply(format!(
-            "250-{h}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SIZE {max}\r\n"
+            "250-{h}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n\
+             {starttls}250-{xforward}\r\n250 SIZE {max}\r\n"
         ))
+    }
+
+    /// RFC 3207: `220`, then the session starts over (see the module doc).
+    fn on_starttls(&mut self) -> Result<Step, Refusal> {
+        match self.tls {
+            Tls::Unavailable => return Err(refuse(502, "5.5.1", "STARTTLS not available")),
+            Tls::Active => return Err(refuse(503, "5.5.1", "TLS already active")),
+            Tls::Offered { .. } => {}
+        }
+        if self.lhlo.is_none() {
+            return Err(refuse(503, "5.5.1", "Send LHLO first"));
+        }
+        if self.tx.is_some() {
+            return Err(refuse(503, "5.5.1", "Mail transaction in progress"));
+        }
+        self.lhlo = None;
+        self.reset();
+        self.tls = Tls::Active;
+        Ok(Step::StartTls(reply(220, "2.0.0", "Ready to start TLS")))
+    }
+
+    /// Believed from any client: only `lmtp.allow` gets this far (see
+    /// `xforward.rs`).
+    fn on_xforward(&mut self, attributes: xforward::Attributes) -> Result<Step, Refusal> {
+        if self.lhlo.is_none() {
+            return Err(refuse(503, "5.5.1", "Send LHLO first"));
+        }
+        if self.tx.is_some() {
+            return Err(refuse(503, "5.5.1", "Mail transaction in progress"));
+        }
+        self.forwarded.update(attributes);
+        Ok(Step::Reply(reply(250, "2.0.0", "Ok")))
     }
 
     fn on_mail(
@@ -215,6 +311,7 @@ impl Session {
             sender: from,
             body,
             recipients: Vec::new(),
+            forwarded: std::mem::take(&mut self.forwarded),
         });
         Ok(Step::Reply(reply(250, "2.1.0", "Ok")))
     }
@@ -266,6 +363,20 @@ impl Session {
     }
 }
 
+/// The commands RFC 3207 refuses with `530` until TLS is active when it is
+/// required: all but LHLO, STARTTLS, NOOP, RSET and QUIT (and unknown or
+/// SMTP verbs, which get their own error).
+fn needs_tls(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Mail { .. }
+            | Command::Rcpt { .. }
+            | Command::Xforward(_)
+            | Command::Data
+            | Command::Vrfy
+    )
+}
+
 fn refuse(code: u16, enhanced: &'static str, text: &str) -> Refusal {
     Refusal {
         code,
@@ -304,7 +415,7 @@ mod tests {
 
     fn text(step: Step) -> String {
         match step {
-            Step::Reply(r) | Step::Close(r) => r,
+            Step::Reply(r) | Step::Close(r) | Step::StartTls(r) => r,
             Step::Data(tx) => format!("DATA {tx:?}"),
         }
     }
@@ -313,7 +424,11 @@ mod tests {
     fn a_whole_transaction() {
         let mut s = session();
         let d = &Directory;
-        assert!(text(s.handle(b"LHLO client", d)).contains("250-PIPELINING\r\n"));
+        assert_eq!(
+            text(s.handle(b"LHLO client", d)),
+            "250-mx.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n\
+             250-XFORWARD NAME ADDR PROTO HELO IDENT SOURCE\r\n250 SIZE 1000\r\n"
+        );
         assert_eq!(
             text(s.handle(b"MAIL FROM:<a@example.net>", d)),
             "250 2.1.0 Ok\r\n"
@@ -352,6 +467,175 @@ mod tests {
         assert!(text(s.handle(b"DATA", d)).contains("No valid recipients"));
         assert_eq!(text(s.handle(b"RSET", d)), "250 2.0.0 Ok\r\n");
         assert!(text(s.handle(b"RCPT TO:<b@example.org>", d)).starts_with("503"));
+    }
+
+    /// LHLO, then the commands, then DATA: the transaction.
+    fn transaction(s: &mut Session, commands: &[&str]) -> Transaction {
+        let d = &Directory;
+        for command in commands {
+            let answer = text(s.handle(command.as_bytes(), d));
+            assert!(answer.starts_with("250 "), "{command}: {answer}");
+        }
+        match s.handle(b"DATA", d) {
+            Step::Data(tx) => tx,
+            other => panic!("expected DATA, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn xforward_applies_to_the_next_transaction_only() {
+        let mut s = session();
+        s.handle(b"LHLO mx", &Directory);
+        let tx = transaction(
+            &mut s,
+            &[
+                "XFORWARD NAME=mail.example.net ADDR=IPv6:2001:db8::25 PROTO=ESMTP",
+                "XFORWARD HELO=[192.0.2.1] IDENT=4XyZ1 SOURCE=REMOTE",
+                "MAIL FROM:<a@example.net>",
+                "RCPT TO:<b@example.org>",
+            ],
+        );
+        assert_eq!(
+            tx.forwarded,
+            Forwarded {
+                name: Some("mail.example.net".into()),
+                addr: Some("2001:db8::25".into()),
+                proto: Some("ESMTP".into()),
+                helo: Some("[192.0.2.1]".into()),
+                ident: Some("4XyZ1".into()),
+                source: Some("REMOTE".into()),
+            }
+        );
+        let plain = ["MAIL FROM:<a@example.net>", "RCPT TO:<b@example.org>"];
+        let next = transaction(&mut s, &plain);
+        assert_eq!(next.forwarded, Forwarded::default(), "reset after DATA");
+        assert_eq!(
+            text(s.handle(b"XFORWARD IDENT=5AB", &Directory)),
+            "250 2.0.0 Ok\r\n"
+        );
+        assert_eq!(text(s.handle(b"RSET", &Directory)), "250 2.0.0 Ok\r\n");
+        let after_rset = transaction(&mut s, &plain);
+        assert_eq!(after_rset.forwarded, Forwarded::default(), "reset by RSET");
+    }
+
+    #[test]
+    fn xforward_only_between_lhlo_and_mail() {
+        let mut s = session();
+        s.limits.max_errors = 100;
+        let d = &Directory;
+        assert!(text(s.handle(b"XFORWARD ADDR=192.0.2.1", d)).starts_with("503 5.5.1 Send LHLO"));
+        s.handle(b"LHLO x", d);
+        assert_eq!(
+            text(s.handle(b"XFORWARD ADDR=192.0.2.1 PORT=25", d)),
+            "501 5.5.4 Bad XFORWARD attribute name: PORT\r\n"
+        );
+        s.handle(b"MAIL FROM:<a@example.net>", d);
+        assert_eq!(
+            text(s.handle(b"XFORWARD ADDR=192.0.2.1", d)),
+            "503 5.5.1 Mail transaction in progress\r\n"
+        );
+        s.handle(b"RCPT TO:<b@example.org>", d);
+        let Step::Data(tx) = s.handle(b"DATA", d) else {
+            panic!("expected DATA")
+        };
+        assert_eq!(
+            tx.forwarded,
+            Forwarded::default(),
+            "refused: nothing applied"
+        );
+    }
+
+    #[test]
+    fn starttls_is_advertised_and_starts_the_session_over() {
+        let mut s = session().with_starttls(false);
+        s.limits.max_errors = 100;
+        let d = &Directory;
+        assert_eq!(
+            text(s.handle(b"LHLO mx", d)),
+            "250-mx.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n\
+             250-STARTTLS\r\n250-XFORWARD NAME ADDR PROTO HELO IDENT SOURCE\r\n250 SIZE 1000\r\n"
+        );
+        assert!(text(s.handle(b"XFORWARD ADDR=192.0.2.66", d)).starts_with("250"));
+        assert_eq!(
+            s.handle(b"STARTTLS", d),
+            Step::StartTls("220 2.0.0 Ready to start TLS\r\n".into())
+        );
+        assert_eq!(s.tls(), Tls::Active);
+        // RFC 3207: LHLO is forgotten, and so is what XFORWARD said.
+        assert!(text(s.handle(b"MAIL FROM:<a@example.net>", d)).starts_with("503 5.5.1 Send LHLO"));
+        let lhlo = text(s.handle(b"LHLO mx", d));
+        assert!(!lhlo.contains("STARTTLS"), "advertised again: {lhlo}");
+        assert_eq!(
+            text(s.handle(b"STARTTLS", d)),
+            "503 5.5.1 TLS already active\r\n"
+        );
+        let tx = transaction(
+            &mut s,
+            &["MAIL FROM:<a@example.net>", "RCPT TO:<b@example.org>"],
+        );
+        assert_eq!(tx.forwarded, Forwarded::default(), "XFORWARD carried over");
+    }
+
+    #[test]
+    fn starttls_only_between_lhlo_and_mail() {
+        let mut s = session().with_starttls(false);
+        s.limits.max_errors = 100;
+        let d = &Directory;
+        assert_eq!(
+            text(s.handle(b"STARTTLS", d)),
+            "503 5.5.1 Send LHLO first\r\n"
+        );
+        s.handle(b"LHLO mx", d);
+        s.handle(b"MAIL FROM:<a@example.net>", d);
+        assert_eq!(
+            text(s.handle(b"STARTTLS", d)),
+            "503 5.5.1 Mail transaction in progress\r\n"
+        );
+        assert_eq!(s.tls(), Tls::Offered { required: false });
+        s.handle(b"RSET", d);
+        assert!(matches!(s.handle(b"STARTTLS", d), Step::StartTls(_)));
+    }
+
+    #[test]
+    fn required_tls_refuses_mail_commands_before_starttls() {
+        let mut s = session().with_starttls(true);
+        s.limits.max_errors = 100;
+        let d = &Directory;
+        s.handle(b"LHLO mx", d);
+        let must = "530 5.7.0 Must issue a STARTTLS command first\r\n";
+        for command in [
+            "MAIL FROM:<a@example.net>",
+            "RCPT TO:<b@example.org>",
+            "XFORWARD ADDR=192.0.2.1",
+            "DATA",
+            "VRFY b",
+        ] {
+            assert_eq!(text(s.handle(command.as_bytes(), d)), must, "{command}");
+        }
+        for (command, answer) in [("NOOP", "250"), ("RSET", "250"), ("BOGUS", "500")] {
+            assert!(
+                text(s.handle(command.as_bytes(), d)).starts_with(answer),
+                "{command}"
+            );
+        }
+        assert!(matches!(s.handle(b"STARTTLS", d), Step::StartTls(_)));
+        s.handle(b"LHLO mx", d);
+        transaction(
+            &mut s,
+            &["MAIL FROM:<a@example.net>", "RCPT TO:<b@example.org>"],
+        );
+    }
+
+    #[test]
+    fn without_tls_starttls_is_not_offered() {
+        let mut s = session();
+        let d = &Directory;
+        assert!(!text(s.handle(b"LHLO mx", d)).contains("STARTTLS"));
+        assert_eq!(
+            text(s.handle(b"STARTTLS", d)),
+            "502 5.5.1 STARTTLS not available\r\n"
+        );
+        assert_eq!(s.tls(), Tls::Unavailable);
     }
 
     #[test]
