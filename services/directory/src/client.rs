@@ -2,14 +2,20 @@
 //! service DN, opened when first needed and dropped after any transient
 //! failure, so the next attempt reconnects (slapd restarted, say).
 //!
+//! With `ldaps://` or `ldap.starttls` the connection is TLS (rustls, the
+//! config of `[ldap.tls]`) before the bind, and slapd's certificate is
+//! verified for the URL's host; there is no way to turn that off. A
+//! handshake that fails is [`DirectoryError::Tls`], with rustls's reason.
+//!
 //! Every operation has a deadline (`ldap.timeout_ms`) and every failure is
 //! a [`DirectoryError`] naming the operation, the DN and the result code.
 //! The composite operations ([`Conn::put`], [`Conn::delete_subtree`],
 //! [`Conn::copy_subtree`]) are idempotent, so a retried effect converges.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
+use rustls::ClientConfig;
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
@@ -23,6 +29,8 @@ use super::{
 pub struct DirectoryClient {
     cfg: LdapConfig,
     layout: Layout,
+    /// The rustls config, when the connection is TLS.
+    tls: Option<Arc<ClientConfig>>,
     conn: Mutex<Option<Ldap>>,
 }
 
@@ -40,14 +48,23 @@ pub enum Put {
 }
 
 impl DirectoryClient {
-    /// A client for `cfg`; refuses a config with problems (each named).
+    /// A client for `cfg`; refuses a config with problems (each named),
+    /// and TLS files it cannot use.
     pub fn new(cfg: LdapConfig) -> Result<Self, Vec<String>> {
-        let layout = cfg.layout()?;
-        Ok(Self {
-            cfg,
-            layout,
-            conn: Mutex::new(None),
-        })
+        match (cfg.layout(), cfg.client_tls()) {
+            (Ok(layout), Ok(tls)) => Ok(Self {
+                cfg,
+                layout,
+                tls,
+                conn: Mutex::new(None),
+            }),
+            (layout, tls) => Err(layout
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(tls.err())
+                .collect()),
+        }
     }
 
     /// The checked DNs.
@@ -87,15 +104,16 @@ impl DirectoryClient {
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
         let password = self.bind_password()?;
         let url = &self.cfg.url;
-        let settings = LdapConnSettings::new().set_conn_timeout(self.cfg.connect_timeout());
-        let (conn, mut ldap) =
-            LdapConnAsync::with_settings(settings, url)
-                .await
-                .map_err(|source| DirectoryError::Client {
-                    op: Op::Connect,
-                    dn: url.clone(),
-                    source: Box::new(source),
-                })?;
+        let mut settings = LdapConnSettings::new().set_conn_timeout(self.cfg.connect_timeout());
+        if let Some(tls) = &self.tls {
+            // ldap3 ignores starttls for ldaps://; the config check refuses both.
+            settings = settings
+                .set_config(tls.clone())
+                .set_starttls(self.cfg.starttls);
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+            .await
+            .map_err(|source| connect_error(&self.cfg, source))?;
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
                 tracing::debug!(error = %e, "ldap connection ended");
@@ -110,8 +128,41 @@ impl DirectoryClient {
         )
         .await?;
         checked(Op::Bind, &bind_dn, bound)?;
-        tracing::debug!(%url, %bind_dn, "ldap bound");
+        tracing::debug!(%url, %bind_dn, tls = self.tls.is_some(), "ldap bound");
         Ok(ldap)
+    }
+}
+
+/// A failed connect to `cfg.url` as ours: a TLS handshake that failed
+/// (rustls's reason, inside ldap3's I/O error) or a refused StartTLS (the
+/// only LDAP result of a connect) is a set-up error; the rest (refused,
+/// reset, timed out) is a client error, transient.
+fn connect_error(cfg: &LdapConfig, source: ldap3::LdapError) -> DirectoryError {
+    let url = cfg.url.clone();
+    match &source {
+        ldap3::LdapError::Io { source: io } if cfg.uses_tls() => {
+            let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            if let Some(tls) = tls {
+                return DirectoryError::Tls {
+                    url,
+                    trust: cfg.trust(),
+                    source: Box::new(tls.clone()),
+                };
+            }
+        }
+        ldap3::LdapError::LdapResult { result } if cfg.starttls => {
+            return DirectoryError::StartTls {
+                url,
+                rc: result.rc,
+                text: result.text.clone(),
+            };
+        }
+        _ => {}
+    }
+    DirectoryError::Client {
+        op: Op::Connect,
+        dn: url,
+        source: Box::new(source),
     }
 }
 
@@ -355,6 +406,46 @@ mod tests {
         assert_eq!(depth_of("uid=a\\,b@x,ou=people,dc=t"), 3);
         assert_eq!(depth_of("ou=contacts,uid=a\\2Cb@x,ou=people,dc=t"), 4);
         assert_eq!(depth_of("uid=a\\\\,dc=t"), 2);
+    }
+
+    #[test]
+    fn a_failed_handshake_is_a_tls_error_and_a_refused_connect_is_not() {
+        let cfg = LdapConfig {
+            url: "ldaps://127.0.0.1:3636".into(),
+            ..LdapConfig::default()
+        };
+        let handshake = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        );
+        let e = connect_error(&cfg, handshake.into());
+        assert!(e.is_setup(), "{e}");
+        assert!(
+            e.to_string().starts_with(
+                "ldap connect ldaps://127.0.0.1:3636: TLS handshake failed: invalid peer certificate: NotValidForName (trusting the system's roots"
+            ),
+            "{e}"
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = connect_error(&cfg, refused.into());
+        assert!(!e.is_setup() && e.is_transient(), "{e}");
+        let plain = LdapConfig::default();
+        let e = connect_error(&plain, ldap3::LdapError::EndOfStream);
+        assert!(!e.is_setup() && e.is_transient(), "{e}");
+        let starttls = LdapConfig {
+            starttls: true,
+            ..LdapConfig::default()
+        };
+        let refused = ldap3::LdapResult {
+            rc: 52,
+            matched: String::new(),
+            text: "Could not initialize TLS".into(),
+            refs: vec![],
+            ctrls: vec![],
+        };
+        let e = connect_error(&starttls, ldap3::LdapError::LdapResult { result: refused });
+        assert!(e.is_setup(), "{e}");
+        assert!(e.to_string().contains("StartTLS refused: result 52"), "{e}");
     }
 
     #[test]

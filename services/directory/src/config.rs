@@ -2,9 +2,13 @@
 //! `[consumers.directory]` (the consumer's topics). Every DN and filter is
 //! parsed at load ([`LdapConfig::layout`]), so a malformed one stops the
 //! start with its key and value, never a search that fails days later.
+//! So is the TLS set-up (`ldaps://`, `starttls`, `[ldap.tls]`); the files
+//! it names are read when a client is made ([`LdapConfig::client_tls`]).
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use mailfleet_tls::ClientTls;
+use rustls::{pki_types::ServerName, ClientConfig};
 use serde::Deserialize;
 
 use super::{
@@ -19,8 +23,19 @@ pub const ACCOUNT_PLACEHOLDER: &str = "{account}";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LdapConfig {
-    /// `ldap://host:port`. No TLS is built in: keep slapd on loopback.
+    /// `ldap://host:port`, or `ldaps://host:port` for TLS from the first
+    /// byte. Plain `ldap://` sends the bind password and the password
+    /// hashes in clear: use it only on loopback, or with `starttls`.
     pub url: String,
+    /// With an `ldap://` URL: upgrade the connection with StartTLS before
+    /// the bind, and fail rather than go on in clear. Not with `ldaps://`.
+    pub starttls: bool,
+    /// `[ldap.tls]`: what slapd's certificate is verified against
+    /// (`ca_file`, else the system's roots), and an optional client
+    /// certificate (`cert_file`, `key_file`) for a server that asks for one.
+    /// Used with `ldaps://` or `starttls`; the certificate is always
+    /// verified, for the URL's host.
+    pub tls: ClientTls,
     /// The suffix slapd serves; every other DN here is below it.
     pub base: String,
     /// Who mailfleet binds as: the least-privilege service DN, never the
@@ -49,6 +64,8 @@ impl Default for LdapConfig {
     fn default() -> Self {
         Self {
             url: "ldap://127.0.0.1:3389".into(),
+            starttls: false,
+            tls: ClientTls::default(),
             base: "dc=mailfleet,dc=test".into(),
             bind_dn: "cn=mailfleet,ou=services,dc=mailfleet,dc=test".into(),
             bind_password_file: "run/ldap/secrets/mailfleet.password".into(),
@@ -156,18 +173,63 @@ impl LdapConfig {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// Whether the connection is TLS: `ldaps://`, or `ldap://` with StartTLS.
+    pub fn uses_tls(&self) -> bool {
+        self.starttls || self.url.starts_with("ldaps://")
+    }
+
+    /// The rustls config of `[ldap.tls]` (its files read now, so that a
+    /// missing or bad one stops the start naming it), when the connection
+    /// is TLS; `None` for plain `ldap://`.
+    pub fn client_tls(&self) -> Result<Option<Arc<ClientConfig>>, String> {
+        if !self.uses_tls() {
+            return Ok(None);
+        }
+        self.tls
+            .config()
+            .map(Some)
+            .map_err(|e| format!("ldap.tls: {e}"))
+    }
+
+    /// What slapd's certificate is verified against, for error messages.
+    pub fn trust(&self) -> String {
+        match &self.tls.ca_file {
+            Some(ca) => format!("ldap.tls.ca_file = {:?}", ca.display().to_string()),
+            None => "the system's roots: ldap.tls.ca_file is unset".into(),
+        }
+    }
+
     fn check_url(&self, out: &mut Vec<String>) {
         let url = &self.url;
-        if url.starts_with("ldaps://") {
-            out.push(format!(
-                "ldap.url = {url:?}: ldaps needs TLS, which this build leaves out; use ldap:// on loopback"
-            ));
-        } else if !url
+        let authority = url
             .strip_prefix("ldap://")
+            .or_else(|| url.strip_prefix("ldaps://"))
             .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
-            .is_some_and(|host| !host.is_empty() && !host.contains(['/', '?']))
-        {
-            out.push(format!("ldap.url = {url:?}: must be ldap://host:port"));
+            .filter(|host| !host.is_empty() && !host.contains(['/', '?']));
+        let Some(authority) = authority else {
+            out.push(format!(
+                "ldap.url = {url:?}: must be ldap://host:port or ldaps://host:port"
+            ));
+            return;
+        };
+        if self.starttls && url.starts_with("ldaps://") {
+            out.push(format!(
+                "ldap.starttls = true with ldap.url = {url:?}: ldaps:// is TLS from the start; StartTLS upgrades an ldap:// connection (drop starttls, or use ldap://)"
+            ));
+        }
+        if self.uses_tls() {
+            // The name the certificate must carry, as ldap3 gives it to rustls
+            // (a bracketed IPv6 address is not one).
+            let host = host_of(authority);
+            if ServerName::try_from(host).is_err() {
+                out.push(format!(
+                    "ldap.url = {url:?}: {host:?} is not a host name or IPv4 address to verify slapd's certificate against"
+                ));
+            }
+        } else if self.tls != ClientTls::default() {
+            out.push(format!(
+                "ldap.tls is set, but ldap.url = {url:?} without ldap.starttls = true is not TLS: use ldaps://, or set starttls = true"
+            ));
         }
     }
 
@@ -218,6 +280,14 @@ impl LdapConfig {
             ));
         }
         attr.map(str::to_ascii_lowercase)
+    }
+}
+
+/// The host of `host[:port]`.
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
     }
 }
 
@@ -383,12 +453,83 @@ mod tests {
         assert!(p.contains("\"ou=a,ou=b\": must be one RDN"), "{p}");
         let p = problems_of(|c| c.account_filter = "objectClass=x".into());
         assert!(p.contains("ldap.account_filter = \"objectClass=x\""), "{p}");
-        let p = problems_of(|c| c.url = "ldaps://127.0.0.1:636".into());
-        assert!(p.contains("ldaps needs TLS"), "{p}");
         let p = problems_of(|c| c.url = "127.0.0.1:3389".into());
         assert!(p.contains("ldap.url = \"127.0.0.1:3389\""), "{p}");
         let p = problems_of(|c| c.timeout_ms = 0);
         assert!(p.contains("ldap.timeout_ms = 0"), "{p}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_naming_the_bad_value() {
+        let ok = |change: fn(&mut LdapConfig)| assert_eq!(problems_of(change), "");
+        ok(|c| c.url = "ldaps://127.0.0.1:3636".into());
+        ok(|c| c.url = "ldaps://ldap.example.org".into());
+        ok(|c| c.starttls = true);
+        ok(|c| {
+            c.url = "ldaps://localhost:3636/".into();
+            c.tls.ca_file = Some("run/certs/ca.pem".into());
+        });
+
+        let p = problems_of(|c| {
+            c.url = "ldaps://127.0.0.1:3636".into();
+            c.starttls = true;
+        });
+        assert!(
+            p.contains("ldap.starttls = true with ldap.url = \"ldaps://127.0.0.1:3636\""),
+            "{p}"
+        );
+        let p = problems_of(|c| c.tls.ca_file = Some("ca.pem".into()));
+        assert!(
+            p.contains("ldap.tls is set, but ldap.url = \"ldap://127.0.0.1:3389\""),
+            "{p}"
+        );
+        let p = problems_of(|c| c.url = "ldaps://[::1]:3636".into());
+        assert!(p.contains("\"[::1]\" is not a host name"), "{p}");
+        let p = problems_of(|c| c.url = "ldapi://%2Frun%2Fslapd".into());
+        assert!(
+            p.contains("must be ldap://host:port or ldaps://host:port"),
+            "{p}"
+        );
+        let p = problems_of(|c| c.url = "ldaps://".into());
+        assert!(p.contains("ldap.url = \"ldaps://\""), "{p}");
+    }
+
+    #[test]
+    fn tls_files_are_read_when_a_client_is_made_naming_them() {
+        let plain = LdapConfig {
+            tls: ClientTls::default(),
+            ..LdapConfig::default()
+        };
+        assert!(plain.client_tls().unwrap().is_none(), "no TLS, no files");
+        let missing = LdapConfig {
+            url: "ldaps://127.0.0.1:3636".into(),
+            tls: ClientTls {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..ClientTls::default()
+            },
+            ..LdapConfig::default()
+        };
+        let e = missing.client_tls().unwrap_err();
+        assert!(
+            e.starts_with("ldap.tls: /nonexistent/ca.pem: cannot read"),
+            "{e}"
+        );
+        assert_eq!(
+            missing.trust(),
+            "ldap.tls.ca_file = \"/nonexistent/ca.pem\""
+        );
+    }
+
+    #[test]
+    fn ldap_tls_parses_as_a_table_and_refuses_unknown_keys() {
+        let cfg: LdapConfig = toml::from_str(
+            "url = \"ldap://127.0.0.1:3389\"\nstarttls = true\n[tls]\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert!(cfg.starttls && cfg.uses_tls());
+        assert_eq!(cfg.tls.ca_file, Some(PathBuf::from("ca.pem")));
+        let e = toml::from_str::<LdapConfig>("[tls]\nno_tls_verify = true\n").unwrap_err();
+        assert!(e.to_string().contains("no_tls_verify"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! it went. Transient failures (slapd down, busy, a failed bind) are
 //! `Temporary`: the partition waits at this event and retries. Other LDAP
 //! failures are `Permanent` (dead letter), naming the DN, the operation
-//! and the result code.
+//! and the result code. A set-up error (slapd's certificate does not
+//! verify, StartTLS refused) fails before the bind, so nothing is written:
+//! the event stays uncommitted (`Temporary`, not dead-lettered: it is not
+//! at fault) and the consumer stops, logging the URL and the reason, since
+//! no retry can succeed.
 //!
 //! Idempotence, so that a retried effect converges: an add that finds the
 //! entry (68) replaces its attributes with the event's; a delete of a
@@ -55,6 +59,11 @@ impl Directory {
         };
         match self.apply(&intent).await {
             Ok(done) => self.outcome(&cause, &intent, done),
+            Err(e) if e.is_setup() => {
+                tracing::error!(error = %e, "ldap: the link to slapd cannot work as configured; stopping (nothing written)");
+                self.shutdown.trigger();
+                Outcome::Temporary(e.to_string())
+            }
             Err(e) if e.is_transient() => Outcome::Temporary(e.to_string()),
             Err(e) => Outcome::Permanent(e.to_string()),
         }

@@ -1,7 +1,8 @@
 //! The crate's one error type: LDAP failures, each naming the operation,
-//! the DN and slapd's result code, and sorted into transient (retry) and
-//! permanent (dead letter); a DN that does not parse; and the failures of
-//! a migration (`mailfleet account migrate`).
+//! the DN and slapd's result code, and sorted into transient (retry),
+//! set-up (TLS that cannot work: stop) and permanent (dead letter); a DN
+//! that does not parse; and the failures of a migration (`mailfleet
+//! account migrate`).
 
 use std::{fmt, path::PathBuf};
 
@@ -70,6 +71,23 @@ pub enum DirectoryError {
         #[source]
         source: Box<ldap3::LdapError>,
     },
+    /// The TLS handshake with slapd failed: its certificate does not
+    /// verify against what `[ldap.tls]` trusts (`UnknownIssuer`,
+    /// `NotValidForName`, expired...), or the two sides agree on nothing.
+    /// A set-up error ([`DirectoryError::is_setup`]): no retry fixes it.
+    #[error("ldap connect {url}: TLS handshake failed: {source} (trusting {trust})")]
+    Tls {
+        url: String,
+        /// What was trusted ([`crate::LdapConfig::trust`]).
+        trust: String,
+        /// rustls's reason.
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    /// slapd refused StartTLS (`ldap.starttls = true`): it has no TLS set
+    /// up. A set-up error, like [`DirectoryError::Tls`].
+    #[error("ldap connect {url}: StartTLS refused: result {rc} {}{}", rc_name(*rc), text_part(text))]
+    StartTls { url: String, rc: u32, text: String },
     /// No answer in time.
     #[error("ldap {op} {dn}: no answer within {ms} ms")]
     Timeout { op: Op, dn: String, ms: u64 },
@@ -273,6 +291,8 @@ impl DirectoryError {
                     | E::EndOfStream
             ),
             Self::Timeout { .. } | Self::Dropped { .. } | Self::PasswordFile { .. } => true,
+            // Set-up errors: see is_setup.
+            Self::Tls { .. } | Self::StartTls { .. } => false,
             Self::BadDn { .. } | Self::NotAnAccount { .. } | Self::ParseDn { .. } => false,
             // What is wrong with a DN, a filter, a hash: the input's or the
             // config's, never better on a retry.
@@ -311,6 +331,14 @@ impl DirectoryError {
             | Self::Producer(_)
             | Self::Produce { .. } => false,
         }
+    }
+
+    /// Whether the link to slapd cannot work as configured: its
+    /// certificate does not verify, or it refuses StartTLS. Neither an
+    /// outage (a retry gives the same answer) nor the input's fault (it
+    /// must not be dead-lettered): the consumer stops, saying why.
+    pub fn is_setup(&self) -> bool {
+        matches!(self, Self::Tls { .. } | Self::StartTls { .. })
     }
 
     /// The LDAP result code, if slapd answered.
@@ -447,5 +475,33 @@ mod tests {
         };
         assert!(slow.is_transient());
         assert_eq!(slow.to_string(), "ldap add uid=x: no answer within 10 ms");
+    }
+
+    #[test]
+    fn tls_failures_are_set_up_errors_naming_the_url_and_reason() {
+        let untrusted = DirectoryError::Tls {
+            url: "ldaps://127.0.0.1:3636".into(),
+            trust: "ldap.tls.ca_file = \"wrong-ca.pem\"".into(),
+            source: Box::new(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        };
+        assert_eq!(
+            untrusted.to_string(),
+            "ldap connect ldaps://127.0.0.1:3636: TLS handshake failed: invalid peer certificate: UnknownIssuer (trusting ldap.tls.ca_file = \"wrong-ca.pem\")"
+        );
+        let refused = DirectoryError::StartTls {
+            url: "ldap://127.0.0.1:3389".into(),
+            rc: 52,
+            text: "Could not initialize TLS".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "ldap connect ldap://127.0.0.1:3389: StartTLS refused: result 52 unavailable (Could not initialize TLS)"
+        );
+        for e in [&untrusted, &refused] {
+            assert!(e.is_setup() && !e.is_transient(), "{e}");
+        }
+        assert!(!result(Op::Bind, 49).is_setup());
     }
 }
