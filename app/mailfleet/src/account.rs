@@ -1,9 +1,11 @@
 //! `mailfleet api` (the account API server) and `mailfleet account ...`,
 //! its command-line client. Every account command is one API call
-//! (`--api`, default `http://<[api] listen>`); passwords come from stdin
-//! or a file, never from the command line, where `ps` and shell history
-//! would show them. A refusal by the API prints its message and exits 2;
-//! any other failure exits 1.
+//! (`--api`, default `http://<[api] listen>`, `https://` with `[api.tls]`);
+//! over HTTPS the server's certificate is verified against `--ca-file` or
+//! `[api.client] ca_file` (else the system's roots). The bearer token and
+//! passwords come from files or stdin, never from the command line, where
+//! `ps` and shell history would show them. A refusal by the API prints its
+//! message and exits 2; any other failure exits 1.
 
 use std::{
     io::Read,
@@ -53,15 +55,19 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// `mailfleet account [--api URL] <action>`.
+/// `mailfleet account [--api URL] [--token-file F] [--ca-file F] <action>`.
 #[derive(Args)]
 pub struct AccountArgs {
-    /// The account API (default: http://<[api] listen>).
+    /// The account API (default: http://<[api] listen>, https:// with [api.tls]).
     #[arg(long, global = true, value_name = "URL")]
     api: Option<String>,
     /// A file holding the API's bearer token (default: [api] token_file).
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// PEM: the CA that signed the API's certificate, for an https:// API
+    /// (default: [api.client] ca_file, else the system's roots).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     action: AccountAction,
 }
@@ -176,10 +182,16 @@ pub async fn run(args: AccountArgs, cfg: &Config) -> anyhow::Result<()> {
     if let AccountAction::Migrate(m) = args.action {
         return crate::migrate::run(m, cfg).await;
     }
-    let base = args.api.unwrap_or_else(|| default_api(&cfg.api.listen));
+    let base = args
+        .api
+        .unwrap_or_else(|| default_api(cfg.api.scheme(), &cfg.api.listen));
     let token_file = args.token_file.or_else(|| cfg.api.token_file.clone());
     let token = token_file.map(|p| api::read_token(&p)).transpose()?;
-    let client = ApiClient::new(&base, token)?;
+    let mut tls = cfg.api.client.clone();
+    if let Some(ca) = args.ca_file {
+        tls.ca_file = Some(ca);
+    }
+    let client = ApiClient::with_tls(&base, token, &tls)?;
     execute(&client, args.action).await
 }
 
@@ -337,12 +349,13 @@ fn read_password_file(path: &Path) -> anyhow::Result<String> {
     Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
 }
 
-/// `http://<listen>`, with an unspecified listen address (0.0.0.0, ::)
-/// replaced by loopback.
-fn default_api(listen: &str) -> String {
+/// `<scheme>://<listen>`, with an unspecified listen address (0.0.0.0,
+/// ::) replaced by loopback. Over HTTPS the certificate must name the
+/// address dialled (`ops/certs` makes one for 127.0.0.1 and localhost).
+fn default_api(scheme: &str, listen: &str) -> String {
     match listen.parse::<SocketAddr>() {
-        Ok(addr) if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
-        _ => format!("http://{listen}"),
+        Ok(addr) if addr.ip().is_unspecified() => format!("{scheme}://127.0.0.1:{}", addr.port()),
+        _ => format!("{scheme}://{listen}"),
     }
 }
 
@@ -392,8 +405,13 @@ mod tests {
 
     #[test]
     fn api_cli_defaults_and_enums() {
-        assert_eq!(default_api("127.0.0.1:8080"), "http://127.0.0.1:8080");
-        assert_eq!(default_api("0.0.0.0:9000"), "http://127.0.0.1:9000");
+        assert_eq!(
+            default_api("http", "127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(default_api("http", "0.0.0.0:9000"), "http://127.0.0.1:9000");
+        assert_eq!(default_api("https", "[::]:8443"), "https://127.0.0.1:8443");
+        assert_eq!(default_api("https", "[::1]:8443"), "https://[::1]:8443");
         assert_eq!(
             wire_enum::<api::wire::Channel>("syncml"),
             Ok(api::wire::Channel::Syncml)

@@ -71,7 +71,7 @@ enum Command {
     Lmtp,
     /// The submission milter: scans what users submit, before Postfix queues it (`smtpd_milters = inet:127.0.0.1:10027`).
     Submission,
-    /// The account API (HTTP/JSON on `[api] listen`): registration, logins, quota, plan, admin.
+    /// The account API (HTTP(S)/JSON on `[api] listen`): registration, logins, quota, plan, admin.
     Api,
     /// Account commands, each one call of the account API.
     Account(account::AccountArgs),

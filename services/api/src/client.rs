@@ -1,20 +1,25 @@
-//! A small client of the account API (hyper's pooled HTTP/1 client), for
-//! the `mailfleet account` CLI and the tests. A 4xx answer is an
-//! [`ApiError::Refused`] carrying the API's own message, so the CLI
-//! can print it as it is and exit 2.
+//! A small client of the account API (hyper's pooled HTTP/1 client, over
+//! rustls for an `https://` base), for the `mailfleet account` CLI and
+//! the tests. A 4xx answer is an [`ApiError::Refused`] carrying the API's
+//! own message, so the CLI can print it as it is and exit 2. A server
+//! certificate that does not verify is an [`ApiError::Tls`] naming the
+//! URL and rustls's reason.
 
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Bytes, header, Method, Request, StatusCode, Uri};
+use hyper::{body::Bytes, body::Incoming, header, Method, Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
+use mailfleet_tls::ClientTls;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
     errors::ApiError,
+    https::rustls_error,
     wire::{
         AccountView, BlockRequest, ErrorBody, LearnAnswer, LoginRequest, PlanRequest, QuotaRequest,
         ReactivateRequest, Readiness, RegisterRequest, Secret, UnblockRequest,
@@ -30,26 +35,62 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ApiClient {
     base: String,
     token: Option<Secret>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Transport,
+}
+
+/// Plain HTTP, or HTTPS with the server's certificate verified.
+#[derive(Clone)]
+enum Transport {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl Transport {
+    async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Self::Plain(client) => client.request(req).await,
+            Self::Tls(client) => client.request(req).await,
+        }
+    }
 }
 
 impl ApiClient {
-    /// A client of the API at `base` (`http://127.0.0.1:8080`), sending
-    /// `token` as a bearer token if given.
+    /// A client of the API at `base` (`http://127.0.0.1:8080`, or
+    /// `https://` trusting the system's roots), sending `token` as a
+    /// bearer token if given.
     pub fn new(base: &str, token: Option<Secret>) -> Result<Self, ApiError> {
+        Self::with_tls(base, token, &ClientTls::default())
+    }
+
+    /// [`Self::new`] with `tls` for an `https://` base: the CAs it
+    /// trusts and the certificate it shows (ignored for `http://`).
+    pub fn with_tls(base: &str, token: Option<Secret>, tls: &ClientTls) -> Result<Self, ApiError> {
         let base = base.trim_end_matches('/').to_string();
         let bad = |reason: &str| ApiError::BadUrl {
             url: base.clone(),
             reason: reason.to_string(),
         };
         let uri: Uri = base.parse().map_err(|e| bad(&format!("{e}")))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(bad("must be http://host:port (the API speaks plain HTTP)"));
+        if uri.host().is_none() {
+            return Err(bad("must be http://host:port or https://host:port"));
         }
         if uri.path() != "/" && !uri.path().is_empty() {
             return Err(bad("must have no path"));
         }
-        let http = Client::builder(TokioExecutor::new()).build_http();
+        let builder = Client::builder(TokioExecutor::new());
+        let http = match uri.scheme_str() {
+            Some("http") => Transport::Plain(builder.build_http()),
+            Some("https") => {
+                let config = tls.config().map_err(ApiError::ClientTls)?;
+                let mut tcp = HttpConnector::new();
+                tcp.enforce_http(false);
+                Transport::Tls(builder.build(HttpsConnector::from((tcp, config))))
+            }
+            _ => return Err(bad("must be http://host:port or https://host:port")),
+        };
         Ok(Self { base, token, http })
     }
 
@@ -217,7 +258,13 @@ impl ApiClient {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| unreachable(chain(&e)))?;
+                .map_err(|e| match rustls_error(&e) {
+                    Some(tls) => ApiError::Tls {
+                        url: url.clone(),
+                        reason: tls.to_string(),
+                    },
+                    None => unreachable(chain(&e)),
+                })?;
             let status = resp.status();
             let body = resp
                 .into_body()
@@ -314,12 +361,26 @@ mod tests {
     }
 
     #[test]
-    fn api_client_checks_the_base_url() {
+    fn api_client_checks_the_base_url_and_its_tls_files() {
         assert!(ApiClient::new("http://127.0.0.1:8080/", None).is_ok());
-        for bad in ["https://127.0.0.1:8080", "127.0.0.1:8080", "http://h:1/api"] {
+        for bad in ["ftp://127.0.0.1:8080", "127.0.0.1:8080", "http://h:1/api"] {
             let err = ApiClient::new(bad, None).err().expect(bad).to_string();
             assert!(err.contains(bad.trim_end_matches('/')), "{err}");
         }
+        let missing = ClientTls {
+            ca_file: Some("/no/such/ca.pem".into()),
+            ..ClientTls::default()
+        };
+        let err = ApiClient::with_tls("https://127.0.0.1:8443", None, &missing)
+            .err()
+            .expect("a missing CA file")
+            .to_string();
+        assert!(
+            err.contains("api.client") && err.contains("/no/such/ca.pem"),
+            "{err}"
+        );
+        // http:// uses no TLS, so its files are not read.
+        assert!(ApiClient::with_tls("http://127.0.0.1:8080", None, &missing).is_ok());
     }
 
     #[test]

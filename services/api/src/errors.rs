@@ -92,6 +92,13 @@ pub enum ApiError {
         #[source]
         source: mailfleet_blob::BlobError,
     },
+    /// Serving: a non-loopback `api.listen` without a bearer token.
+    #[error("api.listen = {listen:?} is not loopback: set api.token_file")]
+    Unprotected { listen: String },
+    /// Serving: `[api.tls]` cannot be used (the error names the file;
+    /// not a `#[source]`, which `{:#}` would print twice).
+    #[error("api.tls: {0}")]
+    ServerTls(mailfleet_tls::TlsError),
     /// Serving: the listen address cannot be bound.
     #[error("api.listen = {listen:?}: cannot listen: {source}")]
     Bind {
@@ -105,9 +112,17 @@ pub enum ApiError {
     /// Serving: the HTTP server failed.
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
-    /// Client: the base URL is not `http://host:port`.
+    /// Client: the base URL is not `http(s)://host:port`.
     #[error("api url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// Client: its TLS settings cannot be used (`[api.client]`,
+    /// `--ca-file`; the error names the file, as [`Self::ServerTls`]).
+    #[error("api.client (or --ca-file): {0}")]
+    ClientTls(mailfleet_tls::TlsError),
+    /// Client: the TLS handshake with the API failed; `reason` is
+    /// rustls's ("invalid peer certificate: UnknownIssuer").
+    #[error("TLS with the account API at {url} failed: {reason}")]
+    Tls { url: String, reason: String },
     /// Client: no answer: nothing listening, a timeout, a broken connection.
     #[error("cannot reach the account API at {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -150,6 +165,10 @@ impl ApiError {
             }
             Self::Internal(_)
             | Self::Token { .. }
+            | Self::Unprotected { .. }
+            | Self::ServerTls(_)
+            | Self::ClientTls(_)
+            | Self::Tls { .. }
             | Self::BlobsUnset
             | Self::Blobs { .. }
             | Self::Bind { .. }

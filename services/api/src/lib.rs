@@ -2,6 +2,13 @@
 //! registration, logins, quota, plan and the admin events, and the
 //! [`client`] the `mailfleet account` CLI uses.
 //!
+//! With `[api.tls]` it serves HTTPS only ([`https`]: rustls, optionally
+//! requiring client certificates); the client verifies the server's
+//! certificate. A bearer token (`api.token_file`) guards every
+//! `/accounts` route, and is required whenever `api.listen` is not a
+//! loopback address: the API refuses to start without it
+//! ([`ApiConfig::unprotected`]).
+//!
 //! Every change is an event on `accounts.events`, keyed by the lower-cased
 //! address, produced with `acks=all` ([`state::Writer`]); a request is
 //! answered only after Kafka acknowledged its event. Reads come from the
@@ -28,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod decide;
 pub mod errors;
+pub mod https;
 pub mod learn;
 pub mod projection;
 pub mod routes;
@@ -43,6 +51,7 @@ use tokio::sync::Semaphore;
 pub use client::ApiClient;
 pub use config::{ApiConfig, Plans};
 pub use errors::ApiError;
+pub use mailfleet_tls::{ClientTls, ServerTls};
 
 use learn::Learning;
 use projection::Projection;
@@ -62,13 +71,58 @@ pub struct ApiSettings {
 }
 
 /// Serve until `shutdown` trips: follow the topic, listen, answer.
+/// Refuses before touching Kafka or the port when `listen` is not
+/// loopback and no token is set, or when `[api.tls]` or the token file
+/// cannot be used.
 pub async fn serve(
     settings: ApiSettings,
     kafka: &KafkaConfig,
     shutdown: Shutdown,
 ) -> Result<(), ApiError> {
     let cfg = &settings.config;
+    if let Some(refusal) = cfg.unprotected() {
+        return Err(refusal);
+    }
     let token = cfg.token_file.as_deref().map(read_token).transpose()?;
+    let acceptor = cfg
+        .tls
+        .as_ref()
+        .map(mailfleet_tls::ServerTls::acceptor)
+        .transpose()
+        .map_err(ApiError::ServerTls)?;
+    let state = app_state(&settings, kafka, token, shutdown.clone())?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| ApiError::Bind {
+            listen: cfg.listen.clone(),
+            source,
+        })?;
+    tracing::info!(listen = %cfg.listen, topic = %cfg.events_topic, auth = token_state(cfg),
+        tls = tls_state(cfg), "account API listening; answering 503 until the projection caught up");
+    if cfg.tls.is_none() && !is_loopback(&cfg.listen) {
+        tracing::warn!(listen = %cfg.listen, "api.listen is not loopback and [api.tls] is unset: \
+            the bearer token and passwords cross the network in clear unless a TLS proxy is in front");
+    }
+    let router = routes::router(state, cfg.max_body_bytes);
+    match acceptor {
+        Some(acceptor) => https::serve(listener, router, acceptor, shutdown).await,
+        None => axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+            .map_err(ApiError::Serve)?,
+    }
+    Ok(())
+}
+
+/// What the handlers share: the projection following the topic, the
+/// acknowledged producer, the learn route.
+fn app_state(
+    settings: &ApiSettings,
+    kafka: &KafkaConfig,
+    token: Option<Secret>,
+    shutdown: Shutdown,
+) -> Result<Arc<AppState>, ApiError> {
+    let cfg = &settings.config;
     let projection = Projection::follow(
         kafka,
         &cfg.events_topic,
@@ -82,10 +136,10 @@ pub async fn serve(
         .as_ref()
         .map(|spam| Learning::open(spam, producer.clone(), timeout))
         .transpose()?;
-    announce_ready(projection.clone(), shutdown.clone());
+    announce_ready(projection.clone(), shutdown);
     telemetry::init();
     let parallel = std::thread::available_parallelism().map_or(2, usize::from);
-    let state = Arc::new(AppState {
+    Ok(Arc::new(AppState {
         projection,
         writer: Writer::new(producer, &cfg.events_topic, timeout),
         locks: Locks::default(),
@@ -93,19 +147,7 @@ pub async fn serve(
         token,
         hashing: Semaphore::new(parallel),
         learning,
-    });
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|source| ApiError::Bind {
-            listen: cfg.listen.clone(),
-            source,
-        })?;
-    tracing::info!(listen = %cfg.listen, topic = %cfg.events_topic,
-        auth = token_state(cfg), "account API listening; answering 503 until the projection caught up");
-    axum::serve(listener, routes::router(state, cfg.max_body_bytes))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .map_err(ApiError::Serve)
+    }))
 }
 
 /// Log once when the projection has caught up, so an operator sees when
@@ -133,6 +175,20 @@ fn token_state(cfg: &ApiConfig) -> &'static str {
     } else {
         "none"
     }
+}
+
+fn tls_state(cfg: &ApiConfig) -> &'static str {
+    match &cfg.tls {
+        None => "off (plain HTTP)",
+        Some(tls) if tls.client_ca_file.is_some() => "HTTPS, client certificates required",
+        Some(_) => "HTTPS",
+    }
+}
+
+fn is_loopback(listen: &str) -> bool {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
 }
 
 /// The bearer token from its file, trimmed; never logged.

@@ -1,7 +1,7 @@
 //! The API's request metrics: `mailfleet_api_requests_total{route,status}`
 //! and `mailfleet_api_request_duration_seconds{route}`, recorded by one
 //! middleware around every route (the bearer check and the fallback
-//! included).
+//! included). The TLS handshake failures are counted by [`super::https`].
 //!
 //! `route` is the method and the route's pattern (`PUT /accounts/{account}/quota`),
 //! never the raw path: an address in a label would make one series per
@@ -33,12 +33,16 @@ pub const ROUTES: &[(&str, u16)] = &[
 /// The `route` of a request that matched none of [`ROUTES`].
 pub const UNMATCHED: &str = "unmatched";
 
-/// Put each route's success series at 0, so that `rate()` and alerts see
-/// them before the first request.
+/// Put each route's success series and each TLS handshake failure
+/// reason at 0, so that `rate()` and alerts see them before the first
+/// request (the handshake series stay 0 without `[api.tls]`).
 pub fn init() {
     for (route, status) in ROUTES {
         metrics::counter!(m::API_REQUESTS, "route" => *route, "status" => status.to_string())
             .increment(0);
+    }
+    for failure in super::https::Failure::ALL {
+        metrics::counter!(m::API_TLS_HANDSHAKE_FAILURES, "reason" => failure.label()).increment(0);
     }
 }
 
