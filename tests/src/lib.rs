@@ -29,6 +29,8 @@ pub mod fleet;
 pub mod ingest;
 pub mod notify;
 pub mod outage;
+pub mod postfix_tls;
+pub mod secrets;
 pub mod submission;
 
 use rdkafka::{

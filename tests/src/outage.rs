@@ -54,13 +54,33 @@ impl Private {
         Private::new(
             "kafka",
             test,
-            &["MAILFLEET_KAFKA_PORT", "MAILFLEET_KAFKA_CONTROLLER_PORT"],
+            &[
+                "MAILFLEET_KAFKA_PORT",
+                "MAILFLEET_KAFKA_CONTROLLER_PORT",
+                "MAILFLEET_KAFKA_SASL_SSL_PORT",
+                "MAILFLEET_KAFKA_SSL_PORT",
+            ],
         )
     }
 
-    /// slapd with the accounts tree (`ops/ldap`).
+    /// slapd with the accounts tree (`ops/ldap`), on its own ldap:// and
+    /// ldaps:// ports.
     pub fn slapd(test: &str) -> Private {
-        Private::new("ldap", test, &["MAILFLEET_LDAP_PORT"])
+        Private::new(
+            "ldap",
+            test,
+            &["MAILFLEET_LDAP_PORT", "MAILFLEET_LDAP_TLS_PORT"],
+        )
+    }
+
+    /// Postfix (`ops/postfix`): the inbound smtpd on `port`, submission on
+    /// `MAILFLEET_SUBMISSION_PORT`.
+    pub fn postfix(test: &str) -> Private {
+        Private::new(
+            "postfix",
+            test,
+            &["MAILFLEET_POSTFIX_PORT", "MAILFLEET_SUBMISSION_PORT"],
+        )
     }
 
     /// clamd with the test signatures (`ops/clamav`).
@@ -84,13 +104,19 @@ impl Private {
             .and_then(|(_, v)| v.parse().ok())
     }
 
+    /// `ops/<script>` with this instance's folder and ports, to add
+    /// arguments to.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(repo_root().join("ops").join(self.script));
+        command
+            .env("MAILFLEET_RUN_DIR", &self.run_dir)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        command
+    }
+
     fn ops(&self, action: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let out = Command::new(repo_root().join("ops").join(self.script))
-            .arg(action)
-            .env("MAILFLEET_RUN_DIR", &self.run_dir)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()?;
+        let out = self.command().arg(action).output()?;
         anyhow::ensure!(
             out.status.success(),
             "ops/{} {action} (port {}): {}\n{}",
@@ -128,6 +154,12 @@ impl Private {
     /// `ldap://127.0.0.1:<port>` (for [`Private::slapd`]).
     pub fn ldap_url(&self) -> String {
         format!("ldap://{}", self.address())
+    }
+
+    /// `ldaps://127.0.0.1:<its TLS port>` (for [`Private::slapd`]).
+    pub fn ldaps_url(&self) -> Option<String> {
+        let port = self.port_of("MAILFLEET_LDAP_TLS_PORT")?;
+        Some(format!("ldaps://127.0.0.1:{port}"))
     }
 
     /// The service DN's password file (for [`Private::slapd`]).

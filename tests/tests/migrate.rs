@@ -13,18 +13,10 @@ use mailfleet_tests::{directory::*, *};
 
 /// Files below `dir`, relative, sorted.
 fn files(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path.strip_prefix(dir)?.display().to_string());
-            }
-        }
-    }
+    let mut out = notify::files_below(dir)
+        .iter()
+        .map(|p| Ok(p.strip_prefix(dir)?.display().to_string()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     out.sort();
     Ok(out)
 }

@@ -14,7 +14,11 @@
 //! - EICAR from an authenticated account: refused at the end of DATA,
 //!   never relayed, the account blocked (VIRUS), the admin alert mailed;
 //! - `mailfleet audit decisions outbound`: every decision recomputed alike;
-//!   `mailfleet audit account` shows the block and why.
+//!   `mailfleet audit account` shows the block and why;
+//! - the secrets scan (`tests/src/secrets.rs`) over the whole run: neither
+//!   account's password nor the wrong one is in any record of the run's
+//!   topics, any file of its processes, or what Postfix, Dovecot, slapd and
+//!   Kafka logged meanwhile.
 
 use std::{collections::BTreeMap, path::Path, process::Output, time::Duration};
 
@@ -35,6 +39,7 @@ use mailfleet_runtime::{
 use mailfleet_tests::{
     ingest::{clamd_address, eicar, message_with_attachment, require_clamd, simple_message},
     notify::notifier_table,
+    secrets::{files_below, scan_file, scan_topic, Needle, SharedLogs},
     submission::{
         account, data_reply, require_submission_postfix, sink_count, MILTER_PORT, POLICY_PORT,
     },
@@ -245,6 +250,7 @@ fn rcpt_reply(transcript: &str) -> String {
 async fn submission_auth_limits_virus_blocks_and_audits() -> anyhow::Result<()> {
     require_submission_postfix()?;
     require_clamd()?;
+    let shared_logs = SharedLogs::mark()?;
     let w = World::new().await?;
     let config = w.config("e2e.toml")?;
     let log = w.dir.join("children.log");
@@ -288,7 +294,8 @@ async fn submission_auth_limits_virus_blocks_and_audits() -> anyhow::Result<()> 
         &clean,
         simple_message(&format!("{tag}-clean"), &format!("marker {tag}-clean")),
     )?;
-    let wrong = swaks(&alice, "Wrong-password-1", &alice, "x@remote.test", &clean)?;
+    let wrong_pw = format!("Wrong{:032x}", rand::random::<u128>());
+    let wrong = swaks(&alice, &wrong_pw, &alice, "x@remote.test", &clean)?;
     assert!(
         replies(&wrong).iter().any(|r| r.starts_with("535")),
         "{wrong}"
@@ -413,5 +420,35 @@ async fn submission_auth_limits_virus_blocks_and_audits() -> anyhow::Result<()> 
         throttled.contains("SubmissionDecided") && throttled.contains("recipients_per_hour"),
         "the account's history shows why it was throttled: {throttled}"
     );
-    children.terminate()
+    children.terminate()?;
+
+    // No password anywhere the run reached.
+    let needles = [
+        Needle::new("alice's password", &alice_pw),
+        Needle::new("bob's password", &bob_pw),
+        Needle::new("the wrong password", &wrong_pw),
+    ];
+    let (mut records, mut hits) = (0, Vec::new());
+    for topic in w.t.values() {
+        let (read, found) = scan_topic(&needles, topic)?;
+        records += read;
+        hits.extend(found);
+    }
+    let files = files_below(&w.dir);
+    for path in &files {
+        hits.extend(scan_file(&needles, path, 0)?);
+    }
+    let (lines, found) = shared_logs.scan(&needles)?;
+    hits.extend(found);
+    assert!(
+        records > 0 && lines > 0,
+        "the scan read nothing: {records} records, {lines} lines"
+    );
+    assert!(hits.is_empty(), "passwords found:\n{}", hits.join("\n"));
+    eprintln!(
+        "secrets scan: {records} records on {} topics, {} files, {lines} lines of the shared logs: no password",
+        w.t.len(),
+        files.len()
+    );
+    Ok(())
 }

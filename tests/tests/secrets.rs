@@ -5,12 +5,13 @@
 //! then a scan of every record of every topic the flow wrote (raw key,
 //! value and headers, all partitions, to the end) and of every file the
 //! processes wrote (the test's folder: logs, state, RocksDB; plus what
-//! slapd and the broker logged meanwhile) for each password, plain or in
+//! slapd, the broker, Dovecot and Postfix logged meanwhile) for each
+//! password, plain or in
 //! base64 (at any alignment). A hit fails naming the topic, partition and
 //! offset, or the file and line. Passwords are made at run time.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -20,136 +21,10 @@ use mailfleet_api::{
     ApiClient,
 };
 use mailfleet_events::{accounts::AccountPasswordChanged, Envelope};
-use mailfleet_runtime::{read::read_to_end, time::now_ms};
-use mailfleet_tests::{api::strong_password, directory::*, *};
+use mailfleet_runtime::time::now_ms;
+use mailfleet_tests::{api::strong_password, directory::*, secrets::*, *};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A secret to look for, by what it is.
-struct Needle {
-    what: &'static str,
-    forms: Vec<(String, Vec<u8>)>,
-}
-
-impl Needle {
-    /// The password itself and its base64 (standard and URL-safe) at each
-    /// of the three alignments it can take inside a longer base64 text.
-    fn new(what: &'static str, secret: &str) -> Needle {
-        let mut forms = vec![("plain".to_string(), secret.as_bytes().to_vec())];
-        for shift in 0..3usize {
-            let mut bytes = vec![0u8; shift];
-            bytes.extend_from_slice(secret.as_bytes());
-            let encoded = base64(&bytes);
-            let (from, to) = ((shift * 8).div_ceil(6), bytes.len() * 8 / 6);
-            let core = &encoded[from..to];
-            forms.push((format!("base64@{shift}"), core.as_bytes().to_vec()));
-            let url = core.replace('+', "-").replace('/', "_");
-            forms.push((format!("base64url@{shift}"), url.into_bytes()));
-        }
-        Needle { what, forms }
-    }
-
-    /// The first form found in `haystack`: (form, byte offset).
-    fn find(&self, haystack: &[u8]) -> Option<(&str, usize)> {
-        self.forms.iter().find_map(|(form, n)| {
-            haystack
-                .windows(n.len())
-                .position(|w| w == n.as_slice())
-                .map(|at| (form.as_str(), at))
-        })
-    }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// Every hit of any needle in `bytes`, described with `place(offset)`.
-fn scan(needles: &[Needle], bytes: &[u8], place: impl Fn(usize) -> String) -> Vec<String> {
-    needles
-        .iter()
-        .filter_map(|n| {
-            n.find(bytes)
-                .map(|(form, at)| format!("{} ({form}) in {}", n.what, place(at)))
-        })
-        .collect()
-}
-
-/// Every record of `topic` (all partitions, to their current end) scanned.
-fn scan_topic(needles: &[Needle], topic: &str) -> anyhow::Result<(usize, Vec<String>)> {
-    let records = read_to_end(&kafka(), topic, "secrets-scan")?;
-    let mut hits = Vec::new();
-    for r in &records {
-        let mut parts = vec![r.key.clone().unwrap_or_default(), r.payload.clone()];
-        for (key, value) in &r.headers {
-            parts.push(key.as_bytes().to_vec());
-            parts.push(value.clone().unwrap_or_default());
-        }
-        let place = format!(
-            "topic {topic} partition {} offset {}",
-            r.partition, r.offset
-        );
-        hits.extend(scan(needles, &parts.concat(), |_| place.clone()));
-    }
-    Ok((records.len(), hits))
-}
-
-/// `path` from byte `from` scanned; hits name the file and line.
-fn scan_file(needles: &[Needle], path: &Path, from: u64) -> anyhow::Result<Vec<String>> {
-    let bytes = std::fs::read(path)?;
-    let skip = (from as usize).min(bytes.len());
-    let lines_before = bytes[..skip].iter().filter(|b| **b == b'\n').count();
-    let tail = &bytes[skip..];
-    Ok(scan(needles, tail, |at| {
-        let line = lines_before + 1 + tail[..at].iter().filter(|b| **b == b'\n').count();
-        format!("{}:{line}", path.display())
-    }))
-}
-
-/// Every file below `dir`.
-fn files_below(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Logs of the shared servers, with their size now: only what they write
-/// from here on is this test's.
-fn shared_logs() -> Vec<(PathBuf, u64)> {
-    let run = std::env::var_os("MAILFLEET_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("run"));
-    ["ldap/slapd.log", "kafka/server.log", "kafka/kafka.out"]
-        .iter()
-        .map(|f| run.join(f))
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
-            (p, len)
-        })
-        .collect()
-}
 
 /// `mailfleet` with every log line down to debug, into `log`.
 fn spawn_debug(config: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
@@ -215,7 +90,7 @@ fn the_scan_finds_a_password_in_any_encoding() {
 async fn no_password_reaches_a_topic_or_a_log() -> anyhow::Result<()> {
     let _slapd = SLAPD.read().await;
     require_slapd()?;
-    let shared = shared_logs();
+    let shared = SharedLogs::mark()?;
     let world = DirectoryWorld::new("secrets").await?;
     let (alice, bob) = (world.address("alice"), world.address("bob"));
     let (alice_dn, bob_dn) = (account_dn(PEOPLE, &alice), account_dn(PEOPLE, &bob));
@@ -336,7 +211,7 @@ async fn no_password_reaches_a_topic_or_a_log() -> anyhow::Result<()> {
 
     let mut needles: Vec<Needle> = secrets
         .iter()
-        .map(|(what, s)| Needle::new(what, s))
+        .map(|(what, s)| Needle::new(*what, s))
         .collect();
     needles.push(Needle::new("the migration's one-time password", &token));
     let mut hits = Vec::new();
@@ -349,13 +224,16 @@ async fn no_password_reaches_a_topic_or_a_log() -> anyhow::Result<()> {
     // Registered x2, logins x3 (one failed), the change, the migration's two,
     // the directory's own: the scan read real traffic.
     assert!(records >= 8, "only {records} records on the topics");
-    let files = files_below(&world.dir)?;
+    let files = files_below(&world.dir);
     for path in &files {
         hits.extend(scan_file(&needles, path, 0)?);
     }
-    for (path, from) in &shared {
-        hits.extend(scan_file(&needles, path, *from)?);
-    }
+    let (lines, found) = shared.scan(&needles)?;
+    hits.extend(found);
+    assert!(
+        lines > 0,
+        "the shared servers logged nothing during the flow"
+    );
     let api_log = std::fs::read_to_string(world.dir.join("api.log"))?;
     assert!(
         api_log.contains("account registered"),
@@ -364,7 +242,7 @@ async fn no_password_reaches_a_topic_or_a_log() -> anyhow::Result<()> {
     assert!(api_log.contains("DEBUG"), "the API did not log at debug");
     assert!(hits.is_empty(), "passwords found:\n{}", hits.join("\n"));
     eprintln!(
-        "scanned {records} records on 3 topics, {} files of the test and {} shared logs: no password",
+        "scanned {records} records on 3 topics, {} files of the test and {lines} lines of {} shared logs: no password",
         files.len(),
         shared.len()
     );

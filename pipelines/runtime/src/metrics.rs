@@ -78,6 +78,9 @@ pub const LMTP_CONNECTIONS: &str = "mailfleet_lmtp_connections";
 pub const LMTP_ABORTED: &str = "mailfleet_lmtp_aborted_total";
 /// Connections answered `421 4.7.0` and closed: client outside `lmtp.allow`.
 pub const LMTP_CONNECTIONS_DENIED: &str = "mailfleet_lmtp_connections_denied_total";
+/// LMTP STARTTLS handshakes, by `result`: ok, failed (closed; the reason is
+/// logged with the client's address).
+pub const LMTP_TLS_HANDSHAKES: &str = "mailfleet_lmtp_tls_handshakes_total";
 
 /// The LMTP server's names, for the test that each is emitted.
 pub const LMTP_ALL: &[&str] = &[
@@ -88,6 +91,7 @@ pub const LMTP_ALL: &[&str] = &[
     LMTP_CONNECTIONS,
     LMTP_ABORTED,
     LMTP_CONNECTIONS_DENIED,
+    LMTP_TLS_HANDSHAKES,
 ];
 
 /// Messages scanned, by `verdict`: clean, infected, banned.
@@ -167,8 +171,16 @@ pub const API_REQUESTS: &str = "mailfleet_api_requests_total";
 /// Time from a request's arrival to its answer, by `route`.
 pub const API_REQUEST_DURATION: &str = "mailfleet_api_request_duration_seconds";
 
+/// TLS handshakes the account API refused or lost (`[api.tls]`), by
+/// `reason`: timeout, client_certificate, client_alert, protocol, io.
+pub const API_TLS_HANDSHAKE_FAILURES: &str = "mailfleet_api_tls_handshake_failures_total";
+
 /// The account API's names, for the test that each is emitted.
-pub const API_ALL: &[&str] = &[API_REQUESTS, API_REQUEST_DURATION];
+pub const API_ALL: &[&str] = &[
+    API_REQUESTS,
+    API_REQUEST_DURATION,
+    API_TLS_HANDSHAKE_FAILURES,
+];
 
 /// The purge planner's names, for the test that each is emitted.
 pub const PURGER_ALL: &[&str] = &[
