@@ -13,7 +13,8 @@ use mailfleet_tests::*;
 fn topology(name: &str, partitions: i32, retention_ms: i64) -> Topology {
     let spec = TopicSpec {
         partitions,
-        replication_factor: 1,
+        replication_factor: Some(1),
+        min_insync_replicas: None,
         retention_ms,
         cleanup_policy: CleanupPolicy::Delete,
         doc: String::new(),
@@ -83,6 +84,22 @@ fn the_cli_applies_the_built_in_topology_twice() -> anyhow::Result<()> {
             "{topic} not converged:\n{second}"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn more_replicas_than_brokers_are_refused_naming_the_key() -> anyhow::Result<()> {
+    let out = Command::new(mailfleet_bin())
+        .args(["topics", "apply"])
+        .env("MAILFLEET_KAFKA__BROKERS", kafka().brokers)
+        .env("MAILFLEET_KAFKA__REPLICATION_FACTOR", "2")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("kafka.replication_factor = 2: more than the 1 live broker(s)"),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -115,9 +115,7 @@ impl Config {
         out.extend(self.submission.problems());
         out.extend(self.api.problems());
         out.extend(self.scheduler.problems());
-        if self.blobs.dir.is_empty() {
-            out.push("blobs.dir is empty".into());
-        }
+        out.extend(self.blobs.problems());
         if self.clock.every_s == 0 {
             out.push("clock.every_s = 0: must be > 0".into());
         }
@@ -131,6 +129,11 @@ impl Config {
                     p.display().to_string()
                 ));
             }
+        }
+        // Each topic's replication with `[kafka]`'s defaults; a topology
+        // that does not load says why when it is used.
+        if let Ok(topology) = self.topology() {
+            out.extend(topology.replication_problems(&self.kafka));
         }
         out
     }
@@ -155,6 +158,28 @@ mod tests {
         assert!(problems.contains("batch_max_events = 0"), "{problems}");
         assert!(problems.contains("\"nowhere\""), "{problems}");
         assert!(problems.contains("/no/such/topology.toml"), "{problems}");
+    }
+
+    #[test]
+    fn replication_beyond_the_factor_is_named_at_load() {
+        let env = [
+            ("MAILFLEET_KAFKA__REPLICATION_FACTOR", "3"),
+            ("MAILFLEET_KAFKA__MIN_INSYNC_REPLICAS", "4"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg: Config = from_document(load_document(None, env).unwrap(), "test").unwrap();
+        let problems = cfg.problems().join("\n");
+        assert!(
+            problems.contains("kafka.min_insync_replicas = 4: more than the replication factor 3"),
+            "{problems}"
+        );
+        let mut cfg = Config::default();
+        cfg.kafka.replication_factor = 0;
+        let problems = cfg.problems().join("\n");
+        assert!(
+            problems.contains("kafka.replication_factor = 0: must be >= 1"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! `mailfleet topics apply`: make the broker's topics match the topology,
 //! idempotently. Missing topics are created, partitions are raised (never
-//! lowered), and retention and clean-up policy are set.
+//! lowered), and retention, clean-up policy and min ISR are set. A
+//! replication factor is set at creation and only checked afterwards: a
+//! declaration below what a topic has, or above the brokers the cluster
+//! has, is refused before anything changes ([`crate::replication`]).
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use rdkafka::{
 use crate::{
     config::KafkaConfig,
     error::RuntimeError,
+    replication::{self, against_cluster, Replication},
     topology::{TopicSpec, Topology},
 };
 
@@ -31,6 +35,13 @@ pub enum TopicChange {
     Unchanged,
     /// The broker has more partitions than declared; Kafka cannot lower them.
     MorePartitionsThanDeclared {
+        actual: i32,
+        declared: i32,
+    },
+    /// A partition has fewer replicas than declared (the topic was made
+    /// before the cluster grew): `topics apply` does not move replicas;
+    /// Kafka's `kafka-reassign-partitions` does.
+    FewerReplicasThanDeclared {
         actual: i32,
         declared: i32,
     },
@@ -84,7 +95,9 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     Ok(out)
 }
 
-/// Create or update every topic of the topology.
+/// Create or update every topic of the topology. Refuses (an
+/// [`RuntimeError::InvalidConfig`] naming each key and value, before any
+/// change) a replication the cluster cannot or must not get.
 pub async fn apply(
     kafka: &KafkaConfig,
     topology: &Topology,
@@ -101,34 +114,97 @@ pub async fn apply(
     // A broker that has just created a topic can answer metadata with the
     // topic in an error state and no partitions for a moment; wait until the
     // declared topics that exist are settled, so that none is misread.
-    let existing = settled_partition_counts(&admin, &names, |_| 0).await?;
+    let existing = settled(&admin, &names, |_| 0).await?;
+    let declared: Vec<(&String, &TopicSpec, Replication)> = topology
+        .topics
+        .iter()
+        .map(|(name, spec)| (name, spec, Replication::of(name, spec, kafka)))
+        .collect();
+    refuse_bad_replication(&declared, &existing, kafka)?;
     let mut report = Vec::new();
-    for (name, spec) in &topology.topics {
-        let change = match existing.iter().find(|(t, _)| t == name) {
-            None => create(&admin, &opts, name, spec).await?,
-            Some((_, actual)) => update(&admin, &opts, name, spec, *actual).await?,
+    for (name, spec, rep) in &declared {
+        let change = match existing.topic(name) {
+            None => create(&admin, &opts, name, spec, rep).await?,
+            Some(t) => update(&admin, &opts, name, spec, rep, t).await?,
         };
-        report.push((name.clone(), change));
+        report.push((name.to_string(), change));
     }
     // The controller acknowledges a change before the broker's metadata shows
     // it. Return only once the declared layout is visible, so that the next
     // apply, or a consumer started right after, sees what this one did.
-    settled_partition_counts(&admin, &names, |name| topology.topics[name].partitions).await?;
+    settled(&admin, &names, |name| topology.topics[name].partitions).await?;
     Ok(report)
+}
+
+/// Every replication problem of the declaration, alone and then against
+/// the cluster's `existing` layout, as one error (each problem once).
+fn refuse_bad_replication(
+    declared: &[(&String, &TopicSpec, Replication)],
+    existing: &Layout,
+    kafka: &KafkaConfig,
+) -> Result<(), RuntimeError> {
+    let mut problems = replication::problems(
+        "kafka",
+        Some(kafka.replication_factor),
+        kafka.min_insync_replicas,
+    );
+    for (name, spec, rep) in declared {
+        let prefix = format!("topics.{name}");
+        problems.extend(replication::problems(
+            &prefix,
+            spec.replication_factor,
+            spec.min_insync_replicas,
+        ));
+        problems.extend(rep.problems());
+    }
+    if problems.is_empty() {
+        for (name, _, rep) in declared {
+            let actual = existing.topic(name).map(|t| t.replicas);
+            let (brokers, bootstrap) = (existing.brokers, &kafka.brokers);
+            problems.extend(against_cluster(name, rep, actual, brokers, bootstrap));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(RuntimeError::InvalidConfig(problems)),
+    }
 }
 
 /// How long `apply` waits for the broker's metadata to show its changes.
 const METADATA_SETTLE: Duration = Duration::from_secs(30);
 
-/// The partition counts of the topics of `names` that exist, once each of
-/// them is settled: no error, a leader for every partition, and at least
+/// What the cluster's metadata shows of the declared topics.
+struct Layout {
+    /// Live brokers (the metadata lists no other).
+    brokers: usize,
+    /// The declared topics that exist.
+    topics: Vec<TopicLayout>,
+}
+
+impl Layout {
+    fn topic(&self, name: &str) -> Option<&TopicLayout> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+struct TopicLayout {
+    name: String,
+    partitions: i32,
+    /// The most replicas any of its partitions has.
+    replicas: i32,
+}
+
+/// The layout of the topics of `names` that exist, once each of them is
+/// settled: no error, a leader for every partition, and at least
 /// `min_partitions(name)` partitions (0: absent is settled too). Past
 /// [`METADATA_SETTLE`], the names still unsettled are the error.
-async fn settled_partition_counts(
+async fn settled(
     admin: &AdminClient<DefaultClientContext>,
     names: &[&str],
     min_partitions: impl Fn(&str) -> i32,
-) -> Result<Vec<(String, i32)>, RuntimeError> {
+) -> Result<Layout, RuntimeError> {
     let deadline = std::time::Instant::now() + METADATA_SETTLE;
     loop {
         let md = admin
@@ -138,7 +214,7 @@ async fn settled_partition_counts(
                 op: "fetch metadata",
                 source,
             })?;
-        let mut counts = Vec::new();
+        let mut topics = Vec::new();
         let mut unsettled = Vec::new();
         for name in names {
             let want = min_partitions(name);
@@ -153,13 +229,19 @@ async fn settled_partition_counts(
                     {
                         unsettled.push(*name);
                     } else {
-                        counts.push((name.to_string(), n));
+                        let replicas = t.partitions().iter().map(|p| p.replicas().len());
+                        topics.push(TopicLayout {
+                            name: name.to_string(),
+                            partitions: n,
+                            replicas: replicas.max().unwrap_or(0) as i32,
+                        });
                     }
                 }
             }
         }
         if unsettled.is_empty() {
-            return Ok(counts);
+            let brokers = md.brokers().len();
+            return Ok(Layout { brokers, topics });
         }
         if std::time::Instant::now() >= deadline {
             return Err(RuntimeError::ApplyTopic {
@@ -175,13 +257,19 @@ async fn settled_partition_counts(
 }
 
 /// Every topic's records carry the broker's append time: a consumer of
-/// several topics orders them by it, the same live and in a replay.
-fn configs(spec: &TopicSpec) -> [(&'static str, String); 3] {
-    [
+/// several topics orders them by it, the same live and in a replay. A
+/// declared min ISR is set; an undeclared one is left to the broker's
+/// default (a set of configs replaces the topic's whole set).
+fn configs(spec: &TopicSpec, rep: &Replication) -> Vec<(&'static str, String)> {
+    let mut out = vec![
         ("retention.ms", spec.retention_ms.to_string()),
         ("cleanup.policy", spec.cleanup_policy.as_kafka().to_string()),
         ("message.timestamp.type", "LogAppendTime".to_string()),
-    ]
+    ];
+    if let Some(m) = rep.min_insync {
+        out.push(("min.insync.replicas", m.to_string()));
+    }
+    out
 }
 
 async fn create(
@@ -189,13 +277,10 @@ async fn create(
     opts: &AdminOptions,
     name: &str,
     spec: &TopicSpec,
+    rep: &Replication,
 ) -> Result<TopicChange, RuntimeError> {
-    let cfgs = configs(spec);
-    let mut topic = NewTopic::new(
-        name,
-        spec.partitions,
-        TopicReplication::Fixed(spec.replication_factor),
-    );
+    let cfgs = configs(spec, rep);
+    let mut topic = NewTopic::new(name, spec.partitions, TopicReplication::Fixed(rep.factor));
     for (k, v) in &cfgs {
         topic = topic.set(k, v);
     }
@@ -227,8 +312,10 @@ async fn update(
     opts: &AdminOptions,
     name: &str,
     spec: &TopicSpec,
-    actual: i32,
+    rep: &Replication,
+    layout: &TopicLayout,
 ) -> Result<TopicChange, RuntimeError> {
+    let actual = layout.partitions;
     let mut change = TopicChange::Unchanged;
     if actual < spec.partitions {
         let np = NewPartitions::new(name, spec.partitions as usize);
@@ -255,52 +342,75 @@ async fn update(
             declared: spec.partitions,
         };
     }
-    if config_differs(admin, opts, name, spec).await? {
-        let cfgs = configs(spec);
-        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
-        for (k, v) in &cfgs {
-            alter = alter.set(k, v);
-        }
-        for r in admin
-            .alter_configs([&alter], opts)
-            .await
-            .map_err(|source| RuntimeError::Kafka {
-                op: "alter configs",
-                source,
-            })?
-        {
-            r.map_err(|(_, code)| RuntimeError::ApplyTopic {
-                topic: name.to_string(),
-                reason: code.to_string(),
-            })?;
-        }
-        // Like a new partition, a new config shows in describe only once the
-        // broker has applied the controller's record.
-        let deadline = std::time::Instant::now() + METADATA_SETTLE;
-        while config_differs(admin, opts, name, spec).await? {
-            if std::time::Instant::now() >= deadline {
-                return Err(RuntimeError::ApplyTopic {
-                    topic: name.to_string(),
-                    reason: format!(
-                        "the altered config did not show within {}s",
-                        METADATA_SETTLE.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        if change == TopicChange::Unchanged {
-            change = TopicChange::ConfigUpdated;
+    if set_configs(admin, opts, name, &configs(spec, rep)).await?
+        && change == TopicChange::Unchanged
+    {
+        change = TopicChange::ConfigUpdated;
+    }
+    if layout.replicas < rep.factor {
+        tracing::warn!(topic = name, actual = layout.replicas, declared = rep.factor,
+            key = %rep.factor_key, "fewer replicas than declared: move them with kafka-reassign-partitions");
+        if matches!(change, TopicChange::Unchanged | TopicChange::ConfigUpdated) {
+            change = TopicChange::FewerReplicasThanDeclared {
+                actual: layout.replicas,
+                declared: rep.factor,
+            };
         }
     }
     Ok(change)
+}
+
+/// Give topic `name` the configs `cfgs` if it has others, and wait until
+/// the broker shows them; whether anything changed.
+async fn set_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    opts: &AdminOptions,
+    name: &str,
+    cfgs: &[(&'static str, String)],
+) -> Result<bool, RuntimeError> {
+    if !config_differs(admin, opts, name, cfgs).await? {
+        return Ok(false);
+    }
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
+    for (k, v) in cfgs {
+        alter = alter.set(k, v);
+    }
+    for r in admin
+        .alter_configs([&alter], opts)
+        .await
+        .map_err(|source| RuntimeError::Kafka {
+            op: "alter configs",
+            source,
+        })?
+    {
+        r.map_err(|(_, code)| RuntimeError::ApplyTopic {
+            topic: name.to_string(),
+            reason: code.to_string(),
+        })?;
+    }
+    // Like a new partition, a new config shows in describe only once the
+    // broker has applied the controller's record.
+    let deadline = std::time::Instant::now() + METADATA_SETTLE;
+    while config_differs(admin, opts, name, cfgs).await? {
+        if std::time::Instant::now() >= deadline {
+            return Err(RuntimeError::ApplyTopic {
+                topic: name.to_string(),
+                reason: format!(
+                    "the altered config did not show within {}s",
+                    METADATA_SETTLE.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(true)
 }
 
 async fn config_differs(
     admin: &AdminClient<DefaultClientContext>,
     opts: &AdminOptions,
     name: &str,
-    spec: &TopicSpec,
+    cfgs: &[(&'static str, String)],
 ) -> Result<bool, RuntimeError> {
     let described = admin
         .describe_configs([&ResourceSpecifier::Topic(name)], opts)
@@ -312,7 +422,7 @@ async fn config_differs(
     let Some(Ok(resource)) = described.into_iter().next() else {
         return Ok(true);
     };
-    Ok(configs(spec)
+    Ok(cfgs
         .iter()
         .any(|(k, v)| resource.get(k).and_then(|e| e.value.as_deref()) != Some(v.as_str())))
 }

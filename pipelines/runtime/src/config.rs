@@ -30,6 +30,14 @@ pub struct KafkaConfig {
     /// e.g. `{"sasl.password" = "run/secrets/kafka.password"}`: the secret
     /// stays out of the config file and the environment.
     pub property_files: BTreeMap<String, PathBuf>,
+    /// Replication factor of every topic whose topology entry sets none
+    /// (`topics apply` creates them so, and refuses to lower it): 1 on a
+    /// single broker, 3 on a cluster of three or more (docs/reliability.md).
+    pub replication_factor: i32,
+    /// `min.insync.replicas` of every topic whose topology entry sets none:
+    /// how many replicas must have a record before an `acks=all` write of
+    /// it is acknowledged. Unset: the broker's `min.insync.replicas`.
+    pub min_insync_replicas: Option<i32>,
 }
 
 impl Default for KafkaConfig {
@@ -38,6 +46,8 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             properties: toml::Table::new(),
             property_files: BTreeMap::new(),
+            replication_factor: 1,
+            min_insync_replicas: None,
         }
     }
 }
@@ -128,6 +138,12 @@ impl KafkaConfig {
         if self.brokers.trim().is_empty() {
             out.push("kafka.brokers is empty".to_string());
         }
+        out.extend(crate::replication::problems(
+            "kafka",
+            Some(self.replication_factor),
+            self.min_insync_replicas,
+        ));
+        out.extend(crate::replication::Replication::defaults(self).problems());
         for (key, value) in &self.properties {
             if !value.is_str() {
                 out.push(format!(

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod metrics;
 pub mod producer;
 pub mod read;
+pub mod replication;
 mod runner;
 pub mod settings;
 mod shutdown;

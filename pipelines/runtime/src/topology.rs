@@ -5,7 +5,11 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde::Deserialize;
 
-use crate::{config::check_topic_name, error::RuntimeError};
+use crate::{
+    config::{check_topic_name, KafkaConfig},
+    error::RuntimeError,
+    replication::{self, Replication},
+};
 
 /// The topology compiled into the binary; a config may point to another file.
 pub const BUILTIN: &str = include_str!("../../topology.toml");
@@ -47,9 +51,11 @@ impl CleanupPolicy {
 pub struct TopicSpec {
     /// Number of partitions; can grow, never shrink.
     pub partitions: i32,
-    /// Replication factor; 1 on a single broker.
-    #[serde(default = "one")]
-    pub replication_factor: i32,
+    /// Replication factor; unset: `kafka.replication_factor` (see
+    /// [`Replication::of`]).
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas`; unset: `kafka.min_insync_replicas`.
+    pub min_insync_replicas: Option<i32>,
     /// Retention in ms; -1 keeps forever.
     pub retention_ms: i64,
     /// `delete` or `compact`.
@@ -59,16 +65,13 @@ pub struct TopicSpec {
     pub doc: String,
 }
 
-fn one() -> i32 {
-    1
-}
-
 impl TopicSpec {
     /// A short-lived topic (one hour, delete): tests and benchmarks.
     pub fn scratch(partitions: i32) -> TopicSpec {
         TopicSpec {
             partitions,
-            replication_factor: 1,
+            replication_factor: None,
+            min_insync_replicas: None,
             retention_ms: 3_600_000,
             cleanup_policy: CleanupPolicy::Delete,
             doc: String::new(),
@@ -146,12 +149,11 @@ impl Topology {
                     spec.partitions
                 ));
             }
-            if spec.replication_factor < 1 {
-                out.push(format!(
-                    "topics.{name}.replication_factor = {}: must be >= 1",
-                    spec.replication_factor
-                ));
-            }
+            out.extend(replication::problems(
+                &format!("topics.{name}"),
+                spec.replication_factor,
+                spec.min_insync_replicas,
+            ));
             if spec.retention_ms < -1 || spec.retention_ms == 0 {
                 out.push(format!(
                     "topics.{name}.retention_ms = {}: must be -1 (forever) or > 0",
@@ -175,6 +177,17 @@ impl Topology {
             }
         }
         out
+    }
+
+    /// Every topic's min ISR that exceeds its replication factor, where
+    /// either is the topic's own (both from `[kafka]`: `kafka`'s own
+    /// problems name them once).
+    pub fn replication_problems(&self, kafka: &KafkaConfig) -> Vec<String> {
+        self.topics
+            .iter()
+            .filter(|(_, s)| s.replication_factor.is_some() || s.min_insync_replicas.is_some())
+            .filter_map(|(name, spec)| Replication::of(name, spec, kafka).problems())
+            .collect()
     }
 }
 
@@ -212,6 +225,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"nope\"") && err.contains("counter"), "{err}");
+    }
+
+    #[test]
+    fn replication_values_are_checked_with_the_kafka_defaults() {
+        let text = "[topics.a]\npartitions = 1\nretention_ms = 1\ncleanup_policy = \"delete\"\n\
+                    replication_factor = 0\n\
+                    [topics.b]\npartitions = 1\nretention_ms = 1\ncleanup_policy = \"delete\"\n\
+                    min_insync_replicas = 3\n";
+        let err = Topology::parse(text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("topics.a.replication_factor = 0"), "{err}");
+        let topo = Topology::parse(&text.replace("= 0", "= 2"), "t.toml").unwrap();
+        let kafka = KafkaConfig {
+            replication_factor: 3,
+            ..KafkaConfig::default()
+        };
+        assert!(topo.replication_problems(&kafka).is_empty());
+        let kafka = KafkaConfig::default();
+        let problems = topo.replication_problems(&kafka).join("\n");
+        assert!(
+            problems.contains("topics.b.min_insync_replicas = 3: more than the replication factor 1 (kafka.replication_factor)"),
+            "{problems}"
+        );
+        assert!(!problems.contains("topics.a"), "{problems}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! process used how much CPU during a run, and how busy the machine was,
 //! from `/proc` (Linux only; unreadable entries count as zero).
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use super::median;
 
@@ -35,7 +35,7 @@ impl Tally {
 
 /// CPU seconds used by this process (e.g. the mailfleet server and its
 /// librdkafka threads), its finished children (e.g. smtp-source), the peer
-/// (e.g. smtp-sink or clamd) and the Kafka broker.
+/// (e.g. smtp-sink or clamd) and the Kafka broker (all of a cluster's nodes).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cpu {
     pub own: f64,
@@ -47,14 +47,14 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    pub fn now(peer: Option<u32>, kafka: Option<u32>) -> Cpu {
+    pub fn now(peer: Option<u32>, kafka: impl IntoIterator<Item = u32>) -> Cpu {
         let (own, children) = proc_cpu("self");
-        let other = |pid: Option<u32>| pid.map_or(0.0, |p| proc_cpu(&p.to_string()).0);
+        let other = |pid: u32| proc_cpu(&pid.to_string()).0;
         Cpu {
             own,
             children,
-            peer: other(peer),
-            kafka: other(kafka),
+            peer: peer.map_or(0.0, other),
+            kafka: kafka.into_iter().map(other).sum(),
             machine: machine_cpu(),
         }
     }
@@ -127,6 +127,35 @@ pub fn kafka_pid() -> Option<u32> {
     ops_pid("kafka/kafka.pid")
 }
 
+/// The pids of the `ops/kafka` brokers among `brokers` (`host:port,...`):
+/// the single broker's, or the nodes' of `ops/kafka cluster`, each known
+/// by the listeners its `server.properties` advertises.
+pub fn kafka_pids(brokers: &str) -> Vec<u32> {
+    let nodes = (1..=3).map(|n| format!("kafka-cluster/node{n}"));
+    std::iter::once("kafka".to_string())
+        .chain(nodes)
+        .filter(|dir| {
+            let props = std::fs::read_to_string(run_dir().join(dir).join("server.properties"));
+            let advertised = props.unwrap_or_default();
+            let advertised = advertised
+                .lines()
+                .find_map(|l| l.strip_prefix("advertised.listeners="))
+                .unwrap_or("")
+                .to_string();
+            brokers
+                .split(',')
+                .any(|b| advertised.contains(&format!("//{}", b.trim())))
+        })
+        .filter_map(|dir| ops_pid(&format!("{dir}/kafka.pid")))
+        .collect()
+}
+
+fn run_dir() -> PathBuf {
+    std::env::var("MAILFLEET_RUN_DIR")
+        .unwrap_or_else(|_| "run".into())
+        .into()
+}
+
 /// clamd's pid, as `ops/clamav` records it.
 pub fn clamd_pid() -> Option<u32> {
     ops_pid("clamav/clamd.pid")
@@ -134,7 +163,6 @@ pub fn clamd_pid() -> Option<u32> {
 
 /// A pid file under the ops run folder (`MAILFLEET_RUN_DIR`, default `run`).
 fn ops_pid(file: &str) -> Option<u32> {
-    let run = std::env::var("MAILFLEET_RUN_DIR").unwrap_or_else(|_| "run".into());
-    let pid = std::fs::read_to_string(Path::new(&run).join(file)).ok()?;
+    let pid = std::fs::read_to_string(run_dir().join(file)).ok()?;
     pid.trim().parse().ok()
 }

@@ -30,7 +30,7 @@ use tokio::process::{Child, Command};
 
 use super::{
     consume::create_topic,
-    cpu::{kafka_pid, Cpu, Tally},
+    cpu::{kafka_pids, Cpu, Tally},
     scratch_dir,
 };
 
@@ -108,16 +108,16 @@ async fn measure(cfg: &Config, load: &LmtpLoad, id: &str, dir: &Path) -> anyhow:
         "smtp-source -L -d -s {} -m {} per run; mailfleet: zstd blob + fsync, acks=all to a {}-partition topic",
         load.sessions, load.messages, load.partitions
     );
-    let kafka = kafka_pid();
+    let kafka = kafka_pids(&cfg.kafka.brokers);
     let mut results = Vec::new();
     for &size in &load.sizes {
         let (mut peer, mut ours) = (Tally::default(), Tally::default());
         for round in 1..=load.rounds.max(1) {
             let mut cpu = Cpu::default();
             for (port, tally) in [(sink.port, &mut peer), (mailfleet, &mut ours)] {
-                let before = Cpu::now(sink.pid, kafka);
+                let before = Cpu::now(sink.pid, kafka.iter().copied());
                 let secs = source(port, load.sessions, load.messages, size).await?;
-                cpu = Cpu::now(sink.pid, kafka).minus(before);
+                cpu = Cpu::now(sink.pid, kafka.iter().copied()).minus(before);
                 tally.add(secs, cpu);
             }
             *sent.entry(size).or_default() += load.messages;
