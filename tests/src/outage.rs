@@ -88,6 +88,25 @@ impl Private {
         Private::new("clamav", test, &["MAILFLEET_CLAMAV_PORT"])
     }
 
+    /// SeaweedFS's S3 server (`ops/s3`): `port` is the S3 port; its
+    /// master, volume server and filer get ports of their own too.
+    pub fn s3(test: &str) -> Private {
+        Private::new(
+            "s3",
+            test,
+            &[
+                "MAILFLEET_S3_PORT",
+                "MAILFLEET_S3_MASTER_PORT",
+                "MAILFLEET_S3_VOLUME_PORT",
+                "MAILFLEET_S3_FILER_PORT",
+                "MAILFLEET_S3_GRPC_PORT",
+                "MAILFLEET_S3_MASTER_GRPC_PORT",
+                "MAILFLEET_S3_VOLUME_GRPC_PORT",
+                "MAILFLEET_S3_FILER_GRPC_PORT",
+            ],
+        )
+    }
+
     /// Also give the script `key` = `value` (e.g.
     /// `MAILFLEET_KAFKA_EXTRA_PROPERTIES`).
     pub fn with_env(mut self, key: &'static str, value: String) -> Private {

@@ -92,15 +92,15 @@ registry! {
     Greylist = "greylist" [greylist: GreylistConfig]
         => |cfg, w| mailfleet_greylist::build(&cfg.consumers.greylist, w);
     Scanner = "scanner" [scanner: ScannerConfig]
-        => |cfg, w| mailfleet_scanner::build(&cfg.consumers.scanner, blobs(cfg)?, w);
+        => |cfg, w| mailfleet_scanner::build(&cfg.consumers.scanner, blobs(cfg).await?, w);
     Storage = "storage" [storage: StorageConfig]
-        => |cfg, w| mailfleet_storage::writer::build(&cfg.consumers.storage, blobs(cfg)?, w);
+        => |cfg, w| mailfleet_storage::writer::build(&cfg.consumers.storage, blobs(cfg).await?, w);
     Index = "index"
         => |_cfg, w| mailfleet_storage::index::build(w);
     Lifecycle = "lifecycle" [lifecycle: LifecycleConfig]
         => |cfg, w| mailfleet_lifecycle::build(&cfg.consumers.lifecycle, w);
     Deleter = "deleter" [deleter: DeleterConfig]
-        => |cfg, w| mailfleet_lifecycle::deleter::build(&cfg.consumers.deleter, blobs(cfg)?, w);
+        => |cfg, w| mailfleet_lifecycle::deleter::build(&cfg.consumers.deleter, blobs(cfg).await?, w);
     Directory = "directory" [directory: DirectoryConfig]
         => |cfg, w| mailfleet_directory::build(&cfg.consumers.directory, &cfg.ldap, w);
     Notifier = "notifier" [notifier: NotifierConfig]
@@ -175,11 +175,13 @@ pub async fn run_consumer_with(
 }
 
 /// The blob store of `[blobs]`, for the consumers that read or release
-/// message bodies.
-fn blobs(cfg: &Config) -> Result<Arc<BlobStore>, RuntimeError> {
-    BlobStore::open(&cfg.blobs.dir)
+/// message bodies; opened on a blocking thread (an S3 store asks its
+/// bucket first), and refused naming the key and value.
+async fn blobs(cfg: &Config) -> Result<Arc<BlobStore>, RuntimeError> {
+    BlobStore::connect(&cfg.blobs)
+        .await
         .map(Arc::new)
-        .map_err(|e| RuntimeError::InvalidConfig(vec![format!("blobs.dir: {e}")]))
+        .map_err(|e| RuntimeError::InvalidConfig(vec![e.to_string()]))
 }
 
 #[cfg(test)]

@@ -164,15 +164,18 @@ pub async fn serve(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
     let storage = &cfg.consumers.storage;
     // The learn route keeps what it teaches in this host's blob store
-    // unless `[api.spam]` names another.
-    let mut config = cfg.api.clone();
-    if let Some(spam) = config.spam.as_mut() {
-        spam.blobs_dir.get_or_insert_with(|| cfg.blobs.dir.clone());
-    }
+    // (`[blobs]`: a folder or a bucket) unless `[api.spam]` names a folder.
+    let blobs = match &cfg.api.spam {
+        Some(spam) if spam.blobs_dir.is_none() => Some(std::sync::Arc::new(
+            mailfleet_blob::BlobStore::connect(&cfg.blobs).await?,
+        )),
+        _ => None,
+    };
     let settings = ApiSettings {
-        config,
+        config: cfg.api.clone(),
         plans: Plans::new(storage.plans.keys().cloned(), &storage.default_plan),
         active_on_register: cfg.consumers.lifecycle.activate_on_register,
+        blobs,
     };
     Ok(api::serve(settings, &cfg.kafka, shutdown).await?)
 }

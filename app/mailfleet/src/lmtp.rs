@@ -53,7 +53,7 @@ impl RecipientCheck for AccountCheck {
 /// Serve LMTP until SIGTERM.
 pub async fn run(cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
-    let blobs = BlobStore::open(&cfg.blobs.dir)?;
+    let blobs = BlobStore::connect(&cfg.blobs).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.lmtp.listen)
         .await
         .with_context(|| format!("lmtp.listen = {:?}", cfg.lmtp.listen))?;

@@ -121,11 +121,15 @@ fn settings(cfg: &Config) -> LearnConfig {
     cfg.api.spam.clone().unwrap_or_default()
 }
 
-/// A teacher with the blob store of `api.spam.blobs_dir`, else `[blobs]`.
-fn teacher(cfg: &Config, learn: &LearnConfig) -> anyhow::Result<Teacher> {
-    let dir = learn.blobs_dir.as_ref().unwrap_or(&cfg.blobs.dir);
-    let blobs =
-        BlobStore::open(dir).with_context(|| format!("opening the blob store at {dir:?}"))?;
+/// A teacher with the blob store of `api.spam.blobs_dir`, else `[blobs]`
+/// (a folder or a bucket).
+async fn teacher(cfg: &Config, learn: &LearnConfig) -> anyhow::Result<Teacher> {
+    let blobs = match &learn.blobs_dir {
+        Some(dir) => {
+            BlobStore::open(dir).with_context(|| format!("opening the blob store at {dir:?}"))?
+        }
+        None => BlobStore::connect(&cfg.blobs).await?,
+    };
     Ok(Teacher::new(learn, Arc::new(blobs), PRODUCER))
 }
 
@@ -165,7 +169,7 @@ async fn learn(args: LearnArgs, cfg: &Config) -> anyhow::Result<()> {
         Some(path) => vec![path.clone()],
         None => folder_files(cfg, &account, &folder)?,
     };
-    let teacher = teacher(cfg, &settings)?;
+    let teacher = teacher(cfg, &settings).await?;
     let before = teacher.learned_count().await?;
     let producer = EventProducer::with_delivery_timeout(&cfg.kafka, PRODUCER, ACK_TIMEOUT)?;
     let requested_by = args.requested_by.clone().unwrap_or_else(cli_user);
@@ -339,7 +343,7 @@ async fn relearn(args: RelearnArgs, cfg: &Config) -> anyhow::Result<()> {
     let problems = settings.problems("api.spam");
     anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
     let topic = settings.topic.clone();
-    let teacher = teacher(cfg, &settings)?;
+    let teacher = teacher(cfg, &settings).await?;
     let before = teacher.learned_count().await?;
     let group = format!("mailfleet-spam-relearn-{}", settings.controller);
     let positions = Positions::open(cfg, &group, &topic)?;

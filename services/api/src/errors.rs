@@ -81,8 +81,8 @@ pub enum ApiError {
     /// Serving: the bearer token file cannot be used.
     #[error("api.token_file = {path:?}: {reason}")]
     Token { path: PathBuf, reason: String },
-    /// Serving: `[api.spam]` without `blobs_dir`.
-    #[error("api.spam.blobs_dir is unset: the learn route needs the host's [blobs] dir")]
+    /// Serving: `[api.spam]` without `blobs_dir` and no host store.
+    #[error("api.spam.blobs_dir is unset: the learn route needs the host's [blobs] store")]
     BlobsUnset,
     /// Serving: the learn route's blob store (`api.spam.blobs_dir`) cannot
     /// be opened.

@@ -46,16 +46,24 @@ pub struct Learning {
 }
 
 impl Learning {
-    /// Open the blob store of `cfg` and the learned topic's writer.
+    /// The learned topic's writer and a blob store: the folder
+    /// `cfg.blobs_dir` names, else the host's store `host`.
     pub fn open(
         cfg: &LearnConfig,
+        host: Option<Arc<BlobStore>>,
         producer: EventProducer,
         ack_timeout: Duration,
     ) -> Result<Self, ApiError> {
-        let dir = cfg.blobs_dir.clone().ok_or(ApiError::BlobsUnset)?;
-        let blobs = BlobStore::open(&dir).map_err(|source| ApiError::Blobs { dir, source })?;
+        let blobs = match (&cfg.blobs_dir, host) {
+            (Some(dir), _) => Arc::new(BlobStore::open(dir).map_err(|source| ApiError::Blobs {
+                dir: dir.clone(),
+                source,
+            })?),
+            (None, Some(host)) => host,
+            (None, None) => return Err(ApiError::BlobsUnset),
+        };
         Ok(Self {
-            teacher: Teacher::new(cfg, Arc::new(blobs), PRODUCER),
+            teacher: Teacher::new(cfg, blobs, PRODUCER),
             writer: Writer::new(producer, &cfg.topic, ack_timeout),
             controller: cfg.controller.clone(),
             max_message_bytes: cfg.max_message_bytes,

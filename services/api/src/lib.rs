@@ -68,6 +68,9 @@ pub struct ApiSettings {
     /// `consumers.lifecycle.activate_on_register`: the status shown right
     /// after a registration (`active`, else `pending`).
     pub active_on_register: bool,
+    /// The host's blob store (`[blobs]`, opened by the caller): the learn
+    /// route's store unless `api.spam.blobs_dir` names a folder.
+    pub blobs: Option<Arc<mailfleet_blob::BlobStore>>,
 }
 
 /// Serve until `shutdown` trips: follow the topic, listen, answer.
@@ -134,7 +137,7 @@ fn app_state(
     let learning = cfg
         .spam
         .as_ref()
-        .map(|spam| Learning::open(spam, producer.clone(), timeout))
+        .map(|spam| Learning::open(spam, settings.blobs.clone(), producer.clone(), timeout))
         .transpose()?;
     announce_ready(projection.clone(), shutdown);
     telemetry::init();

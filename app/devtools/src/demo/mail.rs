@@ -49,7 +49,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let route = topology.route("scanner")?;
     let received = route.reads[0].clone();
-    let blobs = Arc::new(BlobStore::open(&cfg.blobs.dir)?);
+    let blobs = Arc::new(BlobStore::connect(&cfg.blobs).await?);
     let shutdown = Shutdown::new();
     let port = crate::bench::lmtp_in_process(cfg, &received, 0, blobs.clone(), &shutdown).await?;
     let address = format!("127.0.0.1:{port}");
@@ -74,7 +74,7 @@ pub async fn run(
         "== mail: delivered {} messages to {recipients} recipients over LMTP ({}), blobs in {}",
         mails.len(),
         fmt_tally(&sent),
-        cfg.blobs.dir
+        blobs.shown()
     );
 
     // The fleet's scanner, storage writer and indexer take it from here.

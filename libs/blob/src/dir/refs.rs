@@ -1,4 +1,4 @@
-//! Blob references: which accounts still hold a blob.
+//! References of the `dir` backend: which accounts still hold a blob.
 //!
 //! A message for N recipients is stored once; each recipient's account
 //! holds a reference to it until the account is deleted. References are
@@ -10,17 +10,23 @@
 //! <root>/refs/by-blob/<h0h1>/<blob id>/<account key>   who holds a blob
 //! ```
 //!
-//! The account key is the first 32 hex digits of sha256(account), so any
-//! address is a safe file name.
+//! The account key is [`crate::account_key`], so any address is a safe
+//! file name.
 //!
 //! Ordering that keeps a blob alive while anyone may still need it:
 //! - the LMTP server adds the references *before* it stores the blob
-//!   ([`BlobStore::add_refs`] then [`BlobStore::put_with_id`]);
-//! - [`BlobStore::release_account`] removes the account's marker, then
+//!   ([`crate::BlobStore::add_refs`] then
+//!   [`crate::BlobStore::put_with_id`], which skips a blob that exists);
+//! - [`DirStore::release_account`] removes the account's marker, then
 //!   removes the blob's folder with `rmdir`, which fails while any other
 //!   marker is in it; only then does it move the blob aside, look again for
 //!   the folder (a delivery racing it has recreated it before checking the
 //!   blob exists), and either put the blob back or unlink it.
+//!
+//! So a delivery whose marker was written before the second look keeps
+//! the blob (put back), and one whose marker came after it finds the blob
+//! gone and writes it again. The S3 backend keeps the same order
+//! (`s3/refs.rs`).
 //!
 //! Markers are not fsynced: a marker lost in a power cut makes its blob
 //! look unheld one deletion early, and by then the mail is in the Maildir.
@@ -33,32 +39,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sha2::{Digest, Sha256};
+use super::DirStore;
+use crate::{BlobError, Released};
 
-use super::{BlobError, BlobStore};
-
-/// What releasing an account's references did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Released {
-    /// References the account held.
-    pub references: u64,
-    /// Blobs nobody held any more, now removed.
-    pub blobs_removed: u64,
-    /// Their size on disk, bytes.
-    pub bytes_removed: u64,
-}
-
-/// The file-name-safe key of an account.
-fn account_key(account: &str) -> String {
-    hex::encode(&Sha256::digest(account.as_bytes())[..16])
-}
-
-impl BlobStore {
-    fn by_account(&self, account: &str) -> PathBuf {
-        self.root()
-            .join("refs")
-            .join("by-account")
-            .join(account_key(account))
+impl DirStore {
+    fn by_account(&self, key: &str) -> PathBuf {
+        self.root().join("refs").join("by-account").join(key)
     }
 
     fn by_blob(&self, id: &str) -> PathBuf {
@@ -69,27 +55,21 @@ impl BlobStore {
             .join(id)
     }
 
-    /// Record that each of `accounts` holds blob `id`. Call it before
-    /// storing the blob. Blocking.
-    pub fn add_refs<'a>(
-        &self,
-        id: &str,
-        accounts: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), BlobError> {
-        self.path_of(id)?; // validates the id
+    /// Record that each account (by key) holds blob `id`.
+    pub fn add_refs(&self, id: &str, keys: &[String]) -> Result<(), BlobError> {
         let holders = self.by_blob(id);
-        for account in accounts {
-            let mine = self.by_account(account);
-            for (folder, name) in [(&holders, account_key(account)), (&mine, id.to_string())] {
-                touch(folder, &name)?;
+        for key in keys {
+            let mine = self.by_account(key);
+            for (folder, name) in [(&holders, key.as_str()), (&mine, id)] {
+                touch(folder, name)?;
             }
         }
         Ok(())
     }
 
-    /// The blobs `account` holds, sorted.
-    pub fn refs_of(&self, account: &str) -> Result<Vec<String>, BlobError> {
-        let folder = self.by_account(account);
+    /// The blobs the account `key` holds, sorted.
+    pub fn refs_of(&self, key: &str) -> Result<Vec<String>, BlobError> {
+        let folder = self.by_account(key);
         let entries = match fs::read_dir(&folder) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -109,27 +89,26 @@ impl BlobStore {
         Ok(ids)
     }
 
-    /// Drop every reference `account` holds and remove the blobs nobody
-    /// else holds. Idempotent: a second call finds nothing. Blocking.
-    pub fn release_account(&self, account: &str) -> Result<Released, BlobError> {
+    /// Drop every reference the account `key` holds and remove the blobs
+    /// nobody else holds. Idempotent: a second call finds nothing.
+    pub fn release_account(&self, key: &str) -> Result<Released, BlobError> {
         let mut out = Released::default();
-        let key = account_key(account);
-        for id in self.refs_of(account)? {
+        for id in self.refs_of(key)? {
             out.references += 1;
             let holders = self.by_blob(&id);
-            remove_file(&holders.join(&key))?;
+            remove_file(&holders.join(key))?;
             if let Some(bytes) = self.remove_if_unheld(&id, &holders)? {
                 out.blobs_removed += 1;
                 out.bytes_removed += bytes;
             }
-            remove_file(&self.by_account(account).join(&id))?;
+            remove_file(&self.by_account(key).join(&id))?;
         }
-        match fs::remove_dir(self.by_account(account)) {
+        match fs::remove_dir(self.by_account(key)) {
             Ok(()) => {}
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty) => {}
             Err(source) => {
                 return Err(BlobError::Write {
-                    path: self.by_account(account),
+                    path: self.by_account(key),
                     source,
                 })
             }
@@ -204,6 +183,7 @@ fn remove_file(path: &Path) -> Result<(), BlobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{account_key, BlobStore};
 
     fn store() -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -245,13 +225,16 @@ mod tests {
 
     #[test]
     fn a_blob_held_again_after_the_check_is_put_back() {
-        let (_dir, store) = store();
-        let id = put_for(&store, b"raced", &["a@x.test"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path().join("blobs")).unwrap();
+        let id = crate::blob_id(b"raced");
+        store.add_refs(&id, &[account_key("a@x.test")]).unwrap();
+        store.put_with_id(&id, b"raced").unwrap();
         let holders = store.by_blob(&id);
         remove_file(&holders.join(account_key("a@x.test"))).unwrap();
         fs::remove_dir(&holders).unwrap();
         // A delivery references it again between the rmdir and the unlink.
-        store.add_refs(&id, ["c@x.test"]).unwrap();
+        store.add_refs(&id, &[account_key("c@x.test")]).unwrap();
         fs::create_dir_all(&holders).unwrap();
         assert_eq!(store.remove_if_unheld(&id, &holders).unwrap(), None);
         assert!(store.contains(&id), "the blob must be put back");
