@@ -112,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// The config file itself.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Benchmarks; the last line of each is machine-readable.
     Bench {
         #[command(subcommand)]
@@ -125,6 +130,13 @@ enum Command {
 enum TopicsAction {
     /// Create or update every topic of the topology (idempotent).
     Apply,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Load the config and its topology and exit: 0 if both are valid, 2 naming
+    /// every problem. Connects to nothing (for packages, `ExecStartPre=`, CI).
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -268,6 +280,9 @@ async fn one_shot(
             }
             Ok(())
         }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => check_config(&cfg, config_path.as_deref()),
         Command::Account(args) => account::run(args, &cfg).await,
         Command::Index { action } => index::run(action, &cfg).await,
         Command::Scan(args) => scan::run(args, &cfg).await,
@@ -287,6 +302,20 @@ async fn one_shot(
         // `dispatch` runs the services itself.
         _ => anyhow::bail!("a service reached the one-shot path"),
     }
+}
+
+/// `mailfleet config check`: the config was loaded and checked before
+/// dispatch (a problem exits 2 there); the topology it names must load and
+/// route every consumer `mailfleet run` knows.
+fn check_config(cfg: &Config, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let topology = cfg.topology()?;
+    for name in ConsumerName::ALL {
+        topology.route(name.as_str())?;
+    }
+    let shown = path.map_or("<defaults>".to_string(), |p| p.display().to_string());
+    let (topics, consumers) = (topology.topics.len(), topology.consumers.len());
+    println!("{shown}: ok ({topics} topics, {consumers} consumers in the topology)");
+    Ok(())
 }
 
 async fn run(names: Vec<ConsumerName>, cfg: Config, shutdown: Shutdown) -> anyhow::Result<()> {
