@@ -23,6 +23,8 @@ use mailfleet_runtime::{
     Topology,
 };
 pub mod api;
+pub mod blobs;
+pub mod cluster;
 pub mod directory;
 pub mod faults;
 pub mod fleet;
@@ -110,6 +112,16 @@ pub struct TestWorld {
 impl TestWorld {
     /// Create the topics (`partitions` each) on the real broker.
     pub async fn new(name: &str, partitions: i32) -> anyhow::Result<TestWorld> {
+        let world = TestWorld::unapplied(name, partitions);
+        admin::apply(&kafka(), &world.topology)
+            .await
+            .context("creating test topics")?;
+        Ok(world)
+    }
+
+    /// The world's names, topology and folder, its topics not created yet
+    /// (for another broker: `admin::apply` them there).
+    pub fn unapplied(name: &str, partitions: i32) -> TestWorld {
         let name = unique(name);
         let (input, output, deadletter) = (
             format!("{name}.in"),
@@ -132,10 +144,7 @@ impl TestWorld {
                 },
             )]),
         };
-        admin::apply(&kafka(), &topology)
-            .await
-            .context("creating test topics")?;
-        Ok(TestWorld {
+        TestWorld {
             group: format!("{name}-group"),
             dir: scratch_dir(&name),
             name,
@@ -143,7 +152,7 @@ impl TestWorld {
             output,
             deadletter,
             topology,
-        })
+        }
     }
 
     /// Runtime settings pointing at this world's folder and dead-letter topic.
@@ -342,17 +351,108 @@ pub fn scrape(port: u16) -> Option<String> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    // The exposition is the body of a 200; the headers are not samples.
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?.split(' ').nth(1)?;
+    (status == "200").then(|| body.to_string())
 }
 
-/// Sum of a metric's samples whose line contains every `label` fragment.
-pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+/// One sample of the Prometheus text exposition format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// The samples of a scrape, comments skipped. A line that does not parse
+/// is an error naming it: the exposition is part of what is tested.
+pub fn parse_exposition(text: &str) -> anyhow::Result<Vec<Sample>> {
     text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| parse_sample(l).with_context(|| format!("exposition line {l:?}")))
+        .collect()
+}
+
+fn parse_sample(line: &str) -> anyhow::Result<Sample> {
+    let name_end = line.find(['{', ' ']).context("no value")?;
+    let name = line[..name_end].to_string();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            inner = inner.trim_start_matches([',', ' ']);
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (key, after) = inner.split_once("=\"").context("label without =\"")?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                let (i, c) = chars.next().context("unclosed label value")?;
+                match c {
+                    '\\' => match chars.next().context("dangling escape")?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    '"' => break i,
+                    other => value.push(other),
+                }
+            };
+            labels.insert(key.trim().to_string(), value);
+            inner = &after[end + 1..];
+        }
+    }
+    let value = rest.split_whitespace().next().context("no value")?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().with_context(|| format!("value {v:?}"))?,
+    };
+    Ok(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// Sum of the samples named exactly `name` whose labels include every
+/// `key="value"` pair of `labels` exactly. A scrape that does not parse,
+/// or a malformed pair, fails the test.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    let want: Vec<(String, String)> = labels
+        .iter()
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("label {pair:?}: expected key=\"value\""));
+            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+            let v = v.unwrap_or_else(|| panic!("label {pair:?}: the value is not quoted"));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    parse_exposition(text)
+        .unwrap_or_else(|e| panic!("{e:#}\n{text}"))
+        .into_iter()
+        .filter(|s| s.name == name && want.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| s.value)
         .sum()
+}
+
+/// Whether the scrape has a sample of the metric `name`: exactly that
+/// name, or a histogram's or summary's `_bucket`, `_sum` or `_count` of it.
+pub fn has_metric(text: &str, name: &str) -> bool {
+    let parsed = parse_exposition(text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+    parsed.iter().any(|s| {
+        s.name == name
+            || s.name
+                .strip_prefix(name)
+                .is_some_and(|rest| ["_bucket", "_sum", "_count"].contains(&rest))
+    })
 }
 
 /// A consumed record: (key, value).
@@ -431,8 +531,19 @@ pub async fn produce_events(
     to: u64,
     keys: u64,
 ) -> anyhow::Result<()> {
-    let producer = mailfleet_runtime::producer::EventProducer::new(&kafka(), run)?;
-    let records = (from..to).map(|i| {
+    produce_events_to(&kafka(), topic, run, from..to, keys).await
+}
+
+/// [`produce_events`] to another broker.
+pub async fn produce_events_to(
+    kafka: &KafkaConfig,
+    topic: &str,
+    run: &str,
+    range: std::ops::Range<u64>,
+    keys: u64,
+) -> anyhow::Result<()> {
+    let producer = mailfleet_runtime::producer::EventProducer::new(kafka, run)?;
+    let records = range.map(|i| {
         let e = mailfleet_counter::traffic::test_event(run, i, keys, 16);
         let payload = mailfleet_events::encode(&e).expect("test events fit their schema");
         mailfleet_runtime::producer::RawRecord {
@@ -605,17 +716,63 @@ pub fn live_digests(store_dir: &Path) -> anyhow::Result<BTreeMap<i32, String>> {
 /// Run `mailfleet --config <config> <args>` to completion: its stdout, or
 /// an error with its status and everything it printed.
 pub fn run_cli(config: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(mailfleet_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()?;
+    stdout_of(
+        Command::new(mailfleet_bin())
+            .arg("--config")
+            .arg(config)
+            .args(args),
+    )
+}
+
+/// Run `command` to completion: its stdout, or an error with the command,
+/// its status and everything it printed.
+pub fn stdout_of(command: &mut Command) -> anyhow::Result<String> {
+    let out = command.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     anyhow::ensure!(
         out.status.success(),
-        "mailfleet {args:?}: {}\n{stdout}{}",
+        "{command:?}: {}\n{stdout}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(stdout)
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    use super::*;
+
+    const SCRAPE: &str = "# HELP a_total x\n# TYPE a_total counter\n\
+a_total{kind=\"clamd\",reason=\"a \\\"q\\\", b\"} 2\n\
+a_total{kind=\"clamd_x\"} 5\n\
+a_total_more{kind=\"clamd\"} 7\n\
+h_seconds_bucket{le=\"+Inf\"} 3\nh_seconds_sum 0.5\nplain 1.5 1700000000\n";
+
+    #[test]
+    fn names_and_labels_match_exactly_not_by_prefix() {
+        assert_eq!(metric_sum(SCRAPE, "a_total", &[]), 7.0);
+        assert_eq!(metric_sum(SCRAPE, "a_total", &["kind=\"clamd\""]), 2.0);
+        assert_eq!(metric_sum(SCRAPE, "a_total", &["kind=\"clam\""]), 0.0);
+        assert_eq!(
+            metric_sum(SCRAPE, "a_total", &["reason=\"a \"q\", b\""]),
+            2.0
+        );
+        assert_eq!(metric_sum(SCRAPE, "plain", &[]), 1.5);
+        assert!(has_metric(SCRAPE, "h_seconds"));
+        assert!(has_metric(SCRAPE, "a_total_more"));
+        assert!(!has_metric(SCRAPE, "a_tot"));
+        assert!(!has_metric(SCRAPE, "h_sec"));
+    }
+
+    #[test]
+    fn a_broken_line_is_named() {
+        let e = parse_exposition("ok 1\nbad{x=\"1\" 2\n").unwrap_err();
+        assert!(format!("{e:#}").contains("bad{x"), "{e:#}");
+    }
+
+    #[test]
+    #[should_panic(expected = "expected key=")]
+    fn a_bare_fragment_is_refused() {
+        metric_sum(SCRAPE, "a_total", &["clamd"]);
+    }
 }

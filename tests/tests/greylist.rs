@@ -320,13 +320,35 @@ async fn without_a_decision_the_fail_mode_answers() -> anyhow::Result<()> {
             c.fail_mode = FailMode::DeferIfPermit;
         })
         .await?;
+    // This test process serves its own metrics: each answer below must be
+    // counted as a timeout, not as a decision.
+    let metrics = free_port();
+    mailfleet_runtime::metrics::install_exporter(&mailfleet_runtime::config::MetricsConfig {
+        listen: format!("127.0.0.1:{metrics}"),
+    })?;
+    let timeouts = || {
+        let text = scrape(metrics).unwrap_or_default();
+        metric_sum(
+            &text,
+            "mailfleet_policy_requests_total",
+            &["result=\"timeout\""],
+        )
+    };
     let ask = usual(T0);
     assert_eq!(Client::connect(&open).await?.ask(&ask).await?, "DUNNO");
-    assert!(Client::connect(&closed)
-        .await?
-        .ask(&ask)
-        .await?
-        .starts_with("DEFER_IF_PERMIT"));
+    assert_eq!(timeouts(), 1.0, "the open answer was the fail mode's");
+    // A real deferral also starts with DEFER_IF_PERMIT: the fail mode's own
+    // text and the timeout counter tell them apart.
+    let answer = Client::connect(&closed).await?.ask(&ask).await?;
+    assert_eq!(answer, FailMode::DeferIfPermit.action(), "{answer}");
+    assert_eq!(timeouts(), 2.0, "the closed answer was the fail mode's");
+    let text = scrape(metrics).unwrap_or_default();
+    let decided = metric_sum(
+        &text,
+        "mailfleet_policy_requests_total",
+        &["result=\"decided\""],
+    );
+    assert_eq!(decided, 0.0, "{text}");
     Ok(())
 }
 
@@ -433,7 +455,7 @@ async fn every_limit_closes_the_offending_connection_and_nothing_else() -> anyho
         .iter()
         .chain(&greylist)
     {
-        assert!(text.contains(name), "{name} was never emitted:\n{text}");
+        assert!(has_metric(&text, name), "{name} was never emitted:\n{text}");
     }
     let malformed = metric_sum(&text, mailfleet_runtime::metrics::POLICY_MALFORMED, &[]);
     assert!(malformed >= 5.0, "{text}");

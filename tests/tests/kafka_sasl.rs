@@ -178,7 +178,14 @@ async fn sasl_plain_with_the_right_password_works_and_a_wrong_one_is_refused() -
     // The broker's logs never show the password (its config file holds it, as slapd's does).
     for log in ["server.log", "kafka.out"] {
         let path = broker.run_dir.join("kafka").join(log);
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // A log that is missing proves nothing: it fails the test.
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading the broker's {}: {e}", path.display()))?;
+        assert!(
+            !text.is_empty(),
+            "the broker's {} is empty: nothing was checked",
+            path.display()
+        );
         assert!(
             !text.contains(&password),
             "the SASL password is in {}",

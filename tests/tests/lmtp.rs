@@ -111,7 +111,11 @@ async fn pipelined_transaction_with_mixed_recipients_and_dot_stuffing() -> anyho
     assert_eq!(e.size, message.len() as i64);
 
     let text = scrape(lmtp.metrics).unwrap_or_default();
-    let accepted = metric_sum(&text, "mailfleet_lmtp_recipients_total", &["accepted"]);
+    let accepted = metric_sum(
+        &text,
+        "mailfleet_lmtp_recipients_total",
+        &["result=\"accepted\""],
+    );
     assert_eq!(accepted, 2.0, "{text}");
     lmtp.stop()
 }
@@ -206,7 +210,7 @@ async fn a_failing_disk_answers_452_and_the_retry_is_accepted() -> anyhow::Resul
     );
     let text = scrape(lmtp.metrics).unwrap_or_default();
     for name in mailfleet_runtime::metrics::LMTP_ALL {
-        assert!(text.contains(name), "{name} not emitted:\n{text}");
+        assert!(has_metric(&text, name), "{name} not emitted:\n{text}");
     }
     lmtp.stop()
 }

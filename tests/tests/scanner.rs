@@ -85,9 +85,12 @@ async fn verdicts_from_real_clamd_and_the_policy() -> anyhow::Result<()> {
     assert!(alerts.is_empty(), "{alerts:?}");
     let text = scrape(scanner_metrics).unwrap_or_default();
     for name in mailfleet_runtime::metrics::SCANNER_ALL {
-        assert!(text.contains(name), "{name} not emitted:\n{text}");
+        assert!(has_metric(&text, name), "{name} not emitted:\n{text}");
     }
-    let verdicts_of = |v: &str| metric_sum(&text, "mailfleet_scanner_verdicts_total", &[v]);
+    let verdicts_of = |v: &str| {
+        let label = format!("verdict=\"{v}\"");
+        metric_sum(&text, "mailfleet_scanner_verdicts_total", &[&label])
+    };
     assert_eq!(
         (
             verdicts_of("clean"),
@@ -124,7 +127,11 @@ async fn clamd_down_is_retried_and_never_becomes_a_verdict() -> anyhow::Result<(
     )?;
     wait_until("a clamd failure", Duration::from_secs(30), || {
         let text = scrape(metrics).unwrap_or_default();
-        metric_sum(&text, "mailfleet_scanner_failures_total", &["clamd"]) >= 2.0
+        metric_sum(
+            &text,
+            "mailfleet_scanner_failures_total",
+            &["kind=\"clamd\""],
+        ) >= 2.0
     })
     .await?;
     assert!(

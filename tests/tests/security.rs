@@ -49,7 +49,7 @@ async fn counter(metrics_port: u16, name: &str) -> anyhow::Result<f64> {
     let mut text = String::new();
     wait_until("the metrics endpoint", Duration::from_secs(30), || {
         text = scrape(metrics_port).unwrap_or_default();
-        text.contains(name)
+        has_metric(&text, name)
     })
     .await?;
     Ok(metric_sum(&text, name, &[]))

@@ -264,7 +264,11 @@ async fn rspamd_down_delivers_unscored_then_scoring_resumes() -> anyhow::Result<
     assert!(status.starts_with("Unscored (rspamd at"), "{raw}");
     let text = scrape(metrics).unwrap_or_default();
     assert_eq!(
-        metric_sum(&text, "mailfleet_scanner_spam_unscored_total", &["rspamd"]),
+        metric_sum(
+            &text,
+            "mailfleet_scanner_spam_unscored_total",
+            &["reason=\"rspamd\""]
+        ),
         1.0,
         "{text}"
     );

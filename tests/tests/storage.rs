@@ -6,7 +6,7 @@
 use std::{process::Command, time::Duration};
 
 use mailfleet_events::{
-    accounts::{QuotaChanged, UsageChanged},
+    accounts::{PlanChanged, QuotaChanged, UsageChanged},
     mail::{MessageRejected, MessageStored, MessagesPurged, PurgeRequested},
     notify::NotificationRequested,
     Envelope,
@@ -185,14 +185,30 @@ async fn purge_removes_only_the_folder_and_the_index_agrees_and_rebuilds() -> an
         ),
         (0, 3)
     );
-    // Let the indexer take the purge, then stop and read its index.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // carol moves to the plus plan: `index show` counts her use against
+    // that plan's quota, read from the writer's state.
+    let plan = PlanChanged {
+        envelope: Envelope::new("plan-1", 0, "test"),
+        account: "carol@purge.test".into(),
+        plan: "plus".into(),
+    };
+    fleet
+        .produce(&fleet.world.accounts, "carol@purge.test", &plan)
+        .await?;
+    let topology = mailfleet_runtime::Topology::load(Some(&fleet.world.dir.join("topology.toml")))?;
+    let state = fleet.world.dir.join("state");
+    for consumer in ["storage", "index"] {
+        let inputs = &topology.route(consumer)?.reads;
+        wait_applied(&state.join(consumer), inputs).await?;
+    }
     let text = scrape(fleet.metrics).unwrap_or_default();
     for name in mailfleet_runtime::metrics::STORAGE_ALL {
-        assert!(text.contains(name), "{name} not emitted:\n{text}");
+        assert!(has_metric(&text, name), "{name} not emitted:\n{text}");
     }
+    // carol's bytes went with her to the plus plan.
+    let plus = metric_sum(&text, "mailfleet_storage_bytes", &["plan=\"plus\""]);
     let free = metric_sum(&text, "mailfleet_storage_bytes", &["plan=\"free\""]);
-    assert!(free > 0.0, "bytes of the free plan: {text}");
+    assert!(plus > 0.0 && free == 0.0, "bytes of the plans: {text}");
     fleet.stop()?;
     let show = |extra: &[&str]| {
         Command::new(mailfleet_bin())
@@ -218,6 +234,16 @@ async fn purge_removes_only_the_folder_and_the_index_agrees_and_rebuilds() -> an
     assert!(line("INBOX").contains(" 3 messages"), "{text}");
     assert!(line("Spam").contains(" 0 messages"), "{text}");
     assert!(line("total").contains(" 3 messages"), "{text}");
+    assert!(
+        line("total").contains("of the plan plus's 53687091200 bytes"),
+        "{text}"
+    );
+    let out = show(&["show", "nobody@purge.test"])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("of the default plan free's 10737418240 bytes"),
+        "{text}"
+    );
     let out = show(&["rebuild"])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(

@@ -43,7 +43,7 @@ fn show(cfg: &Config, live: &std::path::Path, account: &str, messages: bool) -> 
     let store = Store::open_read_only(live)
         .with_context(|| format!("opening the index at {}", live.display()))?;
     let idx = index::show(&store, account)?;
-    let quota = cfg.consumers.storage.quota(None, None);
+    let (quota, whose) = quota_of(cfg, account)?;
     println!("{account}");
     for (folder, t) in &idx.folders {
         println!(
@@ -57,7 +57,7 @@ fn show(cfg: &Config, live: &std::path::Path, account: &str, messages: bool) -> 
         0.0
     };
     println!(
-        "  {:<12} {:>8} messages {:>14} bytes ({pct:.2}% of the default plan's {quota} bytes)",
+        "  {:<12} {:>8} messages {:>14} bytes ({pct:.2}% of {whose} {quota} bytes)",
         "total", idx.total.count, idx.total.bytes
     );
     if idx.quarantined.count > 0 {
@@ -75,6 +75,32 @@ fn show(cfg: &Config, live: &std::path::Path, account: &str, messages: bool) -> 
         }
     }
     Ok(())
+}
+
+/// The account's quota and whose it is ("the plan plus's", "its own"),
+/// from the storage writer's store beside the index: the plan and quota
+/// changes it has taken. Without that store (the writer runs on another
+/// host) the default plan's, said so.
+fn quota_of(cfg: &Config, account: &str) -> anyhow::Result<(i64, String)> {
+    let storage = &cfg.consumers.storage;
+    let dir = cfg.runtime.data_dir.join(mailfleet_storage::writer::NAME);
+    if !dir.exists() {
+        let plan = &storage.default_plan;
+        return Ok((
+            storage.quota(None, None),
+            format!("the default plan {plan}'s (no storage writer state here)"),
+        ));
+    }
+    let store = Store::open_read_only(&dir)
+        .with_context(|| format!("opening the storage writer's state at {}", dir.display()))?;
+    let q = mailfleet_storage::writer::account_quota(&store, account)?;
+    let quota = storage.quota(q.plan.as_deref(), q.explicit);
+    let whose = match (q.explicit, q.plan) {
+        (Some(_), _) => "its own quota's".to_string(),
+        (None, Some(plan)) if storage.plans.contains_key(&plan) => format!("the plan {plan}'s"),
+        (None, _) => format!("the default plan {}'s", storage.default_plan),
+    };
+    Ok((quota, whose))
 }
 
 async fn rebuild(

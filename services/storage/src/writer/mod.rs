@@ -29,12 +29,31 @@ use mailfleet_runtime::{
 
 pub use config::{FolderRule, StorageConfig, StorageRules};
 pub use decide::{Plan, StorageInput};
-pub use state::{Usage, UsageKey};
+pub use state::{AccountQuota, Usage, UsageKey};
 
 use crate::maildir::{Maildirs, Owner};
 
 /// The consumer's name.
 pub const NAME: &str = "storage";
+
+/// An account's plan and explicit quota as the writer's store holds them
+/// (from `PlanChanged` and `QuotaChanged`), for `mailfleet index show`;
+/// the default when the account never had either.
+pub fn account_quota(
+    store: &mailfleet_runtime::Store,
+    account: &str,
+) -> Result<AccountQuota, RuntimeError> {
+    use mailfleet_runtime::{StateKey, StateValue};
+    let found = store
+        .scan_table(state::QuotaKey::PREFIX)?
+        .into_iter()
+        .find(|(_, body, _)| body == account.as_bytes());
+    found.map_or(Ok(AccountQuota::default()), |(_, _, value)| {
+        AccountQuota::from_bytes(&value).map_err(|e| {
+            RuntimeError::InvalidConfig(vec![format!("storage quota entry of {account}: {e}")])
+        })
+    })
+}
 
 /// The storage writer consumer.
 pub struct StorageWriter {
