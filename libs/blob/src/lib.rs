@@ -65,8 +65,10 @@ pub enum BlobError {
     S3 {
         op: S3Op,
         location: String,
+        /// Boxed: object_store's error is large, and every `Result` of
+        /// the store would carry its size.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// The blob is not stored (it never was, or it was released).
     #[error("blob {id} not found at {location}")]

@@ -112,7 +112,17 @@ pub fn follow_from_end(
     let consumer = reader(kafka, name, &[("fetch.wait.max.ms", "10")])?;
     let give_up = Instant::now() + patience;
     let partitions = loop {
-        let partitions = watermarks(&consumer, topic, Duration::from_secs(10))?;
+        let partitions = match watermarks(&consumer, topic, Duration::from_secs(10)) {
+            Ok(p) => p,
+            Err(e) => {
+                // librdkafka says why (a refused SASL login, a certificate)
+                // in an error event that only a poll serves; the client is
+                // not assigned yet, so a poll reads no record. Log it before
+                // the bare BrokerTransportFailure ends the process.
+                let _ = consumer.poll(Duration::ZERO);
+                return Err(e);
+            }
+        };
         if !partitions.is_empty() || Instant::now() >= give_up {
             break partitions;
         }

@@ -179,7 +179,7 @@ impl S3Store {
         BlobError::S3 {
             op,
             location: self.location(key),
-            source,
+            source: Box::new(source),
         }
     }
 
