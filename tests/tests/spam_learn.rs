@@ -295,11 +295,12 @@ async fn learning_a_spam_folder_raises_rspamds_count_by_its_messages() -> anyhow
         assert!(e.requested_by.starts_with("cli:"), "{}", e.requested_by);
     }
 
-    // Again: rspamd knows them (208) and the count stays where the report
-    // says. rspamd 3.4's learn cache now and then takes a repeat as new
-    // (200 instead of 208: seen in two runs so far, one message of five), so the
-    // claim is that the report and /stat agree, and that rspamd recognised
-    // the repeats; the ids repeat either way.
+    // Again: rspamd should know them (208), but rspamd 3.4's learn cache
+    // takes some repeats as new (200): one of five in two runs, three of
+    // five in a third, under the full suite. Which answer rspamd gives is
+    // rspamd's; the claim here is mailfleet's: each answer is reported as
+    // it came (learned or already learned, nothing lost), /stat moved by
+    // exactly what the report says, and the events say the same.
     let again = run_cli(
         &world.config,
         &["spam", "learn", "--spam", &account, "Spam"],
@@ -314,7 +315,7 @@ async fn learning_a_spam_folder_raises_rspamds_count_by_its_messages() -> anyhow
     };
     let (known, relearned) = (number("already_learned")?, number("learned")?);
     assert_eq!(known + relearned, 5, "{again}");
-    assert!(known >= 4, "rspamd took most repeats as new: {again}");
+    eprintln!("rspamd recognised {known} of 5 repeats");
     assert_eq!(
         last - after,
         relearned,
