@@ -24,17 +24,27 @@ pub struct Cluster {
     pub run_dir: PathBuf,
     /// Node N's client port is `base + N - 1`, its controller's `base + 100 + N - 1`.
     pub base: u16,
+    /// Node N's address (`MAILFLEET_KAFKA_NODE_HOSTS`): 127.0.0.1 each, or
+    /// the hosts of [`crate::hosts::Hosts`].
+    pub node_hosts: [String; NODES as usize],
 }
 
 impl Cluster {
     /// Start the three nodes (each answering) in a scratch folder of `test`.
     pub fn start(test: &str) -> anyhow::Result<Cluster> {
-        let cluster = Cluster {
-            run_dir: scratch_dir(&format!("{test}-kafka-cluster")),
-            base: free_base()?,
-        };
+        let cluster = Cluster::prepare(test, ["127.0.0.1"; NODES as usize].map(String::from))?;
         cluster.ops(&["cluster", "start"])?;
         Ok(cluster)
+    }
+
+    /// A cluster whose node N runs on `node_hosts[N - 1]`, not started
+    /// (see [`crate::hosts::Hosts::start_kafka`]); dropping it resets it.
+    pub fn prepare(test: &str, node_hosts: [String; NODES as usize]) -> anyhow::Result<Cluster> {
+        Ok(Cluster {
+            run_dir: scratch_dir(&format!("{test}-kafka-cluster")),
+            base: free_base()?,
+            node_hosts,
+        })
     }
 
     /// `ops/kafka` with this cluster's folder and ports, to add arguments to.
@@ -42,7 +52,8 @@ impl Cluster {
         let mut command = Command::new(repo_root().join("ops/kafka"));
         command
             .env("MAILFLEET_RUN_DIR", &self.run_dir)
-            .env("MAILFLEET_KAFKA_CLUSTER_PORT_BASE", self.base.to_string());
+            .env("MAILFLEET_KAFKA_CLUSTER_PORT_BASE", self.base.to_string())
+            .env("MAILFLEET_KAFKA_NODE_HOSTS", self.node_hosts.join(" "));
         command
     }
 
@@ -77,10 +88,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// The bootstrap list: every node's `127.0.0.1:<port>`.
+    /// The bootstrap list: every node's `<host>:<port>`.
     pub fn brokers(&self) -> String {
         (0..NODES)
-            .map(|i| format!("127.0.0.1:{}", self.base + i))
+            .map(|i| format!("{}:{}", self.node_hosts[usize::from(i)], self.base + i))
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -20,8 +20,11 @@ use mailfleet_runtime::{
 };
 
 use crate::{
-    end_offsets, free_port, ingest::MailWorld, live_digests, read_topic_from, replay_digests,
-    repo_root, run_cli, spawn_with_env, wait_applied, ConfigFiles,
+    end_offsets, free_port,
+    ingest::MailWorld,
+    live_digests,
+    outage::{self, Offsets},
+    read_topic_from, replay_digests, repo_root, run_cli, spawn_with_env, wait_applied, ConfigFiles,
 };
 
 /// The consumers the fault tests run, each in its own process.
@@ -345,7 +348,18 @@ pub fn compare_with_clean_run(
         .iter()
         .filter(|p| replayed.get(p) != live.get(p))
         .count();
-    // The audit exits 1 on a diff: read its summary either way.
+    let (audited, audit_diffs) = audit_decisions(config, consumer)?;
+    Ok(CleanRunComparison {
+        state_diffs,
+        partitions: partitions.len(),
+        audited,
+        audit_diffs,
+    })
+}
+
+/// `mailfleet audit decisions <consumer>`: `audited=` and `diffs=` of its
+/// summary line (it exits 1 on a diff: the summary is read either way).
+pub fn audit_decisions(config: &Path, consumer: &str) -> anyhow::Result<(u64, u64)> {
     let audit = std::process::Command::new(crate::mailfleet_bin())
         .arg("--config")
         .arg(config)
@@ -357,19 +371,86 @@ pub fn compare_with_clean_run(
         last.split(' ')
             .find_map(|w| w.strip_prefix(name)?.parse().ok())
     };
-    let (Some(audited), Some(audit_diffs)) = (figure("audited="), figure("diffs=")) else {
+    let (Some(audited), Some(diffs)) = (figure("audited="), figure("diffs=")) else {
         anyhow::bail!(
             "audit decisions {consumer}: no summary line ({}):\n{text}{}",
             audit.status,
             String::from_utf8_lossy(&audit.stderr)
         );
     };
+    Ok((audited, diffs))
+}
+
+/// [`compare_with_clean_run`] for a consumer run by several processes
+/// (`stores`: each member's state folder of `consumer`, the dead ones'
+/// too): each partition's state is taken from the members whose store has
+/// applied it to the end of every input (`inputs`, co-partitioned); two
+/// such members that disagree count as a diff.
+pub fn compare_fleet_with_clean_run(
+    config: &Path,
+    consumer: &str,
+    fleet: (&KafkaConfig, &[String], &[PathBuf]),
+    replay_dir: &Path,
+) -> anyhow::Result<CleanRunComparison> {
+    let (kafka, inputs, stores) = fleet;
+    let out = run_cli(
+        config,
+        &[
+            "replay",
+            consumer,
+            "--state-dir",
+            &replay_dir.display().to_string(),
+        ],
+    )?;
+    let replayed = replay_digests(&out);
+    let ends = mailfleet_runtime::read::end_offsets(kafka, inputs)?;
+    let mut live: BTreeMap<i32, String> = BTreeMap::new();
+    let mut disagree = 0;
+    for dir in stores.iter().filter(|d| d.exists()) {
+        let applied = outage::applied(dir);
+        for (p, digest) in live_digests(dir)? {
+            let of_p: Offsets = ends
+                .iter()
+                .filter(|((_, q), _)| *q == p)
+                .map(|(tp, end)| (tp.clone(), *end))
+                .collect();
+            if !outage::caught_up(&applied, &of_p) {
+                continue;
+            }
+            if live.insert(p, digest.clone()).is_some_and(|d| d != digest) {
+                disagree += 1;
+            }
+        }
+    }
+    let mut partitions: Vec<&i32> = replayed.keys().chain(live.keys()).collect();
+    partitions.sort();
+    partitions.dedup();
+    let state_diffs = disagree
+        + partitions
+            .iter()
+            .filter(|p| replayed.get(p) != live.get(p))
+            .count();
+    let (audited, audit_diffs) = audit_decisions(config, consumer)?;
     Ok(CleanRunComparison {
         state_diffs,
         partitions: partitions.len(),
         audited,
         audit_diffs,
     })
+}
+
+/// Whether, for every partition in `ends`, some store of `stores` (the
+/// members of one consumer's group, dead or alive) has applied it up to
+/// its end: the group's lag is zero against `ends`.
+pub fn fleet_caught_up(stores: &[PathBuf], ends: &Offsets) -> bool {
+    let mut best = Offsets::new();
+    for dir in stores {
+        for (tp, o) in outage::applied(dir) {
+            let e = best.entry(tp).or_default();
+            *e = (*e).max(o);
+        }
+    }
+    outage::caught_up(&best, ends)
 }
 
 /// The message files of every Maildir folder under `root`, recursively.

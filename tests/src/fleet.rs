@@ -183,7 +183,18 @@ pub fn deliver_from(
     subject: &str,
     body: &str,
 ) -> anyhow::Result<String> {
-    let (mut c, _) = LmtpClient::connect(port)?;
+    deliver_at(&format!("127.0.0.1:{port}"), from, to, subject, body)
+}
+
+/// [`deliver_from`] to the LMTP server at `addr` (`host:port`).
+pub fn deliver_at(
+    addr: &str,
+    from: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> anyhow::Result<String> {
+    let (mut c, _) = LmtpClient::connect_to(addr)?;
     c.command("LHLO test")?;
     let rcpt = c
         .command(&format!("MAIL FROM:<{from}>"))

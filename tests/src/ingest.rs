@@ -301,7 +301,12 @@ pub struct LmtpClient {
 impl LmtpClient {
     /// Connect and read the greeting.
     pub fn connect(port: u16) -> anyhow::Result<(LmtpClient, Vec<String>)> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        LmtpClient::connect_to(&format!("127.0.0.1:{port}"))
+    }
+
+    /// Connect to `addr` (`host:port`) and read the greeting.
+    pub fn connect_to(addr: &str) -> anyhow::Result<(LmtpClient, Vec<String>)> {
+        let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut client = LmtpClient {
             reader: BufReader::new(stream.try_clone()?),
