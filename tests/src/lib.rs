@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod directory;
 pub mod faults;
 pub mod fleet;
+pub mod full;
 pub mod hosts;
 pub mod ingest;
 pub mod notify;

@@ -624,3 +624,358 @@ async fn replay_is_deterministic_and_audits_catch_a_falsified_decision() -> anyh
     let _ = &w.name;
     Ok(())
 }
+
+/// The line of `history` holding `event`, which must hold every one of
+/// `fields` too; its position, for the order.
+fn line_of(history: &str, event: &str, fields: &[&str]) -> usize {
+    let (at, line) = history
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(event) && fields.iter().all(|f| l.contains(f)))
+        .unwrap_or_else(|| panic!("no line with {event:?} and {fields:?}:\n{history}"));
+    assert!(!line.contains("ARGON2"), "no password hash: {line}");
+    at
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_account_and_mail_tell_every_step() -> anyhow::Result<()> {
+    use mailfleet_events::{
+        accounts::{
+            AccountBlocked, AccountReactivated, AccountStatus, BlockReason, DeletionStep,
+            DeletionStepCompleted, DeletionStepRequested, MigrationCompleted, MigrationStarted,
+            PlanChanged, QuotaChanged,
+        },
+        mail::{MessageQuarantined, QuarantineReason},
+    };
+    let w = world().await?;
+    let p = EventProducer::new(&kafka(), "audit-test")?;
+    let eve = "eve@example.test";
+    let at = |s: i64| T0 + s * 1000;
+    let status = |id: &str, s: i64, from, to, reason: &str| AccountStatusChanged {
+        envelope: env(id, at(s)),
+        account: eve.into(),
+        from,
+        to,
+        reason: reason.into(),
+        settings_hash: None,
+    };
+    let registered = AccountRegistered {
+        envelope: env("eve-reg", at(0)),
+        account: eve.into(),
+        password_hash: "{ARGON2}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA".into(),
+        plan: "free".into(),
+        display_name: None,
+    };
+    send(&p, &w.accounts, eve, &registered).await?;
+    let quota = QuotaChanged {
+        envelope: env("eve-quota", at(1)),
+        account: eve.into(),
+        quota_bytes: Some(2_000_000),
+    };
+    send(&p, &w.accounts, eve, &quota).await?;
+    let plan = PlanChanged {
+        envelope: env("eve-plan", at(2)),
+        account: eve.into(),
+        plan: "plus".into(),
+    };
+    send(&p, &w.accounts, eve, &plan).await?;
+    let blocked = AccountBlocked {
+        envelope: env("eve-block", at(3)),
+        account: eve.into(),
+        reason: BlockReason::Abuse,
+        message_id: None,
+        blob_id: None,
+        detail: "spam complaints".into(),
+    };
+    send(&p, &w.accounts, eve, &blocked).await?;
+    let inactive = status(
+        "eve-inactive",
+        4,
+        AccountStatus::Active,
+        AccountStatus::Inactive,
+        "idle",
+    );
+    send(&p, &w.accounts, eve, &inactive).await?;
+    let reactivated = AccountReactivated {
+        envelope: env("eve-reactivated", at(5)),
+        account: eve.into(),
+        by: "admin@example.test".into(),
+    };
+    send(&p, &w.accounts, eve, &reactivated).await?;
+    let started = MigrationStarted {
+        envelope: env("eve-mig-start", at(6)),
+        account: eve.into(),
+        target_mail_root: "/srv/mail2".into(),
+        target_ldap_base: "ou=people,dc=two,dc=test".into(),
+        by: "ops".into(),
+    };
+    send(&p, &w.accounts, eve, &started).await?;
+    let migrated = MigrationCompleted {
+        envelope: env("eve-mig-done", at(7)),
+        account: eve.into(),
+        target_mail_root: "/srv/mail2".into(),
+        target_ldap_base: "ou=people,dc=two,dc=test".into(),
+        messages: 3,
+        bytes: 300,
+        entries: 4,
+        token_delivery: "mailed to the account".into(),
+    };
+    send(&p, &w.accounts, eve, &migrated).await?;
+    let deleting = status(
+        "eve-deleting",
+        8,
+        AccountStatus::Active,
+        AccountStatus::Deleting,
+        "admin",
+    );
+    send(&p, &w.accounts, eve, &deleting).await?;
+    let steps = [DeletionStep::Maildir, DeletionStep::Directory];
+    for (i, step) in steps.into_iter().enumerate() {
+        let s = 9 + 3 * i as i64;
+        let requested = DeletionStepRequested {
+            envelope: env(&format!("eve-req-{i}"), at(s)),
+            account: eve.into(),
+            step,
+            attempt: 1,
+        };
+        send(&p, &w.accounts, eve, &requested).await?;
+        if step == DeletionStep::Maildir {
+            let gone = MailboxDeleted {
+                envelope: env("eve-mailbox-gone", at(s + 1)),
+                account: eve.into(),
+                files: 3,
+                bytes: 300,
+                reason: "account-deleted".into(),
+            };
+            send(&p, &w.stored, eve, &gone).await?;
+        }
+        let done = DeletionStepCompleted {
+            envelope: env(&format!("eve-done-{i}"), at(s + 2)),
+            account: eve.into(),
+            step,
+            detail: format!("step {i} removed"),
+        };
+        send(&p, &w.accounts, eve, &done).await?;
+    }
+    let tombstone = AccountDeleted {
+        envelope: env("eve-deleted", at(20)),
+        account: eve.into(),
+        reason: "admin".into(),
+    };
+    send(&p, &w.accounts, eve, &tombstone).await?;
+
+    let out = mailfleet(&w.config, &["audit", "account", "EVE@example.test"])?;
+    let history = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    let expected: [(&str, &[&str]); 16] = [
+        ("AccountRegistered", &["plan=free"]),
+        ("QuotaChanged", &["quota_bytes=2000000"]),
+        ("PlanChanged", &["plan=plus"]),
+        (
+            "AccountBlocked",
+            &["reason=ABUSE", "detail=spam complaints"],
+        ),
+        (
+            "AccountStatusChanged",
+            &["active -> inactive (reason: idle)"],
+        ),
+        ("AccountReactivated", &["by=admin@example.test"]),
+        (
+            "MigrationStarted",
+            &[
+                "target_mail_root=/srv/mail2",
+                "target_ldap_base=ou=people,dc=two,dc=test",
+                "by=ops",
+            ],
+        ),
+        (
+            "MigrationCompleted",
+            &[
+                "messages=3",
+                "bytes=300",
+                "entries=4",
+                "target_mail_root=/srv/mail2",
+            ],
+        ),
+        (
+            "AccountStatusChanged",
+            &["active -> deleting (reason: admin)"],
+        ),
+        ("DeletionStepRequested", &["step=MAILDIR", "attempt=1"]),
+        (
+            "MailboxDeleted",
+            &["files=3", "bytes=300", "reason=account-deleted"],
+        ),
+        (
+            "DeletionStepCompleted",
+            &["step=MAILDIR", "detail=step 0 removed"],
+        ),
+        ("DeletionStepRequested", &["step=DIRECTORY", "attempt=1"]),
+        (
+            "DeletionStepCompleted",
+            &["step=DIRECTORY", "detail=step 1 removed"],
+        ),
+        ("AccountDeleted", &["reason=admin"]),
+        ("2026-11-30T00:00:20.000Z", &["AccountDeleted"]),
+    ];
+    let order: Vec<usize> = expected
+        .iter()
+        .map(|(event, fields)| line_of(&history, event, fields))
+        .collect();
+    assert!(
+        order[..15].windows(2).all(|w| w[0] < w[1]),
+        "in order {order:?}:\n{history}"
+    );
+    // One line per event, each once: 15 events and the head.
+    assert_eq!(history.lines().count(), 16, "{history}");
+
+    // A mail found by the MX's queue id, as the LMTP server recorded it
+    // (XFORWARD IDENT); Postfix reports none at the first RCPT, so the
+    // policy request has none.
+    let (to, from) = ("r1@example.test", "q@sender.test");
+    let first = attempt("q-a", T0 + 50_000, "192.0.2.77", from, to);
+    send(&p, &w.attempts, "192.0.2.0", &first).await?;
+    let copy = |id: &str, message_id: &str, queue_id: &str| MessageReceived {
+        envelope: env(id, T0 + 60_000),
+        account: to.into(),
+        recipient: to.into(),
+        sender: from.into(),
+        blob_id: format!("blob-{id}"),
+        size: 321,
+        received_at: T0 + 60_000,
+        body_type: mailfleet_events::mail::BodyType::SevenBit,
+        lhlo: "mx".into(),
+        session_id: "sess".into(),
+        recipient_count: 1,
+        recipient_index: 0,
+        message_id: Some(message_id.into()),
+        header_from: None,
+        subject: None,
+        header_date: None,
+        client_address: Some("192.0.2.77".into()),
+        client_name: None,
+        client_helo: None,
+        queue_id: Some(queue_id.into()),
+    };
+    let scan = |received: &MessageReceived, id: &str, verdict, signature: Option<&str>| {
+        let mut s = MessageScanned {
+            envelope: Envelope::caused_by(&received.envelope, "scanner"),
+            account: to.into(),
+            recipient: to.into(),
+            sender: from.into(),
+            blob_id: received.blob_id.clone(),
+            size: received.size,
+            received_at: received.received_at,
+            message_id: received.message_id.clone(),
+            verdict,
+            signature: signature.map(str::to_string),
+            file: None,
+            rule: None,
+            scanner: "clamd".into(),
+            spam: None,
+            spam_error: None,
+        };
+        s.envelope.event_id = id.into();
+        s
+    };
+    let clean = copy("recv-q", "<q1@sender.test>", "4QxTest1");
+    send(&p, &w.received, to, &clean).await?;
+    let clean_scan = scan(&clean, "scan-q", ScanVerdict::Clean, None);
+    send(&p, &w.scanned, to, &clean_scan).await?;
+    let stored = MessageStored {
+        envelope: Envelope::caused_by(&clean_scan.envelope, "storage"),
+        account: to.into(),
+        delivery_id: "recv-q".into(),
+        folder: "INBOX".into(),
+        file: "9.M9P9.test".into(),
+        size: 321,
+        stored_bytes: 321,
+        blob_id: clean.blob_id.clone(),
+        received_at: clean.received_at,
+        message_id: clean.message_id.clone(),
+    };
+    send(&p, &w.stored, to, &stored).await?;
+    // A quarantined one: a virus.
+    let virus = copy("recv-v", "<v1@sender.test>", "4QxTest2");
+    send(&p, &w.received, to, &virus).await?;
+    let virus_scan = scan(
+        &virus,
+        "scan-v",
+        ScanVerdict::Infected,
+        Some("Eicar-Test-Signature"),
+    );
+    send(&p, &w.scanned, to, &virus_scan).await?;
+    let quarantined = MessageQuarantined {
+        envelope: Envelope::caused_by(&virus_scan.envelope, "storage"),
+        account: to.into(),
+        delivery_id: "recv-v".into(),
+        reason: QuarantineReason::Infected,
+        detail: "Eicar-Test-Signature".into(),
+        path: "quarantine/v1.eml".into(),
+        size: 321,
+        blob_id: virus.blob_id.clone(),
+        sender: from.into(),
+        message_id: virus.message_id.clone(),
+    };
+    send(&p, &w.stored, to, &quarantined).await?;
+
+    let path_of = |id: &str| -> anyhow::Result<String> {
+        let out = mailfleet(&w.config, &["audit", "mail", id])?;
+        anyhow::ensure!(out.status.success(), "audit mail {id}: {}", text(&out));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let in_order = |path: &str, parts: &[&str]| {
+        let at: Vec<usize> = parts
+            .iter()
+            .map(|p| {
+                path.find(p)
+                    .unwrap_or_else(|| panic!("{p:?} missing: {path}"))
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "in order: {path}");
+    };
+    let by_queue = path_of("4QxTest1")?;
+    in_order(
+        &by_queue,
+        &[
+            "path of 4QxTest1",
+            "greylisting of <q@sender.test> -> <r1@example.test>",
+            "attempt from 192.0.2.77",
+            "received for r1@example.test from <q@sender.test>, 321 bytes, blob blob-recv-q",
+            "scanned: verdict=CLEAN",
+            "stored in INBOX as 9.M9P9.test",
+        ],
+    );
+    assert!(
+        !by_queue.contains("blob-recv-v"),
+        "only that mail: {by_queue}"
+    );
+    let virus_path = path_of("v1@sender.test")?;
+    in_order(
+        &virus_path,
+        &["received for r1@example.test", "scanned: ", "quarantined: "],
+    );
+    let scanned_line = line_of(
+        &virus_path,
+        "scanned: ",
+        &["verdict=INFECTED", "signature=Eicar-Test-Signature"],
+    );
+    let quarantine_line = line_of(
+        &virus_path,
+        "quarantined: ",
+        &[
+            "reason=INFECTED",
+            "path=quarantine/v1.eml",
+            "detail=Eicar-Test-Signature",
+        ],
+    );
+    assert!(scanned_line < quarantine_line, "{virus_path}");
+    assert!(
+        !virus_path.contains("stored in"),
+        "never stored: {virus_path}"
+    );
+    // By its queue id too.
+    let virus_by_queue = path_of("4QxTest2")?;
+    assert!(virus_by_queue.contains("quarantined: "), "{virus_by_queue}");
+    Ok(())
+}

@@ -284,3 +284,111 @@ async fn every_process_kind_serves_its_documented_metrics() -> anyhow::Result<()
     children.terminate()?;
     Ok(())
 }
+
+/// Whether the scrape has a sample of `name` (a histogram by its
+/// `_count`) labelled exactly `consumer="<consumer>"`.
+fn served_for(samples: &[Sample], name: &str, consumer: &str) -> bool {
+    let count = format!("{name}_count");
+    samples.iter().any(|s| {
+        (s.name == name || s.name == count)
+            && s.labels.get("consumer").map(String::as_str) == Some(consumer)
+    })
+}
+
+/// One `mailfleet run --all` process runs every consumer of the topology
+/// (but the `counter` example) and its one `/metrics` serves each one's
+/// runtime metrics under its own exact `consumer` label. One garbage
+/// record on every input topic: each consumer counts one dead letter per
+/// topic it reads, under its label and nobody else's.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_all_serves_every_consumers_metrics_from_one_process() -> anyhow::Result<()> {
+    use mailfleet_tests::{directory::require_slapd, full::FullWorld};
+    // The directory consumer reads its bind password file at start.
+    require_slapd()?;
+    let world = FullWorld::new("metrics-run-all").await?;
+    let port = free_port();
+    let config = world.write_config("all.toml", port, &["admin@example.test"], "")?;
+    let log = world.dir.join("all.log");
+    let mut children = Children(vec![spawn_mailfleet(&config, &["run", "--all"], &log)?]);
+    let consumers: Vec<&str> = world
+        .topology
+        .consumers
+        .keys()
+        .map(String::as_str)
+        .filter(|c| *c != "counter")
+        .collect();
+    wait_started(&log, 0, consumers.len()).await?;
+
+    let producer = mailfleet_runtime::producer::EventProducer::new(&world.kafka, "run-all")?;
+    let mut inputs = std::collections::BTreeSet::new();
+    for c in &consumers {
+        inputs.extend(world.reads(c)?);
+    }
+    for topic in &inputs {
+        producer
+            .send_raw(topic, b"run-all", b"\x00\xffnot an event")
+            .await?;
+    }
+    let want: BTreeMap<&str, f64> = consumers
+        .iter()
+        .map(|c| Ok((*c, world.reads(c)?.len() as f64)))
+        .collect::<anyhow::Result<_>>()?;
+    let dead = |text: &str, c: &str| {
+        metric_sum(
+            text,
+            m::DEADLETTERS,
+            &[&format!("consumer=\"{c}\""), "kind=\"Undecodable\""],
+        )
+    };
+    let mut text = String::new();
+    let mut missing: Vec<String> = Vec::new();
+    let served = wait_until("every consumer's metrics", WITHIN, || {
+        text = scrape(port).unwrap_or_default();
+        let Ok(samples) = parse_exposition(&text) else {
+            return false;
+        };
+        missing = consumers
+            .iter()
+            .flat_map(|c| {
+                let mut out: Vec<String> = m::ALL
+                    .iter()
+                    .filter(|name| !served_for(&samples, name, c))
+                    .map(|name| format!("{name}{{consumer=\"{c}\"}}"))
+                    .collect();
+                if dead(&text, c) != want[c] {
+                    out.push(format!(
+                        "{c}: {} dead letters of {}",
+                        dead(&text, c),
+                        want[c]
+                    ));
+                }
+                out
+            })
+            .collect();
+        missing.is_empty()
+    })
+    .await;
+    assert!(
+        served.is_ok(),
+        "mailfleet run --all does not serve {missing:#?}; scraped:\n{text}"
+    );
+    // A consumer's own metrics in the same process: the notifier's, at 0
+    // from its start.
+    let sent = mailfleet_notifier::metrics::SENT;
+    let samples = parse_exposition(&text)?;
+    assert!(
+        samples.iter().any(|s| s.name == sent
+            && s.labels.get("template").map(String::as_str) == Some("deactivated")),
+        "no {sent}{{template=\"deactivated\"}}:\n{text}"
+    );
+    let total: f64 = want.values().sum();
+    assert_eq!(metric_sum(&text, m::DEADLETTERS, &[]), total, "{text}");
+    eprintln!(
+        "metrics-run-all: {} consumers in one process, {} dead letters on {} topics",
+        consumers.len(),
+        total,
+        inputs.len()
+    );
+    children.terminate()?;
+    Ok(())
+}

@@ -147,6 +147,12 @@ pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, 
         ReporterInput::Tick(tick) => return forget(state, tick),
         _ => {}
     }
+    if let Some(why) = impossible(input) {
+        return Ok(Decision::reject(format!(
+            "event {}: {why}",
+            envelope.event_id
+        )));
+    }
     if dedup::is_duplicate(state, envelope)? {
         return Ok(Decision::ignore());
     }
@@ -155,6 +161,23 @@ pub fn decide(state: &StateView<'_>, input: &ReporterInput) -> Result<Decision, 
     let mut decision = tx.decision;
     dedup::remember(state, &mut decision, envelope)?;
     Ok(decision)
+}
+
+/// A value no writer sends (a negative size, count or byte total): set
+/// aside with its reason, as the writers' other readers do, instead of
+/// moving a month's figures by it.
+fn impossible(input: &ReporterInput) -> Option<String> {
+    use ReporterInput as I;
+    let negative = |what: &str, v: i64| (v < 0).then(|| format!("{what} {v} is negative"));
+    match input {
+        I::Stored(e) => negative("size", e.size),
+        I::Usage(e) => {
+            negative("used_bytes", e.used_bytes).or_else(|| negative("messages", e.messages))
+        }
+        I::Purged(e) => negative("count", e.count).or_else(|| negative("bytes", e.bytes)),
+        I::Submitted(e) => negative("size", e.size),
+        _ => None,
+    }
 }
 
 /// A tick: forget the event ids read longer ago than the dedup window.
@@ -396,6 +419,26 @@ mod tests {
             (0, 0, 1)
         );
         assert_eq!(count(&o, "2026-10", n::STATUS_CHANGES, "active"), 2);
+    }
+
+    #[test]
+    fn a_negative_size_or_usage_is_rejected_and_counts_nothing() {
+        let usage = ReporterInput::Usage(UsageChanged {
+            envelope: env("u", OCT),
+            account: "a@x.test".into(),
+            used_bytes: -1,
+            messages: 1,
+            quota_bytes: 10,
+            over_quota: false,
+            settings_hash: None,
+        });
+        let d = decide(&StateView::in_memory(&Overlay::default()), &usage).unwrap();
+        assert!(
+            matches!(&d.verdict, mailfleet_runtime::Verdict::Reject(r) if r.contains("used_bytes -1")),
+            "{:?}",
+            d.changes
+        );
+        assert!(d.changes.is_empty());
     }
 
     #[test]

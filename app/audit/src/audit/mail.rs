@@ -61,11 +61,17 @@ fn find<'a>(
             .as_str()
             .map(|m| m.trim_start_matches('<').trim_end_matches('>').to_string())
     };
+    // A queue id: the MX's, as the LMTP server recorded it (XFORWARD
+    // IDENT), which every copy carries; Postfix has none yet at the first
+    // RCPT (it opens the queue file after it), so a policy request
+    // rarely does.
     let mut copies: Vec<&Read> = received
         .iter()
-        .filter(|r| message_id(r).as_deref() == Some(wanted))
+        .filter(|r| {
+            message_id(r).as_deref() == Some(wanted) || r.json["queue_id"].as_str() == Some(wanted)
+        })
         .collect();
-    // A queue id: the attempts Postfix reported with it name the pair.
+    // Or the attempts Postfix reported with it, which name the pair.
     let by_queue: Vec<&Read> = attempts
         .iter()
         .filter(|a| a.json["queue_id"].as_str() == Some(wanted))
