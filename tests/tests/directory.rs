@@ -14,7 +14,8 @@ use mailfleet_events::{
     runtime::DeadLetter,
     Envelope,
 };
-use mailfleet_tests::{directory::*, *};
+use mailfleet_runtime::metrics as m;
+use mailfleet_tests::{directory::*, outage, *};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -71,6 +72,29 @@ fn completions(
 
 fn dead_letters(world: &DirectoryWorld, idle: Duration) -> anyhow::Result<Vec<DeadLetter>> {
     world.events(&world.deadletter, idle)
+}
+
+/// Every record of `topic` up to its end now.
+fn to_end(topic: &str) -> anyhow::Result<Vec<Consumed>> {
+    Ok(
+        mailfleet_runtime::read::read_to_end(&kafka(), topic, "directory-test")?
+            .into_iter()
+            .map(|r| (r.key, r.payload))
+            .collect(),
+    )
+}
+
+/// The metrics port a config written by `write_config` listens on.
+fn metrics_port(config: &std::path::Path) -> anyhow::Result<u16> {
+    let text = std::fs::read_to_string(config)?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("listen = \"127.0.0.1:")?
+                .strip_suffix('"')?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no metrics listen address in {}", config.display()))
 }
 
 /// Start `mailfleet run directory` for the world.
@@ -388,10 +412,22 @@ async fn directory_slapd_down_is_transient_and_recovers() -> anyhow::Result<()> 
 
     let stopped = SlapdStopped::stop()?;
     world.produce(&erin, &deletion_step(&erin)).await?;
-    // Retried, never dead-lettered, never reported done.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let early = completions(&world, Duration::from_millis(500))?;
-    let dead = dead_letters(&world, Duration::from_millis(500))?;
+    // Retried, never dead-lettered, never reported done. Wait until the
+    // consumer is through with the step's first try, whichever way it
+    // went: paused for a retry (counted once the batch is committed, so its
+    // outputs are acknowledged by then), or committed past the step. Then
+    // the topics as they are hold every output there is.
+    let ends = end_offsets(std::slice::from_ref(&world.accounts))?;
+    let store = world.dir.join("state/directory");
+    let metrics = metrics_port(&world.dir.join("directory.toml"))?;
+    wait_until("the step's first try", WAIT, || {
+        let text = scrape(metrics).unwrap_or_default();
+        metric_sum(&text, m::RETRIES, &["consumer=\"directory\""]) >= 1.0
+            || outage::caught_up(&outage::applied(&store), &ends)
+    })
+    .await?;
+    let early: Vec<DeletionStepCompleted> = events_of(&to_end(&world.accounts)?)?;
+    let dead: Vec<DeadLetter> = events_of(&to_end(&world.deadletter)?)?;
     stopped.start()?;
     assert!(
         early.is_empty(),

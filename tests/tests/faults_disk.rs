@@ -9,7 +9,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use mailfleet_events::mail::MessageReceived;
@@ -90,12 +90,14 @@ fn blob_files(root: &Path) -> anyhow::Result<(usize, usize)> {
     Ok((zst, tmp))
 }
 
-/// Every `MessageReceived` on the world's topic so far.
+/// Every `MessageReceived` on the world's topic up to its end now. The
+/// server replies to DATA only once its events are acknowledged, so after
+/// a reply the topic as it is holds everything announced before it.
 fn received(world: &MailWorld) -> anyhow::Result<Vec<MessageReceived>> {
-    decode_all(&read_topic(
+    Ok(mailfleet_runtime::read::read_events(
+        &world.kafka,
         &world.received,
-        usize::MAX,
-        Duration::from_secs(3),
+        "faults-disk",
     )?)
 }
 

@@ -38,6 +38,7 @@
 mod batch;
 mod client;
 pub mod context;
+mod fault;
 mod merge;
 pub mod offline;
 mod pause;
@@ -123,6 +124,8 @@ struct Runner<C: Consumer> {
     merge: Option<Merge>,
     /// The input partitions assigned, as of the last rebalance.
     assigned: std::collections::HashSet<Tp>,
+    /// The batch the test-only crash fault point aborts after ([`fault`]).
+    crash_after_ack: Option<u64>,
 }
 
 const TELEMETRY_EVERY: Duration = Duration::from_secs(1);
@@ -135,6 +138,7 @@ impl<C: Consumer> Runner<C> {
         shutdown: &Shutdown,
     ) -> Result<Self, RuntimeError> {
         let name = consumer.name().to_string();
+        let crash_after_ack = fault::armed()?;
         let dir = spec.runtime.data_dir.join(&name);
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::ReadConfig {
             path: dir.display().to_string(),
@@ -198,6 +202,7 @@ impl<C: Consumer> Runner<C> {
             stats: RunStats::default(),
             merge,
             assigned: Default::default(),
+            crash_after_ack,
         })
     }
 
@@ -510,6 +515,7 @@ impl<C: Consumer> Runner<C> {
         if !self.spec.produce {
             return Ok(());
         }
+        let outputs = pending.len();
         let mut backoff = Duration::from_millis(self.spec.runtime.retry_initial_ms);
         while !pending.is_empty() {
             let sends = pending
@@ -539,6 +545,7 @@ impl<C: Consumer> Runner<C> {
                 backoff = (backoff * 2).min(Duration::from_millis(self.spec.runtime.retry_max_ms));
             }
         }
+        fault::after_ack(self.crash_after_ack, &self.name, outputs);
         Ok(())
     }
 
