@@ -88,6 +88,11 @@ impl Notifier {
         for name in mailer.composer().templates().names() {
             let template = name.to_string();
             ::metrics::counter!(metrics::SENT, "template" => template.clone()).increment(0);
+            ::metrics::counter!(metrics::DUPLICATES, "template" => template.clone()).increment(0);
+            for kind in ["rejected", "refused", "deferred"] {
+                ::metrics::counter!(metrics::FAILED, "template" => template.clone(), "kind" => kind)
+                    .increment(0);
+            }
             ::metrics::counter!(metrics::UNKNOWN, "template" => template).increment(0);
         }
         if addresses.admins.is_empty() {

@@ -100,7 +100,11 @@ pub async fn serve(
         submitters,
         cfg,
     });
+    // Exported from the start, so that rates and alerts see the first one.
     metrics::counter!(m::POLICY_CONNECTIONS_DENIED).increment(0);
+    metrics::counter!(m::POLICY_CONNECTIONS_REFUSED).increment(0);
+    metrics::counter!(m::POLICY_MALFORMED).increment(0);
+    metrics::gauge!(m::POLICY_CONNECTIONS).set(0.0);
     let max = server.cfg.max_connections;
     listen::accept_loop(listener, &allow, max, server, shutdown).await;
     Ok(())
