@@ -270,7 +270,7 @@ async fn a_replay_has_no_outputs_and_no_effects() -> anyhow::Result<()> {
         "the second batch stored"
     );
     let stored = world.topic("mail.stored");
-    let grown = end_offsets(&[stored.clone()])?
+    let grown = end_offsets(std::slice::from_ref(&stored))?
         .iter()
         .map(|(tp, end)| end - ends.get(tp).copied().unwrap_or(0))
         .sum::<i64>();

@@ -23,7 +23,7 @@ use mailfleet_api::{
     },
     ApiClient, ApiError, ApiSettings, Plans,
 };
-use mailfleet_runtime::{calendar::date_time, metrics, Shutdown};
+use mailfleet_runtime::{calendar::date_time, metrics, time::Clock, Shutdown};
 use serde::de::DeserializeOwned;
 
 use crate::config::Config;
@@ -160,7 +160,7 @@ enum Quota {
 }
 
 /// `mailfleet api`: serve until SIGTERM.
-pub async fn serve(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn serve(cfg: &Config, clock: Clock, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
     let storage = &cfg.consumers.storage;
     // The learn route keeps what it teaches in this host's blob store
@@ -176,6 +176,7 @@ pub async fn serve(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         plans: Plans::new(storage.plans.keys().cloned(), &storage.default_plan),
         active_on_register: cfg.consumers.lifecycle.activate_on_register,
         blobs,
+        clock,
     };
     Ok(api::serve(settings, &cfg.kafka, shutdown).await?)
 }

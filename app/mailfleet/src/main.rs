@@ -16,6 +16,7 @@ mod report;
 mod scan;
 mod spam;
 mod submission;
+mod time_scale;
 
 /// This crate's folder, for tests that read the repo's files: cargo sets
 /// CARGO_MANIFEST_DIR when it runs a test; the compile-time value can name
@@ -66,13 +67,19 @@ enum Command {
         all: bool,
     },
     /// The Postfix policy server (greylisting through the greylist consumer).
-    Policy,
+    Policy {
+        #[command(flatten)]
+        time: time_scale::TimeScaleArgs,
+    },
     /// The LMTP server Postfix delivers to (`virtual_transport = lmtp:inet:127.0.0.1:2424`).
     Lmtp,
     /// The submission milter: scans what users submit, before Postfix queues it (`smtpd_milters = inet:127.0.0.1:10027`).
     Submission,
     /// The account API (HTTP(S)/JSON on `[api] listen`): registration, logins, quota, plan, admin.
-    Api,
+    Api {
+        #[command(flatten)]
+        time: time_scale::TimeScaleArgs,
+    },
     /// Account commands, each one call of the account API.
     Account(account::AccountArgs),
     /// Scan one message file as the scanner consumer would; the last line is one JSON verdict.
@@ -91,7 +98,14 @@ enum Command {
         once: bool,
     },
     /// Emit clock ticks and scheduled job runs (`[scheduler]`); one instance is active, others stand by.
-    Scheduler,
+    Scheduler {
+        #[command(flatten)]
+        time: time_scale::TimeScaleArgs,
+        /// Emit every tick and job run up to this time (ms since the epoch,
+        /// on the scheduler's clock), then exit 0.
+        #[arg(long, value_name = "MS")]
+        until: Option<i64>,
+    },
     /// Install Postfix's recipient map (`[scheduler.postfix_map]`) on each postfix-map job run.
     PostfixMap {
         /// Install once from the status projection and exit.
@@ -209,17 +223,21 @@ async fn dispatch(
             };
             run(consumers, cfg, shutdown).await
         }
-        Command::Policy => policy::run(&cfg, shutdown).await,
+        Command::Policy { time } => policy::run(&cfg, time.clock("policy"), shutdown).await,
         Command::Lmtp => lmtp::run(cfg, shutdown).await,
         Command::Submission => submission::run(cfg, shutdown).await,
-        Command::Api => account::serve(&cfg, shutdown).await,
+        Command::Api { time } => account::serve(&cfg, time.clock("api"), shutdown).await,
         Command::Clock { once } => {
             let topology = cfg.topology()?;
             Ok(clock::run(&processes(&cfg), &topology, once, shutdown).await?)
         }
-        Command::Scheduler => {
+        Command::Scheduler { time, until } => {
             let topology = cfg.topology()?;
-            Ok(emitter::run(&processes(&cfg), &topology, shutdown).await?)
+            let timing = emitter::Timing {
+                clock: time.clock("scheduler"),
+                until,
+            };
+            Ok(emitter::run(&processes(&cfg), &topology, timing, shutdown).await?)
         }
         Command::PostfixMap { once } => {
             if !once {
@@ -253,12 +271,12 @@ impl Command {
         matches!(
             self,
             Command::Run { .. }
-                | Command::Policy
+                | Command::Policy { .. }
                 | Command::Lmtp
                 | Command::Submission
-                | Command::Api
+                | Command::Api { .. }
                 | Command::Clock { .. }
-                | Command::Scheduler
+                | Command::Scheduler { .. }
                 | Command::PostfixMap { .. }
         )
     }

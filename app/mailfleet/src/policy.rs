@@ -6,7 +6,8 @@ use std::sync::Arc;
 use mailfleet_events::accounts::AccountStatus;
 use mailfleet_lifecycle::status::{Mailbox, StatusProjection};
 use mailfleet_policy::submission::{MaySubmit, Submitters};
-use mailfleet_runtime::{metrics, Shutdown};
+use mailfleet_policy::PolicyConfig;
+use mailfleet_runtime::{metrics, time::Clock, Shutdown};
 
 use crate::config::Config;
 
@@ -37,7 +38,7 @@ fn status_word(status: AccountStatus) -> &'static str {
 }
 
 /// Serve until SIGTERM.
-pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(cfg: &Config, clock: Clock, shutdown: Shutdown) -> anyhow::Result<()> {
     metrics::install_exporter(&cfg.metrics)?;
     let grouping = cfg.consumers.greylist.grouping();
     let submitters: Option<Arc<dyn Submitters>> = match cfg.policy.check_submitters {
@@ -48,7 +49,10 @@ pub async fn run(cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )?))),
         false => None,
     };
-    let policy = cfg.policy.clone();
+    let policy = PolicyConfig {
+        clock,
+        ..cfg.policy.clone()
+    };
     Ok(mailfleet_policy::serve(policy, grouping, &cfg.kafka, submitters, shutdown).await?)
 }
 

@@ -71,6 +71,9 @@ pub struct ApiSettings {
     /// The host's blob store (`[blobs]`, opened by the caller): the learn
     /// route's store unless `api.spam.blobs_dir` names a folder.
     pub blobs: Option<Arc<mailfleet_blob::BlobStore>>,
+    /// What stamps the events: the wall clock, or compressed time
+    /// (`mailfleet api --time-scale`, demo and tests only).
+    pub clock: mailfleet_runtime::time::Clock,
 }
 
 /// Serve until `shutdown` trips: follow the topic, listen, answer.
@@ -150,6 +153,7 @@ fn app_state(
         token,
         hashing: Semaphore::new(parallel),
         learning,
+        clock: settings.clock,
     }))
 }
 

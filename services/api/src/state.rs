@@ -8,7 +8,7 @@ use std::{
 
 use mailfleet_events::{Envelope, Event};
 use mailfleet_password as password;
-use mailfleet_runtime::{producer::EventProducer, time::now_ms};
+use mailfleet_runtime::{producer::EventProducer, time::Clock};
 use tokio::sync::{Mutex, MutexGuard, Semaphore};
 
 use super::{
@@ -38,6 +38,8 @@ pub struct AppState {
     pub hashing: Semaphore,
     /// The learn route's rspamd, blob store and topic (`[api.spam]`).
     pub learning: Option<Learning>,
+    /// What stamps the events (compressed time only in demos and tests).
+    pub clock: Clock,
 }
 
 impl AppState {
@@ -54,7 +56,7 @@ impl AppState {
 
     /// A fresh envelope: a new id, event time now.
     pub fn envelope(&self) -> Envelope {
-        Envelope::new(new_event_id(), now_ms(), PRODUCER)
+        Envelope::new(new_event_id(), self.clock.now_ms(), PRODUCER)
     }
 
     /// The account's view now, or `fallback`'s if it vanished meanwhile.

@@ -43,7 +43,7 @@ pub fn identity(cfg: &PolicyConfig, req: &Request) -> (String, i64) {
         .filter(|_| cfg.accept_test_time)
         .and_then(|t| t.parse::<i64>().ok())
         .map(|secs| secs * 1000);
-    let now_ms = test_time.unwrap_or_else(mailfleet_runtime::time::now_ms);
+    let now_ms = test_time.unwrap_or_else(|| cfg.clock.now_ms());
     (
         format!("{}:{:032x}", cfg.host, rand::random::<u128>()),
         now_ms,

@@ -92,6 +92,11 @@ pub struct PolicyConfig {
     pub check_submitters: bool,
     /// The compacted topic of account statuses.
     pub status_topic: String,
+    /// What stamps the attempts: the wall clock, or compressed time
+    /// (`mailfleet policy --time-scale`, demo and tests only). Not a
+    /// config key.
+    #[serde(skip)]
+    pub clock: mailfleet_runtime::time::Clock,
 }
 
 impl Default for PolicyConfig {
@@ -115,6 +120,7 @@ impl Default for PolicyConfig {
             submission_fail_mode: SubmissionFailMode::Defer,
             check_submitters: true,
             status_topic: "accounts.status".into(),
+            clock: mailfleet_runtime::time::Clock::Wall,
         }
     }
 }

@@ -1,51 +1,34 @@
-//! The accounts part of `mailfleet demo`: a season of accounts, told in
-//! event time. Thirty accounts register a hundred days ago; most log in
-//! now and then over every channel (webmail, IMAP, ActiveSync, SyncML),
-//! some change plan and one gets a bigger quota, one is blocked by an
-//! admin, the rest never come back. Clock ticks move the lifecycle on: the
-//! idle accounts go inactive (a notice each, mailed through Postfix back
-//! into their mailboxes), two reactivate within the grace period and one
-//! logs in, and the others are deleted everywhere by the saga. The fleet's
-//! lifecycle, deleter, LDAP directory (real slapd), notifier, storage
-//! writer and indexer do the work; then the tally, and one account's
-//! history.
+//! The accounts part of `mailfleet demo`: thirty accounts register
+//! through `mailfleet api` (passwords generated at run time, never shown;
+//! the API hashes them), then live a season in compressed time
+//! ([`super::season`]); then the tally, and one account's history. The
+//! fleet's lifecycle, deleter, LDAP directory (real slapd), notifier,
+//! storage writer and indexer do the work.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use anyhow::Context;
+use futures::{stream, StreamExt, TryStreamExt};
+use mailfleet_api::{
+    wire::{RegisterRequest, Secret},
+    ApiClient,
+};
 use mailfleet_directory as directory;
 use mailfleet_events::{
-    accounts::{
-        AccountBlocked, AccountDeleted, AccountReactivated, AccountRegistered, AccountStatus,
-        AccountStatusChanged, BlockReason, DeletionStepCompleted, LoginChannel, LoginRecorded,
-        PlanChanged, QuotaChanged,
-    },
-    clock::ClockTicked,
+    accounts::{AccountDeleted, AccountStatus, AccountStatusChanged, DeletionStepCompleted},
     notify::NotificationRequested,
-    Envelope, Event, Registry,
+    Event, Registry,
 };
 use mailfleet_fleet::config::Config;
-use mailfleet_lifecycle::{self as lifecycle, deleter};
-use mailfleet_password as password;
-use mailfleet_runtime::{producer::EventProducer, read::read_to_end, time::now_ms, Topology};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use mailfleet_runtime::read::read_to_end;
 
-use super::{fleet::Fleet, mail::read_all};
+use super::mail::read_all;
 
-const DAY_MS: i64 = 86_400_000;
-const HOUR_MS: i64 = 3_600_000;
-const ACCOUNTS: usize = 30;
-/// Every channel a login comes over.
-const CHANNELS: [LoginChannel; 4] = [
-    LoginChannel::Webmail,
-    LoginChannel::Imap,
-    LoginChannel::Activesync,
-    LoginChannel::Syncml,
-];
+pub const ACCOUNTS: usize = 30;
 
 /// What each demo account does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
+pub enum Plan {
     /// Logs in every few weeks: stays active.
     Regular,
     /// Blocked by an admin early on: no timers while blocked.
@@ -58,7 +41,7 @@ enum Plan {
     Gone,
 }
 
-fn plan_of(i: usize) -> Plan {
+pub fn plan_of(i: usize) -> Plan {
     match i {
         0..=16 => Plan::Regular,
         17 => Plan::Blocked,
@@ -68,239 +51,81 @@ fn plan_of(i: usize) -> Plan {
     }
 }
 
-pub async fn run(
-    cfg: &Config,
-    topology: &Topology,
-    run_id: &str,
-    fleet: &mut Fleet,
-) -> anyhow::Result<()> {
-    let events = cfg.consumers.lifecycle.events_topic.clone();
-    let domain = cfg
-        .consumers
-        .scanner
-        .local_domains
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "example.test".into());
-    let accounts: Vec<String> = (0..ACCOUNTS)
+/// This run's accounts, their passwords (generated here, held in memory
+/// only) and when the API registered them.
+pub struct DemoAccounts {
+    pub list: Vec<String>,
+    passwords: Vec<Secret>,
+    pub registered_at: Vec<i64>,
+}
+
+impl DemoAccounts {
+    /// Account `i`'s password, for its logins (API, IMAP).
+    pub fn password(&self, i: usize) -> &Secret {
+        &self.passwords[i]
+    }
+}
+
+/// A fresh password that passes the API's rules; never logged.
+fn new_password() -> Secret {
+    Secret::new(format!("Demo-{:032x}-Q7", rand::random::<u128>()))
+}
+
+/// The API at `api`, once its projection has caught up.
+pub async fn connect(api: &str) -> anyhow::Result<ApiClient> {
+    let client = ApiClient::new(api, None)?;
+    for _ in 0..300 {
+        if client.ready().await.is_ok_and(|r| r.ready) {
+            return Ok(client);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("mailfleet api at {api} was not ready in 60 s")
+}
+
+/// Register the run's accounts through the API (two at a time: each
+/// registration is an argon2 hash, and the API hashes as many at once as
+/// the machine has cores).
+pub async fn register(cfg: &Config, run_id: &str, api: &ApiClient) -> anyhow::Result<DemoAccounts> {
+    let domain = super::mail::local_domain(cfg);
+    let list: Vec<String> = (0..ACCOUNTS)
         .map(|i| format!("{run_id}-acct{i:02}@{domain}"))
         .collect();
-    let expected_deleted = (0..ACCOUNTS).filter(|i| plan_of(*i) == Plan::Gone).count();
-
-    // The fleet's lifecycle, deleter, directory, storage writer, indexer
-    // and notifier take the season from here.
-    let now = now_ms();
-    let t0 = now - 100 * DAY_MS;
-    let timeline = timeline(&accounts, cfg, t0, run_id).await?;
-    let producer = EventProducer::new(&cfg.kafka, &format!("{run_id}-accounts"))?;
-    let partitions = topology.topics.get(&events).map_or(1, |t| t.partitions);
-    let mut sent = 0;
-    for step in &timeline {
-        match step {
-            Step::Event(key, bytes) => {
-                producer.send_raw(&events, key.as_bytes(), bytes).await?;
-            }
-            Step::Tick(at) => tick(&producer, &events, partitions, *at, run_id).await?,
-        }
-        sent += 1;
-    }
+    let passwords: Vec<Secret> = (0..ACCOUNTS).map(|_| new_password()).collect();
+    let views: Vec<_> = stream::iter(list.iter().zip(&passwords).enumerate())
+        .map(|(i, (account, password))| async move {
+            let req = RegisterRequest {
+                account: account.clone(),
+                password: password.clone(),
+                plan: None,
+                display_name: Some(format!("Demo user {i}")),
+            };
+            api.register(&req)
+                .await
+                .with_context(|| format!("registering {account} through mailfleet api"))
+        })
+        .buffered(2)
+        .try_collect()
+        .await?;
+    let registered_at = views.iter().map(|v| v.registered_at).collect();
     println!(
-        "== accounts: {ACCOUNTS} registered 100 days ago (event time), {} events and clock ticks to {events}",
-        sent
+        "== accounts: {ACCOUNTS} registered through mailfleet api ({}), passwords generated at run time (never shown)",
+        api_base(cfg)
     );
-
-    let took = fleet
-        .settle(
-            &[
-                lifecycle::NAME,
-                deleter::NAME,
-                directory::NAME,
-                "storage",
-                "index",
-                "notifier",
-            ],
-            Duration::from_secs(240),
-        )
-        .await
-        .context(
-            "the accounts' season (is slapd up? ops/ldap start; Postfix? ops/postfix start)",
-        )?;
-    let deleted = mine::<AccountDeleted>(cfg, &events, run_id, |e| &e.account)?;
-    println!(
-        "== the fleet's lifecycle, deleter, directory, storage, index and notifier caught up in {:.1}s: {} of {expected_deleted} deletions done",
-        took.as_secs_f64(),
-        deleted.len(),
-    );
-    report(cfg, run_id, &accounts).await
+    Ok(DemoAccounts {
+        list,
+        passwords,
+        registered_at,
+    })
 }
 
-/// One step of the season.
-enum Step {
-    /// An encoded event and its key.
-    Event(String, Vec<u8>),
-    /// A clock tick at this event time into every partition.
-    Tick(i64),
-}
-
-async fn timeline(
-    accounts: &[String],
-    cfg: &Config,
-    t0: i64,
-    run_id: &str,
-) -> anyhow::Result<Vec<Step>> {
-    let mut rng = StdRng::seed_from_u64(11);
-    let mut out = Vec::new();
-    for (i, account) in accounts.iter().enumerate() {
-        out.push(register(cfg, &mut rng, run_id, i, account, t0).await?);
-        match plan_of(i) {
-            Plan::Regular => out.extend(regular(&mut rng, run_id, i, account, t0)?),
-            Plan::Blocked => {
-                let block = AccountBlocked {
-                    envelope: env(run_id, "block", i, t0 + 10 * DAY_MS),
-                    account: account.clone(),
-                    reason: BlockReason::Admin,
-                    message_id: None,
-                    blob_id: None,
-                    detail: "spam complaints (demo)".into(),
-                };
-                out.push(step(account, &block)?);
-            }
-            Plan::Reactivates | Plan::LateLogin | Plan::Gone => {}
-        }
-    }
-    // The tick that finds the idle accounts: the last registration's
-    // threshold (3 months and 2 days), plus an hour.
-    let last = t0 + (accounts.len() as i64 - 1) * 60_000;
-    let inactive_tick = cfg.consumers.lifecycle.inactive_at(last) + HOUR_MS;
-    out.push(Step::Tick(inactive_tick));
-    for (i, account) in accounts.iter().enumerate() {
-        let at = inactive_tick + 2 * HOUR_MS;
-        match plan_of(i) {
-            Plan::Reactivates => {
-                let e = AccountReactivated {
-                    envelope: env(run_id, "reactivate", i, at),
-                    account: account.clone(),
-                    by: "user (answered the notice)".into(),
-                };
-                out.push(step(account, &e)?);
-            }
-            Plan::LateLogin => {
-                let e = LoginRecorded {
-                    envelope: env(run_id, "late-login", i, at),
-                    account: account.clone(),
-                    channel: LoginChannel::Syncml,
-                    ip: None,
-                };
-                out.push(step(account, &e)?);
-            }
-            _ => {}
-        }
-    }
-    // The grace period ends for the rest.
-    out.push(Step::Tick(
-        inactive_tick + cfg.consumers.lifecycle.grace_ms() + HOUR_MS,
-    ));
-    Ok(out)
-}
-
-/// The envelope of this run's `what` of account `i`, at `at`.
-fn env(run_id: &str, what: &str, i: usize, at: i64) -> Envelope {
-    Envelope::new(format!("{run_id}:{what}:{i}"), at, "demo")
-}
-
-/// `event`, encoded, keyed by `account`.
-fn step<E: Event>(account: &str, event: &E) -> anyhow::Result<Step> {
-    Ok(Step::Event(
-        account.to_string(),
-        mailfleet_events::encode(event)?,
-    ))
-}
-
-/// Account `i` registers, a minute after the one before it.
-async fn register(
-    cfg: &Config,
-    rng: &mut StdRng,
-    run_id: &str,
-    i: usize,
-    account: &str,
-    t0: i64,
-) -> anyhow::Result<Step> {
-    // A password of its own, hashed as the API would; never shown.
-    let secret = format!("Demo{:016x}9", rng.random::<u64>());
-    let hash = tokio::task::spawn_blocking(move || password::hash(&secret)).await??;
-    let at = t0 + i as i64 * 60_000;
-    let registered = AccountRegistered {
-        envelope: env(run_id, "register", i, at),
-        account: account.to_string(),
-        password_hash: hash,
-        plan: cfg.consumers.storage.default_plan.clone(),
-        display_name: Some(format!("Demo user {i}")),
-    };
-    step(account, &registered)
-}
-
-/// A regular's logins over every channel; some change plan, and one gets
-/// a bigger quota.
-fn regular(
-    rng: &mut StdRng,
-    run_id: &str,
-    i: usize,
-    account: &str,
-    t0: i64,
-) -> anyhow::Result<Vec<Step>> {
-    let mut out = Vec::new();
-    for n in 0..rng.random_range(1..=4) {
-        let day = rng.random_range(20..95);
-        let login = LoginRecorded {
-            envelope: env(run_id, &format!("login{n}"), i, t0 + day * DAY_MS),
-            account: account.to_string(),
-            channel: CHANNELS[(i + n) % CHANNELS.len()],
-            ip: Some(format!("192.0.2.{}", 10 + i)),
-        };
-        out.push(step(account, &login)?);
-    }
-    // Some upgrade their plan; support raises one quota by hand.
-    if i % 5 == 1 {
-        let plan = PlanChanged {
-            envelope: env(run_id, "plan", i, t0 + (30 + i as i64) * DAY_MS),
-            account: account.to_string(),
-            plan: if i % 10 == 1 { "plus" } else { "pro" }.into(),
-        };
-        out.push(step(account, &plan)?);
-    }
-    if i == 3 {
-        let quota = QuotaChanged {
-            envelope: env(run_id, "quota", i, t0 + 45 * DAY_MS),
-            account: account.to_string(),
-            quota_bytes: Some(20 * 1024 * 1024 * 1024),
-        };
-        out.push(step(account, &quota)?);
-    }
-    Ok(out)
-}
-
-async fn tick(
-    producer: &EventProducer,
-    topic: &str,
-    partitions: i32,
-    at: i64,
-    run_id: &str,
-) -> anyhow::Result<()> {
-    for partition in 0..partitions {
-        let tick = ClockTicked {
-            envelope: Envelope::new(format!("{run_id}:tick:{partition}:{at}"), at, "demo-clock"),
-            clock: "demo".into(),
-            period_ms: HOUR_MS,
-        };
-        producer
-            .send_to_partition(topic, partition, &mailfleet_events::encode(&tick)?)
-            .await?;
-    }
-    Ok(())
+/// The API's base URL (`[api] listen`, plain HTTP on loopback).
+pub fn api_base(cfg: &Config) -> String {
+    format!("{}://{}", cfg.api.scheme(), cfg.api.listen)
 }
 
 /// This run's events of type `E` on `topic`.
-fn mine<E: Event>(
+pub fn mine<E: Event>(
     cfg: &Config,
     topic: &str,
     run_id: &str,
@@ -312,8 +137,14 @@ fn mine<E: Event>(
         .collect())
 }
 
-async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Result<()> {
+pub async fn report(cfg: &Config, run_id: &str, accounts: &[String]) -> anyhow::Result<()> {
     let events = &cfg.consumers.lifecycle.events_topic;
+    let deleted = mine::<AccountDeleted>(cfg, events, run_id, |e| &e.account)?;
+    let expected = (0..ACCOUNTS).filter(|i| plan_of(*i) == Plan::Gone).count();
+    println!(
+        "== deletions done: {} of {expected} (the accounts that never came back)",
+        deleted.len()
+    );
     let changes = mine::<AccountStatusChanged>(cfg, events, run_id, |e| &e.account)?;
     let mut moves: BTreeMap<String, usize> = BTreeMap::new();
     for c in &changes {

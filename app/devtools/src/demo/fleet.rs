@@ -6,7 +6,16 @@
 //!   its `/metrics` on its own port;
 //! - `mailfleet lmtp`: the LMTP server Postfix delivers to (the notifier's
 //!   notices come back through it into the mailboxes), `/metrics` on the
-//!   next port.
+//!   next port;
+//! - `mailfleet api`: the account API on `[api] listen`, `/metrics` on the
+//!   port after; restarted in compressed time for the accounts' season
+//!   ([`Fleet::compress_api`]);
+//! - `mailfleet policy`: the policy server Postfix asks at RCPT (`[policy]
+//!   listen`), in compressed time ([`Fleet::policy_clock`]), `/metrics` on
+//!   the port after the api's;
+//! - `mailfleet scheduler`, in compressed time up to a given instant
+//!   ([`Fleet::run_scheduler`]): the clock and the jobs, one leg at a time,
+//!   `/metrics` on the port after the policy server's.
 //!
 //! The consumers commit their offsets to their Kafka groups (for lag
 //! telemetry). A set of consumers has settled when every group's committed
@@ -24,7 +33,7 @@ use std::{
 
 use anyhow::Context;
 use mailfleet_fleet::config::Config;
-use mailfleet_runtime::{admin, read::end_offsets, Topology};
+use mailfleet_runtime::{admin, read::end_offsets, time::Clock, Topology};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     Offset, TopicPartitionList,
@@ -44,18 +53,27 @@ pub struct Fleet {
     groups: HashMap<String, BaseConsumer>,
     cfg: Config,
     topology: Topology,
+    exe: PathBuf,
+    config_path: Option<PathBuf>,
+    metrics_port: u16,
+    policy_clock: Clock,
 }
 
+/// Which process of the fleet, by its place in [`Fleet::processes`].
+const CONSUMERS: usize = 0;
+const API: usize = 2;
+
 impl Fleet {
-    /// Start `mailfleet run --all` and `mailfleet lmtp` with this process's
-    /// config (file and environment), logging to `log`, their `/metrics` on
-    /// `metrics_port` and the one after it.
+    /// Start `mailfleet run --all`, `mailfleet lmtp` and `mailfleet api`
+    /// with this process's config (file and environment), logging to
+    /// `log`, their `/metrics` on `metrics_port` and the ports after it,
+    /// and `mailfleet policy` on `policy_clock`.
     pub fn start(
         cfg: &Config,
         topology: &Topology,
         config_path: Option<&Path>,
-        log: &Path,
-        metrics_port: u16,
+        (log, metrics_port): (&Path, u16),
+        policy_clock: Clock,
     ) -> anyhow::Result<Fleet> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
@@ -67,33 +85,112 @@ impl Fleet {
             groups: HashMap::new(),
             cfg: cfg.clone(),
             topology: topology.clone(),
+            exe,
+            config_path: config_path.map(Path::to_path_buf),
+            metrics_port,
+            policy_clock,
         };
-        for (args, port) in [
-            (&["run", "--all"][..], metrics_port),
-            (&["lmtp"], metrics_port + 1),
+        let policy = [&["policy".to_string()][..], &time_args(policy_clock)].concat();
+        // A loaded demo machine may take more than the default 2 s to
+        // decide; the demo counts the greylist's answers, not fail-open ones.
+        let patient = [(
+            "MAILFLEET_POLICY__TIMEOUT_MS".to_string(),
+            "10000".to_string(),
+        )];
+        for (args, port, env) in [
+            (
+                vec!["run".to_string(), "--all".into()],
+                metrics_port,
+                &[][..],
+            ),
+            (vec!["lmtp".to_string()], metrics_port + 1, &[]),
+            (vec!["api".to_string()], metrics_port + 2, &[]),
+            (policy, metrics_port + 3, &patient),
         ] {
-            let out = File::options().create(true).append(true).open(log)?;
-            let mut cmd = Command::new(&exe);
-            if let Some(path) = config_path {
-                cmd.arg("--config").arg(path);
-            }
-            let metrics = format!("127.0.0.1:{port}");
-            let child = cmd
-                .args(args)
-                .env("MAILFLEET_METRICS__LISTEN", &metrics)
-                .env("MAILFLEET_LOG__FORMAT", "text")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .with_context(|| format!("starting mailfleet {}", args.join(" ")))?;
-            fleet.processes.push(Process {
-                what: format!("mailfleet {}", args.join(" ")),
-                child,
-                metrics,
-            });
+            let process = fleet.spawn(&args, port, env)?;
+            fleet.processes.push(process);
         }
         Ok(fleet)
+    }
+
+    /// Start `mailfleet <args>` with the demo's config, `/metrics` on `port`
+    /// and `env` on top, logging to the fleet's log.
+    fn spawn(
+        &self,
+        args: &[String],
+        port: u16,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Process> {
+        let out = File::options().create(true).append(true).open(&self.log)?;
+        let mut cmd = Command::new(&self.exe);
+        if let Some(path) = &self.config_path {
+            cmd.arg("--config").arg(path);
+        }
+        let metrics = format!("127.0.0.1:{port}");
+        let child = cmd
+            .args(args)
+            .env("MAILFLEET_METRICS__LISTEN", &metrics)
+            .env("MAILFLEET_LOG__FORMAT", "text")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting mailfleet {}", args.join(" ")))?;
+        Ok(Process {
+            what: format!("mailfleet {}", args.join(" ")),
+            child,
+            metrics,
+        })
+    }
+
+    /// Restart `mailfleet api` on `clock` (`--time-scale`, `--time-origin`):
+    /// its events are stamped in the season's compressed time.
+    pub fn compress_api(&mut self, clock: Clock) -> anyhow::Result<()> {
+        let mut old = self.processes.remove(API);
+        stop_one(&mut old)?;
+        let args = [&["api".to_string()][..], &time_args(clock)].concat();
+        let process = self.spawn(&args, self.metrics_port + 2, &[])?;
+        self.processes.insert(API, process);
+        Ok(())
+    }
+
+    /// Run `mailfleet scheduler` on `clock` until it has emitted every tick
+    /// and job run up to `until` and exited; `env` configures it on top.
+    pub async fn run_scheduler(
+        &mut self,
+        clock: Clock,
+        until: i64,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let args = [
+            &["scheduler".to_string()][..],
+            &time_args(clock),
+            &["--until".to_string(), until.to_string()],
+        ]
+        .concat();
+        let mut leg = self.spawn(&args, self.metrics_port + 4, env)?;
+        loop {
+            if let Some(status) = leg.child.try_wait()? {
+                anyhow::ensure!(
+                    status.success(),
+                    "mailfleet scheduler exited ({status}); the last lines of {}:\n{}",
+                    self.log.display(),
+                    tail(&self.log, 15)
+                );
+                return Ok(started.elapsed());
+            }
+            if let Err(e) = self.check_alive() {
+                let _ = stop_one(&mut leg);
+                return Err(e);
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                let _ = stop_one(&mut leg);
+                anyhow::bail!("mailfleet scheduler did not reach --until {until} in 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// What runs, one line each, with its pid and `/metrics`.
@@ -111,9 +208,33 @@ impl Fleet {
             .collect()
     }
 
+    /// Wait until something listens on each of `addrs` (the fleet's LMTP,
+    /// policy and API ports); fail at once, with the log's tail, if a
+    /// process of the fleet exits meanwhile (a port taken, a bad config).
+    pub async fn wait_listening(&mut self, addrs: &[&str]) -> anyhow::Result<()> {
+        let started = Instant::now();
+        for addr in addrs {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                self.check_alive()?;
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "nothing listens on {addr} after 120 s (the fleet's log: {})",
+                    self.log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The clock of `mailfleet policy`.
+    pub fn policy_clock(&self) -> Clock {
+        self.policy_clock
+    }
+
     /// The `/metrics` address of `mailfleet run --all`.
     pub fn consumers_metrics(&self) -> &str {
-        &self.processes[0].metrics
+        &self.processes[CONSUMERS].metrics
     }
 
     /// Wait until `names` have caught up with their inputs (see the module
@@ -249,6 +370,36 @@ impl Drop for Fleet {
         if !self.processes.is_empty() {
             let _ = self.stop_all();
         }
+    }
+}
+
+/// SIGTERM one process and wait for it (SIGKILL after 30 s).
+fn stop_one(p: &mut Process) -> anyhow::Result<()> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            anyhow::bail!("{} did not stop in 30 s (killed)", p.what);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The flags that put `mailfleet api` or `mailfleet scheduler` on `clock`.
+fn time_args(clock: Clock) -> Vec<String> {
+    match clock {
+        Clock::Wall => Vec::new(),
+        Clock::Compressed { origin_ms, scale } => vec![
+            "--time-scale".into(),
+            scale.to_string(),
+            "--time-origin".into(),
+            origin_ms.to_string(),
+        ],
     }
 }
 

@@ -1,15 +1,17 @@
-//! The mail part of `mailfleet demo`: a slice of a day's inbound mail
-//! delivered over LMTP (as Postfix would) to an LMTP server in the demo
-//! process (it accepts every recipient: the demo's mailboxes are not
-//! accounts), scanned by the fleet's scanner with the real clamd, stored
-//! into Maildirs (or the quarantine) by its storage writer and indexed;
-//! then a tally of the verdicts, blocked accounts, admin alerts and one
-//! mailbox.
+//! The mail part of `mailfleet demo`: a slice of a day's inbound mail to
+//! the run's accounts, sent by the internet's MTAs (posed with XCLIENT)
+//! to Postfix on the MX path (`ops/postfix`, [`super::smtp`]). Postfix
+//! asks the fleet's policy server at each RCPT (a new triplet is
+//! greylisted: the MTA retries once the delay has passed, on the policy
+//! server's compressed clock) and delivers over LMTP to the fleet's
+//! `mailfleet lmtp`; the fleet's scanner (real clamd) scans it, its
+//! storage writer files it into the Maildirs Dovecot serves (or the
+//! quarantine) and its indexer counts it. Then a tally of the verdicts,
+//! blocked accounts, admin alerts and one mailbox.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
-use mailfleet_blob::BlobStore;
 use mailfleet_events::{
     accounts::AccountBlocked,
     admin::AdminAlert,
@@ -17,14 +19,17 @@ use mailfleet_events::{
     Event,
 };
 use mailfleet_fleet::config::Config;
-use mailfleet_ingest::lmtp::client::LmtpClient;
 use mailfleet_runtime::{
     read::{decode, read_to_end},
-    Shutdown, Store, Topology,
+    time::now_ms,
+    Store,
 };
 use mailfleet_storage::index;
 
-use super::fleet::Fleet;
+use super::{
+    fleet::Fleet,
+    smtp::{postfix_addr, Client, Session},
+};
 
 /// What a demo message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,63 +46,174 @@ enum Kind {
     Banned,
 }
 
+/// One demo message: what it is, its envelope and its bytes.
+type Mail = (Kind, String, Vec<String>, Vec<u8>);
+
+/// What the mail part sent, for the final check against the report.
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub messages: usize,
+    pub recipients: usize,
+    /// RCPTs Postfix deferred (greylisted) and accepted, retries included.
+    pub rcpt_deferred: usize,
+    pub rcpt_accepted: usize,
+    /// Recipients of a virus, and of a banned attachment.
+    pub infected: usize,
+    pub banned: usize,
+}
+
+/// Send the day's mail through Postfix and wait until the fleet has
+/// scanned, stored and indexed every recipient's copy.
 pub async fn run(
     cfg: &Config,
-    topology: &Topology,
     run_id: &str,
+    accounts: &[String],
     fleet: &mut Fleet,
-) -> anyhow::Result<()> {
-    let route = topology.route("scanner")?;
-    let received = route.reads[0].clone();
-    let blobs = Arc::new(BlobStore::connect(&cfg.blobs).await?);
-    let shutdown = Shutdown::new();
-    let port = crate::bench::lmtp_in_process(cfg, &received, 0, blobs.clone(), &shutdown).await?;
-    let address = format!("127.0.0.1:{port}");
-
-    let local = local_domain(cfg);
-    let mails = traffic(run_id, &local);
-    let mut client = LmtpClient::connect(&address, "mx1.demo").await?;
-    let mut recipients = 0;
+) -> anyhow::Result<Sent> {
+    let mails = traffic(run_id, accounts);
+    let (deferred, accepted, rounds) = send_all(cfg, &mails, fleet).await?;
+    let recipients: usize = mails.iter().map(|m| m.2.len()).sum();
     let mut sent: BTreeMap<Kind, u32> = BTreeMap::new();
-    for (kind, from, to, raw) in &mails {
-        let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        let delivery = client.deliver(from, &to, raw).await?;
-        anyhow::ensure!(
-            delivery.accepted() == to.len(),
-            "LMTP refused demo mail: {delivery:?}"
-        );
-        recipients += to.len() as u64;
-        *sent.entry(*kind).or_default() += 1;
+    for m in &mails {
+        *sent.entry(m.0).or_default() += 1;
     }
-    client.quit().await?;
     println!(
-        "== mail: delivered {} messages to {recipients} recipients over LMTP ({}), blobs in {}",
+        "== mail: {} messages to {recipients} recipients through Postfix ({}) on the MX path ({}); {deferred} RCPTs greylisted first, all accepted after {rounds} rounds",
         mails.len(),
+        postfix_addr(),
         fmt_tally(&sent),
-        blobs.shown()
     );
-
-    // The fleet's scanner, storage writer and indexer take it from here.
+    // Postfix delivers over LMTP to the fleet's `mailfleet lmtp`; the
+    // scanner, storage writer and indexer take it from there.
+    wait_scanned(cfg, run_id, recipients).await?;
     let took = fleet
         .settle(&["scanner", "storage", "index"], Duration::from_secs(300))
         .await
         .context("scanning and storing the demo mail (is clamd up? ops/clamav start)")?;
-    shutdown.trigger();
     println!(
-        "== the fleet's scanner, storage writer and indexer caught up in {:.1}s; Maildirs in {}",
+        "== Postfix delivered them over LMTP to mailfleet lmtp; the fleet's scanner, storage writer and indexer caught up in {:.1}s; Maildirs in {}",
         took.as_secs_f64(),
         cfg.consumers.storage.mail_root
     );
     print_results(cfg, run_id)?;
-    show_mailbox(cfg)
+    show_mailbox(cfg, &accounts[7])?;
+    let recipients_of = |kinds: &[Kind]| -> usize {
+        let of_kind = mails.iter().filter(|m| kinds.contains(&m.0));
+        of_kind.map(|m| m.2.len()).sum()
+    };
+    Ok(Sent {
+        messages: mails.len(),
+        recipients,
+        rcpt_deferred: deferred,
+        rcpt_accepted: accepted,
+        infected: recipients_of(&[Kind::Virus, Kind::LocalVirus]),
+        banned: recipients_of(&[Kind::Banned]),
+    })
+}
+
+/// Offer every mail to Postfix; a greylisted one is offered again once the
+/// greylisting delay has passed on the policy server's clock. Returns the
+/// RCPTs deferred and accepted, and the rounds it took.
+async fn send_all(
+    cfg: &Config,
+    mails: &[Mail],
+    fleet: &Fleet,
+) -> anyhow::Result<(usize, usize, u32)> {
+    let server = postfix_addr();
+    let clock = fleet.policy_clock();
+    let delay_ms = cfg.consumers.greylist.delay_s * 1000;
+    let mut pending: Vec<usize> = (0..mails.len()).collect();
+    let (mut deferred, mut accepted, mut rounds) = (0, 0, 0);
+    while !pending.is_empty() {
+        rounds += 1;
+        anyhow::ensure!(
+            rounds <= 5,
+            "Postfix still defers {} demo mails after 4 retries",
+            pending.len()
+        );
+        let started = clock.now_ms();
+        let mut later = Vec::new();
+        for &n in &pending {
+            let (refused, passed) = offer(&server, n, &mails[n]).await?;
+            accepted += passed;
+            if refused > 0 {
+                deferred += refused;
+                later.push(n);
+            }
+        }
+        pending = later;
+        // The retry, as an MTA's queue runs it: after the delay (and a
+        // minute more) on the policy server's clock.
+        let wait = clock.wall_at(started + delay_ms + 60_000) - now_ms();
+        if !pending.is_empty() && wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
+    Ok((deferred, accepted, rounds))
+}
+
+/// One SMTP transaction for mail `n` from its MTA; returns how many RCPTs
+/// were deferred (4xx: then nothing was sent, to try again later) and
+/// accepted.
+async fn offer(
+    server: &str,
+    n: usize,
+    (_, from, to, raw): &Mail,
+) -> anyhow::Result<(usize, usize)> {
+    let (addr, name) = (
+        format!("198.51.100.{}", n % 23 + 1),
+        format!("mx{}.example.net", n % 23),
+    );
+    let client = Client {
+        addr: &addr,
+        name: &name,
+    };
+    let mut session = Session::open(server, &client).await?;
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    let codes = session.envelope(from, &to).await?;
+    let refused = codes.iter().filter(|c| (400..500).contains(*c)).count();
+    anyhow::ensure!(
+        codes.iter().all(|c| *c == 250 || (400..500).contains(c)),
+        "Postfix refused demo mail {n} to {to:?}: {codes:?}"
+    );
+    if refused == 0 {
+        session.data(raw).await?;
+    } else {
+        session.expect(Some("RSET"), 250).await?;
+    }
+    session.quit().await;
+    Ok((refused, codes.len() - refused))
+}
+
+/// Wait until the fleet's scanner has scanned `expected` recipients' copies
+/// of this run's mail.
+async fn wait_scanned(cfg: &Config, run_id: &str, expected: usize) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let scanned: Vec<MessageScanned> = read_all(cfg, &cfg.consumers.scanner.scanned_topic)?;
+        let mine = scanned
+            .iter()
+            .filter(|s| {
+                s.message_id
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(run_id))
+            })
+            .count();
+        if mine >= expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{mine} of {expected} recipients' copies scanned after 300 s (Postfix's queue: ops/postfix log; is mailfleet lmtp on Postfix's transport, MAILFLEET_POSTFIX_TRANSPORT=lmtp:inet:127.0.0.1:2424?)"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// One mailbox, as the index sees it.
-fn show_mailbox(cfg: &Config) -> anyhow::Result<()> {
+fn show_mailbox(cfg: &Config, account: &str) -> anyhow::Result<()> {
     let store = Store::open_read_only(&cfg.runtime.data_dir.join(index::NAME))?;
-    let local = local_domain(cfg);
-    let account = format!("user7@{local}");
-    let idx = index::show(&store, &account)?;
+    let idx = index::show(&store, account)?;
     println!("== {account}'s mailbox (mailfleet index show {account}):");
     for (folder, t) in &idx.folders {
         println!(
@@ -112,8 +228,9 @@ fn show_mailbox(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deterministic traffic: mostly clean mail, some viruses and banned files.
-fn traffic(run_id: &str, local: &str) -> Vec<(Kind, String, Vec<String>, Vec<u8>)> {
+/// Deterministic traffic to `accounts`: mostly clean mail, some viruses
+/// and banned files.
+fn traffic(run_id: &str, accounts: &[String]) -> Vec<Mail> {
     let mut out = Vec::new();
     let eicar = format!(
         "{}{}",
@@ -145,11 +262,11 @@ fn traffic(run_id: &str, local: &str) -> Vec<(Kind, String, Vec<String>, Vec<u8>
             _ => (Kind::Clean, None),
         };
         let from = match kind {
-            Kind::LocalVirus => format!("user{}@{local}", n % 7),
+            Kind::LocalVirus => accounts[n as usize % 7].clone(),
             _ => format!("sender{}@example.net", n % 23),
         };
-        let to: Vec<String> = (0..1 + n % 3)
-            .map(|r| format!("user{}@{local}", (n + r * 11) % 50))
+        let to: Vec<String> = (0..1 + n as usize % 3)
+            .map(|r| accounts[(n as usize + r * 11) % accounts.len()].clone())
             .collect();
         let id = format!("{run_id}-{n}@demo.example.net");
         out.push((kind, from, to, message(&id, n, attachment)));
@@ -285,7 +402,7 @@ pub(crate) fn read_all<E: Event>(cfg: &Config, topic: &str) -> anyhow::Result<Ve
 }
 
 /// The first local domain: where the demo's accounts live.
-fn local_domain(cfg: &Config) -> String {
+pub(crate) fn local_domain(cfg: &Config) -> String {
     let domains = &cfg.consumers.scanner.local_domains;
     domains
         .first()

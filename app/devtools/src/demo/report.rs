@@ -1,7 +1,9 @@
 //! The demo's last step: the fleet's reporter catches up with everything
 //! the demo (and earlier runs) wrote, the fleet's own metrics are shown and
 //! the fleet stopped, and the month's report is written as HTML and
-//! Markdown, with its headline figures on screen.
+//! Markdown, with its headline figures on screen. The accounts' season ran
+//! in compressed time, months ahead: the month it ended in gets its
+//! report too.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -11,16 +13,21 @@ use mailfleet_runtime::{time::now_ms, Store};
 
 use super::fleet::{by_label, scrape, Fleet};
 
+/// A reporter table row, as `read_store` gives it.
+type Entry = (i32, Month, String, String, i64);
+
 /// Wait for the fleet's reporter to catch up with everything the demo (and
 /// earlier runs) wrote, show what the fleet did, stop it, then write this
-/// month's report into `out_dir`; returns the HTML and Markdown paths.
+/// month's report (and that of the month `season_end` falls in) into
+/// `out_dir`; returns this month's HTML and Markdown paths.
 pub async fn run(
     cfg: &Config,
     out_dir: &std::path::Path,
     mut fleet: Fleet,
+    season_end: i64,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let took = fleet
-        .settle(&[mailfleet_report::NAME], Duration::from_secs(120))
+        .settle(&[mailfleet_report::NAME], Duration::from_secs(300))
         .await?;
     println!(
         "== the fleet's reporter caught up in {:.1}s (its state: {})",
@@ -52,12 +59,28 @@ pub async fn run(
         );
     }
     fleet.stop()?;
-    let now = now_ms();
-    let month = Month::of_ms(now);
+    let month = Month::of_ms(now_ms());
     let store = Store::open_read_only(&cfg.runtime.data_dir.join(mailfleet_report::NAME))?;
     let (counts, snapshots) = read_store(&store)?;
-    let r = report(&counts, &snapshots, month, 12);
     std::fs::create_dir_all(out_dir)?;
+    let season = Month::of_ms(season_end);
+    if season != month {
+        println!("== the month the season ended in (compressed time), {season}:");
+        write_month(out_dir, &counts, &snapshots, season)?;
+        println!("== this month, {month}:");
+    }
+    write_month(out_dir, &counts, &snapshots, month)
+}
+
+/// Write `month`'s report as HTML and Markdown into `out_dir` and show its
+/// headline figures; returns both paths.
+fn write_month(
+    out_dir: &std::path::Path,
+    counts: &[Entry],
+    snapshots: &[Entry],
+    month: Month,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let r = report(counts, snapshots, month, 12);
     let html = out_dir.join(format!("{month}.html"));
     let md = out_dir.join(format!("{month}.md"));
     std::fs::write(&html, render::render(&r, render::Format::Html))?;

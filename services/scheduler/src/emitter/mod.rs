@@ -32,6 +32,14 @@
 //! <partition>:<ms>`, as `mailfleet clock` makes them) are deterministic, so
 //! consumers deduplicate them. Job run ids are [`run_id`].
 //!
+//! **Compressed time** ([`Timing`], `mailfleet scheduler --time-scale N`):
+//! a demo and test facility, never for production. The emitter reads a
+//! [`Clock`] that runs N times faster than the wall clock, so a season of
+//! ticks and job runs passes in minutes; `--until` makes it emit every
+//! instant up to a given time and exit (as a clean shutdown), so a demo
+//! knows which ticks are in the log before it acts. The catch-up rules are
+//! unchanged: a restarted compressed scheduler resumes at its last mark.
+//!
 //! **Metrics** (`[metrics] listen`): `mailfleet_scheduler_leader` (1 while
 //! this instance holds the lease), `mailfleet_scheduler_runs_total{job}`
 //! and `mailfleet_clock_ticks_total{clock}`, all at 0 from the start.
@@ -46,7 +54,12 @@ use std::{
 };
 
 use mailfleet_events::{clock::ClockTicked, scheduler::JobDue, Envelope};
-use mailfleet_runtime::{config::KafkaConfig, metrics as m, producer::EventProducer, time::now_ms};
+use mailfleet_runtime::{
+    config::KafkaConfig,
+    metrics as m,
+    producer::EventProducer,
+    time::{now_ms, Clock},
+};
 use mailfleet_runtime::{Shutdown, Topology};
 use tokio::sync::Mutex;
 
@@ -61,10 +74,22 @@ pub const MARK_KIND: &str = "scheduler-mark";
 /// How often the emitter looks at the clock and the lease.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Run until SIGTERM: standby until the lease is ours, then emit.
+/// The emitter's time: the wall clock, or compressed time (demo and tests
+/// only), and optionally an instant after which it stops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// What "now" is.
+    pub clock: Clock,
+    /// Emit every instant up to this one (ms, on `clock`), then return.
+    pub until: Option<i64>,
+}
+
+/// Run until SIGTERM (or `timing.until`): standby until the lease is ours,
+/// then emit.
 pub async fn run(
     cfg: &ProcessConfig<'_>,
     topology: &Topology,
+    timing: Timing,
     shutdown: Shutdown,
 ) -> Result<(), SchedulerError> {
     let sec = cfg.scheduler;
@@ -111,6 +136,7 @@ pub async fn run(
         schedules,
         clocked,
         name,
+        timing,
     };
     let state = Arc::new(Mutex::new(LeaseState::default()));
     let close = Duration::from_millis(cfg.runtime.close_timeout_ms);
@@ -161,6 +187,7 @@ struct Emitter {
     clocked: Vec<(String, i32)>,
     /// `Envelope.producer`: which instance wrote it.
     name: String,
+    timing: Timing,
 }
 
 impl Emitter {
@@ -200,8 +227,9 @@ impl Emitter {
         shutdown: &Shutdown,
     ) -> Result<bool, SchedulerError> {
         let ReadBack { mut last, seen } = back;
+        let until = self.timing.until.unwrap_or(i64::MAX);
         loop {
-            let now = now_ms();
+            let now = self.timing.clock.now_ms().min(until);
             let catch = self.schedules.due(last, now)?;
             if catch.ticks_merged > 0 {
                 tracing::warn!(
@@ -222,8 +250,13 @@ impl Emitter {
             if catch.resume_after.is_some() {
                 continue;
             }
+            if now >= until {
+                tracing::info!(until, "emitted every instant up to --until: stopping");
+                return Ok(false);
+            }
             let next = self.schedules.next_after(last.unwrap_or(now).max(now))?;
-            let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0)).min(POLL);
+            let wall = self.timing.clock.wall_at(next) - now_ms();
+            let wait = Duration::from_millis(u64::try_from(wall).unwrap_or(0)).min(POLL);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait() => return Ok(false),
