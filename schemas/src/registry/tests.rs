@@ -499,8 +499,16 @@ fn every_newer_version_reads_every_older_one() {
     // added as a file but not to the registry fails here, and so does a
     // loop that checks nothing.
     let mut versions_on_disk = std::collections::BTreeMap::<String, usize>::new();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in std::fs::read_dir(root).unwrap().flatten() {
+    // The run-time value (cargo and nextest set it): the compile-time one
+    // can name another clone that shared the target folder and is gone.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    );
+    for dir in std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .flatten()
+    {
         let Ok(files) = std::fs::read_dir(dir.path()) else {
             continue;
         };
