@@ -398,9 +398,12 @@ fn pass(c: &GreylistConfig, delay: i64, now: i64, key: String) -> Answer {
 /// dry). librdkafka's defaults (100,000 and 64 MiB) held ~240 MB of queued
 /// records in a consumer catching up on 12 partitions, more than its
 /// state's cache and memtables together (docs/benchmarks.md, state size).
+/// Nagle off: a policy request waits on this consumer's fetch, which must
+/// not wait for the ACK of an earlier request on the same connection.
 pub const PREFETCH: &[(&str, &str)] = &[
     ("queued.min.messages", "10000"),
     ("queued.max.messages.kbytes", "4096"),
+    ("socket.nagle.disable", "true"),
 ];
 
 impl Consumer for Greylist {

@@ -6,8 +6,8 @@
 //! and the same one. `--state-only` gives the state-size figure instead:
 //! the RSS of one greylist consumer after `--triplets` distinct triplets.
 
-mod attempts;
-mod child;
+pub(super) mod attempts;
+pub(super) mod child;
 mod compare;
 
 use std::{

@@ -1,14 +1,21 @@
 //! `mailfleet bench policy`: postgrey vs mailfleet's policy path (policy
 //! server → Kafka → greylist consumer → Kafka → policy server), driven by
-//! the same request sequence over the same number of persistent
-//! connections, first flat out for throughput, then at a fixed rate for
-//! latency.
+//! the same seeded request sequence from a load generator in a process of
+//! its own ([`load`], `bench policy-load`), in alternating rounds, each
+//! peer from fresh state every round: postgrey with its database deleted
+//! (`ops/postgrey reset`), mailfleet with new topics and a new consumer
+//! state. Each round and peer has three phases: flat out over
+//! `--connections`, one connection sending requests one after another, and
+//! `--rate` requests/s over `--connections`, optionally beside the
+//! background load of [`background`]. Medians over the rounds go on the
+//! last line.
+
+mod background;
+mod load;
 
 use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    path::PathBuf,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -18,7 +25,11 @@ use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist};
 use mailfleet_policy::{client::PolicyClient, PolicyConfig};
 use mailfleet_runtime::{RunSpec, Shutdown};
 
-use super::consume::create_topic;
+pub use background::{run as run_background, BackgroundArgs};
+pub use load::{run as run_load, LoadArgs};
+
+use self::load::{Phase, Sequence};
+use super::{consume::create_topic, median, scratch_dir};
 
 /// The load's shape.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,139 +37,304 @@ pub struct PolicyLoad {
     /// Persistent connections, as Postfix smtpd processes hold them.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Distinct triplets in the request sequence.
-    #[arg(long, default_value_t = 100_000)]
-    pub triplets: usize,
-    /// Share of requests that repeat an earlier triplet.
-    #[arg(long, default_value_t = 0.5)]
-    pub repeat: f64,
-    /// Seconds of flat-out load per peer.
+    #[command(flatten)]
+    pub sequence: Sequence,
+    /// Seconds of flat-out load per peer and round.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Seconds of the one-connection phase per peer and round.
+    #[arg(long, default_value_t = 5)]
+    pub one_seconds: u64,
     /// Requests per second of the fixed-rate latency run.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
-    /// Seconds of the fixed-rate run per peer.
+    /// Seconds of the fixed-rate run per peer and round.
     #[arg(long, default_value_t = 10)]
     pub rate_seconds: u64,
+    /// Rounds; the peers alternate, and medians are reported.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Run the background load during the fixed-rate phase: a greylist
+    /// consumer catching up and `--background-cpu` busy threads.
+    #[arg(long)]
+    pub background: bool,
+    /// Attempts the background consumer catches up on (produced once).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub background_events: u64,
+    /// Busy threads of the background load.
+    #[arg(long, default_value_t = 2)]
+    pub background_cpu: usize,
     /// postgrey's address (`ops/postgrey start` runs it there).
     #[arg(long, default_value = "127.0.0.1:10030")]
     pub postgrey: String,
 }
 
-/// One RCPT request: (client address, sender, recipient).
-type Request = (String, String, String);
+/// One peer's round.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    flat: Phase,
+    one: Phase,
+    paced: Phase,
+}
 
-/// The same sequence for both peers: each request is a new triplet or,
-/// with probability `repeat`, one already sent.
-fn requests(load: &PolicyLoad) -> Vec<Request> {
-    let mut seen = 0usize;
-    let total = (load.triplets as f64 / (1.0 - load.repeat.clamp(0.0, 0.95))) as usize;
-    (0..total)
-        .map(|_| {
-            let i = if seen > 0 && rand::random::<f64>() < load.repeat {
-                rand::random_range(0..seen)
-            } else {
-                seen += 1;
-                seen - 1
-            };
-            let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-            (
-                ip,
-                format!("s{i}@sender{}.example", i % 97),
-                format!("r{i}@example.test"),
+/// What every round shares.
+struct Bench<'a> {
+    cfg: &'a Config,
+    load: &'a PolicyLoad,
+    id: String,
+    dir: PathBuf,
+    /// The background consumer's input topic, with `--background`.
+    background: Option<String>,
+}
+
+pub async fn run(cfg: &Config, load: PolicyLoad) -> anyhow::Result<()> {
+    anyhow::ensure!(load.rounds > 0, "--rounds must be > 0");
+    anyhow::ensure!(load.connections > 0, "--connections must be > 0");
+    let id = format!("bench-policy-{}", rand::random::<u32>());
+    let dir = std::path::absolute(scratch_dir(cfg, &id))?;
+    let mut bench = Bench {
+        cfg,
+        load: &load,
+        id: id.clone(),
+        dir,
+        background: None,
+    };
+    if load.background {
+        let topic = format!("{id}.bg-attempts");
+        background::fill(cfg, &topic, load.background_events).await?;
+        bench.background = Some(topic);
+    }
+    let s = &load.sequence;
+    println!(
+        "seed {}: {} triplets ({:.0}% repeats), {} connections, {} rounds{}",
+        s.seed,
+        s.triplets,
+        s.repeat * 100.0,
+        load.connections,
+        load.rounds,
+        if load.background {
+            format!(
+                "; background at {} req/s: a greylist consumer catching up on {} attempts and {} busy threads",
+                load.rate, load.background_events, load.background_cpu
             )
-        })
-        .collect()
-}
-
-/// Latencies (µs) and the wall time of one run.
-struct Run {
-    latencies: Vec<u64>,
-    errors: usize,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn rps(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-    fn p99_ms(&mut self) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
+        } else {
+            String::new()
         }
-        self.latencies.sort_unstable();
-        self.latencies[(self.latencies.len() * 99 / 100).min(self.latencies.len() - 1)] as f64
-            / 1000.0
+    );
+    let (mut pg, mut mf) = (Vec::new(), Vec::new());
+    for round in 1..=load.rounds {
+        // Alternate which goes first, so neither always meets a warmer box.
+        let order = if round % 2 == 1 {
+            ["postgrey", "mailfleet"]
+        } else {
+            ["mailfleet", "postgrey"]
+        };
+        for peer in order {
+            let r = bench.round(peer, round).await?;
+            println!("round {round} {peer}: {}", r.line(&load));
+            if peer == "postgrey" { &mut pg } else { &mut mf }.push(r);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&bench.dir);
+    delete_topics(cfg, &id, load.rounds).await;
+    summary(&pg, &mf);
+    Ok(())
+}
+
+/// The medians over the rounds, the last line machine-readable.
+fn summary(pg: &[Round], mf: &[Round]) {
+    let med =
+        |rs: &[Round], f: &dyn Fn(&Round) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
+    let rps = |r: &Round| r.flat.rps();
+    let p99 = |r: &Round| r.paced.p99_ms;
+    let (p50_1c, p99_1c) = (|r: &Round| r.one.p50_ms, |r: &Round| r.one.p99_ms);
+    let (pg_rps, mf_rps) = (med(pg, &rps), med(mf, &rps));
+    println!(
+        "postgrey_rps={pg_rps:.0} mailfleet_rps={mf_rps:.0} ratio={:.2} postgrey_p99_ms={:.2} mailfleet_p99_ms={:.2} postgrey_p50_1c_ms={:.2} mailfleet_p50_1c_ms={:.2} postgrey_p99_1c_ms={:.2} mailfleet_p99_1c_ms={:.2}",
+        mf_rps / pg_rps,
+        med(pg, &p99),
+        med(mf, &p99),
+        med(pg, &p50_1c),
+        med(mf, &p50_1c),
+        med(pg, &p99_1c),
+        med(mf, &p99_1c),
+    );
+}
+
+impl Round {
+    fn line(&self, load: &PolicyLoad) -> String {
+        let (f, o, p) = (&self.flat, &self.one, &self.paced);
+        format!(
+            "{:.0} req/s flat out (p99 {:.2} ms, {} errors); one connection: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; at {} req/s: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} errors)",
+            f.rps(), f.p99_ms, f.errors, o.rps(), o.p50_ms, o.p99_ms,
+            load.rate, p.rps(), p.p50_ms, p.p99_ms, f.errors + o.errors + p.errors
+        )
     }
 }
 
-/// Drive `addr` with `connections` clients over the shared sequence, for
-/// `seconds`, at `rate` requests/s in all (0: flat out).
-async fn drive(
+impl Bench<'_> {
+    /// One peer's three phases, from fresh state.
+    async fn round(&self, peer: &str, round: usize) -> anyhow::Result<Round> {
+        let shutdown = Shutdown::new();
+        let round_id = format!("{}-{round}-{peer}", self.id);
+        let addr = if peer == "postgrey" {
+            fresh_postgrey()?;
+            self.load.postgrey.clone()
+        } else {
+            start_mailfleet(self.cfg, &round_id, &shutdown).await?
+        };
+        let result = self.phases(&addr, &round_id).await;
+        shutdown.trigger();
+        if peer == "mailfleet" {
+            // Let the consumer close its store, then drop it and the topics.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ =
+                std::fs::remove_dir_all(self.cfg.runtime.data_dir.join("bench").join(&round_id));
+        }
+        result
+    }
+
+    async fn phases(&self, addr: &str, round_id: &str) -> anyhow::Result<Round> {
+        let l = self.load;
+        let flat = generate(addr, l, l.connections, l.seconds, 0, 0)?;
+        let one = generate(addr, l, 1, l.one_seconds, 0, flat.requests)?;
+        let skip = flat.requests + one.requests;
+        let Some(input) = &self.background else {
+            let paced = generate(addr, l, l.connections, l.rate_seconds, l.rate, skip)?;
+            return Ok(Round { flat, one, paced });
+        };
+        let dir = self.dir.join(round_id);
+        create_topic(self.cfg, &format!("{round_id}.bg-decisions"), 12).await?;
+        let child = background::start(
+            config_path().as_deref(),
+            input,
+            round_id,
+            &dir,
+            l.background_cpu,
+        )?;
+        // Paced only once the consumer is catching up (its group joined).
+        let started = Instant::now();
+        while background::progress(self.cfg, round_id) == 0 {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "the background consumer wrote nothing in 60 s; see {}",
+                dir.join("log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let before = background::progress(self.cfg, round_id);
+        let t = Instant::now();
+        let paced = generate(addr, l, l.connections, l.rate_seconds, l.rate, skip);
+        let (after, secs) = (
+            background::progress(self.cfg, round_id),
+            t.elapsed().as_secs_f64(),
+        );
+        let usage = child.stop()?;
+        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "  background: the consumer decided {} attempts during the phase ({:.0}/s), {} of {} by its end{}; background process CPU {:.1} s",
+            after - before, (after - before) as f64 / secs, after, l.background_events,
+            if after >= l.background_events { " (caught up before the end: use more --background-events)" } else { "" },
+            usage.cpu_s
+        );
+        Ok(Round {
+            flat,
+            one,
+            paced: paced?,
+        })
+    }
+}
+
+/// Delete the topics of every round (and the background's input).
+async fn delete_topics(cfg: &Config, id: &str, rounds: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let mut names = vec![format!("{id}.bg-attempts")];
+    for round in 1..=rounds {
+        let r = format!("{id}-{round}-mailfleet");
+        names.extend([format!("{r}.attempts"), format!("{r}.decisions")]);
+        for peer in ["mailfleet", "postgrey"] {
+            names.push(format!("{id}-{round}-{peer}.bg-decisions"));
+        }
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let admin: Result<AdminClient<rdkafka::client::DefaultClientContext>, _> =
+        mailfleet_runtime::admin::client_config(&cfg.kafka).create();
+    if let Ok(admin) = admin {
+        let _ = admin.delete_topics(&names, &opts).await;
+    }
+}
+
+/// Run one phase in the load generator's own process.
+fn generate(
     addr: &str,
-    reqs: Arc<Vec<Request>>,
+    load: &PolicyLoad,
     connections: usize,
     seconds: u64,
     rate: u64,
-) -> anyhow::Result<Run> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let (addr, reqs, next) = (addr.to_string(), reqs.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut client = PolicyClient::connect(&addr).await?;
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
-            // At a fixed rate each connection sends every `gap`, staggered.
-            let gap = (rate > 0).then(|| Duration::from_secs_f64(connections as f64 / rate as f64));
-            let mut due = Instant::now()
-                + gap.map_or(Duration::ZERO, |g| g.mul_f64(c as f64 / connections as f64));
-            while Instant::now() < deadline {
-                if let Some(g) = gap {
-                    tokio::time::sleep_until(due.into()).await;
-                    due += g;
-                }
-                let (ip, from, to) = &reqs[next.fetch_add(1, Ordering::Relaxed) % reqs.len()];
-                let attrs = [
-                    ("protocol_state", "RCPT"),
-                    ("protocol_name", "ESMTP"),
-                    ("client_address", ip.as_str()),
-                    ("client_name", "unknown"),
-                    ("sender", from.as_str()),
-                    ("recipient", to.as_str()),
-                ];
-                let t = Instant::now();
-                match client.ask(&attrs, Duration::from_secs(10)).await {
-                    Ok(_) => lat.push(t.elapsed().as_micros() as u64),
-                    Err(_) => {
-                        errors += 1;
-                        client = PolicyClient::connect(&addr).await?;
-                    }
-                }
-            }
-            anyhow::Ok((lat, errors))
-        }));
-    }
-    let mut run = Run {
-        latencies: Vec::new(),
-        errors: 0,
-        elapsed: Duration::ZERO,
-    };
-    for t in tasks {
-        let (lat, errors) = t.await??;
-        run.latencies.extend(lat);
-        run.errors += errors;
-    }
-    run.elapsed = started.elapsed();
-    Ok(run)
+    skip: usize,
+) -> anyhow::Result<Phase> {
+    let s = &load.sequence;
+    let out = Command::new(std::env::current_exe()?)
+        .args(["bench", "policy-load", "--addr", addr])
+        .args(["--connections", &connections.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--rate", &rate.to_string()])
+        .args(["--triplets", &s.triplets.to_string()])
+        .args(["--repeat", &s.repeat.to_string()])
+        .args(["--seed", &s.seed.to_string()])
+        .args(["--skip", &skip.to_string()])
+        .env("MAILFLEET_LOG__LEVEL", "warn")
+        .output()
+        .context("running the load generator (bench policy-load)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "the load generator failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .rev()
+        .find_map(Phase::parse)
+        .with_context(|| format!("no result line from the load generator: {text}"))
 }
 
-/// Start the mailfleet side in this process on fresh topics; returns the
-/// policy server's address.
-async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<String> {
-    let id = format!("bench-policy-{}", rand::random::<u32>());
+/// This process's `--config` (or `MAILFLEET_CONFIG`), for a child.
+fn config_path() -> Option<PathBuf> {
+    let mut args = std::env::args_os();
+    while let Some(a) = args.next() {
+        if a == "--config" || a == "-c" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("--config=")) {
+            return Some(PathBuf::from(v));
+        }
+    }
+    std::env::var_os("MAILFLEET_CONFIG").map(PathBuf::from)
+}
+
+/// postgrey with an empty database: stopped, its dbdir deleted, started.
+fn fresh_postgrey() -> anyhow::Result<()> {
+    for step in ["reset", "start"] {
+        let out = Command::new("ops/postgrey")
+            .arg(step)
+            .output()
+            .with_context(|| {
+                format!("running ops/postgrey {step} (run from the repository root)")
+            })?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ops/postgrey {step} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Start the mailfleet side in this process on fresh topics and state;
+/// returns the policy server's address.
+async fn start_mailfleet(cfg: &Config, id: &str, shutdown: &Shutdown) -> anyhow::Result<String> {
     let (attempts, decisions) = (format!("{id}.attempts"), format!("{id}.decisions"));
     create_topic(cfg, &attempts, 12).await?;
     create_topic(cfg, &decisions, 12).await?;
@@ -170,7 +346,7 @@ async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<St
         &cfg.kafka,
         &cfg.runtime,
     )
-    .data_dir(cfg.runtime.data_dir.join("bench").join(&id));
+    .data_dir(cfg.runtime.data_dir.join("bench").join(id));
     let grouping = g.grouping();
     tokio::spawn(mailfleet_runtime::run(
         Greylist::new(g, lists, decisions.clone()),
@@ -183,21 +359,26 @@ async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<St
     let listen = format!("127.0.0.1:{port}");
     let policy = PolicyConfig {
         listen: listen.clone(),
-        host: id.clone(),
+        host: id.to_string(),
         attempts_topic: attempts,
         decisions_topic: decisions,
         ..cfg.policy.clone()
     };
     let (kafka, sd) = (cfg.kafka.clone(), shutdown.clone());
     tokio::spawn(async move { mailfleet_policy::serve(policy, grouping, &kafka, None, sd).await });
-    // Warm up until a decision comes back: the consumer has joined its group.
+    warm_up(&listen).await?;
+    Ok(listen)
+}
+
+/// Ask until a decision comes back: the consumer has joined its group.
+async fn warm_up(listen: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(60),
             "mailfleet policy path never answered"
         );
-        if let Ok(mut c) = PolicyClient::connect(&listen).await {
+        if let Ok(mut c) = PolicyClient::connect(listen).await {
             let attrs = [
                 ("protocol_state", "RCPT"),
                 ("client_address", "192.0.2.1"),
@@ -207,57 +388,10 @@ async fn start_mailfleet(cfg: &Config, shutdown: &Shutdown) -> anyhow::Result<St
             ];
             if let Ok(action) = c.ask(&attrs, Duration::from_secs(5)).await {
                 if action.starts_with("DEFER") {
-                    break;
+                    return Ok(());
                 }
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(listen)
-}
-
-pub async fn run(cfg: &Config, load: PolicyLoad) -> anyhow::Result<()> {
-    let status = std::process::Command::new("ops/postgrey")
-        .arg("start")
-        .status()
-        .context("running ops/postgrey start (run from the repository root)")?;
-    anyhow::ensure!(status.success(), "ops/postgrey start failed");
-    let shutdown = Shutdown::new();
-    let mailfleet = start_mailfleet(cfg, &shutdown).await?;
-    let reqs = Arc::new(requests(&load));
-    println!(
-        "{} requests over {} triplets ({:.0}% repeats), {} connections",
-        reqs.len(),
-        load.triplets,
-        load.repeat * 100.0,
-        load.connections
-    );
-
-    let mut results = Vec::new();
-    for (name, addr) in [
-        ("postgrey", load.postgrey.as_str()),
-        ("mailfleet", mailfleet.as_str()),
-    ] {
-        let mut flat = drive(addr, reqs.clone(), load.connections, load.seconds, 0).await?;
-        let mut paced = drive(
-            addr,
-            reqs.clone(),
-            load.connections,
-            load.rate_seconds,
-            load.rate,
-        )
-        .await?;
-        println!(
-            "{name}: {:.0} req/s flat out (p99 {:.2} ms, {} errors); at {} req/s: {:.0} req/s, p99 {:.2} ms ({} errors)",
-            flat.rps(), flat.p99_ms(), flat.errors, load.rate, paced.rps(), paced.p99_ms(), paced.errors
-        );
-        results.push((flat.rps(), paced.p99_ms()));
-    }
-    shutdown.trigger();
-    let ((pg_rps, pg_p99), (mf_rps, mf_p99)) = (results[0], results[1]);
-    println!(
-        "postgrey_rps={pg_rps:.0} mailfleet_rps={mf_rps:.0} ratio={:.2} postgrey_p99_ms={pg_p99:.2} mailfleet_p99_ms={mf_p99:.2}",
-        mf_rps / pg_rps
-    );
-    Ok(())
 }
