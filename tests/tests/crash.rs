@@ -5,7 +5,9 @@
 //! And a crash where it matters most, between the acknowledgement of a
 //! batch's outputs and its commit (the fault point
 //! `MAILFLEET_FAULT_CRASH_AFTER_ACK`, debug builds only): the outputs go out
-//! twice, and the consumer downstream drops the copies.
+//! twice, and the consumer downstream drops the copies. Then the same
+//! window with the next batch being decided against the held one's pending
+//! state (`MAILFLEET_FAULT_CRASH_PIPELINED`).
 
 use std::{
     collections::HashSet,
@@ -192,37 +194,8 @@ async fn a_crash_between_ack_and_commit_resends_outputs_that_downstream_drops() 
     );
 
     // Unarmed: the greylist takes the batch again and finishes the log.
-    let mut grey = Children(vec![spawn_with_env(
-        &w.config,
-        &["run", "greylist"],
-        &[("MAILFLEET_RUNTIME__INSTANCE_ID", "crash-fault")],
-        &log,
-    )?]);
-    wait_applied(&store, std::slice::from_ref(&w.attempts)).await?;
-    grey.terminate()?;
-    let records = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?;
-    let decided = mailfleet_tests::faults::dedup::<GreylistDecided>(&records, |d| {
-        d.envelope.causation_id.clone().unwrap_or_default()
-    })?;
-    assert_eq!(decided.distinct, ATTEMPTS, "one decision per attempt");
-    assert!(decided.conflicting.is_empty(), "{:?}", decided.conflicting);
-    assert!(decided.doubled.is_empty(), "{:?}", decided.doubled);
-    assert_eq!(
-        decided.copies, sent_before,
-        "every decision of the aborted batch was sent again, under its id"
-    );
-    let clean = mailfleet_tests::faults::compare_with_clean_run(
-        &w.config,
-        "greylist",
-        &store,
-        &w.dir.join("replay"),
-    )?;
-    assert_eq!(
-        (clean.state_diffs, clean.audit_diffs),
-        (0, 0),
-        "greylist state and outputs: {clean:?}"
-    );
-    assert_eq!(clean.audited, ATTEMPTS as u64, "{clean:?}");
+    let env = [("MAILFLEET_RUNTIME__INSTANCE_ID", "crash-fault")];
+    let records = finish_unarmed(&w, &env, &log, sent_before).await?;
 
     // The reporter reads every record, copies included, and counts once.
     let reporter_log = w.dir.join("reporter.log");
@@ -243,6 +216,100 @@ async fn a_crash_between_ack_and_commit_resends_outputs_that_downstream_drops() 
     assert_eq!(counted, ATTEMPTS as u64, "each decision counted once");
     assert!(dedup_hits >= 1, "the reporter's dedup path dropped a copy");
     Ok(())
+}
+
+/// The greylist, armed with `MAILFLEET_FAULT_CRASH_PIPELINED` and batches
+/// of 10, holds its first batch uncommitted once its decisions are
+/// acknowledged, and aborts while it decides the next batch against that
+/// batch's pending state: the two stages of the pipeline both in flight.
+/// Nothing of either is committed; restarted unarmed, the greylist decides
+/// both again from its stored offsets, its decisions are the same (same
+/// ids, no conflicting copy), and its state and outputs equal a clean
+/// replay's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_while_one_batch_commits_and_the_next_is_decided_loses_nothing(
+) -> anyhow::Result<()> {
+    let w = GreyReportWorld::new().await?;
+    produce_attempts(&w.attempts, &w.name).await?;
+    let log = w.dir.join("greylist.log");
+    let store = w.dir.join("state/greylist");
+    let small = ("MAILFLEET_RUNTIME__BATCH_MAX_EVENTS", "10");
+    let member = ("MAILFLEET_RUNTIME__INSTANCE_ID", "crash-pipelined");
+
+    let mut armed = Children(vec![spawn_with_env(
+        &w.config,
+        &["run", "greylist"],
+        &[("MAILFLEET_FAULT_CRASH_PIPELINED", "1"), small, member],
+        &log,
+    )?]);
+    let status = wait_exit(&mut armed.0[0], Duration::from_secs(120)).await?;
+    let text = std::fs::read_to_string(&log)?;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(SIGABRT),
+        "the armed greylist ended by abort ({status}); see {}",
+        log.display()
+    );
+    assert!(
+        text.contains("aborting while the next batch is decided"),
+        "the abort came with the next batch being decided:\n{text}"
+    );
+    armed.0.clear();
+    let sent_before = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?.len();
+    assert!(sent_before >= 1, "the held batch's decisions were acked");
+    assert_eq!(
+        applied(&store),
+        0,
+        "neither the held batch nor the next committed anything"
+    );
+
+    finish_unarmed(&w, &[small, member], &log, sent_before).await?;
+    Ok(())
+}
+
+/// Restart the greylist unarmed (with `env`) until it has applied every
+/// attempt, then check that the `sent_before` decisions of the aborted
+/// run came again under their ids, none conflicting, and that state and
+/// outputs equal a clean replay's. Returns the decisions topic's records.
+async fn finish_unarmed(
+    w: &GreyReportWorld,
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+    sent_before: usize,
+) -> anyhow::Result<Vec<Consumed>> {
+    let store = w.dir.join("state/greylist");
+    let mut grey = Children(vec![spawn_with_env(
+        &w.config,
+        &["run", "greylist"],
+        env,
+        log,
+    )?]);
+    wait_applied(&store, std::slice::from_ref(&w.attempts)).await?;
+    grey.terminate()?;
+    let records = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?;
+    let decided = mailfleet_tests::faults::dedup::<GreylistDecided>(&records, |d| {
+        d.envelope.causation_id.clone().unwrap_or_default()
+    })?;
+    assert_eq!(decided.distinct, ATTEMPTS, "one decision per attempt");
+    assert!(decided.conflicting.is_empty(), "{:?}", decided.conflicting);
+    assert!(decided.doubled.is_empty(), "{:?}", decided.doubled);
+    assert_eq!(
+        decided.copies, sent_before,
+        "every decision sent before the abort was sent again, under its id"
+    );
+    let clean = mailfleet_tests::faults::compare_with_clean_run(
+        &w.config,
+        "greylist",
+        &store,
+        &w.dir.join("replay"),
+    )?;
+    assert_eq!(
+        (clean.state_diffs, clean.audit_diffs),
+        (0, 0),
+        "greylist state and outputs: {clean:?}"
+    );
+    assert_eq!(clean.audited, ATTEMPTS as u64, "{clean:?}");
+    Ok(records)
 }
 
 /// The greylist and the reporter on a test's own topics, one config.

@@ -17,6 +17,8 @@ fn topology(name: &str, partitions: i32, retention_ms: i64) -> Topology {
         min_insync_replicas: None,
         retention_ms,
         cleanup_policy: CleanupPolicy::Delete,
+        segment_ms: None,
+        min_cleanable_dirty_ratio: None,
         doc: String::new(),
     };
     Topology {

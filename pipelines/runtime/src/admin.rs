@@ -269,6 +269,12 @@ fn configs(spec: &TopicSpec, rep: &Replication) -> Vec<(&'static str, String)> {
     if let Some(m) = rep.min_insync {
         out.push(("min.insync.replicas", m.to_string()));
     }
+    if let Some(ms) = spec.segment_ms {
+        out.push(("segment.ms", ms.to_string()));
+    }
+    if let Some(r) = spec.min_cleanable_dirty_ratio {
+        out.push(("min.cleanable.dirty.ratio", r.to_string()));
+    }
     out
 }
 

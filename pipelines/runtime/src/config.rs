@@ -95,6 +95,29 @@ pub struct RuntimeConfig {
     /// state and offsets are already in RocksDB, so nothing is lost, and the
     /// group notices the member gone after `session.timeout.ms`.
     pub close_timeout_ms: u64,
+    /// Overlap batches: while one batch's outputs wait for Kafka's
+    /// acknowledgements and its `WriteBatch` is written (on a second
+    /// thread), the next batch is polled, decoded and decided against the
+    /// first one's pending state. The guarantee is the same either way
+    /// (the runner's module documentation); `false` runs one batch at a
+    /// time, for comparison.
+    pub pipeline: bool,
+    /// Threads that decide one batch, each taking its own input
+    /// partitions' records in order. 1 decides on the loop's thread.
+    pub decide_threads: usize,
+    /// One memory budget, MiB, for the process: every consumer store it
+    /// opens shares one RocksDB block cache of this size, and their
+    /// memtables are charged to it through a `WriteBufferManager` (at most
+    /// half of it), so cached blocks and memtables together stay within it.
+    /// 0: no budget (RocksDB's defaults: a 32 MiB cache per store, two
+    /// 64 MiB memtables per column family).
+    pub store_memory_mb: u64,
+    /// Consumers (by name) that keep a compacted changelog of their state
+    /// in `<group>.changelog`, so that a member without a partition's
+    /// state restores it from there, reading O(keys) rather than the whole
+    /// input (`crate::changelog`, docs/changelog.md). Empty: none; a
+    /// partition's state is rebuilt by replaying its input.
+    pub changelog: Vec<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -111,6 +134,10 @@ impl Default for RuntimeConfig {
             instance_id: None,
             malloc_arena_max: 2,
             close_timeout_ms: 10_000,
+            pipeline: true,
+            decide_threads: 1,
+            store_memory_mb: 128,
+            changelog: Vec::new(),
         }
     }
 }
@@ -229,6 +256,23 @@ impl RuntimeConfig {
             out.push(format!(
                 "runtime.close_timeout_ms = {}: must be 100..=600000",
                 self.close_timeout_ms
+            ));
+        }
+        if !(1..=64).contains(&self.decide_threads) {
+            out.push(format!(
+                "runtime.decide_threads = {}: must be 1..=64",
+                self.decide_threads
+            ));
+        }
+        if self.store_memory_mb != 0 && !(16..=65_536).contains(&self.store_memory_mb) {
+            out.push(format!(
+                "runtime.store_memory_mb = {}: must be 16..=65536, or 0 for RocksDB's defaults",
+                self.store_memory_mb
+            ));
+        }
+        for name in self.changelog.iter().filter(|n| n.trim().is_empty()) {
+            out.push(format!(
+                "runtime.changelog: {name:?} is not a consumer name"
             ));
         }
         if self.malloc_arena_max > 1024 {

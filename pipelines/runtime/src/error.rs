@@ -56,6 +56,9 @@ pub enum RuntimeError {
     /// Reading a topic to its end did not get there.
     #[error("reading {topic}: {reason}")]
     Read { topic: String, reason: String },
+
+    #[error("changelog {topic}: {reason}")]
+    Changelog { topic: String, reason: String },
     /// A record read is not the event it was read as.
     #[error("decoding the record at {place}: {source}")]
     Decode {

@@ -58,6 +58,20 @@ pub fn follow(
     topic: &str,
     name: &str,
     shutdown: Shutdown,
+    apply: impl FnMut(&BorrowedMessage<'_>) + Send + 'static,
+) -> Result<Following, RuntimeError> {
+    follow_from(kafka, topic, name, HashMap::new(), shutdown, apply)
+}
+
+/// [`follow`], but partition `p` from `starts[p]` where given (a
+/// projection restored from a snapshot that far): caught up once every
+/// partition is read up to the end it had at start.
+pub fn follow_from(
+    kafka: &KafkaConfig,
+    topic: &str,
+    name: &str,
+    starts: HashMap<i32, i64>,
+    shutdown: Shutdown,
     mut apply: impl FnMut(&BorrowedMessage<'_>) + Send + 'static,
 ) -> Result<Following, RuntimeError> {
     let consumer = reader(kafka, name, &[])?;
@@ -68,7 +82,7 @@ pub fn follow(
             if shutdown.is_triggered() {
                 return;
             }
-            match assign(&consumer, &topic) {
+            match assign(&consumer, &topic, &starts) {
                 Some(ends) => break ends,
                 None => {
                     tracing::warn!(%topic, follower = %label, "topic not there yet; waiting");
@@ -108,8 +122,16 @@ pub fn follow_from_end(
     shutdown: Shutdown,
     mut apply: impl FnMut(&BorrowedMessage<'_>) + Send + 'static,
 ) -> Result<(), RuntimeError> {
-    // Answers are awaited by someone: fetch them as soon as they are there.
-    let consumer = reader(kafka, name, &[("fetch.wait.max.ms", "10")])?;
+    // Answers are awaited by someone: fetch them as soon as they are there,
+    // and send the next fetch without waiting for an ACK (Nagle off).
+    let consumer = reader(
+        kafka,
+        name,
+        &[
+            ("fetch.wait.max.ms", "10"),
+            ("socket.nagle.disable", "true"),
+        ],
+    )?;
     let give_up = Instant::now() + patience;
     let partitions = loop {
         let partitions = match watermarks(&consumer, topic, Duration::from_secs(10)) {
@@ -175,17 +197,22 @@ fn mark(flag: &Following, ends: &HashMap<i32, i64>) {
     }
 }
 
-/// Assign every partition from the beginning; the end offsets of the
-/// partitions that hold records.
-fn assign(consumer: &BaseConsumer, topic: &str) -> Option<HashMap<i32, i64>> {
+/// Assign every partition from its start (the beginning unless `starts`
+/// names one); the end offsets of the partitions with records to read.
+fn assign(
+    consumer: &BaseConsumer,
+    topic: &str,
+    starts: &HashMap<i32, i64>,
+) -> Option<HashMap<i32, i64>> {
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
     for (id, low, high) in watermarks(consumer, topic, Duration::from_secs(10)).ok()? {
-        if high > low {
+        let start = starts.get(&id).copied();
+        if high > start.unwrap_or(low).max(low) {
             ends.insert(id, high);
         }
-        tpl.add_partition_offset(topic, id, Offset::Beginning)
-            .ok()?;
+        let from = start.map_or(Offset::Beginning, Offset::Offset);
+        tpl.add_partition_offset(topic, id, from).ok()?;
     }
     (tpl.count() > 0 && consumer.assign(&tpl).is_ok()).then_some(ends)
 }

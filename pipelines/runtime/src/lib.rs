@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod allow;
 pub mod calendar;
+pub mod changelog;
 pub mod config;
 mod consumer;
 pub mod dedup;

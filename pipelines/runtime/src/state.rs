@@ -111,10 +111,15 @@ pub fn split_partition_key(stored: &[u8]) -> Option<(i32, &[u8])> {
 }
 
 /// What a decider sees: its partition's pending changes over committed state.
+///
+/// Pending changes come in two layers: the current batch's (`overlay`),
+/// and those of the batch before it when that one is still being
+/// acknowledged and committed (`earlier`, see the runner's pipeline).
 pub struct StateView<'a> {
     store: Option<&'a Store>,
     partition: i32,
     overlay: &'a Overlay,
+    earlier: Option<&'a Overlay>,
 }
 
 impl<'a> StateView<'a> {
@@ -125,7 +130,15 @@ impl<'a> StateView<'a> {
             store: Some(store),
             partition,
             overlay,
+            earlier: None,
         }
+    }
+
+    /// The same view with the decided but not yet committed changes of an
+    /// earlier batch between `overlay` and the store.
+    pub fn with_earlier(mut self, earlier: Option<&'a Overlay>) -> Self {
+        self.earlier = earlier;
+        self
     }
 
     /// A view over an overlay alone, for unit-testing deciders without I/O.
@@ -134,6 +147,7 @@ impl<'a> StateView<'a> {
             store: None,
             partition: 0,
             overlay,
+            earlier: None,
         }
     }
 
@@ -151,7 +165,11 @@ impl<'a> StateView<'a> {
     }
 
     fn get_key_bytes(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(match self.overlay.get(raw) {
+        let pending = self
+            .overlay
+            .get(raw)
+            .or_else(|| self.earlier.and_then(|e| e.get(raw)));
+        Ok(match pending {
             Some(pending) => pending.clone(),
             None => match self.store {
                 Some(store) => store
@@ -188,11 +206,13 @@ impl<'a> StateView<'a> {
                 .collect(),
             None => Default::default(),
         };
-        for (k, v) in self.overlay.iter().filter(|(k, _)| k.starts_with(&table)) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
+        for layer in self.earlier.into_iter().chain([self.overlay]) {
+            for (k, v) in layer.iter().filter(|(k, _)| k.starts_with(&table)) {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
         }
         merged
             .into_iter()
@@ -284,6 +304,62 @@ mod tests {
         assert_eq!(
             view_prefix(&store, &overlay, b"a"),
             vec![(b"ab".to_vec(), 5)]
+        );
+    }
+
+    #[test]
+    fn an_earlier_batchs_pending_changes_sit_between_this_batch_and_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let stored = |k: &str, v: u64| {
+            (
+                partition_key(1, &Count(k).to_key_bytes()),
+                Some(v.to_bytes()),
+            )
+        };
+        store
+            .commit(&crate::store::Commit {
+                state: vec![stored("a", 1), stored("b", 2), stored("c", 3)],
+                offsets: vec![],
+            })
+            .unwrap();
+        let mut earlier = Overlay::default();
+        earlier.insert(Count("a").to_key_bytes(), Some(10u64.to_bytes()));
+        earlier.insert(Count("b").to_key_bytes(), None);
+        earlier.insert(Count("d").to_key_bytes(), Some(40u64.to_bytes()));
+        let mut overlay = Overlay::default();
+        overlay.insert(Count("d").to_key_bytes(), None);
+        overlay.insert(Count("e").to_key_bytes(), Some(50u64.to_bytes()));
+        let view = StateView::new(&store, 1, &overlay).with_earlier(Some(&earlier));
+        assert_eq!(
+            view.get(&Count("a")).unwrap(),
+            Some(10),
+            "earlier over the store"
+        );
+        assert_eq!(
+            view.get(&Count("b")).unwrap(),
+            None,
+            "an earlier delete hides the store"
+        );
+        assert_eq!(
+            view.get(&Count("c")).unwrap(),
+            Some(3),
+            "the store under both"
+        );
+        assert_eq!(
+            view.get(&Count("d")).unwrap(),
+            None,
+            "this batch over the earlier one"
+        );
+        assert_eq!(
+            view.scan::<Count>().unwrap(),
+            vec![(b"a".to_vec(), 10), (b"c".to_vec(), 3), (b"e".to_vec(), 50)]
+        );
+        let plain = StateView::new(&store, 1, &overlay);
+        assert_eq!(
+            plain.get(&Count("a")).unwrap(),
+            Some(1),
+            "no earlier layer: the store"
         );
     }
 

@@ -3,7 +3,12 @@
 //!
 //! Column families and their profiles:
 //! - `state`: point lookups by typed key (bloom filter, block cache);
-//! - `offsets`: a handful of keys, `topic \0 partition` → next offset to read.
+//! - `offsets`: a handful of keys, `topic \0 partition` → next offset to read;
+//! - `outbox`: a queue, `sequence ++ partition` → one commit's changes of one
+//!   partition, written in the commit's own `WriteBatch` when the consumer
+//!   keeps a changelog, and deleted once shipped ([`crate::changelog`]);
+//! - `changelog`: the changelog's bookkeeping (this store's id, how far each
+//!   partition's changelog was shipped).
 
 use std::{
     path::{Path, PathBuf},
@@ -19,8 +24,10 @@ use rocksdb::{
 
 use crate::error::RuntimeError;
 
-const CF_STATE: &str = "state";
-const CF_OFFSETS: &str = "offsets";
+pub(crate) const CF_STATE: &str = "state";
+pub(crate) const CF_OFFSETS: &str = "offsets";
+pub(crate) const CF_OUTBOX: &str = "outbox";
+pub(crate) const CF_CHANGELOG: &str = "changelog";
 
 /// Entries the read cache holds before it starts over.
 const CACHE_ENTRIES: usize = 1 << 18;
@@ -41,6 +48,8 @@ pub struct Store {
     path: PathBuf,
     sync: bool,
     cache: Mutex<FxHashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Whether commits also fill the outbox, and its next sequence number.
+    outbox: crate::changelog::outbox::Outbox,
 }
 
 /// What one batch commits: state changes and the next offset per partition.
@@ -52,7 +61,7 @@ pub struct Commit {
     pub offsets: Vec<(String, i32, i64)>,
 }
 
-fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+pub(crate) fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 5);
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
@@ -68,6 +77,66 @@ fn parse_offset_entry(key: &[u8], value: &[u8]) -> Option<(String, i32, i64)> {
     Some((topic, partition, next))
 }
 
+/// The memory every store of this process shares: one block cache, and
+/// a `WriteBufferManager` that charges every memtable to it, so that
+/// cached blocks and memtables together stay within one budget.
+struct MemoryBudget {
+    cache: rocksdb::Cache,
+    write_buffers: rocksdb::WriteBufferManager,
+    memtable_bytes: usize,
+    mb: u64,
+}
+
+/// `None`: no budget (`runtime.store_memory_mb = 0`), RocksDB's defaults.
+static BUDGET: std::sync::OnceLock<Option<MemoryBudget>> = std::sync::OnceLock::new();
+
+/// The budget when none was set (`runtime.store_memory_mb`'s default).
+const DEFAULT_BUDGET_MB: u64 = 128;
+
+/// Set the process's store memory budget, MiB (`runtime.store_memory_mb`;
+/// 0: none, RocksDB's defaults), before its first store opens. One process
+/// has one budget: a later call with another size is refused with the
+/// size in force.
+pub fn set_memory_budget(mb: u64) -> Result<(), u64> {
+    let budget = BUDGET.get_or_init(|| (mb > 0).then(|| MemoryBudget::new(mb)));
+    let in_force = budget.as_ref().map_or(0, MemoryBudget::mb);
+    if in_force == mb {
+        Ok(())
+    } else {
+        Err(in_force)
+    }
+}
+
+fn memory_budget() -> Option<&'static MemoryBudget> {
+    BUDGET
+        .get_or_init(|| Some(MemoryBudget::new(DEFAULT_BUDGET_MB)))
+        .as_ref()
+}
+
+impl MemoryBudget {
+    /// The block cache holds `mb` MiB; memtables may take half of it
+    /// before the manager flushes the largest, each memtable a quarter.
+    fn new(mb: u64) -> Self {
+        let bytes = (mb as usize) << 20;
+        let cache = rocksdb::Cache::new_lru_cache(bytes);
+        let write_buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
+            bytes / 2,
+            false,
+            cache.clone(),
+        );
+        Self {
+            cache,
+            write_buffers,
+            memtable_bytes: (bytes / 4).min(64 << 20),
+            mb,
+        }
+    }
+
+    fn mb(&self) -> u64 {
+        self.mb
+    }
+}
+
 impl Store {
     /// Open (or create) the store at `path`. With `sync`, every commit is
     /// fsynced (survives a machine crash); without it, the WAL still makes a
@@ -77,11 +146,20 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
+        let budget = memory_budget();
+        if let Some(budget) = budget {
+            db_opts.set_write_buffer_manager(&budget.write_buffers);
+        }
 
         let mut state_opts = Options::default();
         let mut block = BlockBasedOptions::default();
         block.set_bloom_filter(10.0, false);
         block.set_cache_index_and_filter_blocks(true);
+        if let Some(budget) = budget {
+            block.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            block.set_block_cache(&budget.cache);
+            state_opts.set_write_buffer_size(budget.memtable_bytes);
+        }
         state_opts.set_block_based_table_factory(&block);
         state_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // A lookup of a key the memtable does not hold (a greylist
@@ -93,6 +171,10 @@ impl Store {
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, state_opts),
             ColumnFamilyDescriptor::new(CF_OFFSETS, Options::default()),
+            // A queue, written and deleted in order; small, as long as the
+            // shipper keeps up.
+            ColumnFamilyDescriptor::new(CF_OUTBOX, Options::default()),
+            ColumnFamilyDescriptor::new(CF_CHANGELOG, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| {
             RuntimeError::OpenStore {
@@ -105,6 +187,7 @@ impl Store {
             path: path.to_path_buf(),
             sync,
             cache: Mutex::new(FxHashMap::default()),
+            outbox: Default::default(),
         })
     }
 
@@ -124,6 +207,7 @@ impl Store {
             path: path.to_path_buf(),
             sync: false,
             cache: Mutex::new(FxHashMap::default()),
+            outbox: Default::default(),
         })
     }
 
@@ -132,8 +216,9 @@ impl Store {
         &self.path
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // Both families are created on open, so they always exist.
+    pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every family is created on open, so it exists (a read-only
+        // store opens `state` and `offsets` only, and never asks for more).
         self.db
             .cf_handle(name)
             .expect("column family created on open")
@@ -174,7 +259,7 @@ impl Store {
         Ok(value)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, FxHashMap<Vec<u8>, Option<Vec<u8>>>> {
+    pub(crate) fn cache(&self) -> std::sync::MutexGuard<'_, FxHashMap<Vec<u8>, Option<Vec<u8>>>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -256,6 +341,26 @@ impl Store {
         for (topic, partition, next) in &commit.offsets {
             batch.put_cf(offsets, offset_key(topic, *partition), next.to_le_bytes());
         }
+        if self.outbox.enabled() {
+            // The changelog's share of the commit, in the same batch: it is
+            // shipped if and only if the commit happened.
+            self.outbox.add(&mut batch, self.cf(CF_OUTBOX), commit);
+        }
+        self.write(batch, commit)
+    }
+
+    /// The underlying database, for the changelog's bookkeeping.
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// The outbox switch and sequence.
+    pub(crate) fn outbox(&self) -> &crate::changelog::outbox::Outbox {
+        &self.outbox
+    }
+
+    /// Write `batch` (which holds `commit`), keeping the cache equal to it.
+    fn write(&self, batch: WriteBatch, commit: &Commit) -> Result<(), RuntimeError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(self.sync);
         let written = self
@@ -284,6 +389,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_keeps_one_memory_budget() {
+        let in_force = match set_memory_budget(64) {
+            Ok(()) => 64,
+            Err(mb) => mb,
+        };
+        assert_eq!(
+            set_memory_budget(999),
+            Err(in_force),
+            "a second size is refused"
+        );
+        assert_eq!(set_memory_budget(in_force), Ok(()), "the same size is fine");
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path(), false).expect("a store opens within the budget");
+    }
 
     #[test]
     fn the_read_cache_follows_every_commit() {

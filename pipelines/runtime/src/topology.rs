@@ -60,6 +60,15 @@ pub struct TopicSpec {
     pub retention_ms: i64,
     /// `delete` or `compact`.
     pub cleanup_policy: CleanupPolicy,
+    /// `segment.ms`: a segment rolls after this long. A compacted topic
+    /// sets it so that the cleaner, which never cleans the active segment,
+    /// gets to its records. Unset: the broker's (7 days).
+    #[serde(default)]
+    pub segment_ms: Option<i64>,
+    /// `min.cleanable.dirty.ratio`: the share of superseded records at
+    /// which the cleaner takes the log. Unset: the broker's (0.5).
+    #[serde(default)]
+    pub min_cleanable_dirty_ratio: Option<f64>,
     /// What flows on it.
     #[serde(default)]
     pub doc: String,
@@ -74,6 +83,8 @@ impl TopicSpec {
             min_insync_replicas: None,
             retention_ms: 3_600_000,
             cleanup_policy: CleanupPolicy::Delete,
+            segment_ms: None,
+            min_cleanable_dirty_ratio: None,
             doc: String::new(),
         }
     }
@@ -154,6 +165,21 @@ impl Topology {
                 spec.replication_factor,
                 spec.min_insync_replicas,
             ));
+            if spec.segment_ms.is_some_and(|ms| ms < 1) {
+                out.push(format!(
+                    "topics.{name}.segment_ms = {:?}: must be > 0",
+                    spec.segment_ms
+                ));
+            }
+            if spec
+                .min_cleanable_dirty_ratio
+                .is_some_and(|r| !(0.0..=1.0).contains(&r))
+            {
+                out.push(format!(
+                    "topics.{name}.min_cleanable_dirty_ratio = {:?}: must be 0..=1",
+                    spec.min_cleanable_dirty_ratio
+                ));
+            }
             if spec.retention_ms < -1 || spec.retention_ms == 0 {
                 out.push(format!(
                     "topics.{name}.retention_ms = {}: must be -1 (forever) or > 0",

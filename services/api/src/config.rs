@@ -49,6 +49,12 @@ pub struct ApiConfig {
     /// which `mailfleet spam` reads too. Unset: the route answers 404
     /// and the API opens no blob store.
     pub spam: Option<LearnConfig>,
+    /// Every this many seconds, the accounts changed since the last time
+    /// go to the projection's snapshot topic (`<events_topic>.snapshot`),
+    /// from which the next start loads them before following the events
+    /// after it (docs/changelog.md). 0: no snapshots; every start folds
+    /// the whole events topic.
+    pub snapshot_interval_s: u64,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +68,7 @@ impl Default for ApiConfig {
             max_body_bytes: 16 * 1024,
             ack_timeout_ms: 10_000,
             spam: None,
+            snapshot_interval_s: 60,
         }
     }
 }
@@ -86,6 +93,12 @@ impl ApiConfig {
             out.push(format!(
                 "api.max_body_bytes = {}: must be >= 256 (a registration does not fit in less)",
                 self.max_body_bytes
+            ));
+        }
+        if self.snapshot_interval_s > 86_400 {
+            out.push(format!(
+                "api.snapshot_interval_s = {}: must be 0..=86400 (0: no snapshots)",
+                self.snapshot_interval_s
             ));
         }
         if self.ack_timeout_ms == 0 {
@@ -179,6 +192,7 @@ mod tests {
             tls: None,
             client: ClientTls::default(),
             ack_timeout_ms: 0,
+            snapshot_interval_s: 86_401,
             spam: Some(LearnConfig {
                 topic: String::new(),
                 ..LearnConfig::default()
@@ -191,6 +205,7 @@ mod tests {
             "api.token_file = \"/no/such/token\"",
             "api.max_body_bytes = 10",
             "api.ack_timeout_ms = 0",
+            "api.snapshot_interval_s = 86401",
             "api.spam.topic = \"\"",
         ] {
             assert!(problems.contains(expected), "{expected} not in\n{problems}");

@@ -39,6 +39,7 @@ pub mod https;
 pub mod learn;
 pub mod projection;
 pub mod routes;
+pub mod snapshot;
 pub mod state;
 pub mod telemetry;
 pub mod wire;
@@ -96,6 +97,9 @@ pub async fn serve(
         .map(mailfleet_tls::ServerTls::acceptor)
         .transpose()
         .map_err(ApiError::ServerTls)?;
+    if cfg.snapshot_interval_s > 0 {
+        snapshot::ensure_topic(kafka, &cfg.events_topic).await?;
+    }
     let state = app_state(&settings, kafka, token, shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -142,7 +146,17 @@ fn app_state(
         .as_ref()
         .map(|spam| Learning::open(spam, settings.blobs.clone(), producer.clone(), timeout))
         .transpose()?;
-    announce_ready(projection.clone(), shutdown);
+    announce_ready(projection.clone(), shutdown.clone());
+    if cfg.snapshot_interval_s > 0 {
+        let every = Duration::from_secs(cfg.snapshot_interval_s);
+        write_snapshots(
+            projection.clone(),
+            kafka,
+            &cfg.events_topic,
+            every,
+            shutdown,
+        )?;
+    }
     telemetry::init();
     let parallel = std::thread::available_parallelism().map_or(2, usize::from);
     Ok(Arc::new(AppState {
@@ -174,6 +188,52 @@ fn announce_ready(projection: Projection, shutdown: Shutdown) {
             "account projection caught up; answering requests"
         );
     });
+}
+
+/// Every `every`, once caught up, write the accounts changed since the
+/// last snapshot and the offsets they reflect ([`snapshot`]).
+fn write_snapshots(
+    projection: Projection,
+    kafka: &KafkaConfig,
+    topic: &str,
+    every: Duration,
+    shutdown: Shutdown,
+) -> Result<(), ApiError> {
+    let producer: rdkafka::producer::FutureProducer =
+        mailfleet_runtime::admin::client_config(kafka)
+            .set("client.id", "mailfleet-api-snapshot")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(|e| ApiError::Internal(format!("creating the snapshot producer: {e}")))?;
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        let mut written = std::collections::HashMap::new();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.wait() => return,
+            }
+            if !projection.is_ready() {
+                continue;
+            }
+            let snap = projection.take_snapshot();
+            if snap.accounts.is_empty() && snap.offsets == written {
+                continue;
+            }
+            match snapshot::write(&producer, &topic, &snap).await {
+                Ok(()) => {
+                    tracing::debug!(accounts = snap.accounts.len(), "account snapshot written");
+                    written = snap.offsets;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing the account snapshot; retrying next time");
+                    projection.unsent(&snap);
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 fn token_state(cfg: &ApiConfig) -> &'static str {

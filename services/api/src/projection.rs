@@ -1,7 +1,8 @@
 //! The API's projection of `accounts.events`: each account's status, plan,
 //! quota, password hash, registration and latest login, folded from the
-//! whole topic, read from the beginning on a thread of its own
-//! ([`mailfleet_runtime::follow`]) and followed.
+//! topic on a thread of its own ([`mailfleet_runtime::follow`]) and
+//! followed: from the [`crate::snapshot`]'s offsets after the snapshot's
+//! accounts are loaded, else from the beginning.
 //!
 //! The status is the lifecycle's: `pending` (or `active`, when the
 //! lifecycle activates on registration) right after `AccountRegistered`,
@@ -18,8 +19,8 @@
 //! written by no one else, so an early own write is never overtaken.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    collections::{HashMap, HashSet},
+    sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use mailfleet_events::{
@@ -31,15 +32,18 @@ use mailfleet_events::{
 };
 use mailfleet_runtime::{
     config::KafkaConfig,
-    follow::{follow, Following},
+    follow::{follow_from, Following},
     RuntimeError, Shutdown,
 };
 use rdkafka::Message;
 
-use super::wire::{channel_name, status_name, AccountView};
+use super::{
+    snapshot::{self, Snapshot},
+    wire::{channel_name, status_name, AccountView},
+};
 
-/// One account as the API knows it.
-#[derive(Clone, PartialEq, Eq)]
+/// One account as the API knows it (and as its snapshot keeps it).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     /// The lower-cased address.
     pub account: String,
@@ -128,13 +132,20 @@ pub fn new_event_id() -> String {
 #[derive(Clone)]
 pub struct Projection {
     inner: Arc<RwLock<Inner>>,
-    following: Following,
+    /// Set once the follower runs (after the snapshot is loaded).
+    following: Arc<OnceLock<Following>>,
 }
 
 struct Inner {
     accounts: HashMap<String, Account>,
     /// The status right after registration.
     registered_status: AccountStatus,
+    /// Next offset of each events partition that the follower applied.
+    applied: HashMap<i32, i64>,
+    /// Each account's events partition, once the follower saw one.
+    partition_of: HashMap<String, i32>,
+    /// Accounts changed since the last snapshot.
+    dirty: HashSet<String>,
 }
 
 impl Projection {
@@ -145,6 +156,12 @@ impl Projection {
     }
 
     fn with(active_on_register: bool, following: Following) -> Self {
+        let projection = Self::empty(active_on_register);
+        let _ = projection.following.set(following);
+        projection
+    }
+
+    fn empty(active_on_register: bool) -> Self {
         let registered_status = if active_on_register {
             AccountStatus::Active
         } else {
@@ -154,40 +171,104 @@ impl Projection {
             inner: Arc::new(RwLock::new(Inner {
                 accounts: HashMap::new(),
                 registered_status,
+                applied: HashMap::new(),
+                partition_of: HashMap::new(),
+                dirty: HashSet::new(),
             })),
-            following,
+            following: Arc::default(),
         }
     }
 
-    /// Read `topic` from the beginning on a thread and follow it until
-    /// shutdown.
+    /// On a thread: load `topic`'s snapshot, then follow the topic from the
+    /// snapshot's offsets (from the beginning without one) until shutdown.
     pub fn follow(
         kafka: &KafkaConfig,
         topic: &str,
         active_on_register: bool,
         shutdown: Shutdown,
     ) -> Result<Self, RuntimeError> {
-        let mut projection = Self::with(active_on_register, Following::default());
-        let view = projection.clone();
-        projection.following =
-            follow(
-                kafka,
-                topic,
-                "api-accounts",
-                shutdown,
-                move |msg| match AccountEvent::decode(msg.payload().unwrap_or_default()) {
-                    Ok(event) => view.apply(&event),
-                    Err(e) => tracing::warn!(error = %e, partition = msg.partition(),
-                    offset = msg.offset(), "undecodable account event; skipped"),
-                },
-            )?;
+        let projection = Self::empty(active_on_register);
+        let (view, kafka, topic) = (projection.clone(), kafka.clone(), topic.to_string());
+        std::thread::Builder::new()
+            .name("api-snapshot".into())
+            .spawn(move || {
+                if let Err(e) = view.start(&kafka, &topic, shutdown) {
+                    tracing::error!(error = %e, %topic, "cannot follow the account events;                         answering 503 until restarted");
+                }
+            })
+            .map_err(|e| RuntimeError::Thread {
+                consumer: "api".into(),
+                reason: e.to_string(),
+            })?;
         Ok(projection)
+    }
+
+    fn start(
+        &self,
+        kafka: &KafkaConfig,
+        topic: &str,
+        shutdown: Shutdown,
+    ) -> Result<(), RuntimeError> {
+        let started = std::time::Instant::now();
+        let loaded = snapshot::load(kafka, topic)?;
+        let offsets = loaded.offsets.clone();
+        {
+            let mut inner = self.write();
+            for (partition, account) in loaded.accounts {
+                inner
+                    .partition_of
+                    .insert(account.account.clone(), partition);
+                inner.accounts.insert(account.account.clone(), account);
+            }
+            inner.applied = offsets.clone();
+        }
+        tracing::info!(accounts = self.len(), records = loaded.records, offsets = ?offsets,
+            ms = started.elapsed().as_millis() as u64, "account snapshot loaded; following the events after it");
+        let view = self.clone();
+        let following = follow_from(
+            kafka,
+            topic,
+            "api-accounts",
+            offsets,
+            shutdown,
+            move |msg| match AccountEvent::decode(msg.payload().unwrap_or_default()) {
+                Ok(event) => view.apply_at(&event, msg.partition(), msg.offset()),
+                Err(e) => tracing::warn!(error = %e, partition = msg.partition(),
+                    offset = msg.offset(), "undecodable account event; skipped"),
+            },
+        )?;
+        let _ = self.following.set(following);
+        Ok(())
     }
 
     /// Whether every partition has been read up to the end it had when the
     /// follower started.
     pub fn is_ready(&self) -> bool {
-        self.following.caught_up()
+        self.following.get().is_some_and(Following::caught_up)
+    }
+
+    /// The accounts changed since the last call whose partition is known,
+    /// and the offsets applied: what the next snapshot writes.
+    pub fn take_snapshot(&self) -> Snapshot {
+        let mut inner = self.write();
+        let dirty: Vec<String> = inner.dirty.drain().collect();
+        let mut out = Snapshot {
+            offsets: inner.applied.clone(),
+            ..Snapshot::default()
+        };
+        for account in dirty {
+            match (
+                inner.partition_of.get(&account),
+                inner.accounts.get(&account),
+            ) {
+                (Some(p), Some(a)) => out.accounts.push((*p, a.clone())),
+                // Not read back from the topic yet: the next snapshot.
+                _ => {
+                    inner.dirty.insert(account);
+                }
+            }
+        }
+        out
     }
 
     /// `account` (lower-cased), deleted ones included.
@@ -215,6 +296,28 @@ impl Projection {
         let mut inner = self.write();
         let status = inner.registered_status;
         fold(&mut inner.accounts, status, event);
+        if let Some(account) = account_of(event) {
+            inner.dirty.insert(account.to_ascii_lowercase());
+        }
+    }
+
+    /// A snapshot that could not be written: its accounts go in the next.
+    pub fn unsent(&self, snapshot: &Snapshot) {
+        let mut inner = self.write();
+        for (_, a) in &snapshot.accounts {
+            inner.dirty.insert(a.account.clone());
+        }
+    }
+
+    /// Apply an event the follower read at `partition`/`offset`.
+    fn apply_at(&self, event: &AccountEvent, partition: i32, offset: i64) {
+        self.apply(event);
+        let mut inner = self.write();
+        if let Some(account) = account_of(event) {
+            let account = account.to_ascii_lowercase();
+            inner.partition_of.entry(account).or_insert(partition);
+        }
+        inner.applied.insert(partition, offset + 1);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -249,6 +352,14 @@ pub fn fold(
     };
     if let Some(a) = accounts.get_mut(&account.to_ascii_lowercase()) {
         change(a);
+    }
+}
+
+/// The account an event is about, if it changes the projection.
+fn account_of(event: &AccountEvent) -> Option<&str> {
+    match event {
+        AccountEvent::Registered(e) => Some(&e.account),
+        other => change_of(other).map(|(account, _)| account),
     }
 }
 

@@ -9,6 +9,7 @@ mod kstreams;
 mod lifecycle;
 mod lmtp;
 mod policy;
+mod restore;
 mod scan;
 mod scan_spam;
 mod store;
@@ -41,12 +42,21 @@ pub enum Bench {
     /// Raw rdkafka consume loop vs a state restore (a fleet member rebuilding
     /// a partition's state from the earliest offset) vs `mailfleet replay`.
     Replay(ConsumeLoad),
+    /// A fresh member's state: restored from the compacted changelog vs
+    /// replayed from the input, at two history lengths for the same accounts.
+    Restore(restore::RestoreLoad),
     /// Postfix submission (AUTH PLAIN) to the relay, with the submission milter vs without it.
     Submission(submission::SubmissionLoad),
     /// The hot paths in process, without the broker, for a profiler:
     /// Avro round trips, the policy server's request work, the runtime's
     /// batch work for the greylist and the counting consumer.
     Hot(hot::HotLoad),
+    /// `bench policy`'s load generator, run by it in a process of its own.
+    #[command(hide = true)]
+    PolicyLoad(policy::LoadArgs),
+    /// `bench policy --background`'s background load, run by it in a process of its own.
+    #[command(hide = true)]
+    PolicyBackground(policy::BackgroundArgs),
 }
 
 pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
@@ -59,8 +69,11 @@ pub async fn run(which: Bench, cfg: &Config) -> anyhow::Result<()> {
         Bench::Kstreams(load) => kstreams::run(cfg, load).await,
         Bench::Consume(load) => consume::consume(cfg, load.shape(), load.rounds.max(1)).await,
         Bench::Replay(load) => consume::replay(cfg, load.shape(), load.rounds.max(1)).await,
+        Bench::Restore(load) => restore::run(cfg, load).await,
         Bench::Submission(load) => submission::run(cfg, load).await,
         Bench::Hot(load) => hot::run(cfg, load).await,
+        Bench::PolicyLoad(args) => policy::run_load(args).await,
+        Bench::PolicyBackground(args) => policy::run_background(cfg, args).await,
     }
 }
 

@@ -31,7 +31,7 @@ pub struct Outgoing {
 }
 
 /// A transient failure that stops its partition at `offset`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Stall {
     pub offset: i64,
     /// The effect asked for this delay; otherwise the runtime's backoff.
@@ -62,6 +62,9 @@ pub struct Decider<'a, C: Consumer> {
     pub deadletter_topic: &'a str,
     pub tokio: &'a tokio::runtime::Handle,
     pub run_effects: bool,
+    /// The state changes of the batch before, per partition, while that
+    /// batch is still being acknowledged and committed.
+    pub earlier: Option<&'a HashMap<i32, Overlay>>,
 }
 
 impl<C: Consumer> Decider<'_, C> {
@@ -105,7 +108,9 @@ impl<C: Consumer> Decider<'_, C> {
         work: &mut PartitionWork,
         overlay: &mut Overlay,
     ) {
-        let view = StateView::new(self.store, input.meta.partition, overlay);
+        let partition = input.meta.partition;
+        let earlier = self.earlier.and_then(|e| e.get(&partition));
+        let view = StateView::new(self.store, partition, overlay).with_earlier(earlier);
         let decision = match self.consumer.decide(&view, &input) {
             Ok(d) => d,
             Err(StateError::Read(e)) => return self.stall(&input.meta, None, e.to_string(), work),
@@ -288,6 +293,61 @@ pub(super) struct Decided {
     pub(super) unhandled: Vec<Record>,
 }
 
+/// Fewest records in a batch before it is split across threads: below it,
+/// a thread's start costs more than it saves.
+const PARALLEL_MIN_RECORDS: usize = 512;
+
+/// [`decide_records`] on up to `threads` threads, each taking the records
+/// of its own input partitions (by partition number, so co-partitioned
+/// topics stay together) in their order. Partitions are independent (the
+/// runner's precondition), so the result is the one of a single thread.
+pub(super) fn decide_parallel<C: Consumer>(
+    decider: &Decider<'_, C>,
+    records: Vec<Record>,
+    threads: usize,
+) -> Decided {
+    let mut partitions: Vec<i32> = records.iter().map(|r| r.meta.partition).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let threads = threads.min(partitions.len());
+    if threads < 2 || records.len() < PARALLEL_MIN_RECORDS {
+        return decide_records(decider, records);
+    }
+    let group_of: HashMap<i32, usize> = partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i % threads))
+        .collect();
+    let mut groups: Vec<Vec<Record>> = (0..threads).map(|_| Vec::new()).collect();
+    for rec in records {
+        groups[group_of[&rec.meta.partition]].push(rec);
+    }
+    let mut first = groups.remove(0);
+    let results = std::thread::scope(|scope| {
+        let others: Vec<_> = groups
+            .into_iter()
+            .map(|group| scope.spawn(move || decide_records(decider, group)))
+            .collect();
+        let mut all = vec![decide_records(decider, std::mem::take(&mut first))];
+        all.extend(others.into_iter().map(|h| match h.join() {
+            Ok(decided) => decided,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }));
+        all
+    });
+    let mut merged = Decided {
+        work: HashMap::new(),
+        overlays: HashMap::new(),
+        unhandled: Vec::new(),
+    };
+    for d in results {
+        merged.work.extend(d.work);
+        merged.overlays.extend(d.overlays);
+        merged.unhandled.extend(d.unhandled);
+    }
+    merged
+}
+
 /// Decode and decide each record of a batch, in order, into its
 /// partition's work and overlay.
 pub(super) fn decide_records<C: Consumer>(
@@ -314,6 +374,7 @@ pub(super) fn decide_records<C: Consumer>(
         let overlay = overlays.entry(partition).or_default();
         let w = work.entry(tp).or_default();
         decider.handle(rec, w, overlay);
+        super::fault::while_deciding(decider.earlier.is_some());
         if w.stall.is_some() {
             stalled.insert(partition);
         }

@@ -6,6 +6,15 @@
 //! the partition rebuilds its state. Kafka's committed group offsets are
 //! never used to start: they are telemetry only.
 //!
+//! A consumer with a changelog first settles each new partition with it
+//! ([`Changelog::on_assign`]): one not current here is restored from its
+//! changelog partition, and then starts at the offsets restored. That read
+//! is done here, before the start offset is chosen, because only here is
+//! it known which partitions came and where they must start; it uses a
+//! client of its own (never this consumer, see below), reads O(keys) of
+//! the partition, and must end within `max.poll.interval.ms`. Revoked
+//! partitions stop shipping at once ([`Changelog::disown`]).
+//!
 //! A rebalance can fire inside `poll` while a batch is being collected. The
 //! batch's records are not committed yet, so a partition assigned again
 //! starts after the records already in the batch (`inflight`), and the batch
@@ -36,7 +45,12 @@ use rdkafka::{
     ClientContext, Offset,
 };
 
-use crate::{metrics as m, store::Store};
+use crate::{
+    changelog::{Changelog, Shipping},
+    error::RuntimeError,
+    metrics as m,
+    store::Store,
+};
 
 /// (topic, partition).
 pub type Tp = (String, i32);
@@ -108,6 +122,10 @@ pub struct RuntimeContext {
     /// Start offsets for partitions without a stored one (a replay from a
     /// time); others start at the beginning.
     pub start_at: std::collections::BTreeMap<Tp, i64>,
+    /// The consumer's state changelog, if it keeps one.
+    pub changelog: Option<Arc<Changelog>>,
+    /// Its shipper, while it runs.
+    pub shipping: Mutex<Option<Shipping>>,
 }
 
 impl ClientContext for RuntimeContext {
@@ -143,10 +161,12 @@ impl ConsumerContext for RuntimeContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(consumer = %self.consumer, partitions = %describe(tpl), "revoked");
+                self.disown(tpl.elements().iter().map(|e| e.partition()).collect());
                 (base.unassign(), Assignment::Remove)
             }
             other => {
                 tracing::error!(consumer = %self.consumer, error = ?other, "rebalance error");
+                self.disown(self.shared.assigned().iter().map(|(_, p)| *p).collect());
                 (base.unassign(), Assignment::Clear)
             }
         };
@@ -161,6 +181,45 @@ impl ConsumerContext for RuntimeContext {
 }
 
 impl RuntimeContext {
+    /// The context of consumer `name`'s run of `spec`, with its changelog
+    /// (if it keeps one) and the changelog's shipper started.
+    pub fn new(
+        name: &str,
+        store: &Arc<Store>,
+        shared: &Arc<Shared>,
+        spec: &super::RunSpec,
+        tokio: &tokio::runtime::Handle,
+    ) -> Result<Self, RuntimeError> {
+        let changelog = Changelog::for_run(name, spec, store, tokio)?;
+        let shipping = changelog.clone().map(Shipping::start).transpose()?;
+        Ok(Self {
+            consumer: name.to_string(),
+            store: store.clone(),
+            shared: shared.clone(),
+            start_at: spec.start_at.clone().unwrap_or_default(),
+            changelog,
+            shipping: Mutex::new(shipping),
+        })
+    }
+
+    /// Ship what is left for at most `within`, then stop the shipper.
+    pub fn stop_shipping(&self, within: std::time::Duration) {
+        let shipping = self
+            .shipping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(shipping) = shipping {
+            shipping.stop(within);
+        }
+    }
+
+    fn disown(&self, partitions: Vec<i32>) {
+        if let Some(cl) = &self.changelog {
+            cl.disown(&partitions);
+        }
+    }
+
     fn assign(&self, base: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) -> KafkaResult<()> {
         let inflight = self
             .shared
@@ -178,6 +237,10 @@ impl RuntimeContext {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
+        if let Some(cl) = &self.changelog {
+            // Before the stored offsets are read: a restore writes them.
+            cl.on_assign(&tps, &inflight);
+        }
         for tp in tps {
             let stored = self.store.offset(&tp.0, tp.1).unwrap_or_else(|e| {
                 *self.shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());

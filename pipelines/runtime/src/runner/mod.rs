@@ -32,6 +32,14 @@
 //! 6. pause partitions that hit a transient failure, and seek them back
 //!    to the failed offset when their backoff ends.
 //!
+//! Steps 3 and 4 run on a second thread ([`pipeline`], unless
+//! `runtime.pipeline` is off) while the loop takes steps 1 and 2 of the
+//! next batch, deciding it against the first one's pending state. At most
+//! one batch is in flight, and the next is handed over only once it is
+//! committed, so the guarantee above holds batch by batch. A batch in
+//! which a partition stalled is finished before anything more is polled,
+//! so that its partition is paused first.
+//!
 //! The loop runs on its own OS thread: RocksDB and librdkafka calls block,
 //! and are kept off the tokio workers.
 
@@ -42,6 +50,7 @@ mod fault;
 mod merge;
 pub mod offline;
 mod pause;
+mod pipeline;
 mod spec;
 
 use std::{
@@ -50,7 +59,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::join_all;
 use mailfleet_events::Registry;
 use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer as _},
@@ -65,16 +73,16 @@ use crate::{
     metrics as m,
     producer::EventProducer,
     shutdown::Shutdown,
-    state::Overlay,
     store::Store,
 };
 
-use batch::{commit_of, decide_records, Decided, Decider, PartitionWork, Record};
+use batch::{commit_of, decide_parallel, decide_records, Decided, Decider, Record};
 pub use client::FETCH_DEFAULTS;
 use client::{cached_watermarks, consumer_client_config, wait_for_topics};
 use context::{RuntimeContext, Shared, Tp};
 use merge::{Merge, Source};
 use pause::Paused;
+use pipeline::{Batch, Committer, Pipeline};
 pub use spec::{Capture, RunSpec, RunStats};
 
 /// Run a consumer until `shutdown` trips, on a dedicated thread.
@@ -113,8 +121,10 @@ struct Runner<C: Consumer> {
     store: Arc<Store>,
     shared: Arc<Shared>,
     kc: BaseConsumer<RuntimeContext>,
-    producer: EventProducer,
     tokio: tokio::runtime::Handle,
+    /// The committing thread, and the batch it holds.
+    pipeline: Pipeline,
+    in_flight: Option<Arc<Batch>>,
     paused: HashMap<Tp, Paused>,
     failures: HashMap<Tp, u32>,
     telemetry: HashMap<Tp, i64>,
@@ -124,8 +134,6 @@ struct Runner<C: Consumer> {
     merge: Option<Merge>,
     /// The input partitions assigned, as of the last rebalance.
     assigned: std::collections::HashSet<Tp>,
-    /// The batch the test-only crash fault point aborts after ([`fault`]).
-    crash_after_ack: Option<u64>,
 }
 
 const TELEMETRY_EVERY: Duration = Duration::from_secs(1);
@@ -138,20 +146,16 @@ impl<C: Consumer> Runner<C> {
         shutdown: &Shutdown,
     ) -> Result<Self, RuntimeError> {
         let name = consumer.name().to_string();
-        let crash_after_ack = fault::armed()?;
+        let faults = fault::armed()?;
         let dir = spec.runtime.data_dir.join(&name);
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::ReadConfig {
             path: dir.display().to_string(),
             source: e,
         })?;
+        memory_budget(&name, spec.runtime.store_memory_mb);
         let store = Arc::new(Store::open(&dir, spec.runtime.sync_writes)?);
         let shared = Arc::new(Shared::default());
-        let ctx = RuntimeContext {
-            consumer: name.clone(),
-            store: store.clone(),
-            shared: shared.clone(),
-            start_at: spec.start_at.clone().unwrap_or_default(),
-        };
+        let ctx = RuntimeContext::new(&name, &store, &shared, &spec, &tokio)?;
         let consumer_cfg = consumer_client_config(&spec, &name, consumer.client_defaults());
         let kc: BaseConsumer<RuntimeContext> =
             consumer_cfg
@@ -176,7 +180,15 @@ impl<C: Consumer> Runner<C> {
                 }
             }
         }
-        let producer = EventProducer::new(&spec.kafka, &format!("mailfleet-{name}-out"))?;
+        let pipeline = Pipeline::start(Committer {
+            name: name.clone(),
+            store: store.clone(),
+            producer: EventProducer::new(&spec.kafka, &format!("mailfleet-{name}-out"))?,
+            tokio: tokio.clone(),
+            faults,
+            shutdown: shutdown.clone(),
+            settings: pipeline::Settings::of(&spec),
+        })?;
         let merge =
             (spec.inputs.len() > 1).then(|| Merge::new(&spec.inputs, spec.runtime.merge_grace_ms));
         if merge.is_some() {
@@ -193,8 +205,9 @@ impl<C: Consumer> Runner<C> {
             store,
             shared,
             kc,
-            producer,
             tokio,
+            pipeline,
+            in_flight: None,
             paused: HashMap::new(),
             failures: HashMap::new(),
             telemetry: HashMap::new(),
@@ -202,7 +215,6 @@ impl<C: Consumer> Runner<C> {
             stats: RunStats::default(),
             merge,
             assigned: Default::default(),
-            crash_after_ack,
         })
     }
 
@@ -231,14 +243,19 @@ impl<C: Consumer> Runner<C> {
             }
             let records = self.order(records);
             if records.is_empty() {
-                // Idle: the last batch's offsets still reach the group (at
-                // most a second late), so its lag reads 0, not the lag of
-                // whichever batch came last within the second.
+                // Idle: the batch in flight is accounted for once it is
+                // committed (polling goes on meanwhile, so a record that
+                // comes is decided at once), and the last batch's offsets
+                // still reach the group (at most a second late), so its lag
+                // reads 0, not the lag of whichever batch came last within
+                // the second.
+                self.settle_if_done()?;
                 self.commit_telemetry(false);
             } else {
-                self.process(records, started, shutdown)?;
+                self.process(records, started)?;
             }
         }
+        self.settle(None)?;
         self.commit_telemetry(true);
         Ok(self.stats.clone())
     }
@@ -248,6 +265,7 @@ impl<C: Consumer> Runner<C> {
     fn close(self) {
         tracing::info!(consumer = %self.name, stats = ?self.stats, "stopping: leaving the group");
         let within = Duration::from_millis(self.spec.runtime.close_timeout_ms);
+        self.kc.context().stop_shipping(within);
         crate::shutdown::leave_group(self.kc, within, &self.name);
         tracing::info!(consumer = %self.name, "stopped");
     }
@@ -464,12 +482,7 @@ impl<C: Consumer> Runner<C> {
         }
     }
 
-    fn process(
-        &mut self,
-        records: Vec<Record>,
-        started: Instant,
-        shutdown: &Shutdown,
-    ) -> Result<(), RuntimeError> {
+    fn process(&mut self, records: Vec<Record>, started: Instant) -> Result<(), RuntimeError> {
         let count = records.len();
         let decider = Decider {
             consumer: &self.consumer,
@@ -479,12 +492,13 @@ impl<C: Consumer> Runner<C> {
             deadletter_topic: &self.spec.runtime.deadletter_topic,
             tokio: &self.tokio,
             run_effects: self.spec.run_effects,
+            earlier: self.in_flight.as_deref().map(|b| &b.overlays),
         };
         let Decided {
             work,
             overlays,
             unhandled,
-        } = decide_records(&decider, records);
+        } = decide_parallel(&decider, records, self.spec.runtime.decide_threads);
         if let Some(merge) = self.merge.as_mut() {
             // What the merge holds of a stalled topic would come twice.
             for (tp, _) in work.iter().filter(|(_, w)| w.stall.is_some()) {
@@ -492,108 +506,74 @@ impl<C: Consumer> Runner<C> {
             }
             merge.unrelease(unhandled);
         }
-        self.send(&work, shutdown)?;
-        self.commit(&work, &overlays)?;
-        self.after_commit(work, count, started);
+        let batch = Arc::new(Batch {
+            work,
+            overlays,
+            count,
+            started,
+        });
+        // The batch before commits first; only then is this one handed over.
+        self.settle(Some(&batch))?;
+        self.pipeline.submit(batch.clone())?;
+        self.in_flight = Some(batch.clone());
+        if !self.spec.runtime.pipeline || batch.stalled() {
+            self.settle(None)?;
+        }
         Ok(())
     }
 
-    /// Produce every output and dead letter; return once Kafka acked all.
-    /// A failed send is retried with backoff; nothing is committed until
-    /// all succeed, and a shutdown during retries commits nothing.
-    fn send(
-        &self,
-        work: &HashMap<Tp, PartitionWork>,
-        shutdown: &Shutdown,
-    ) -> Result<(), RuntimeError> {
-        let mut pending: Vec<&batch::Outgoing> = work.values().flat_map(|w| &w.outputs).collect();
-        if let Some(capture) = &self.spec.capture {
-            for o in &pending {
-                (capture.0)(&o.topic, &o.key, &o.payload);
-            }
-        }
-        if !self.spec.produce {
+    /// Account for the batch in flight if it is committed by now.
+    fn settle_if_done(&mut self) -> Result<(), RuntimeError> {
+        let Some(batch) = self.in_flight.take() else {
             return Ok(());
-        }
-        let outputs = pending.len();
-        let mut backoff = Duration::from_millis(self.spec.runtime.retry_initial_ms);
-        while !pending.is_empty() {
-            let sends = pending
-                .iter()
-                .map(|o| self.producer.send_raw(&o.topic, &o.key, &o.payload));
-            let results = self
-                .tokio
-                .block_on(self.acknowledged(join_all(sends), pending.len()));
-            let mut failed = Vec::new();
-            for (out, result) in pending.into_iter().zip(results) {
-                if let Err(e) = result {
-                    tracing::warn!(consumer = %self.name, topic = %out.topic, error = %e, "produce failed");
-                    metrics::counter!(m::ERRORS, "consumer" => self.name.clone(), "kind" => "produce")
-                        .increment(1);
-                    failed.push(out);
-                }
+        };
+        match self.pipeline.try_wait() {
+            None => {
+                self.in_flight = Some(batch);
+                Ok(())
             }
-            pending = failed;
-            if !pending.is_empty() {
-                if shutdown.is_triggered() {
-                    return Err(RuntimeError::Thread {
-                        consumer: self.name.clone(),
-                        reason: "shut down while outputs were failing; batch not committed".into(),
-                    });
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(self.spec.runtime.retry_max_ms));
+            Some(result) => {
+                result?;
+                self.after_commit(&batch, None);
+                Ok(())
             }
         }
-        fault::after_ack(self.crash_after_ack, &self.name, outputs);
+    }
+
+    /// Wait for the batch in flight to be acknowledged and committed, then
+    /// account for it. `next` is the batch decided after it, if any: its
+    /// partitions' in-flight offsets are already past this one's.
+    fn settle(&mut self, next: Option<&Batch>) -> Result<(), RuntimeError> {
+        let Some(batch) = self.in_flight.take() else {
+            return Ok(());
+        };
+        if next.is_some() {
+            fault::next_decided();
+        }
+        self.pipeline.wait()?;
+        self.after_commit(&batch, next);
         Ok(())
     }
 
-    /// Await `sends`. librdkafka keeps and retries records the broker has
-    /// not acknowledged (until `message.timeout.ms`, 300 s by default), so
-    /// while the broker is down the batch waits here and nothing is polled:
-    /// every [`Self::ACK_WAIT_REPORT`] the wait is logged and counted as an
-    /// error of kind `unacked`, so the outage shows in the metrics while it
-    /// lasts, not only once the sends fail or succeed.
-    async fn acknowledged<F: std::future::Future>(&self, sends: F, outputs: usize) -> F::Output {
-        let started = Instant::now();
-        let mut sends = std::pin::pin!(sends);
-        loop {
-            tokio::select! {
-                results = &mut sends => return results,
-                () = tokio::time::sleep(Self::ACK_WAIT_REPORT) => {
-                    metrics::counter!(m::ERRORS, "consumer" => self.name.clone(), "kind" => "unacked")
-                        .increment(1);
-                    tracing::warn!(consumer = %self.name, outputs, waited_s = started.elapsed().as_secs(),
-                        "outputs not acknowledged by Kafka yet; the batch waits, nothing is committed");
-                }
-            }
-        }
-    }
-
-    /// How often a wait for acknowledgements is reported.
-    const ACK_WAIT_REPORT: Duration = Duration::from_secs(5);
-
-    /// One WriteBatch: every partition's state changes and every input
-    /// partition's next offset.
-    fn commit(
-        &self,
-        work: &HashMap<Tp, PartitionWork>,
-        overlays: &HashMap<i32, Overlay>,
-    ) -> Result<(), RuntimeError> {
-        self.store.commit(&commit_of(work, overlays))
-    }
-
-    fn after_commit(&mut self, work: HashMap<Tp, PartitionWork>, count: usize, started: Instant) {
+    fn after_commit(&mut self, batch: &Batch, next_batch: Option<&Batch>) {
+        let Batch {
+            work,
+            count,
+            started,
+            ..
+        } = batch;
         let mut inflight = self
             .shared
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        for (tp, w) in &work {
+        for (tp, w) in work {
             if let Some(next) = w.next_offset {
-                // Records the merge still holds were taken past `next`.
-                if !self.merge.as_ref().is_some_and(|m| m.holds(tp)) {
+                // Records the merge still holds, or the next batch took,
+                // were taken past `next`.
+                let taken_past = self.merge.as_ref().is_some_and(|m| m.holds(tp))
+                    || next_batch.is_some_and(|b| b.work.contains_key(tp));
+                if !taken_past {
                     inflight.insert(tp.clone(), next);
                 }
                 self.telemetry.insert(tp.clone(), next);
@@ -614,10 +594,10 @@ impl<C: Consumer> Runner<C> {
                     .increment(1);
             }
             self.stats.dead_letters += w.dead_letters.len() as u64;
-            match w.stall {
-                Some(stall) => self.pause(tp, stall),
+            match &w.stall {
+                Some(stall) => self.pause(tp.clone(), stall.clone()),
                 None => {
-                    self.failures.remove(&tp);
+                    self.failures.remove(tp);
                 }
             }
         }
@@ -628,7 +608,7 @@ impl<C: Consumer> Runner<C> {
         metrics::counter!(m::OUTPUTS_PRODUCED, "consumer" => name.clone()).increment(outputs);
         metrics::histogram!(m::BATCH_DURATION, "consumer" => name.clone())
             .record(started.elapsed().as_secs_f64());
-        metrics::histogram!(m::BATCH_EVENTS, "consumer" => name).record(count as f64);
+        metrics::histogram!(m::BATCH_EVENTS, "consumer" => name).record(*count as f64);
     }
 
     /// Commit the stored offsets to Kafka, for lag telemetry only, at most
@@ -646,6 +626,19 @@ impl<C: Consumer> Runner<C> {
             tracing::debug!(consumer = %self.name, error = %e, "telemetry offset commit");
         }
         self.telemetry_at = Instant::now();
+    }
+}
+
+/// Apply `runtime.store_memory_mb` to this process's stores; a process
+/// has one budget, the first consumer's.
+fn memory_budget(consumer: &str, mb: u64) {
+    if let Err(in_force) = crate::store::set_memory_budget(mb) {
+        tracing::warn!(
+            consumer,
+            asked = mb,
+            in_force,
+            "runtime.store_memory_mb: this process's stores already share a budget; it stays"
+        );
     }
 }
 

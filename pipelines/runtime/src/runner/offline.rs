@@ -39,6 +39,7 @@ pub fn process<C: Consumer>(
         deadletter_topic: "deadletters",
         tokio,
         run_effects: true,
+        earlier: None,
     };
     let records = records
         .into_iter()
