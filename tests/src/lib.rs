@@ -298,7 +298,9 @@ impl ConfigFiles<'_> {
                 route.group, route.reads, route.writes
             );
         }
-        std::fs::write(&topo, text)?;
+        // Rewritten by every config of a test while earlier processes may
+        // be starting and reading it: replaced whole, never seen empty.
+        write_whole(&topo, &text)?;
         let config = format!(
             "[pipelines]\ntopology = {topo:?}\n\
              [kafka]\nbrokers = {brokers:?}\n\
@@ -313,9 +315,18 @@ impl ConfigFiles<'_> {
             metrics = self.metrics_port,
         );
         let path = self.dir.join(file);
-        std::fs::write(&path, config)?;
+        write_whole(&path, &config)?;
         Ok(path)
     }
+}
+
+/// Write `text` to a file beside `path`, then rename it over `path`: a
+/// reader sees the old file or the new one, never a truncated one.
+fn write_whole(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// A free loopback port, for a server a test starts.
