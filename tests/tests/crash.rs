@@ -146,7 +146,6 @@ async fn a_crash_between_ack_and_commit_resends_outputs_that_downstream_drops() 
     let w = GreyReportWorld::new().await?;
     produce_attempts(&w.attempts, &w.name).await?;
     let log = w.dir.join("greylist.log");
-    let store = w.dir.join("state/greylist");
 
     // A bad value is named at start.
     let bad = std::process::Command::new(mailfleet_bin())
@@ -163,35 +162,11 @@ async fn a_crash_between_ack_and_commit_resends_outputs_that_downstream_drops() 
     );
 
     // Armed: the process must end by the fault point, at the first batch.
-    let mut armed = Children(vec![spawn_with_env(
-        &w.config,
-        &["run", "greylist"],
-        &[
-            ("MAILFLEET_FAULT_CRASH_AFTER_ACK", "1"),
-            ("MAILFLEET_RUNTIME__INSTANCE_ID", "crash-fault"),
-        ],
-        &log,
-    )?]);
-    let status = wait_exit(&mut armed.0[0], Duration::from_secs(90)).await?;
-    let text = std::fs::read_to_string(&log)?;
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(SIGABRT),
-        "the armed greylist ended by abort ({status}); see {}",
-        log.display()
-    );
-    assert!(
-        text.contains("fault point crash_after_ack"),
-        "the log names the fault point:\n{text}"
-    );
-    armed.0.clear();
-    let sent_before = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?.len();
-    assert!(sent_before >= 1, "the aborted batch's decisions were acked");
-    assert_eq!(
-        applied(&store),
-        0,
-        "the aborted batch committed nothing to the greylist's store"
-    );
+    let armed = [
+        ("MAILFLEET_FAULT_CRASH_AFTER_ACK", "1"),
+        ("MAILFLEET_RUNTIME__INSTANCE_ID", "crash-fault"),
+    ];
+    let sent_before = run_armed(&w, &armed, &log, "fault point crash_after_ack").await?;
 
     // Unarmed: the greylist takes the batch again and finishes the log.
     let env = [("MAILFLEET_RUNTIME__INSTANCE_ID", "crash-fault")];
@@ -232,18 +207,35 @@ async fn a_crash_while_one_batch_commits_and_the_next_is_decided_loses_nothing(
     let w = GreyReportWorld::new().await?;
     produce_attempts(&w.attempts, &w.name).await?;
     let log = w.dir.join("greylist.log");
-    let store = w.dir.join("state/greylist");
     let small = ("MAILFLEET_RUNTIME__BATCH_MAX_EVENTS", "10");
     let member = ("MAILFLEET_RUNTIME__INSTANCE_ID", "crash-pipelined");
 
+    let armed = [("MAILFLEET_FAULT_CRASH_PIPELINED", "1"), small, member];
+    let sent_before =
+        run_armed(&w, &armed, &log, "aborting while the next batch is decided").await?;
+
+    finish_unarmed(&w, &[small, member], &log, sent_before).await?;
+    Ok(())
+}
+
+/// Run the greylist armed with a fault point (in `env`) until it aborts;
+/// check that it ended by SIGABRT with `names` in its log, that some
+/// decisions were acknowledged and that nothing was committed. Returns
+/// how many decisions went out before the abort.
+async fn run_armed(
+    w: &GreyReportWorld,
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+    names: &str,
+) -> anyhow::Result<usize> {
     let mut armed = Children(vec![spawn_with_env(
         &w.config,
         &["run", "greylist"],
-        &[("MAILFLEET_FAULT_CRASH_PIPELINED", "1"), small, member],
-        &log,
+        env,
+        log,
     )?]);
     let status = wait_exit(&mut armed.0[0], Duration::from_secs(120)).await?;
-    let text = std::fs::read_to_string(&log)?;
+    let text = std::fs::read_to_string(log)?;
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(SIGABRT),
@@ -251,20 +243,18 @@ async fn a_crash_while_one_batch_commits_and_the_next_is_decided_loses_nothing(
         log.display()
     );
     assert!(
-        text.contains("aborting while the next batch is decided"),
-        "the abort came with the next batch being decided:\n{text}"
+        text.contains(names),
+        "the log names the fault point:\n{text}"
     );
     armed.0.clear();
     let sent_before = read_topic(&w.decisions, usize::MAX, Duration::from_secs(2))?.len();
-    assert!(sent_before >= 1, "the held batch's decisions were acked");
+    assert!(sent_before >= 1, "the aborted batch's decisions were acked");
     assert_eq!(
-        applied(&store),
+        applied(&w.dir.join("state/greylist")),
         0,
-        "neither the held batch nor the next committed anything"
+        "the aborted batch (and any after it) committed nothing"
     );
-
-    finish_unarmed(&w, &[small, member], &log, sent_before).await?;
-    Ok(())
+    Ok(sent_before)
 }
 
 /// Restart the greylist unarmed (with `env`) until it has applied every
