@@ -28,6 +28,16 @@ fn manifest_dir() -> String {
 
 use std::{path::PathBuf, process::ExitCode};
 
+/// Rust's allocations go to mimalloc rather than glibc's malloc. The
+/// consumer loop allocates and frees a few small buffers per record (the
+/// record's copy, its decoded event, its state key and value), and frees
+/// on the committing thread what the loop allocated: under glibc that was
+/// 37% of the loop thread's samples (`perf record` of `bench consume`,
+/// docs/benchmarks.md, G5). RocksDB and librdkafka keep glibc's malloc
+/// (`runtime.malloc_arena_max` bounds their arenas).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailfleet_audit::{audit, replay};

@@ -354,36 +354,60 @@ pub(super) fn decide_records<C: Consumer>(
     decider: &Decider<'_, C>,
     records: Vec<Record>,
 ) -> Decided {
-    let mut work: HashMap<Tp, PartitionWork> = HashMap::new();
-    let mut overlays: HashMap<i32, Overlay> = HashMap::new();
+    // Per input partition, in first-seen order; found by a scan (a batch
+    // has a few partitions), so a record costs no key clone or hash.
+    let mut work: Vec<(Tp, PartitionWork)> = Vec::new();
+    let mut overlays: Vec<(i32, Overlay)> = Vec::new();
     // A partition stops at a stalled record, whichever of its topics the
     // later records come from: they wait to be decided in the same order.
-    let mut stalled: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut stalled: Vec<i32> = Vec::new();
     let mut unhandled = Vec::new();
     for rec in records {
-        let tp = (rec.meta.topic.clone(), rec.meta.partition);
-        let partition = tp.1;
+        let partition = rec.meta.partition;
+        let w = slot(&mut work, &rec.meta.topic, partition);
         if stalled.contains(&partition) {
             // The stalled topic is read again from its stall; the others'
             // records wait in the merge.
-            if work.get(&tp).is_none_or(|w| w.stall.is_none()) {
+            if work[w].1.stall.is_none() {
                 unhandled.push(rec);
             }
             continue;
         }
-        let overlay = overlays.entry(partition).or_default();
-        let w = work.entry(tp).or_default();
+        let o = match overlays.iter().position(|(p, _)| *p == partition) {
+            Some(o) => o,
+            None => {
+                overlays.push((partition, Overlay::default()));
+                overlays.len() - 1
+            }
+        };
+        let (w, overlay) = (&mut work[w].1, &mut overlays[o].1);
         decider.handle(rec, w, overlay);
         super::fault::while_deciding(decider.earlier.is_some());
         if w.stall.is_some() {
-            stalled.insert(partition);
+            stalled.push(partition);
         }
     }
     Decided {
-        work,
-        overlays,
+        // A partition only seen after its stall has no work to commit.
+        work: work
+            .into_iter()
+            .filter(|(_, w)| w.next_offset.is_some() || w.stall.is_some())
+            .collect(),
+        overlays: overlays.into_iter().collect(),
         unhandled,
     }
+}
+
+/// The index of `(topic, partition)`'s work, added if new.
+fn slot(work: &mut Vec<(Tp, PartitionWork)>, topic: &str, partition: i32) -> usize {
+    if let Some(i) = work
+        .iter()
+        .position(|((t, p), _)| *p == partition && t == topic)
+    {
+        return i;
+    }
+    work.push(((topic.to_string(), partition), PartitionWork::default()));
+    work.len() - 1
 }
 
 /// One WriteBatch's contents: every partition's state changes and every
