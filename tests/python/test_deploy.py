@@ -192,7 +192,8 @@ def test_every_unit_runs_the_binary_hardened_and_stops_in_time():
     close_s = cfg["runtime"]["close_timeout_ms"] / 1000
     needs = {
         "mailfleet@.service": close_s + 30,
-        "mailfleet-lmtp.service": cfg["lmtp"]["ack_timeout_ms"] / 1000,
+        "mailfleet-lmtp.service": max(cfg["lmtp"]["ack_timeout_ms"] / 1000, cfg["lmtp"]["drain_timeout_s"]),
+        "mailfleet-policy.service": cfg["policy"]["drain_timeout_s"],
         "mailfleet-api.service": cfg["api"]["ack_timeout_ms"] / 1000,
         "mailfleet-scheduler.service": close_s,
         "mailfleet-submission.service": cfg["consumers"]["scanner"]["clamd"]["scan_timeout_ms"] / 1000,

@@ -6,12 +6,22 @@
 //! What a server says to a client it turns away differs (LMTP answers
 //! `421`, the policy server and the milter just close), so that, the
 //! metrics and the connection itself are the server's [`Handler`].
+//!
+//! Shutdown: the loop stops accepting at once and hands back its
+//! [`Slots`]; the server then waits for the connections in flight, each of
+//! which finishes what it is doing and closes ([`Slots::drain_within`]).
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
+    time::timeout,
 };
 
 use crate::{allow::AllowList, Shutdown};
@@ -55,10 +65,52 @@ pub struct Slots {
 }
 
 impl Slots {
+    /// Connections being served now.
+    pub fn busy(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
+    }
+
     /// Wait until every connection has ended.
     pub async fn drain(self) {
         let all = u32::try_from(self.max).unwrap_or(u32::MAX);
         let _ = self.slots.acquire_many(all).await;
+    }
+
+    /// Wait at most `limit` for every connection to end, with a log line
+    /// when the wait starts (how many) and one when it ends (how long, or
+    /// how many the limit cut); `server` names the server in them. Returns
+    /// how many were cut: their tasks go with the runtime, each connection
+    /// closed without its answer.
+    pub async fn drain_within(self, limit: Duration, server: &str) -> usize {
+        let (open, limit_s) = (self.busy(), limit.as_secs());
+        tracing::info!(
+            server,
+            sessions = open,
+            limit_s,
+            "draining the sessions in flight"
+        );
+        let started = Instant::now();
+        let (slots, max) = (self.slots.clone(), self.max);
+        if timeout(limit, self.drain()).await.is_ok() {
+            let took_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(
+                server,
+                sessions = open,
+                took_ms,
+                "drained: every session ended"
+            );
+            return 0;
+        }
+        // The timed-out wait gave back the slots it had taken.
+        let cut = max.saturating_sub(slots.available_permits());
+        tracing::warn!(
+            server,
+            sessions = open,
+            cut,
+            limit_s,
+            "drain timeout: closing the sessions still in flight unanswered"
+        );
+        cut
     }
 }
 
@@ -175,5 +227,27 @@ mod tests {
         shutdown.trigger();
         task.await.unwrap();
         assert_eq!(*echo.seen.lock().unwrap(), ["refused NotAllowed"]);
+    }
+
+    #[tokio::test]
+    async fn drain_within_waits_for_the_connections_and_counts_what_it_cuts() {
+        let (port, _, shutdown, task) = start(&["127.0.0.0/8"], 4).await;
+        let (_held, _) = answer(port).await;
+        shutdown.trigger();
+        let slots = task.await.unwrap();
+        assert_eq!(slots.busy(), 1);
+        let cut = slots.drain_within(Duration::from_millis(100), "test").await;
+        assert_eq!(cut, 1, "the held connection outlived the limit");
+
+        let (port, _, shutdown, task) = start(&["127.0.0.0/8"], 4).await;
+        let (closing, _) = answer(port).await;
+        shutdown.trigger();
+        let slots = task.await.unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(closing);
+        });
+        let cut = slots.drain_within(Duration::from_secs(10), "test").await;
+        assert_eq!(cut, 0, "the connection ended within the limit");
     }
 }

@@ -70,6 +70,11 @@ pub struct PolicyConfig {
     pub idle_timeout_s: u64,
     /// Seconds a started request may take to arrive whole (slow clients).
     pub request_timeout_s: u64,
+    /// Seconds a SIGTERM waits for the requests in flight to be answered
+    /// (their decision, or the fail mode after `timeout_ms`: keep it
+    /// longer); idle connections close at once. What is still running
+    /// then is closed unanswered.
+    pub drain_timeout_s: u64,
     /// Take the event time from a `policy_test_time` attribute (Unix
     /// seconds) when a request carries one, as postgrey's policy-test does.
     /// For tests only: never enable it where Postfix clients connect.
@@ -112,6 +117,7 @@ impl Default for PolicyConfig {
             max_request_bytes: 64 * 1024,
             idle_timeout_s: 330,
             request_timeout_s: 10,
+            drain_timeout_s: 10,
             accept_test_time: false,
             attempts_topic: "smtp.attempts".into(),
             decisions_topic: "greylist.decisions".into(),
@@ -145,6 +151,7 @@ impl PolicyConfig {
             ("max_line_bytes", self.max_line_bytes),
             ("idle_timeout_s", self.idle_timeout_s as usize),
             ("request_timeout_s", self.request_timeout_s as usize),
+            ("drain_timeout_s", self.drain_timeout_s as usize),
         ] {
             if v == 0 {
                 out.push(format!("policy.{key} = 0: must be > 0"));

@@ -1,4 +1,12 @@
 //! The listener: one task per Postfix connection, many requests each.
+//!
+//! Shutdown drains: the listener closes at once; a connection waiting for
+//! its next request is closed (Postfix's policy client opens a new one, to
+//! the restarted server); a request that has started to arrive is read,
+//! answered (its decision, or the fail mode after `policy.timeout_ms`) and
+//! its connection closed. The decision followers run until the drain ends,
+//! so a request in flight still gets its decision. `serve` returns once
+//! every connection is gone, or after `policy.drain_timeout_s`.
 
 use std::{
     net::SocketAddr,
@@ -17,7 +25,7 @@ use mailfleet_runtime::{
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpStream},
+    net::{tcp::OwnedReadHalf, TcpListener, TcpStream},
     time::timeout,
 };
 
@@ -56,29 +64,9 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
     let allow = AllowList::parse("policy.allow", &cfg.allow)?;
-    let waiters = Waiters::default();
-    waiter::follow(
-        kafka,
-        &cfg.decisions_topic,
-        &cfg.host,
-        waiters.clone(),
-        Duration::from_secs(15),
-        shutdown.clone(),
-    )?;
-    let submissions = Waiters::default();
-    // Optional where no submission listener asks (an MX-only host, a test
-    // world without the topic): submissions then get the fail mode.
-    if let Err(e) = waiter::follow(
-        kafka,
-        &cfg.submission_decisions_topic,
-        &cfg.host,
-        submissions.clone(),
-        Duration::from_secs(2),
-        shutdown.clone(),
-    ) {
-        tracing::warn!(error = %e, topic = %cfg.submission_decisions_topic,
-            "not following the outbound limits' decisions: submissions get policy.submission_fail_mode");
-    }
+    // Stopped when `serve` returns, after the drain, not at the signal.
+    let followers = StopOnDrop(Shutdown::new());
+    let (waiters, submissions) = follow_decisions(&cfg, kafka, &followers.0)?;
     let listener =
         TcpListener::bind(&cfg.listen)
             .await
@@ -106,14 +94,53 @@ pub async fn serve(
     metrics::counter!(m::POLICY_MALFORMED).increment(0);
     metrics::gauge!(m::POLICY_CONNECTIONS).set(0.0);
     let max = server.cfg.max_connections;
-    listen::accept_loop(listener, &allow, max, server, shutdown).await;
+    let drain = Duration::from_secs(server.cfg.drain_timeout_s);
+    let slots = listen::accept_loop(listener, &allow, max, server, shutdown).await;
+    slots.drain_within(drain, "policy").await;
     Ok(())
 }
 
+/// A shutdown handle tripped when this is dropped.
+struct StopOnDrop(Shutdown);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
+}
+
+/// Follow the greylist's decisions and the outbound limits' until `stop`.
+fn follow_decisions(
+    cfg: &PolicyConfig,
+    kafka: &KafkaConfig,
+    stop: &Shutdown,
+) -> Result<(Waiters<GreylistDecided>, Waiters<SubmissionDecided>), RuntimeError> {
+    let waiters = Waiters::default();
+    let patience = Duration::from_secs(15);
+    let (topic, host) = (&cfg.decisions_topic, &cfg.host);
+    waiter::follow(kafka, topic, host, waiters.clone(), patience, stop.clone())?;
+    let submissions = Waiters::default();
+    // Optional where no submission listener asks (an MX-only host, a test
+    // world without the topic): submissions then get the fail mode.
+    let (topic, patience) = (&cfg.submission_decisions_topic, Duration::from_secs(2));
+    if let Err(e) = waiter::follow(
+        kafka,
+        topic,
+        host,
+        submissions.clone(),
+        patience,
+        stop.clone(),
+    ) {
+        tracing::warn!(error = %e, %topic,
+            "not following the outbound limits' decisions: submissions get policy.submission_fail_mode");
+    }
+    Ok((waiters, submissions))
+}
+
 impl Handler for Server {
-    async fn connection(self: Arc<Self>, stream: TcpStream, _: SocketAddr, _: Shutdown) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, _: SocketAddr, shutdown: Shutdown) {
         metrics::gauge!(m::POLICY_CONNECTIONS).increment(1.0);
-        self.session(stream).await;
+        self.session(stream, &shutdown).await;
         metrics::gauge!(m::POLICY_CONNECTIONS).decrement(1.0);
     }
 
@@ -134,7 +161,7 @@ impl Handler for Server {
 }
 
 impl Server {
-    async fn session(&self, stream: TcpStream) {
+    async fn session(&self, stream: TcpStream, shutdown: &Shutdown) {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())
@@ -142,14 +169,11 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut read = BufReader::new(read);
-        let idle = Duration::from_secs(self.cfg.idle_timeout_s);
         let whole = Duration::from_secs(self.cfg.request_timeout_s);
         loop {
             // Idle between requests may be long; a started request must be quick.
-            match timeout(idle, read.fill_buf()).await {
-                Ok(Ok(buf)) if !buf.is_empty() => {}
-                Ok(_) => return,
-                Err(_) => return tracing::debug!(%peer, "idle connection closed"),
+            if !self.next_request(&mut read, &peer, shutdown).await {
+                return;
             }
             let request = match timeout(whole, read_request(&mut read, self.limits)).await {
                 Ok(Ok(Some(r))) => r,
@@ -166,6 +190,42 @@ impl Server {
             let action = self.answer(&request).await;
             if write.write_all(reply(&action).as_bytes()).await.is_err() {
                 return;
+            }
+            if shutdown.is_triggered() {
+                return tracing::debug!(%peer, "request answered; closing: shutting down");
+            }
+        }
+    }
+
+    /// Wait for the first bytes of the next request; `false` when the
+    /// connection is to close instead: the client closed it, it sat idle
+    /// for `idle_timeout_s`, or shutdown came first and nothing of a
+    /// request is here (a request whose bytes are, is served).
+    async fn next_request(
+        &self,
+        read: &mut BufReader<OwnedReadHalf>,
+        peer: &str,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let idle = Duration::from_secs(self.cfg.idle_timeout_s);
+        let waited = tokio::select! {
+            waited = timeout(idle, read.fill_buf()) => Some(waited.map(has_bytes)),
+            _ = shutdown.wait() => None,
+        };
+        match waited {
+            Some(Ok(started)) => started,
+            Some(Err(_)) => {
+                tracing::debug!(%peer, "idle connection closed");
+                false
+            }
+            None => {
+                // One look, without waiting, at what the socket holds.
+                let here = timeout(Duration::ZERO, read.fill_buf()).await;
+                let started = here.is_ok_and(has_bytes);
+                if !started {
+                    tracing::debug!(%peer, "idle connection closed: shutting down");
+                }
+                started
             }
         }
     }
@@ -265,4 +325,9 @@ impl Server {
             }
         }
     }
+}
+
+/// Whether a read found bytes: the first of a request.
+fn has_bytes(read: std::io::Result<&[u8]>) -> bool {
+    read.is_ok_and(|buf| !buf.is_empty())
 }

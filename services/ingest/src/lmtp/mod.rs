@@ -5,7 +5,9 @@
 //! `MessageReceived` acknowledged by Kafka (`acks=all`). A failure of
 //! either answers `452 4.3.1` (disk) or `451 4.3.0` (Kafka), so Postfix
 //! keeps the mail and retries. A connection lost during DATA announces
-//! nothing. Read [`session`] for the protocol, [`server`] for the I/O,
+//! nothing. SIGTERM drains: no new connection, each transaction in DATA
+//! finishes, the rest get `421 4.3.2`, within `lmtp.drain_timeout_s`
+//! ([`server`]). Read [`session`] for the protocol, [`server`] for the I/O,
 //! [`command::xforward`] for what Postfix says of its SMTP client.
 //! [`command`], [`line`], [`data`] and [`session`] are pure over the
 //! client's bytes (no Kafka, no disk): `fuzz/` builds them on their own.
@@ -53,6 +55,12 @@ pub struct LmtpConfig {
     pub idle_timeout_s: u64,
     /// Seconds the DATA phase may take in all.
     pub data_timeout_s: u64,
+    /// Seconds a SIGTERM waits for the transactions in flight: one whose
+    /// DATA has started is read to its end and answered per recipient;
+    /// a session between transactions gets `421 4.3.2` at once. What is
+    /// still running then is cut unanswered (Postfix retries it). The
+    /// unit's `TimeoutStopSec=` must exceed it.
+    pub drain_timeout_s: u64,
     /// How long to wait for Kafka's acknowledgement, ms, before answering
     /// `451 4.3.0` (also librdkafka's `message.timeout.ms` for this producer).
     pub ack_timeout_ms: u64,
@@ -92,6 +100,7 @@ impl Default for LmtpConfig {
             max_errors: 20,
             idle_timeout_s: 300,
             data_timeout_s: 600,
+            drain_timeout_s: 30,
             ack_timeout_ms: 30_000,
             topic: "mail.received".into(),
             check_accounts: true,
@@ -121,6 +130,7 @@ impl LmtpConfig {
             ("max_errors", u64::from(self.max_errors)),
             ("idle_timeout_s", self.idle_timeout_s),
             ("data_timeout_s", self.data_timeout_s),
+            ("drain_timeout_s", self.drain_timeout_s),
             ("ack_timeout_ms", self.ack_timeout_ms),
         ];
         for (key, value) in positive {
@@ -157,9 +167,11 @@ mod tests {
         let bad = LmtpConfig {
             listen: "localhost".into(),
             max_recipients: 0,
+            drain_timeout_s: 0,
             ..LmtpConfig::default()
         };
         let problems = bad.problems().join("\n");
+        assert!(problems.contains("lmtp.drain_timeout_s = 0"), "{problems}");
         assert!(
             problems.contains("lmtp.listen = \"localhost\""),
             "{problems}"

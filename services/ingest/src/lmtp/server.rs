@@ -3,6 +3,14 @@
 //! the message durable and answer once per recipient. After STARTTLS the
 //! same conversation goes on over TLS, with a fresh read buffer: what the
 //! client pipelined after the command, in the clear, is dropped unread.
+//!
+//! Shutdown drains (RFC 5321 §3.8): the listener closes at once; a
+//! transaction whose DATA has started is read to its end and answered per
+//! recipient; a session waiting for its next command (idle, or between
+//! transactions, or with commands pipelined after the last answer) gets
+//! `421 4.3.2` and is closed, and Postfix retries elsewhere or later.
+//! `serve` returns once every session is gone, or after
+//! `lmtp.drain_timeout_s` with the rest cut unanswered.
 
 use std::{
     io,
@@ -107,7 +115,9 @@ pub async fn serve(
     let required = server.cfg.require_tls;
     tracing::info!(%listen, starttls, required, "LMTP server listening");
     let max = server.cfg.max_connections;
-    listen::accept_loop(listener, &allow, max, server, shutdown).await;
+    let drain = Duration::from_secs(server.cfg.drain_timeout_s);
+    let slots = listen::accept_loop(listener, &allow, max, server, shutdown).await;
+    slots.drain_within(drain, "lmtp").await;
     Ok(())
 }
 
@@ -247,12 +257,14 @@ impl Server {
                 conn.flush().await?;
             }
             line.clear();
+            // Shutdown first: a command already pipelined gets the 421 too.
             let read = tokio::select! {
-                read = timeout(idle, read_line(conn, &mut line)) => read,
+                biased;
                 _ = shutdown.wait() => {
-                    send_now(conn, &reply(421, "4.3.2", "Shutting down")).await?;
+                    send_now(conn, &reply(421, "4.3.2", "Shutting down, try again later")).await?;
                     return Ok(End::Closed);
                 }
+                read = timeout(idle, read_line(conn, &mut line)) => read,
             };
             let step = match read {
                 Err(_) => {
