@@ -2,17 +2,25 @@
 //! `api.snapshot_interval_s` set, the accounts go to the compacted
 //! `<events topic>.snapshot` with the offsets they reflect; a restart loads
 //! them and folds only the events after those offsets, and answers as
-//! before, including for an event written while it was down.
+//! before, including for an event written while it was down. With
+//! `api.snapshot_interval_s = 0` it reads no snapshot and folds the events
+//! alone.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use mailfleet_api::{
-    snapshot,
+    projection::Account,
+    snapshot::{self, Snapshot},
     wire::{Channel, LoginRequest, RegisterRequest, Secret},
+    ApiError,
 };
-use mailfleet_events::{accounts::PlanChanged, Envelope};
-use mailfleet_runtime::{producer::EventProducer, read};
+use mailfleet_events::{
+    accounts::{AccountStatus, PlanChanged},
+    Envelope,
+};
+use mailfleet_runtime::{admin, producer::EventProducer, read};
 use mailfleet_tests::{api::*, *};
+use rdkafka::producer::FutureProducer;
 
 /// The snapshot's offsets records: partition → next events offset.
 fn snapshot_offsets(world: &ApiWorld) -> anyhow::Result<BTreeMap<i32, i64>> {
@@ -115,6 +123,51 @@ async fn the_api_starts_from_its_snapshot_and_the_events_after_it() -> anyhow::R
         })
         .await;
     assert!(again.is_err(), "{again:?}");
+    children.terminate()?;
+    Ok(())
+}
+
+/// `api.snapshot_interval_s = 0` reads no snapshot: an account that only
+/// the snapshot holds is unknown, and known once snapshots are on again.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_snapshots_off_the_api_folds_the_events_alone() -> anyhow::Result<()> {
+    let world = ApiWorld::new("api-snapshot-off", "snapshot_interval_s = 0").await?;
+    let ghost = world.address("ghost");
+    snapshot::ensure_topic(&kafka(), &world.topic).await?;
+    let producer: FutureProducer = admin::client_config(&kafka()).create()?;
+    let account = Account {
+        account: ghost.clone(),
+        status: AccountStatus::Active,
+        plan: "free".into(),
+        quota_bytes: None,
+        password_hash: "{ARGON2}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA".into(),
+        display_name: None,
+        registered_at: 1,
+        last_login: None,
+    };
+    let only_in_snapshot = Snapshot {
+        accounts: vec![(0, account)],
+        offsets: Default::default(),
+    };
+    snapshot::write(&producer, &world.topic, &only_in_snapshot).await?;
+
+    let mut children = Children(vec![world.spawn()?]);
+    world.wait_ready().await?;
+    let off = world.client()?.show(&ghost).await;
+    assert!(
+        matches!(off, Err(ApiError::Refused { status: 404, .. })),
+        "snapshots off, yet: {off:?}"
+    );
+    assert!(world.log_text().contains("no snapshot read"));
+    children.terminate()?;
+
+    let on = [("MAILFLEET_API__SNAPSHOT_INTERVAL_S", "1")];
+    children
+        .0
+        .push(spawn_with_env(&world.config, &["api"], &on, &world.log)?);
+    world.wait_ready().await?;
+    let view = world.client()?.show(&ghost).await?;
+    assert_eq!(view.account, ghost, "snapshots on: the snapshot's account");
     children.terminate()?;
     Ok(())
 }

@@ -12,8 +12,9 @@
 //! Every change is an event on `accounts.events`, keyed by the lower-cased
 //! address, produced with `acks=all` ([`state::Writer`]); a request is
 //! answered only after Kafka acknowledged its event. Reads come from the
-//! [`projection`] of that topic, which the API rebuilds from the beginning
-//! at every start and answers 503 until it has caught up.
+//! [`projection`] of that topic, which the API rebuilds at every start from
+//! its [`snapshot`] and the events after it (from the beginning with
+//! `api.snapshot_interval_s = 0`) and answers 503 until it has caught up.
 //!
 //! **One API process per cluster.** A registration checks the projection
 //! and produces under a per-account lock ([`state::Locks`]), so two
@@ -137,6 +138,7 @@ fn app_state(
         kafka,
         &cfg.events_topic,
         settings.active_on_register,
+        cfg.snapshot_interval_s > 0,
         shutdown.clone(),
     )?;
     let timeout = Duration::from_millis(cfg.ack_timeout_ms);

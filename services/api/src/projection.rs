@@ -179,12 +179,14 @@ impl Projection {
         }
     }
 
-    /// On a thread: load `topic`'s snapshot, then follow the topic from the
-    /// snapshot's offsets (from the beginning without one) until shutdown.
+    /// On a thread: with `from_snapshot`, load `topic`'s snapshot, then
+    /// follow the topic from the snapshot's offsets (from the beginning
+    /// without one, or without `from_snapshot`) until shutdown.
     pub fn follow(
         kafka: &KafkaConfig,
         topic: &str,
         active_on_register: bool,
+        from_snapshot: bool,
         shutdown: Shutdown,
     ) -> Result<Self, RuntimeError> {
         let projection = Self::empty(active_on_register);
@@ -192,7 +194,7 @@ impl Projection {
         std::thread::Builder::new()
             .name("api-snapshot".into())
             .spawn(move || {
-                if let Err(e) = view.start(&kafka, &topic, shutdown) {
+                if let Err(e) = view.start(&kafka, &topic, from_snapshot, shutdown) {
                     tracing::error!(error = %e, %topic, "cannot follow the account events;                         answering 503 until restarted");
                 }
             })
@@ -207,23 +209,18 @@ impl Projection {
         &self,
         kafka: &KafkaConfig,
         topic: &str,
+        from_snapshot: bool,
         shutdown: Shutdown,
     ) -> Result<(), RuntimeError> {
-        let started = std::time::Instant::now();
-        let loaded = snapshot::load(kafka, topic)?;
-        let offsets = loaded.offsets.clone();
-        {
-            let mut inner = self.write();
-            for (partition, account) in loaded.accounts {
-                inner
-                    .partition_of
-                    .insert(account.account.clone(), partition);
-                inner.accounts.insert(account.account.clone(), account);
+        let offsets = if from_snapshot {
+            match self.load_snapshot_retrying(kafka, topic, &shutdown) {
+                Some(offsets) => offsets,
+                None => return Ok(()),
             }
-            inner.applied = offsets.clone();
-        }
-        tracing::info!(accounts = self.len(), records = loaded.records, offsets = ?offsets,
-            ms = started.elapsed().as_millis() as u64, "account snapshot loaded; following the events after it");
+        } else {
+            tracing::info!(%topic, "api.snapshot_interval_s = 0: no snapshot read; folding the whole events topic");
+            HashMap::new()
+        };
         let view = self.clone();
         let following = follow_from(
             kafka,
@@ -239,6 +236,56 @@ impl Projection {
         )?;
         let _ = self.following.set(following);
         Ok(())
+    }
+
+    /// [`Self::load_snapshot`], again while it fails, waiting 250 ms, then
+    /// twice as long each time up to 5 s: a snapshot topic created a moment
+    /// ago can answer "not leader for partition" for a while (seen on a
+    /// single broker), and so can a broker that is restarting. `None` once
+    /// shutdown is triggered.
+    fn load_snapshot_retrying(
+        &self,
+        kafka: &KafkaConfig,
+        topic: &str,
+        shutdown: &Shutdown,
+    ) -> Option<HashMap<i32, i64>> {
+        let mut wait = std::time::Duration::from_millis(250);
+        loop {
+            match self.load_snapshot(kafka, topic) {
+                Ok(offsets) => return Some(offsets),
+                Err(e) => tracing::warn!(error = %e, snapshot = %snapshot::topic_for(topic),
+                    retry_ms = wait.as_millis() as u64, "cannot read the account snapshot yet; answering 503 meanwhile"),
+            }
+            if shutdown.is_triggered() {
+                return None;
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
+    /// Load `topic`'s snapshot into the projection; the offsets it reflects.
+    fn load_snapshot(
+        &self,
+        kafka: &KafkaConfig,
+        topic: &str,
+    ) -> Result<HashMap<i32, i64>, RuntimeError> {
+        let started = std::time::Instant::now();
+        let loaded = snapshot::load(kafka, topic)?;
+        let offsets = loaded.offsets.clone();
+        {
+            let mut inner = self.write();
+            for (partition, account) in loaded.accounts {
+                inner
+                    .partition_of
+                    .insert(account.account.clone(), partition);
+                inner.accounts.insert(account.account.clone(), account);
+            }
+            inner.applied = offsets.clone();
+        }
+        tracing::info!(accounts = self.len(), records = loaded.records, offsets = ?offsets,
+            ms = started.elapsed().as_millis() as u64, "account snapshot loaded; following the events after it");
+        Ok(offsets)
     }
 
     /// Whether every partition has been read up to the end it had when the

@@ -11,7 +11,8 @@
 //! At start the API reads the snapshot (the latest record per key), then
 //! follows the events topic from each partition's offsets record (from the
 //! beginning without one). Every `api.snapshot_interval_s` it writes the
-//! accounts that changed since the last snapshot, then the offsets. An
+//! accounts that changed since the last snapshot, then the offsets; with
+//! 0 it neither writes nor reads one and folds the whole topic. An
 //! account in the snapshot may be ahead of its partition's offsets (the
 //! API's own writes are applied before the follower reads them, and a
 //! crash may fall between the accounts and the offsets): the events after

@@ -43,7 +43,9 @@ pub enum Bench {
     /// a partition's state from the earliest offset) vs `mailfleet replay`.
     Replay(ConsumeLoad),
     /// A fresh member's state: restored from the compacted changelog vs
-    /// replayed from the input, at two history lengths for the same accounts.
+    /// replayed from the input, and `mailfleet api`'s start-up from its
+    /// snapshot vs folding the whole topic, at two history lengths for the
+    /// same accounts.
     Restore(restore::RestoreLoad),
     /// Postfix submission (AUTH PLAIN) to the relay, with the submission milter vs without it.
     Submission(submission::SubmissionLoad),
@@ -134,6 +136,19 @@ pub fn scratch_dir(cfg: &Config, id: &str) -> std::path::PathBuf {
         .unwrap_or(std::path::Path::new("."))
         .join("bench")
         .join(id)
+}
+
+/// Delete a bench's scratch topics; best effort (a run that failed early
+/// may not have made them all).
+pub async fn delete_topics(cfg: &Config, names: &[String]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    let admin: Result<AdminClient<rdkafka::client::DefaultClientContext>, _> =
+        mailfleet_runtime::admin::client_config(&cfg.kafka).create();
+    if let Ok(admin) = admin {
+        let _ = admin.delete_topics(&names, &opts).await;
+    }
 }
 
 /// `mailfleet lmtp` in this process, accepting every recipient, on a free

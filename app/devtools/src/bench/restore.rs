@@ -1,8 +1,10 @@
 //! `mailfleet bench restore`: how long a fresh fleet member takes to get a
 //! consumer's state, from the compacted changelog (`runtime.changelog`)
-//! and by replaying the input from the beginning, at K and 10·K events per
-//! account for the same N accounts. The goal: the changelog restore at 10×
-//! the history takes at most 1.3× the time.
+//! and by replaying the input from the beginning, and how long `mailfleet
+//! api` takes to start, from its snapshot and by folding the whole events
+//! topic, at K and 10·K events per account for the same N accounts. The
+//! goal: the changelog restore and the API's start from its snapshot at
+//! 10× the history take at most 1.3× the time.
 //!
 //! For each K:
 //! 1. N·K `TestEvent`s keyed by N accounts on a fresh 12-partition topic
@@ -16,6 +18,13 @@
 //!    restoring from the changelog, and a fresh member of another group,
 //!    without a changelog, replaying the input; each until its store holds
 //!    every partition's end offset. Medians are reported.
+//! 5. `mailfleet api` start-up, with its projection's snapshot and folding
+//!    the whole events topic, on N·K account events for the same N
+//!    accounts ([`api`]).
+//!
+//! Each history's topics are deleted after it is measured.
+
+mod api;
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +39,7 @@ use mailfleet_runtime::{
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{consume::traffic_records, median};
+use super::{consume::traffic_records, delete_topics, median};
 
 #[derive(clap::Args, Debug)]
 pub struct RestoreLoad {
@@ -56,31 +65,54 @@ struct Figures {
     restore_s: f64,
     replay_s: f64,
     changelog_records: usize,
+    api: api::ApiFigures,
 }
 
 pub async fn run(cfg: &Config, load: RestoreLoad) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        load.accounts > 0 && !load.events_per_account.contains(&0),
+        "--accounts and --events-per-account must be > 0"
+    );
     let run_id = format!("bench-restore-{}", std::process::id());
     let mut all = Vec::new();
     for &k in &load.events_per_account {
-        all.push(history(cfg, &load, &format!("{run_id}-k{k}"), k).await?);
+        let id = format!("{run_id}-k{k}");
+        let figures = history(cfg, &load, &id, k).await;
+        let [accounts, snapshot] = api::topics(&id);
+        let changelog = changelog::topic_for(&live_group(&id));
+        let topics = [format!("{id}.in"), changelog, accounts, snapshot];
+        delete_topics(cfg, &topics).await;
+        all.push(figures?);
     }
     let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load_avg = load_avg.split(' ').next().unwrap_or("?").to_string();
     for f in &all {
         println!(
-            "K={:>4}: {} events, changelog {} records: restore {:.2} s, replay {:.2} s ({:.1}x)",
+            "K={:>4}: {} events, changelog {} records: restore {:.2} s, replay {:.2} s ({:.1}x); \
+             API start with its snapshot ({} records) {:.2} s, folding the whole topic {:.2} s",
             f.k,
             f.k * load.accounts,
             f.changelog_records,
             f.restore_s,
             f.replay_s,
-            f.replay_s / f.restore_s
+            f.replay_s / f.restore_s,
+            f.api.snapshot_records,
+            f.api.snapshot_s,
+            f.api.fold_s,
         );
     }
+    println!("{}", last_line(&load, &all, &load_avg));
+    Ok(())
+}
+
+/// The machine-readable line: the lowest and the highest history.
+fn last_line(load: &RestoreLoad, all: &[Figures], load_avg: &str) -> String {
     let (first, last) = (&all[0], &all[all.len() - 1]);
-    println!(
+    format!(
         "restore accounts={} k_low={} k_high={} restore_low_s={:.2} restore_high_s={:.2} ratio={:.2} \
-         replay_low_s={:.2} replay_high_s={:.2} replay_ratio={:.2} load1={load_avg}",
+         replay_low_s={:.2} replay_high_s={:.2} replay_ratio={:.2} load1={load_avg} \
+         api_low_s={:.2} api_high_s={:.2} api_ratio={:.2} \
+         api_fold_low_s={:.2} api_fold_high_s={:.2} api_fold_ratio={:.2}",
         load.accounts,
         first.k,
         last.k,
@@ -89,14 +121,24 @@ pub async fn run(cfg: &Config, load: RestoreLoad) -> anyhow::Result<()> {
         last.restore_s / first.restore_s,
         first.replay_s,
         last.replay_s,
-        last.replay_s / first.replay_s
-    );
-    Ok(())
+        last.replay_s / first.replay_s,
+        first.api.snapshot_s,
+        last.api.snapshot_s,
+        last.api.snapshot_s / first.api.snapshot_s,
+        first.api.fold_s,
+        last.api.fold_s,
+        last.api.fold_s / first.api.fold_s,
+    )
+}
+
+/// The group of the member that runs live and writes the changelog.
+fn live_group(id: &str) -> String {
+    format!("{id}-live")
 }
 
 async fn history(cfg: &Config, load: &RestoreLoad, id: &str, k: u64) -> anyhow::Result<Figures> {
     let topic = format!("{id}.in");
-    let group = format!("{id}-live");
+    let group = live_group(id);
     super::consume::create_topic(cfg, &topic, PARTITIONS).await?;
     let events = load.accounts * k;
     let producer = EventProducer::new(&cfg.kafka, id)?;
@@ -137,12 +179,14 @@ async fn history(cfg: &Config, load: &RestoreLoad, id: &str, k: u64) -> anyhow::
             restore[round], replay[round]
         );
     }
+    let api = api::history(cfg, load.accounts, k, load.rounds, id, &dir).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Figures {
         k,
         restore_s: median(&mut restore),
         replay_s: median(&mut replay),
         changelog_records,
+        api,
     })
 }
 
