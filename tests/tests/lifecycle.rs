@@ -288,13 +288,27 @@ async fn lifecycle_inactive_accounts_are_refused_notified_then_deleted_everywher
     wait_status(&fleet, &alice, AccountStatus::Deleted).await?;
     let refused = deliver(port, &alice, "after", "x")?;
     assert!(refused.starts_with("550 5.1.1"), "{refused}");
-    let index = Command::new(mailfleet_bin())
-        .args(["--config"])
-        .arg(&fleet.config)
-        .args(["index", "show", &alice])
-        .output()?;
-    let shown = String::from_utf8_lossy(&index.stdout);
-    assert!(!shown.contains("INBOX"), "the index forgot alice: {shown}");
+    // The index's `Index` step is an output, acknowledged before the
+    // indexer commits the deletion with its offsets (runner/mod.rs), and
+    // `index show` reads the store from outside the process: the rows go
+    // a moment after the step is seen, so look until they are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let index = Command::new(mailfleet_bin())
+            .args(["--config"])
+            .arg(&fleet.config)
+            .args(["index", "show", &alice])
+            .output()?;
+        let shown = String::from_utf8_lossy(&index.stdout).into_owned();
+        if !shown.contains("INBOX") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index forgot alice: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     fleet.stop()
 }
 
