@@ -375,17 +375,8 @@ impl Drop for Fleet {
 
 /// SIGTERM one process and wait for it (SIGKILL after 30 s).
 fn stop_one(p: &mut Process) -> anyhow::Result<()> {
-    let _ = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while p.child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-            anyhow::bail!("{} did not stop in 30 s (killed)", p.what);
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if !crate::process::terminate(&mut p.child, Duration::from_secs(30))? {
+        anyhow::bail!("{} did not stop in 30 s (killed)", p.what);
     }
     Ok(())
 }

@@ -134,18 +134,7 @@ impl Peer {
             rss_kb: kb("VmRSS:"),
             cpu_s: proc_cpu(&pid.to_string()).0,
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let started = Instant::now();
-        while self.child.try_wait()?.is_none() {
-            if started.elapsed() > Duration::from_secs(60) {
-                self.child.kill()?;
-                self.child.wait()?;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::process::terminate(&mut self.child, Duration::from_secs(60))?;
         Ok(usage)
     }
 }

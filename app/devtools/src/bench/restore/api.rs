@@ -421,20 +421,11 @@ impl ApiProcess {
 
     /// SIGTERM, and wait (SIGKILL after 30 s).
     fn stop(&mut self) -> anyhow::Result<()> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                self.child.kill()?;
-                self.child.wait()?;
-                anyhow::bail!(
-                    "mailfleet api did not stop within 30 s (killed); its log: {}",
-                    self.log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if !crate::process::terminate(&mut self.child, Duration::from_secs(30))? {
+            anyhow::bail!(
+                "mailfleet api did not stop within 30 s (killed); its log: {}",
+                self.log.display()
+            );
         }
         Ok(())
     }
