@@ -20,6 +20,7 @@ pub mod listen;
 pub mod metrics;
 pub mod producer;
 pub mod read;
+mod read_cache;
 pub mod replication;
 mod runner;
 pub mod settings;

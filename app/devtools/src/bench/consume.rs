@@ -33,9 +33,39 @@ pub struct Shape {
 /// Both readers in alternation over one topic, so that broker and page
 /// cache conditions are shared; the medians are compared.
 pub async fn consume(cfg: &Config, shape: Shape, rounds: usize) -> anyhow::Result<()> {
-    let run_id = format!("bench-consume-{}", rand::random::<u32>());
+    let partitions = shape.partitions;
+    on_scratch_topic(cfg, "bench-consume", partitions, |run_id| {
+        consume_rounds(cfg, shape, rounds, run_id)
+    })
+    .await
+}
+
+/// Run `bench` on a new topic named as the run (`prefix-N`), then delete
+/// the topic: a broker that keeps every bench's topic slows the next ones.
+async fn on_scratch_topic<F, Fut>(
+    cfg: &Config,
+    prefix: &str,
+    partitions: i32,
+    bench: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let run_id = format!("{prefix}-{}", rand::random::<u32>());
+    create_topic(cfg, &run_id, partitions).await?;
+    let result = bench(run_id.clone()).await;
+    super::delete_topics(cfg, &[run_id]).await;
+    result
+}
+
+async fn consume_rounds(
+    cfg: &Config,
+    shape: Shape,
+    rounds: usize,
+    run_id: String,
+) -> anyhow::Result<()> {
     let topic = run_id.clone();
-    create_topic(cfg, &topic, shape.partitions).await?;
     produce(
         cfg,
         &run_id,
@@ -79,9 +109,20 @@ pub async fn consume(cfg: &Config, shape: Shape, rounds: usize) -> anyhow::Resul
 /// it lacks); and a replay (the same with no outputs, no effects, no
 /// offsets committed to the group). Medians are compared.
 pub async fn replay(cfg: &Config, shape: Shape, rounds: usize) -> anyhow::Result<()> {
-    let run_id = format!("bench-replay-{}", rand::random::<u32>());
+    let partitions = shape.partitions;
+    on_scratch_topic(cfg, "bench-replay", partitions, |run_id| {
+        replay_rounds(cfg, shape, rounds, run_id)
+    })
+    .await
+}
+
+async fn replay_rounds(
+    cfg: &Config,
+    shape: Shape,
+    rounds: usize,
+    run_id: String,
+) -> anyhow::Result<()> {
     let topic = run_id.clone();
-    create_topic(cfg, &topic, shape.partitions).await?;
     let events = shape.events;
     produce(cfg, &run_id, &topic, events, shape.event_bytes, shape.keys).await?;
     let (mut raw, mut restore, mut replay) = (Vec::new(), Vec::new(), Vec::new());

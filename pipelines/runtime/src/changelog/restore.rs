@@ -27,7 +27,7 @@
 //! without state, replayed from its input as without a changelog.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
@@ -58,7 +58,7 @@ impl Changelog {
     /// the input partitions this process has had records of in this run.
     /// A partition that cannot be settled is neither restored nor shipped
     /// in this run (logged).
-    pub fn on_assign(&self, tps: &[Tp], held: &HashMap<Tp, i64>) {
+    pub fn on_assign(&self, tps: &[Tp], held: &rustc_hash::FxHashMap<Tp, i64>) {
         let partitions: BTreeSet<i32> = tps.iter().map(|(_, p)| *p).collect();
         let mut reader = None;
         for p in partitions {

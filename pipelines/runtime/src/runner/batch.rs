@@ -1,7 +1,8 @@
 //! One batch, per input partition: decode, decide, run the effect, and
 //! gather state changes, outputs and dead letters, all still uncommitted.
 
-use std::{collections::HashMap, time::Duration};
+use rustc_hash::FxHashMap;
+use std::time::Duration;
 
 use mailfleet_events::{
     runtime::{DeadLetter, DeadLetterKind},
@@ -64,7 +65,7 @@ pub struct Decider<'a, C: Consumer> {
     pub run_effects: bool,
     /// The state changes of the batch before, per partition, while that
     /// batch is still being acknowledged and committed.
-    pub earlier: Option<&'a HashMap<i32, Overlay>>,
+    pub earlier: Option<&'a FxHashMap<i32, Overlay>>,
 }
 
 impl<C: Consumer> Decider<'_, C> {
@@ -287,8 +288,8 @@ fn classify(e: EventError) -> (DeadLetterKind, String) {
 
 /// A batch decided but not yet sent or committed.
 pub(super) struct Decided {
-    pub(super) work: HashMap<Tp, PartitionWork>,
-    pub(super) overlays: HashMap<i32, Overlay>,
+    pub(super) work: FxHashMap<Tp, PartitionWork>,
+    pub(super) overlays: FxHashMap<i32, Overlay>,
     /// Records after a stall on their partition, left for the merge.
     pub(super) unhandled: Vec<Record>,
 }
@@ -313,7 +314,7 @@ pub(super) fn decide_parallel<C: Consumer>(
     if threads < 2 || records.len() < PARALLEL_MIN_RECORDS {
         return decide_records(decider, records);
     }
-    let group_of: HashMap<i32, usize> = partitions
+    let group_of: FxHashMap<i32, usize> = partitions
         .iter()
         .enumerate()
         .map(|(i, p)| (*p, i % threads))
@@ -336,8 +337,8 @@ pub(super) fn decide_parallel<C: Consumer>(
         all
     });
     let mut merged = Decided {
-        work: HashMap::new(),
-        overlays: HashMap::new(),
+        work: FxHashMap::default(),
+        overlays: FxHashMap::default(),
         unhandled: Vec::new(),
     };
     for d in results {
@@ -413,8 +414,8 @@ fn slot(work: &mut Vec<(Tp, PartitionWork)>, topic: &str, partition: i32) -> usi
 /// One WriteBatch's contents: every partition's state changes and every
 /// input partition's next offset.
 pub(super) fn commit_of(
-    work: &HashMap<Tp, PartitionWork>,
-    overlays: &HashMap<i32, Overlay>,
+    work: &FxHashMap<Tp, PartitionWork>,
+    overlays: &FxHashMap<i32, Overlay>,
 ) -> Commit {
     let mut commit = Commit::default();
     for (partition, overlay) in overlays {

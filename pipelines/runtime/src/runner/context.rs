@@ -28,8 +28,9 @@
 //! `rd_kafka_assignment`). What it needs it keeps itself: the assignment is
 //! [`Shared::assigned`], kept from the partition lists the callback is given.
 
+use rustc_hash::FxHashMap;
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -59,9 +60,9 @@ pub type Tp = (String, i32);
 #[derive(Default)]
 pub struct Shared {
     /// Next offset after the records collected but not yet committed.
-    pub inflight: Mutex<HashMap<Tp, i64>>,
+    pub inflight: Mutex<FxHashMap<Tp, i64>>,
     /// Records below this offset were already handled: skip them.
-    pub positions: Mutex<HashMap<Tp, i64>>,
+    pub positions: Mutex<FxHashMap<Tp, i64>>,
     /// Bumped on every assignment change.
     pub generation: AtomicU64,
     /// A store read failed during a rebalance; the loop must stop.

@@ -26,7 +26,8 @@
 //! at once and counted as late; an audit then shows its decision if it
 //! differed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::{HashSet, VecDeque};
 
 use super::{batch::Record, context::Tp};
 
@@ -45,9 +46,9 @@ pub enum Source {
 pub struct Merge {
     topics: Vec<String>,
     grace_ms: i64,
-    queues: HashMap<i32, Vec<VecDeque<Record>>>,
+    queues: FxHashMap<i32, Vec<VecDeque<Record>>>,
     /// The sort key of the last record released, per partition.
-    released: HashMap<i32, (i64, usize)>,
+    released: FxHashMap<i32, (i64, usize)>,
     late: u64,
 }
 
@@ -61,8 +62,8 @@ impl Merge {
         Self {
             topics: topics.to_vec(),
             grace_ms: grace_ms as i64,
-            queues: HashMap::new(),
-            released: HashMap::new(),
+            queues: FxHashMap::default(),
+            released: FxHashMap::default(),
             late: 0,
         }
     }

@@ -53,8 +53,8 @@ mod pause;
 mod pipeline;
 mod spec;
 
+use rustc_hash::FxHashMap;
 use std::{
-    collections::HashMap,
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
@@ -125,9 +125,9 @@ struct Runner<C: Consumer> {
     /// The committing thread, and the batch it holds.
     pipeline: Pipeline,
     in_flight: Option<Arc<Batch>>,
-    paused: HashMap<Tp, Paused>,
-    failures: HashMap<Tp, u32>,
-    telemetry: HashMap<Tp, i64>,
+    paused: FxHashMap<Tp, Paused>,
+    failures: FxHashMap<Tp, u32>,
+    telemetry: FxHashMap<Tp, i64>,
     telemetry_at: Instant,
     stats: RunStats,
     /// The cross-topic order of a consumer of several topics.
@@ -208,9 +208,9 @@ impl<C: Consumer> Runner<C> {
             tokio,
             pipeline,
             in_flight: None,
-            paused: HashMap::new(),
-            failures: HashMap::new(),
-            telemetry: HashMap::new(),
+            paused: FxHashMap::default(),
+            failures: FxHashMap::default(),
+            telemetry: FxHashMap::default(),
             telemetry_at: Instant::now(),
             stats: RunStats::default(),
             merge,
@@ -324,7 +324,9 @@ impl<C: Consumer> Runner<C> {
             if self.past_stop(&tp, msg.offset()) {
                 continue;
             }
-            if self.paused.contains_key(&tp) || !self.admit(&tp, msg.offset()) {
+            if (!self.paused.is_empty() && self.paused.contains_key(&tp))
+                || !self.admit(&tp, msg.offset())
+            {
                 continue;
             }
             if deadline.is_none() {
@@ -650,7 +652,7 @@ fn memory_budget(consumer: &str, mb: u64) {
 
 /// Set a partition's offset, cloning its topic name only the first time
 /// (this runs for every record polled).
-fn set_position(map: &mut HashMap<Tp, i64>, tp: &Tp, offset: i64) {
+fn set_position(map: &mut FxHashMap<Tp, i64>, tp: &Tp, offset: i64) {
     match map.get_mut(tp) {
         Some(at) => *at = offset,
         None => {

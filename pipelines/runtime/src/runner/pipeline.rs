@@ -9,8 +9,8 @@
 //! crash while a batch is in flight commits neither it nor the next: both
 //! are read again from the stored offsets and decided as before.
 
+use rustc_hash::FxHashMap;
 use std::{
-    collections::HashMap,
     sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
@@ -29,8 +29,8 @@ use crate::{
 
 /// A decided batch, uncommitted.
 pub(super) struct Batch {
-    pub work: HashMap<Tp, PartitionWork>,
-    pub overlays: HashMap<i32, Overlay>,
+    pub work: FxHashMap<Tp, PartitionWork>,
+    pub overlays: FxHashMap<i32, Overlay>,
     /// Records taken into it.
     pub count: usize,
     /// When its first record was polled.
@@ -158,7 +158,7 @@ impl Committer {
     /// Produce every output and dead letter; return once Kafka acked all.
     /// A failed send is retried with backoff; nothing is committed until
     /// all succeed, and a shutdown during retries commits nothing.
-    fn send(&self, work: &HashMap<Tp, PartitionWork>) -> Result<(), RuntimeError> {
+    fn send(&self, work: &FxHashMap<Tp, PartitionWork>) -> Result<(), RuntimeError> {
         let mut pending: Vec<&super::batch::Outgoing> =
             work.values().flat_map(|w| &w.outputs).collect();
         if let Some(capture) = &self.settings.capture {
