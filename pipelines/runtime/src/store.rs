@@ -48,6 +48,8 @@ pub struct Store {
     cache: Mutex<ReadCache>,
     /// Whether commits also fill the outbox, and its next sequence number.
     outbox: crate::changelog::outbox::Outbox,
+    /// Whether the state family updates hot keys in place.
+    in_place: bool,
 }
 
 /// What one batch commits: state changes and the next offset per partition.
@@ -145,60 +147,85 @@ impl MemoryBudget {
     }
 }
 
+/// The state family's options: point lookups through bloom filters in
+/// the shared budget, and (with `in_place`) hot keys updated in place.
+fn state_options(budget: Option<&MemoryBudget>, in_place: bool) -> Options {
+    let mut state_opts = Options::default();
+    let mut block = BlockBasedOptions::default();
+    block.set_bloom_filter(10.0, false);
+    block.set_cache_index_and_filter_blocks(true);
+    if let Some(budget) = budget {
+        // Index and filter blocks live in the shared cache, so a big
+        // file's whole-file filter (megabytes at 10M keys) is evicted
+        // and read again, checksum and all, for a lookup: that was
+        // 90% of the greylist loop's time at 10M triplets. Partitioned,
+        // a lookup loads one 4 KiB partition; the top levels stay pinned.
+        block.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        block.set_partition_filters(true);
+        block.set_metadata_block_size(4096);
+        block.set_pin_top_level_index_and_filter(true);
+        block.set_cache_index_and_filter_blocks_with_high_priority(true);
+        block.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        block.set_block_cache(&budget.cache);
+        state_opts.set_write_buffer_size(budget.memtable_bytes);
+    }
+    state_opts.set_block_based_table_factory(&block);
+    state_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // A lookup of a key the memtable does not hold (a greylist
+    // triplet seen for the first time) is answered by a bloom filter,
+    // not a skiplist search: 5% of the memtable's size.
+    state_opts.set_memtable_prefix_bloom_ratio(0.05);
+    state_opts.set_memtable_whole_key_filtering(true);
+    // A key updated again while its last value is still in the
+    // memtable (a counter, an account's last login) is overwritten in
+    // place when the new value is no longer: the memtable holds one
+    // entry per hot key instead of one per update, so a commit's inserts
+    // search a short skiplist (the memtable insert was 44% of the
+    // committing thread's time). Iterators give up point-in-time
+    // consistency against concurrent writes: the only concurrent writer
+    // is the committing thread, and every key it writes is read from the
+    // in-flight batch's overlay first (`StateView::with_earlier`). A
+    // range deletion from an earlier run with a changelog cannot meet
+    // an in-place update: RocksDB flushes the memtable it recovers from
+    // the WAL when it opens (`avoid_flush_during_recovery` is off).
+    state_opts.set_inplace_update_support(in_place);
+    state_opts
+}
+
 impl Store {
     /// Open (or create) the store at `path`. With `sync`, every commit is
     /// fsynced (survives a machine crash); without it, the WAL still makes a
     /// commit survive a process crash (`kill -9`).
     pub fn open(path: &Path, sync: bool) -> Result<Store, RuntimeError> {
+        Self::open_for_run(path, sync, false)
+    }
+
+    /// [`Store::open`], and with `in_place`, hot keys are updated in place
+    /// in the memtable. Only for a store that never deletes a range: a
+    /// key updated in place keeps its old sequence number, so a range
+    /// deletion written after it would hide the new value. The runner asks
+    /// for it when the consumer keeps no changelog (whose restore deletes
+    /// a partition's range, [`crate::changelog`]).
+    pub(crate) fn open_for_run(
+        path: &Path,
+        sync: bool,
+        in_place: bool,
+    ) -> Result<Store, RuntimeError> {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
-        // One thread writes (the committing thread), and the state family
-        // updates in place, which RocksDB allows only without concurrent
-        // memtable writes.
-        db_opts.set_allow_concurrent_memtable_write(false);
+        if in_place {
+            // One thread writes (the committing thread); RocksDB updates in
+            // place only without concurrent memtable writes.
+            db_opts.set_allow_concurrent_memtable_write(false);
+        }
         let budget = memory_budget();
         if let Some(budget) = budget {
             db_opts.set_write_buffer_manager(&budget.write_buffers);
         }
 
-        let mut state_opts = Options::default();
-        let mut block = BlockBasedOptions::default();
-        block.set_bloom_filter(10.0, false);
-        block.set_cache_index_and_filter_blocks(true);
-        if let Some(budget) = budget {
-            // Index and filter blocks live in the shared cache, so a big
-            // file's whole-file filter (megabytes at 10M keys) is evicted
-            // and read again, checksum and all, for a lookup: that was
-            // 90% of the greylist loop's time at 10M triplets. Partitioned,
-            // a lookup loads one 4 KiB partition; the top levels stay pinned.
-            block.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-            block.set_partition_filters(true);
-            block.set_metadata_block_size(4096);
-            block.set_pin_top_level_index_and_filter(true);
-            block.set_cache_index_and_filter_blocks_with_high_priority(true);
-            block.set_pin_l0_filter_and_index_blocks_in_cache(true);
-            block.set_block_cache(&budget.cache);
-            state_opts.set_write_buffer_size(budget.memtable_bytes);
-        }
-        state_opts.set_block_based_table_factory(&block);
-        state_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // A lookup of a key the memtable does not hold (a greylist
-        // triplet seen for the first time) is answered by a bloom filter,
-        // not a skiplist search: 5% of the memtable's size.
-        state_opts.set_memtable_prefix_bloom_ratio(0.05);
-        state_opts.set_memtable_whole_key_filtering(true);
-        // A key updated again while its last value is still in the
-        // memtable (a counter, an account's last login) is overwritten in
-        // place when the new value is no longer: the memtable holds one
-        // entry per hot key instead of one per update, so a commit's inserts
-        // search a short skiplist (the memtable insert was 44% of the
-        // committing thread's time). Iterators give up point-in-time
-        // consistency against concurrent writes: the only concurrent writer
-        // is the committing thread, and every key it writes is read from the
-        // in-flight batch's overlay first (`StateView::with_earlier`).
-        state_opts.set_inplace_update_support(true);
+        let state_opts = state_options(budget, in_place);
 
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, state_opts),
@@ -220,12 +247,14 @@ impl Store {
             sync,
             cache: Mutex::new(ReadCache::default()),
             outbox: Default::default(),
+            in_place,
         })
     }
 
     /// Open an existing store read-only, beside the process that owns it
     /// (for tools: `mailfleet index show`); it sees what was committed.
     pub fn open_read_only(path: &Path) -> Result<Store, RuntimeError> {
+        let in_place = false;
         let cfs = [CF_STATE, CF_OFFSETS];
         let db =
             DB::open_cf_for_read_only(&Options::default(), path, cfs, false).map_err(|source| {
@@ -240,6 +269,7 @@ impl Store {
             sync: false,
             cache: Mutex::new(ReadCache::default()),
             outbox: Default::default(),
+            in_place,
         })
     }
 
@@ -383,6 +413,12 @@ impl Store {
         &self.db
     }
 
+    /// Whether the state family updates hot keys in place (no range
+    /// deletions then).
+    pub(crate) fn in_place(&self) -> bool {
+        self.in_place
+    }
+
     /// The outbox switch and sequence.
     pub(crate) fn outbox(&self) -> &crate::changelog::outbox::Outbox {
         &self.outbox
@@ -458,7 +494,7 @@ mod tests {
     #[test]
     fn a_hot_key_is_updated_in_place_in_the_memtable() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open_for_run(dir.path(), false, true).unwrap();
         for n in 0u64..100 {
             let commit = Commit {
                 state: vec![(b"counter".to_vec(), Some(n.to_le_bytes().to_vec()))],
@@ -484,6 +520,17 @@ mod tests {
         store.commit(&longer).unwrap();
         store.cache().clear();
         assert_eq!(store.get_state(b"counter").unwrap(), Some(vec![1; 16]));
+    }
+
+    #[test]
+    fn a_store_updating_in_place_refuses_a_range_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_for_run(dir.path(), false, true).unwrap();
+        let refused = store.reset_partition(0, &["t".to_string()]).unwrap_err();
+        assert!(refused.to_string().contains("range deletion"), "{refused}");
+        drop(store);
+        let store = Store::open_for_run(dir.path(), false, false).unwrap();
+        store.reset_partition(0, &["t".to_string()]).unwrap();
     }
 
     #[test]

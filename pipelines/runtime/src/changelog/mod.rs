@@ -124,6 +124,12 @@ pub struct Changelog {
     stop: Arc<AtomicBool>,
 }
 
+/// Whether the consumer `name` keeps a changelog in `spec`'s run
+/// (`runtime.changelog`, and the run produces: a replay writes nothing).
+pub fn kept_for(name: &str, spec: &RunSpec) -> bool {
+    spec.produce && spec.runtime.changelog.iter().any(|c| c == name)
+}
+
 impl Changelog {
     /// The changelog of the consumer `name` for `spec`'s run, if its
     /// consumer keeps one (`runtime.changelog`) and the run produces (a
@@ -135,7 +141,7 @@ impl Changelog {
         store: &Arc<Store>,
         tokio: &tokio::runtime::Handle,
     ) -> Result<Option<Arc<Changelog>>, RuntimeError> {
-        if !spec.produce || !spec.runtime.changelog.iter().any(|c| c == name) {
+        if !kept_for(name, spec) {
             return Ok(None);
         }
         let topic = topic_for(&spec.group);

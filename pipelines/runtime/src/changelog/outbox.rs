@@ -309,6 +309,14 @@ impl Store {
         partition: i32,
         topics: &[String],
     ) -> Result<(), RuntimeError> {
+        if self.in_place() {
+            // Never so: the runner opens a changelog consumer's store
+            // without in-place updates (`Store::open_for_run`).
+            return Err(RuntimeError::InvalidConfig(vec![format!(
+                "store {}: a partition reset needs a range deletion, which a store updating in place cannot take",
+                self.path().display()
+            )]));
+        }
         let mut batch = WriteBatch::default();
         let from = partition.to_be_bytes();
         let to = (partition + 1).to_be_bytes();

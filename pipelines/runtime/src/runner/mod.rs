@@ -147,13 +147,7 @@ impl<C: Consumer> Runner<C> {
     ) -> Result<Self, RuntimeError> {
         let name = consumer.name().to_string();
         let faults = fault::armed()?;
-        let dir = spec.runtime.data_dir.join(&name);
-        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::ReadConfig {
-            path: dir.display().to_string(),
-            source: e,
-        })?;
-        memory_budget(&name, spec.runtime.store_memory_mb);
-        let store = Arc::new(Store::open(&dir, spec.runtime.sync_writes)?);
+        let store = open_store(&name, &spec)?;
         let shared = Arc::new(Shared::default());
         let ctx = RuntimeContext::new(&name, &store, &shared, &spec, &tokio)?;
         let consumer_cfg = consumer_client_config(&spec, &name, consumer.client_defaults());
@@ -197,7 +191,7 @@ impl<C: Consumer> Runner<C> {
             metrics::gauge!(m::MERGE_HELD, "consumer" => name.clone()).set(0.0);
         }
         tracing::info!(consumer = %name, group = %spec.group, inputs = ?spec.inputs,
-            store = %dir.display(), "consumer started");
+            store = %store.path().display(), "consumer started");
         Ok(Self {
             consumer,
             name,
@@ -639,6 +633,24 @@ impl<C: Consumer> Runner<C> {
 
 /// Apply `runtime.store_memory_mb` to this process's stores; a process
 /// has one budget, the first consumer's.
+/// The consumer's store, under `runtime.data_dir`, within the process's
+/// memory budget; hot keys update in place unless a changelog restore may
+/// delete a partition's range in it.
+fn open_store(name: &str, spec: &RunSpec) -> Result<Arc<Store>, RuntimeError> {
+    let dir = spec.runtime.data_dir.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::ReadConfig {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
+    memory_budget(name, spec.runtime.store_memory_mb);
+    let in_place = !crate::changelog::kept_for(name, spec);
+    Ok(Arc::new(Store::open_for_run(
+        &dir,
+        spec.runtime.sync_writes,
+        in_place,
+    )?))
+}
+
 fn memory_budget(consumer: &str, mb: u64) {
     if let Err(in_force) = crate::store::set_memory_budget(mb) {
         tracing::warn!(
