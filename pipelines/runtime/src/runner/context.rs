@@ -262,7 +262,13 @@ impl RuntimeContext {
             };
         }
         tracing::info!(consumer = %self.consumer, partitions = %describe(tpl), "assigned");
-        base.assign(tpl)
+        base.assign(tpl)?;
+        // librdkafka keeps a partition's pause across a rebalance, while
+        // the runner forgets its pauses on an assignment change: a
+        // partition paused for a retry, revoked and assigned back would
+        // stay paused for good, silently. Every assigned partition starts
+        // unpaused, at its stored offset.
+        base.resume(tpl)
     }
 }
 

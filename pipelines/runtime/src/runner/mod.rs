@@ -231,7 +231,8 @@ impl<C: Consumer> Runner<C> {
             }
             if self.shared.generation.load(Ordering::SeqCst) != generation {
                 // An assignment change resets pauses: assigned partitions
-                // start at their stored offsets again.
+                // start at their stored offsets again, unpaused (the assign
+                // callback resumes them in librdkafka too).
                 self.paused.clear();
                 self.forget_unassigned();
             }
