@@ -89,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             size: Some(12_345),
             queue_id: None,
             policy_host: "mx1".into(),
+            answered: None,
         })?
     );
     println!(

@@ -22,6 +22,10 @@ pub struct DeliveryAttempted {
     pub queue_id: Option<String>,
     /// The policy server that asked, to route the reply.
     pub policy_host: String,
+    /// The action the policy server answered without waiting for the
+    /// greylist (a repeat of a triplet it had let through); `None`: it
+    /// waited for the decision.
+    pub answered: Option<String>,
 }
 impl_event!(DeliveryAttempted, "mailfleet.greylist.DeliveryAttempted");
 

@@ -146,6 +146,7 @@ fn attempt(id: &str, at: i64, ip: &str, from: &str, to: &str) -> DeliveryAttempt
         size: Some(100),
         queue_id: None,
         policy_host: "mx1".into(),
+        answered: None,
     }
 }
 
@@ -977,5 +978,71 @@ async fn audit_account_and_mail_tell_every_step() -> anyhow::Result<()> {
     // By its queue id too.
     let virus_by_queue = path_of("4QxTest2")?;
     assert!(virus_by_queue.contains("quarantined: "), "{virus_by_queue}");
+    Ok(())
+}
+
+/// An attempt the policy server answered at once carries that answer; the
+/// audit compares it with what the rules give: one that agrees passes, one
+/// planted with an answer the rules do not give is listed and fails it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_given_at_once_is_audited_against_the_rules() -> anyhow::Result<()> {
+    let w = world().await?;
+    let producer = EventProducer::new(&kafka(), "audit-test")?;
+    run_live(&w, "greylist").await?;
+    let (ip, key) = ("192.0.2.9", "192.0.2.0/24");
+    let (from, to) = ("known@sender.test", "r@example.test");
+    // Deferred, then let through after the delay, then a repeat that the
+    // policy server answered at once: the rules agree.
+    send(
+        &producer,
+        &w.attempts,
+        key,
+        &attempt("k1", T0, ip, from, to),
+    )
+    .await?;
+    send(
+        &producer,
+        &w.attempts,
+        key,
+        &attempt("k2", T0 + 301_000, ip, from, to),
+    )
+    .await?;
+    let repeat = DeliveryAttempted {
+        answered: Some("DUNNO".into()),
+        ..attempt("k3", T0 + 400_000, ip, from, to)
+    };
+    send(&producer, &w.attempts, key, &repeat).await?;
+    run_live(&w, "greylist").await?;
+    let out = mailfleet(&w.config, &["audit", "decisions", "greylist"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout.contains("answered at once: 1 inputs, 0 answered otherwise"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with(" diffs=0"), "{stdout}");
+
+    // A new triplet "answered" DUNNO: the rules defer it.
+    let wrong = DeliveryAttempted {
+        answered: Some("DUNNO".into()),
+        ..attempt("k4", T0 + 500_000, ip, "new@sender.test", to)
+    };
+    send(&producer, &w.attempts, key, &wrong).await?;
+    run_live(&w, "greylist").await?;
+    let out = mailfleet(&w.config, &["audit", "decisions", "greylist"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !out.status.success(),
+        "a wrong answer fails the audit: {stdout}"
+    );
+    assert!(
+        stdout.contains("answered at once: 2 inputs, 1 answered otherwise"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("answered \"DUNNO\" at once, but the rules give Some(\"DEFER_IF_PERMIT"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with(" diffs=1"), "{stdout}");
     Ok(())
 }

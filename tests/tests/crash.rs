@@ -407,6 +407,7 @@ async fn produce_attempts(topic: &str, run: &str) -> anyhow::Result<()> {
             size: Some(1000),
             queue_id: None,
             policy_host: "mx1".into(),
+            answered: None,
         };
         producer
             .send(topic, format!("10.1.{t}.0").as_bytes(), &attempt)

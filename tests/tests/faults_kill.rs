@@ -297,6 +297,7 @@ async fn produce_attempts(topic: String, run: String) -> anyhow::Result<usize> {
                 size: Some(1000),
                 queue_id: None,
                 policy_host: "mx1".into(),
+                answered: None,
             };
             let key = format!("10.0.{t}.0");
             producer.send(&topic, key.as_bytes(), &attempt).await?;

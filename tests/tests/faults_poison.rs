@@ -429,6 +429,7 @@ fn attempt(id: &str) -> DeliveryAttempted {
         size: Some(100),
         queue_id: None,
         policy_host: "mx1".into(),
+        answered: None,
     }
 }
 

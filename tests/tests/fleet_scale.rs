@@ -285,6 +285,7 @@ fn attempt(id: &str, at: i64, ip: &str, from: &str, to: &str) -> DeliveryAttempt
         size: Some(100),
         queue_id: None,
         policy_host: "mx1".into(),
+        answered: None,
     }
 }
 

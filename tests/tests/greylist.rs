@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+use mailfleet_events::{greylist::DeliveryAttempted, Registry};
 use mailfleet_greylist::{whitelist::WhitelistFiles, Greylist, GreylistConfig};
 use mailfleet_policy::{client::PolicyClient, FailMode, PolicyConfig};
 use mailfleet_runtime::{admin, topology::TopicSpec, RunSpec, Shutdown, Topology};
@@ -270,6 +271,62 @@ async fn the_auto_whitelist_applies_after_five_passes() -> anyhow::Result<()> {
         ))
         .await?;
     assert!(neighbour.starts_with("DEFER_IF_PERMIT"), "{neighbour}");
+    Ok(())
+}
+
+/// The `answered` of every attempt on `topic`, in the order they came.
+fn answered(topic: &str, want: usize) -> anyhow::Result<Vec<Option<String>>> {
+    let records = read_topic(topic, want, Duration::from_secs(3))?;
+    let mut attempts: Vec<DeliveryAttempted> = records
+        .iter()
+        .map(|(_, v)| Registry::builtin().decode(v))
+        .collect::<Result<_, _>>()?;
+    attempts.sort_by_key(|a| a.envelope.event_time);
+    Ok(attempts.into_iter().map(|a| a.answered).collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_of_a_passed_triplet_is_answered_at_once() -> anyhow::Result<()> {
+    let grey = Grey::start("grey-repeat", config()).await?;
+    let mut c = Client::connect(&grey.policy("mx1", |_| {}).await?).await?;
+    assert!(c.ask(&usual(T0)).await?.starts_with("DEFER_IF_PERMIT"));
+    assert!(c.ask(&usual(T0 + 301)).await?.starts_with("PREPEND"));
+    // Let through by the greylist: repeats within the hour are answered as
+    // soon as their attempt is acknowledged; one after it waits again.
+    assert_eq!(c.ask(&usual(T0 + 400)).await?, "DUNNO");
+    assert_eq!(c.ask(&usual(T0 + 500)).await?, "DUNNO");
+    assert_eq!(c.ask(&usual(T0 + 500 + 3601)).await?, "DUNNO");
+    // Another triplet of the same client is not let through by it.
+    let other = rcpt(
+        "192.0.2.1",
+        "mx.sender.example",
+        "z@sender.example",
+        "b@example.test",
+        T0 + 600,
+    );
+    assert!(c.ask(&other).await?.starts_with("DEFER_IF_PERMIT"));
+    let dunno = Some("DUNNO".to_string());
+    assert_eq!(
+        answered(&grey.attempts, 6)?,
+        [None, None, dunno.clone(), dunno, None, None],
+        "which attempts were answered at once"
+    );
+    // Each was still decided, the same way.
+    let decisions = read_topic(&grey.decisions, 6, Duration::from_secs(3))?;
+    assert_eq!(decisions.len(), 6);
+
+    // Off: every repeat waits for its decision.
+    let grey = Grey::start("grey-repeat-off", config()).await?;
+    let mut c = Client::connect(&grey.policy("mx1", |p| p.answer_repeats_s = 0).await?).await?;
+    for (at, want) in [
+        (T0, "DEFER_IF_PERMIT"),
+        (T0 + 301, "PREPEND"),
+        (T0 + 400, "DUNNO"),
+    ] {
+        let action = c.ask(&usual(at)).await?;
+        assert!(action.starts_with(want), "{action}");
+    }
+    assert_eq!(answered(&grey.attempts, 3)?, [None, None, None]);
     Ok(())
 }
 

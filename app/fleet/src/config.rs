@@ -109,6 +109,13 @@ impl Config {
         out.extend(self.runtime.problems());
         out.extend(self.metrics.problems());
         out.extend(self.policy.problems());
+        let max_age_s = self.consumers.greylist.max_age_days.saturating_mul(86_400);
+        if i64::try_from(self.policy.answer_repeats_s).unwrap_or(i64::MAX) >= max_age_s {
+            out.push(format!(
+                "policy.answer_repeats_s = {}: must be below consumers.greylist.max_age_days ({} s)",
+                self.policy.answer_repeats_s, max_age_s
+            ));
+        }
         out.extend(self.consumers.problems());
         out.extend(self.ldap.problems());
         out.extend(self.lmtp.problems());

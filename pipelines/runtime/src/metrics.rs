@@ -35,10 +35,15 @@ pub const MERGE_LATE: &str = "mailfleet_runtime_merge_late_total";
 
 /// Greylist decisions made, by `verdict` and `reason`.
 pub const GREYLIST_DECISIONS: &str = "mailfleet_greylist_decisions_total";
+/// Attempts the policy server had already answered (`answered`) whose
+/// decision gave another action: each is also in `audit decisions greylist`.
+pub const GREYLIST_ANSWERED_DIFFERENTLY: &str = "mailfleet_greylist_answered_differently_total";
 /// Account status transitions decided by the lifecycle, by `to`.
 pub const LIFECYCLE_TRANSITIONS: &str = "mailfleet_lifecycle_transitions_total";
 
-/// Policy requests answered, by `result`: decided, timeout, not_rcpt, and
+/// Policy requests answered, by `result`: decided, repeat (a triplet
+/// the greylist let through, answered once the attempt was acknowledged),
+/// timeout, not_rcpt, and
 /// for authenticated submissions submission_pass, submission_defer,
 /// submission_refused, submission_not_ready, submission_timeout.
 pub const POLICY_REQUESTS: &str = "mailfleet_policy_requests_total";

@@ -83,6 +83,7 @@ fn corrupted_bytes_decode_alike_or_fail_alike() {
         size: Some(-5),
         queue_id: None,
         policy_host: "mx1".into(),
+        answered: None,
     };
     let decided = GreylistDecided {
         envelope: env("d1"),
@@ -196,6 +197,7 @@ fn every_event_type_round_trips() {
         size: Some(1024),
         queue_id: None,
         policy_host: "mx1".into(),
+        answered: Some("DUNNO".into()),
     });
     round_trip(GreylistDecided {
         envelope: env("g1"),

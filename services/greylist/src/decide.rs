@@ -441,6 +441,14 @@ impl Consumer for Greylist {
                     "verdict" => verdict_label(answer.verdict),
                     "reason" => reason_label(answer.reason))
                 .increment(1);
+                if let Some(given) = a.answered.as_deref().filter(|g| *g != answer.action) {
+                    // The policy server answered a repeat at once; the
+                    // rules give another action (docs/greylisting.md).
+                    metrics::counter!(mailfleet_runtime::metrics::GREYLIST_ANSWERED_DIFFERENTLY)
+                        .increment(1);
+                    tracing::warn!(attempt = %a.envelope.event_id, answered = given,
+                        decided = %answer.action, "the policy server answered differently");
+                }
                 let decided = GreylistDecided {
                     envelope: Envelope::caused_by(&a.envelope, "greylist"),
                     triplet: answer.triplet,

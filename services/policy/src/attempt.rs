@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use mailfleet_events::{
     greylist::{
-        triplet::{client_net, Grouping},
+        triplet::{client_net, triplet as triplet_of, Grouping},
         DeliveryAttempted,
     },
     Envelope,
@@ -32,6 +32,7 @@ pub fn attempt(cfg: &PolicyConfig, req: &Request) -> DeliveryAttempted {
         size: req.get("size").and_then(|s| s.parse().ok()),
         queue_id: get("queue_id").filter(|q| !q.is_empty()),
         policy_host: cfg.host.clone(),
+        answered: None,
     }
 }
 
@@ -59,4 +60,13 @@ pub fn key(attempt: &DeliveryAttempted, grouping: Grouping) -> String {
         .and_then(|a| a.parse::<IpAddr>().ok())
         .map(|ip| client_net(ip, grouping))
         .unwrap_or_default()
+}
+
+/// The triplet the greylist looks up for this attempt; `None` without the
+/// attributes it needs (it then lets the attempt through unlooked).
+pub fn triplet(attempt: &DeliveryAttempted, grouping: Grouping) -> Option<String> {
+    let ip = attempt.client_address.as_deref()?.parse::<IpAddr>().ok()?;
+    attempt.client_name.as_ref()?;
+    let (sender, rcpt) = (attempt.sender.as_deref()?, attempt.recipient.as_deref()?);
+    Some(triplet_of(&client_net(ip, grouping), sender, rcpt))
 }

@@ -79,6 +79,15 @@ pub struct PolicyConfig {
     /// seconds) when a request carries one, as postgrey's policy-test does.
     /// For tests only: never enable it where Postfix clients connect.
     pub accept_test_time: bool,
+    /// Answer `DUNNO` to a repeat of a triplet the greylist let through
+    /// at most this many seconds before, as soon as Kafka acknowledged the
+    /// attempt, without waiting for its decision (which is still made,
+    /// and must agree: docs/greylisting.md). 0: always wait. Must be
+    /// below the greylist's `max_age_days`.
+    pub answer_repeats_s: u64,
+    /// Most triplets remembered for that; past it the memory starts again
+    /// empty (about 100 bytes each).
+    pub answer_repeats_max: usize,
     /// Topic the attempts go to.
     pub attempts_topic: String,
     /// Topic the decisions come from.
@@ -119,6 +128,8 @@ impl Default for PolicyConfig {
             request_timeout_s: 10,
             drain_timeout_s: 10,
             accept_test_time: false,
+            answer_repeats_s: 3600,
+            answer_repeats_max: 200_000,
             attempts_topic: "smtp.attempts".into(),
             decisions_topic: "greylist.decisions".into(),
             submission_attempts_topic: "submission.attempts".into(),

@@ -30,7 +30,7 @@ use tokio::{
 };
 
 use mailfleet_events::{
-    greylist::GreylistDecided,
+    greylist::{DeliveryAttempted, GreylistDecided},
     submission::{LimitAction, SubmissionDecided},
     Event,
 };
@@ -38,6 +38,7 @@ use mailfleet_events::{
 use crate::{
     attempt,
     protocol::{read_request, reply, Limits, Request},
+    repeats::Passed,
     submission::{self, MaySubmit, Submitters},
     waiter::{self, Answer, Waiters},
     PolicyConfig,
@@ -51,6 +52,8 @@ struct Server {
     waiters: Waiters<GreylistDecided>,
     submissions: Waiters<SubmissionDecided>,
     submitters: Option<Arc<dyn Submitters>>,
+    /// What the greylist let through, when repeats are answered at once.
+    passed: Option<Arc<Passed>>,
 }
 
 /// Serve until shutdown. `grouping` must match the greylist consumer's, as
@@ -66,7 +69,9 @@ pub async fn serve(
     let allow = AllowList::parse("policy.allow", &cfg.allow)?;
     // Stopped when `serve` returns, after the drain, not at the signal.
     let followers = StopOnDrop(Shutdown::new());
-    let (waiters, submissions) = follow_decisions(&cfg, kafka, &followers.0)?;
+    let passed = (cfg.answer_repeats_s > 0)
+        .then(|| Arc::new(Passed::new(cfg.answer_repeats_s, cfg.answer_repeats_max)));
+    let (waiters, submissions) = follow_decisions(&cfg, kafka, passed.clone(), &followers.0)?;
     let listener =
         TcpListener::bind(&cfg.listen)
             .await
@@ -86,6 +91,7 @@ pub async fn serve(
         waiters,
         submissions,
         submitters,
+        passed,
         cfg,
     });
     // Exported from the start, so that rates and alerts see the first one.
@@ -110,15 +116,23 @@ impl Drop for StopOnDrop {
 }
 
 /// Follow the greylist's decisions and the outbound limits' until `stop`.
+/// Every greylist decision, of every host, is shown to `passed`.
 fn follow_decisions(
     cfg: &PolicyConfig,
     kafka: &KafkaConfig,
+    passed: Option<Arc<Passed>>,
     stop: &Shutdown,
 ) -> Result<(Waiters<GreylistDecided>, Waiters<SubmissionDecided>), RuntimeError> {
     let waiters = Waiters::default();
     let patience = Duration::from_secs(15);
     let (topic, host) = (&cfg.decisions_topic, &cfg.host);
-    waiter::follow(kafka, topic, host, waiters.clone(), patience, stop.clone())?;
+    let learn = move |d: &GreylistDecided| {
+        if let Some(p) = &passed {
+            p.learn(d);
+        }
+    };
+    let (w, s) = (waiters.clone(), stop.clone());
+    waiter::follow(kafka, topic, host, w, patience, s, learn)?;
     let submissions = Waiters::default();
     // Optional where no submission listener asks (an MX-only host, a test
     // world without the topic): submissions then get the fail mode.
@@ -130,6 +144,7 @@ fn follow_decisions(
         submissions.clone(),
         patience,
         stop.clone(),
+        |_: &SubmissionDecided| {},
     ) {
         tracing::warn!(error = %e, %topic,
             "not following the outbound limits' decisions: submissions get policy.submission_fail_mode");
@@ -242,10 +257,13 @@ impl Server {
         if let Some(account) = submission::login(req) {
             return self.answer_submission(req, &account).await;
         }
-        let attempt = attempt::attempt(&self.cfg, req);
+        let mut attempt = attempt::attempt(&self.cfg, req);
         let id = attempt.envelope.event_id.clone();
         let key = attempt::key(&attempt, self.grouping);
         let topic = &self.cfg.attempts_topic;
+        if self.is_passed_repeat(&attempt) {
+            return self.answer_repeat(&mut attempt, &key).await;
+        }
         match self
             .ask(&self.waiters, &id, topic, key.as_bytes(), &attempt)
             .await
@@ -257,6 +275,47 @@ impl Server {
             None => {
                 metrics::counter!(m::POLICY_REQUESTS, "result" => "timeout").increment(1);
                 tracing::warn!(attempt = %id, "no greylist decision in time; answering the fail mode");
+                self.cfg.fail_mode.action().to_string()
+            }
+        }
+    }
+
+    /// Whether the greylist let this attempt's triplet through recently
+    /// enough for a repeat to be answered at once.
+    fn is_passed_repeat(&self, attempt: &DeliveryAttempted) -> bool {
+        let Some(passed) = &self.passed else {
+            return false;
+        };
+        let now = attempt.envelope.event_time.div_euclid(1000);
+        attempt::triplet(attempt, self.grouping).is_some_and(|t| passed.lets_through(&t, now))
+    }
+
+    /// Answer a repeat of a passed triplet: `DUNNO`, once Kafka has
+    /// acknowledged the attempt (carrying that answer); the fail mode if it
+    /// does not in `timeout_ms`, as for a decision that does not come.
+    async fn answer_repeat(&self, attempt: &mut DeliveryAttempted, key: &str) -> String {
+        const PASS: &str = "DUNNO";
+        let started = Instant::now();
+        attempt.answered = Some(PASS.into());
+        let topic = &self.cfg.attempts_topic;
+        let limit = Duration::from_millis(self.cfg.timeout_ms);
+        let sent = timeout(limit, self.producer.send(topic, key.as_bytes(), &*attempt)).await;
+        metrics::histogram!(m::POLICY_REQUEST_DURATION).record(started.elapsed().as_secs_f64());
+        match sent {
+            Ok(Ok(_)) => {
+                metrics::counter!(m::POLICY_REQUESTS, "result" => "repeat").increment(1);
+                PASS.into()
+            }
+            Ok(Err(e)) => {
+                metrics::counter!(m::POLICY_REQUESTS, "result" => "timeout").increment(1);
+                tracing::warn!(attempt = %attempt.envelope.event_id, error = %e,
+                    "attempt not acknowledged; answering the fail mode");
+                self.cfg.fail_mode.action().to_string()
+            }
+            Err(_) => {
+                metrics::counter!(m::POLICY_REQUESTS, "result" => "timeout").increment(1);
+                tracing::warn!(attempt = %attempt.envelope.event_id,
+                    "attempt not acknowledged in time; answering the fail mode");
                 self.cfg.fail_mode.action().to_string()
             }
         }

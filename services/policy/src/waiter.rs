@@ -89,8 +89,9 @@ impl<A: Answer> Waiters<A> {
     }
 }
 
-/// Follow the decisions topic from its end until shutdown, handing each
-/// decision for this host to its waiter.
+/// Follow the decisions topic from its end until shutdown, showing every
+/// decision (any host's) to `seen` and handing each decision for this host
+/// to its waiter.
 pub fn follow<A: Answer>(
     kafka: &KafkaConfig,
     topic: &str,
@@ -98,14 +99,19 @@ pub fn follow<A: Answer>(
     waiters: Waiters<A>,
     patience: Duration,
     shutdown: Shutdown,
+    seen: impl Fn(&A) + Send + 'static,
 ) -> Result<(), RuntimeError> {
     let host = host.to_string();
     let name = format!("policy-{topic}");
     follow_from_end(kafka, topic, &name, patience, shutdown, move |msg| {
         let Some(bytes) = msg.payload() else { return };
         match Registry::builtin().decode::<A>(bytes) {
-            Ok(d) if d.host() == host => waiters.deliver(d),
-            Ok(_) => {}
+            Ok(d) => {
+                seen(&d);
+                if d.host() == host {
+                    waiters.deliver(d);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, offset = msg.offset(), "undecodable decision"),
         }
     })

@@ -75,6 +75,11 @@ pub(super) async fn decisions(cfg: &Config, name: &str, args: &RangeArgs) -> any
         diffs += 1;
         print_diff(cfg, name, id, mine, theirs);
     }
+    let (answered, answered_diffs) = check_answered(cfg, name, &route.reads, &range, &recomputed)?;
+    diffs += answered_diffs;
+    if answered > 0 {
+        println!("answered at once: {answered} inputs, {answered_diffs} answered otherwise than the rules give");
+    }
     eprintln!(
         "replayed {} events of {name}; compared with {}",
         replayed.stats.events,
@@ -85,6 +90,50 @@ pub(super) async fn decisions(cfg: &Config, name: &str, args: &RangeArgs) -> any
     }
     println!("audited={} diffs={diffs}", ids.len());
     Ok(diffs == 0)
+}
+
+/// Inputs that carry the answer already given for them (`answered`: the
+/// policy server's answer to a repeat, before the greylist decided it):
+/// that answer must be the `action` the rules give for the input (its
+/// first output). Returns how many there were, and how many differ.
+fn check_answered(
+    cfg: &Config,
+    name: &str,
+    reads: &[String],
+    range: &Range,
+    recomputed: &Recomputed,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut answered, mut differ) = (0, 0);
+    for topic in reads {
+        for input in read_all(&cfg.kafka, topic)? {
+            let Some(given) = input.json.get("answered").and_then(Value::as_str) else {
+                continue;
+            };
+            if !range.contains(&(input.topic.clone(), input.partition), input.offset) {
+                continue;
+            }
+            answered += 1;
+            let id = format!(
+                "{name}:{}:{}:{}:0",
+                input.topic, input.partition, input.offset
+            );
+            let action = recomputed.get(&id).and_then(|(_, j)| j["action"].as_str());
+            if action == Some(given) {
+                continue;
+            }
+            differ += 1;
+            println!("diff {id}: answered {given:?} at once, but the rules give {action:?}");
+            println!(
+                "  input      {}/{}@{} {} {}",
+                input.topic,
+                input.partition,
+                input.offset,
+                input.short(),
+                input.json
+            );
+        }
+    }
+    Ok((answered, differ))
 }
 
 /// Replay `name` over `range` into a state folder of its own (removed

@@ -162,6 +162,7 @@ fn attempt_of(r: &Req) -> DeliveryAttempted {
         size: Some(4096),
         queue_id: None,
         policy_host: "bench".into(),
+        answered: None,
     }
 }
 

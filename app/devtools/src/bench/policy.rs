@@ -64,6 +64,12 @@ pub struct PolicyLoad {
     /// Busy threads of the background load.
     #[arg(long, default_value_t = 2)]
     pub background_cpu: usize,
+    /// The greylisting delay of both peers, seconds (postgrey's
+    /// `--delay`, the greylist's `delay_s`); default: each one's own (300),
+    /// so that no triplet passes within a round. A short delay lets
+    /// repeats pass, as most of a real MX's traffic does.
+    #[arg(long)]
+    pub delay: Option<u64>,
     /// postgrey's address (`ops/postgrey start` runs it there).
     #[arg(long, default_value = "127.0.0.1:10030")]
     pub postgrey: String,
@@ -106,12 +112,14 @@ pub async fn run(cfg: &Config, load: PolicyLoad) -> anyhow::Result<()> {
     }
     let s = &load.sequence;
     println!(
-        "seed {}: {} triplets ({:.0}% repeats), {} connections, {} rounds{}",
+        "seed {}: {} triplets ({:.0}% repeats), {} connections, {} rounds, delay {}{}",
         s.seed,
         s.triplets,
         s.repeat * 100.0,
         load.connections,
         load.rounds,
+        load.delay
+            .map_or("300 s (the defaults)".into(), |d| format!("{d} s")),
         if load.background {
             format!(
                 "; background at {} req/s: a greylist consumer catching up on {} attempts and {} busy threads",
@@ -165,9 +173,9 @@ impl Round {
     fn line(&self, load: &PolicyLoad) -> String {
         let (f, o, p) = (&self.flat, &self.one, &self.paced);
         format!(
-            "{:.0} req/s flat out (p99 {:.2} ms, {} errors); one connection: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; at {} req/s: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} errors)",
-            f.rps(), f.p99_ms, f.errors, o.rps(), o.p50_ms, o.p99_ms,
-            load.rate, p.rps(), p.p50_ms, p.p99_ms, f.errors + o.errors + p.errors
+            "{:.0} req/s flat out (p99 {:.2} ms, {} errors, {:.1}% deferred); one connection: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; at {} req/s: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} errors, {:.1}% deferred)",
+            f.rps(), f.p99_ms, f.errors, f.deferred_pct(), o.rps(), o.p50_ms, o.p99_ms,
+            load.rate, p.rps(), p.p50_ms, p.p99_ms, f.errors + o.errors + p.errors, p.deferred_pct()
         )
     }
 }
@@ -178,10 +186,10 @@ impl Bench<'_> {
         let shutdown = Shutdown::new();
         let round_id = format!("{}-{round}-{peer}", self.id);
         let addr = if peer == "postgrey" {
-            fresh_postgrey()?;
+            fresh_postgrey(self.load.delay)?;
             self.load.postgrey.clone()
         } else {
-            start_mailfleet(self.cfg, &round_id, &shutdown).await?
+            start_mailfleet(self.cfg, &round_id, self.load.delay, &shutdown).await?
         };
         let result = self.phases(&addr, &round_id).await;
         shutdown.trigger();
@@ -314,11 +322,14 @@ fn config_path() -> Option<PathBuf> {
     std::env::var_os("MAILFLEET_CONFIG").map(PathBuf::from)
 }
 
-/// postgrey with an empty database: stopped, its dbdir deleted, started.
-fn fresh_postgrey() -> anyhow::Result<()> {
+/// postgrey with an empty database (and `delay`, if given): stopped, its
+/// dbdir deleted, started.
+fn fresh_postgrey(delay: Option<u64>) -> anyhow::Result<()> {
+    let args = delay.map(|d| format!("--delay={d}")).unwrap_or_default();
     for step in ["reset", "start"] {
         let out = Command::new("ops/postgrey")
             .arg(step)
+            .env("MAILFLEET_POSTGREY_ARGS", &args)
             .output()
             .with_context(|| {
                 format!("running ops/postgrey {step} (run from the repository root)")
@@ -334,11 +345,19 @@ fn fresh_postgrey() -> anyhow::Result<()> {
 
 /// Start the mailfleet side in this process on fresh topics and state;
 /// returns the policy server's address.
-async fn start_mailfleet(cfg: &Config, id: &str, shutdown: &Shutdown) -> anyhow::Result<String> {
+async fn start_mailfleet(
+    cfg: &Config,
+    id: &str,
+    delay: Option<u64>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<String> {
     let (attempts, decisions) = (format!("{id}.attempts"), format!("{id}.decisions"));
     create_topic(cfg, &attempts, 12).await?;
     create_topic(cfg, &decisions, 12).await?;
-    let g = cfg.consumers.greylist.clone();
+    let mut g = cfg.consumers.greylist.clone();
+    if let Some(d) = delay {
+        g.delay_s = i64::try_from(d)?;
+    }
     let lists = WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())?;
     let spec = RunSpec::new(
         format!("{id}-greylist"),

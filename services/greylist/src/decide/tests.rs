@@ -31,6 +31,7 @@ fn attempt(ip: &str, sender: &str, rcpt: &str) -> DeliveryAttempted {
         size: None,
         queue_id: None,
         policy_host: "mx1".into(),
+        answered: None,
     }
 }
 

@@ -208,6 +208,7 @@ impl Attempts {
             size: Some(self.rng.random_range(1_000..200_000)),
             queue_id: None,
             policy_host: "bench".into(),
+            answered: None,
         };
         Ok(RawRecord {
             topic: self.topic.clone(),

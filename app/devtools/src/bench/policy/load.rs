@@ -83,6 +83,8 @@ fn requests(seq: &Sequence) -> Vec<Request> {
 pub struct Phase {
     pub requests: usize,
     pub errors: usize,
+    /// Answers that deferred (`DEFER…`); the rest let the mail through.
+    pub deferred: usize,
     pub secs: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -93,12 +95,18 @@ impl Phase {
         self.requests as f64 / self.secs.max(1e-9)
     }
 
+    /// The share of answers that deferred, percent.
+    pub fn deferred_pct(&self) -> f64 {
+        100.0 * self.deferred as f64 / self.requests.max(1) as f64
+    }
+
     /// The generator's output line.
     fn line(&self) -> String {
         format!(
-            "requests={} errors={} secs={:.3} p50_us={:.0} p99_us={:.0}",
+            "requests={} errors={} deferred={} secs={:.3} p50_us={:.0} p99_us={:.0}",
             self.requests,
             self.errors,
+            self.deferred,
             self.secs,
             self.p50_ms * 1000.0,
             self.p99_ms * 1000.0
@@ -116,6 +124,7 @@ impl Phase {
         Some(Phase {
             requests: field("requests")? as usize,
             errors: field("errors")? as usize,
+            deferred: field("deferred").unwrap_or(0.0) as usize,
             secs: field("secs")?,
             p50_ms: field("p50_us")? / 1000.0,
             p99_ms: field("p99_us")? / 1000.0,
@@ -154,7 +163,7 @@ async fn drive(args: &LoadArgs, reqs: Arc<Vec<Request>>) -> anyhow::Result<Phase
         });
         tasks.push(tokio::spawn(async move {
             let mut client = PolicyClient::connect(&addr).await?;
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let (mut lat, mut errors, mut deferred) = (Vec::new(), 0usize, 0usize);
             let mut due = started + offset;
             while Instant::now() < deadline {
                 if let Some(g) = gap {
@@ -172,27 +181,32 @@ async fn drive(args: &LoadArgs, reqs: Arc<Vec<Request>>) -> anyhow::Result<Phase
                 ];
                 let t = Instant::now();
                 match client.ask(&attrs, Duration::from_secs(10)).await {
-                    Ok(_) => lat.push(t.elapsed().as_micros() as u64),
+                    Ok(action) => {
+                        lat.push(t.elapsed().as_micros() as u64);
+                        deferred += usize::from(action.starts_with("DEFER"));
+                    }
                     Err(_) => {
                         errors += 1;
                         client = PolicyClient::connect(&addr).await?;
                     }
                 }
             }
-            anyhow::Ok((lat, errors))
+            anyhow::Ok((lat, errors, deferred))
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let (mut all, mut errors, mut deferred) = (Vec::new(), 0, 0);
     for t in tasks {
-        let (lat, e) = t.await??;
+        let (lat, e, d) = t.await??;
         all.extend(lat);
         errors += e;
+        deferred += d;
     }
     let secs = started.elapsed().as_secs_f64();
     all.sort_unstable();
     Ok(Phase {
         requests: all.len(),
         errors,
+        deferred,
         secs,
         p50_ms: quantile_ms(&all, 0.5),
         p99_ms: quantile_ms(&all, 0.99),
@@ -222,12 +236,13 @@ mod tests {
         let p = Phase {
             requests: 12,
             errors: 1,
+            deferred: 5,
             secs: 2.5,
             p50_ms: 0.75,
             p99_ms: 4.5,
         };
         let q = Phase::parse(&p.line()).expect("parses");
-        assert_eq!((q.requests, q.errors), (12, 1));
+        assert_eq!((q.requests, q.errors, q.deferred), (12, 1, 5));
         assert_eq!((q.secs, q.p50_ms, q.p99_ms), (2.5, 0.75, 4.5));
     }
 }

@@ -20,7 +20,7 @@ import org.apache.avro.message.BinaryMessageEncoder;
  * writer schema, then the body; {@link BinaryMessageDecoder} speaks it.
  */
 final class Events {
-    static final Schema ATTEMPT = load("greylist/DeliveryAttempted.v1.avsc");
+    static final Schema ATTEMPT = load("greylist/DeliveryAttempted.v2.avsc");
     static final Schema DECIDED = load("greylist/GreylistDecided.v2.avsc");
     static final Schema TICK = load("clock/ClockTicked.v1.avsc");
     static final Schema CONFIG = load("config/ConfigChanged.v1.avsc");
