@@ -175,10 +175,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let arenas = cfg.runtime.apply_malloc_arenas();
+    let (arenas, mmap) = cfg.runtime.apply_malloc_arenas();
     init_logging(&cfg);
     if let Some(n) = arenas {
         tracing::debug!(malloc_arena_max = n, "glibc malloc arenas bounded");
+    }
+    if let Some(kb) = mmap {
+        tracing::debug!(
+            malloc_mmap_threshold_kb = kb,
+            "glibc malloc mmap threshold fixed"
+        );
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

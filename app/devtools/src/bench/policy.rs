@@ -64,6 +64,11 @@ pub struct PolicyLoad {
     /// Busy threads of the background load.
     #[arg(long, default_value_t = 2)]
     pub background_cpu: usize,
+    /// The background load's niceness above the bench's own (0: the same
+    /// priority; 10: a batch job's, as an operator runs a replay or a
+    /// build beside the mail path).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub background_nice: u8,
     /// The greylisting delay of both peers, seconds (postgrey's
     /// `--delay`, the greylist's `delay_s`); default: each one's own (300),
     /// so that no triplet passes within a round. A short delay lets
@@ -122,8 +127,8 @@ pub async fn run(cfg: &Config, load: PolicyLoad) -> anyhow::Result<()> {
             .map_or("300 s (the defaults)".into(), |d| format!("{d} s")),
         if load.background {
             format!(
-                "; background at {} req/s: a greylist consumer catching up on {} attempts and {} busy threads",
-                load.rate, load.background_events, load.background_cpu
+                "; background at {} req/s: a greylist consumer catching up on {} attempts and {} busy threads, at nice +{}",
+                load.rate, load.background_events, load.background_cpu, load.background_nice
             )
         } else {
             String::new()
@@ -219,6 +224,7 @@ impl Bench<'_> {
             round_id,
             &dir,
             l.background_cpu,
+            l.background_nice,
         )?;
         // Paced only once the consumer is catching up (its group joined).
         let started = Instant::now();

@@ -9,10 +9,13 @@
 //!   as the policy path.
 //! - A build-sized CPU load: `--background-cpu` threads in that process
 //!   (default 2, one per core of the bench machine, as `cargo build` keeps
-//!   every core busy), each at the bench's own nice level, each in a loop
+//!   every core busy), each in a loop
 //!   over an 8 MiB buffer of its own (xorshift fill, then a dependent sum:
 //!   integer work with a working set larger than the L2 cache, like a
 //!   compiler's).
+//!
+//! Both run at the bench's own priority, or `--background-nice` above it
+//! (a batch job's priority: `nice -n 10`).
 
 use std::{
     hint::black_box,
@@ -119,9 +122,13 @@ pub fn start(
     round_id: &str,
     dir: &Path,
     cpu: usize,
+    nice: u8,
 ) -> anyhow::Result<Peer> {
     std::fs::create_dir_all(dir)?;
-    let mut cmd = Command::new(std::env::current_exe()?);
+    // `nice -n 0` changes nothing: the bench's own priority.
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", &nice.to_string()])
+        .arg(std::env::current_exe()?);
     if let Some(path) = cfg_path {
         cmd.arg("--config").arg(path);
     }
