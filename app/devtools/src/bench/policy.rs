@@ -69,6 +69,11 @@ pub struct PolicyLoad {
     /// build beside the mail path).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub background_nice: u8,
+    /// The background consumer's Kafka `client.id` (default: the
+    /// greylist's own, as the live path's), so that a broker quota can
+    /// apply to it alone.
+    #[arg(long)]
+    pub background_client_id: Option<String>,
     /// The greylisting delay of both peers, seconds (postgrey's
     /// `--delay`, the greylist's `delay_s`); default: each one's own (300),
     /// so that no triplet passes within a round. A short delay lets
@@ -225,6 +230,7 @@ impl Bench<'_> {
             &dir,
             l.background_cpu,
             l.background_nice,
+            l.background_client_id.as_deref(),
         )?;
         // Paced only once the consumer is catching up (its group joined).
         let started = Instant::now();

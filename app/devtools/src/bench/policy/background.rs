@@ -15,7 +15,9 @@
 //!   compiler's).
 //!
 //! Both run at the bench's own priority, or `--background-nice` above it
-//! (a batch job's priority: `nice -n 10`).
+//! (a batch job's priority: `nice -n 10`). `--background-client-id` gives
+//! the consumer a Kafka `client.id` of its own, for a broker quota
+//! (`ops/kafka tool kafka.admin.ConfigCommand ... --entity-type clients`).
 
 use std::{
     hint::black_box,
@@ -52,6 +54,10 @@ pub struct BackgroundArgs {
     /// Busy threads beside it.
     #[arg(long, default_value_t = 2)]
     pub cpu: usize,
+    /// Its Kafka `client.id` (default: the greylist's own), so that a
+    /// broker quota can tell it from the live path's greylist.
+    #[arg(long)]
+    pub client_id: Option<String>,
 }
 
 /// Run the catch-up consumer and the busy threads until SIGTERM.
@@ -64,8 +70,12 @@ pub async fn run(cfg: &Config, args: BackgroundArgs) -> anyhow::Result<()> {
     }
     let g = cfg.consumers.greylist.clone();
     let lists = WhitelistFiles::load(g.whitelist_clients.clone(), g.whitelist_recipients.clone())?;
-    let spec = RunSpec::new(args.group, vec![args.input], &cfg.kafka, &cfg.runtime)
-        .data_dir(args.data_dir);
+    let mut kafka = cfg.kafka.clone();
+    if let Some(id) = args.client_id {
+        kafka.properties.insert("client.id".into(), id.into());
+    }
+    let spec =
+        RunSpec::new(args.group, vec![args.input], &kafka, &cfg.runtime).data_dir(args.data_dir);
     mailfleet_runtime::run(Greylist::new(g, lists, args.output), spec, shutdown).await?;
     Ok(())
 }
@@ -123,6 +133,7 @@ pub fn start(
     dir: &Path,
     cpu: usize,
     nice: u8,
+    client_id: Option<&str>,
 ) -> anyhow::Result<Peer> {
     std::fs::create_dir_all(dir)?;
     // `nice -n 0` changes nothing: the bench's own priority.
@@ -138,6 +149,9 @@ pub fn start(
         .arg("--data-dir")
         .arg(dir.join("state"))
         .args(["--cpu", &cpu.to_string()]);
+    if let Some(id) = client_id {
+        cmd.args(["--client-id", id]);
+    }
     Peer::spawn(cmd, &dir.join("log"))
 }
 
