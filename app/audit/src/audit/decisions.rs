@@ -123,14 +123,7 @@ fn check_answered(
             }
             differ += 1;
             println!("diff {id}: answered {given:?} at once, but the rules give {action:?}");
-            println!(
-                "  input      {}/{}@{} {} {}",
-                input.topic,
-                input.partition,
-                input.offset,
-                input.short(),
-                input.json
-            );
+            println!("  input      {}", input.line());
         }
     }
     Ok((answered, differ))
@@ -239,25 +232,11 @@ fn print_diff(cfg: &Config, name: &str, id: &str, mine: Option<&(String, Value)>
     };
     println!("diff {id}: {kind}");
     match input_of(name, id).and_then(|((t, p), o)| read_one(&cfg.kafka, &t, p, o)) {
-        Some(input) => println!(
-            "  input      {}/{}@{} {} {}",
-            input.topic,
-            input.partition,
-            input.offset,
-            input.short(),
-            input.json
-        ),
+        Some(input) => println!("  input      {}", input.line()),
         None => println!("  input      (not readable)"),
     }
     for r in theirs {
-        println!(
-            "  recorded   {}/{}@{} {} {}",
-            r.topic,
-            r.partition,
-            r.offset,
-            r.short(),
-            r.json
-        );
+        println!("  recorded   {}", r.line());
     }
     if theirs.is_empty() {
         println!("  recorded   none");

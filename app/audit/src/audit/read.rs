@@ -49,6 +49,18 @@ impl Read {
         self.json["envelope"]["event_time"].as_i64().unwrap_or(0)
     }
 
+    /// Where it lies and what it says: `topic/partition@offset Name {json}`.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "{}/{}@{} {} {}",
+            self.topic,
+            self.partition,
+            self.offset,
+            self.short(),
+            self.json
+        )
+    }
+
     /// The event's short name (`GreylistDecided`).
     pub(crate) fn short(&self) -> &str {
         self.name.rsplit('.').next().unwrap_or(&self.name)
