@@ -121,9 +121,8 @@ pub fn leave_group<C: ConsumerContext>(kc: BaseConsumer<C>, within: Duration, wh
             return;
         }
         // Serves the close: the revocation callback and the leave request.
-        // Nothing wakes the poll once the close is done, so a long wait
-        // here is a wait the close itself does not need (100 ms cost every
-        // stop 100 ms).
+        // Nothing wakes the poll once the close is done, so its timeout
+        // is added to every stop: 100 ms made each close take 100 ms.
         let _ = kc.poll(Duration::from_millis(5));
     }
     tracing::debug!(consumer = %who, took_ms = started.elapsed().as_millis() as u64, "left the group");
