@@ -1,6 +1,6 @@
 //! The API a topic consumer implements: a pure decision, an optional effect.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use mailfleet_events::{AnyEvent, Envelope, Event, EventError, Registry};
 
@@ -12,7 +12,8 @@ use crate::{
 /// Where an input record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMeta {
-    pub topic: String,
+    /// Shared by every record of the topic that one poll loop takes.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,

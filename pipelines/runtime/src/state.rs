@@ -27,10 +27,27 @@ pub trait StateKey {
 
     /// The full key: prefix then body.
     fn to_key_bytes(&self) -> Vec<u8> {
-        let mut out = vec![Self::PREFIX];
-        self.encode_key(&mut out);
-        out
+        with_key_bytes(self, <[u8]>::to_vec)
     }
+}
+
+thread_local! {
+    /// Where keys are built for a lookup, reused: reading state is the
+    /// hottest path of every consumer.
+    static KEY_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `f` of `key`'s full bytes, built without an allocation once this
+/// thread's scratch buffer has grown to the keys' size.
+fn with_key_bytes<K: StateKey + ?Sized, R>(key: &K, f: impl FnOnce(&[u8]) -> R) -> R {
+    // Taken out while in use, so a nested call builds in a buffer of its own.
+    let mut buf = KEY_SCRATCH.take();
+    buf.clear();
+    buf.push(K::PREFIX);
+    key.encode_key(&mut buf);
+    let out = f(&buf);
+    KEY_SCRATCH.set(buf);
+    out
 }
 
 /// A value that can be stored in state.
@@ -104,6 +121,18 @@ pub fn partition_key(partition: i32, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `f` of [`partition_key`], built on the stack for a short key.
+fn with_partition_key<R>(partition: i32, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    const SHORT: usize = 124;
+    if key.len() > SHORT {
+        return f(&partition_key(partition, key));
+    }
+    let mut buf = [0u8; SHORT + 4];
+    buf[..4].copy_from_slice(&partition.to_be_bytes());
+    buf[4..4 + key.len()].copy_from_slice(key);
+    f(&buf[..4 + key.len()])
+}
+
 /// Split a stored key into its partition and the key.
 pub fn split_partition_key(stored: &[u8]) -> Option<(i32, &[u8])> {
     let (p, key) = stored.split_at_checked(4)?;
@@ -153,31 +182,39 @@ impl<'a> StateView<'a> {
 
     /// Read one typed value.
     pub fn get<K: StateKey>(&self, key: &K) -> Result<Option<K::Value>, StateError> {
-        let raw = key.to_key_bytes();
-        let bytes = self.get_key_bytes(&raw)?;
-        bytes.map(|b| decode_value::<K>(&raw, &b)).transpose()
+        with_key_bytes(key, |raw| {
+            self.with_bytes(raw, |bytes| {
+                bytes.map(|b| decode_value::<K>(raw, b)).transpose()
+            })?
+        })
     }
 
     /// Read one value's stored bytes, undecoded: for a caller that can
     /// tell bytes it decoded before (a large value read per event).
     pub fn get_raw<K: StateKey>(&self, key: &K) -> Result<Option<Vec<u8>>, StateError> {
-        self.get_key_bytes(&key.to_key_bytes())
+        with_key_bytes(key, |raw| {
+            self.with_bytes(raw, |bytes| bytes.map(<[u8]>::to_vec))
+        })
     }
 
-    fn get_key_bytes(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    /// `f` of the value under `raw` (prefix and body), pending or committed,
+    /// lent rather than copied.
+    fn with_bytes<R>(
+        &self,
+        raw: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StateError> {
         let pending = self
             .overlay
             .get(raw)
             .or_else(|| self.earlier.and_then(|e| e.get(raw)));
-        Ok(match pending {
-            Some(pending) => pending.clone(),
-            None => match self.store {
-                Some(store) => store
-                    .get_state(&partition_key(self.partition, raw))
-                    .map_err(StateError::Read)?,
-                None => None,
-            },
-        })
+        match (pending, self.store) {
+            (Some(pending), _) => Ok(f(pending.as_deref())),
+            (None, Some(store)) => with_partition_key(self.partition, raw, |stored| {
+                store.with_state(stored, f).map_err(StateError::Read)
+            }),
+            (None, None) => Ok(f(None)),
+        }
     }
 
     /// Decode bytes read with [`StateView::get_raw`] as `K`'s value; the
@@ -361,6 +398,73 @@ mod tests {
             Some(1),
             "no earlier layer: the store"
         );
+    }
+
+    /// A key read inside another key's read: the scratch buffer is not
+    /// shared between them.
+    struct Nested<'a>(&'a str);
+    impl StateKey for Nested<'_> {
+        type Value = u64;
+        const PREFIX: u8 = b'c';
+        fn encode_key(&self, out: &mut Vec<u8>) {
+            let inner = Count("inner").to_key_bytes();
+            assert_eq!(inner, b"cinner");
+            out.extend_from_slice(self.0.as_bytes());
+        }
+    }
+
+    #[test]
+    fn keys_of_every_length_read_back_from_the_store_and_the_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        // Around the stack-built stored key's limit (124 key bytes), and far past it.
+        let names: Vec<String> = [1, 123, 124, 125, 4000]
+            .iter()
+            .map(|n| "k".repeat(*n))
+            .collect();
+        let state = names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    partition_key(3, &Count(k).to_key_bytes()),
+                    Some((i as u64).to_bytes()),
+                )
+            })
+            .collect();
+        store
+            .commit(&crate::store::Commit {
+                state,
+                offsets: vec![],
+            })
+            .unwrap();
+        let mut overlay = Overlay::default();
+        overlay.insert(
+            Count(&"p".repeat(300)).to_key_bytes(),
+            Some(7u64.to_bytes()),
+        );
+        let view = StateView::new(&store, 3, &overlay);
+        for (i, k) in names.iter().enumerate() {
+            assert_eq!(
+                view.get(&Count(k)).unwrap(),
+                Some(i as u64),
+                "{} bytes",
+                k.len()
+            );
+            assert_eq!(
+                view.get_raw(&Count(k)).unwrap(),
+                Some((i as u64).to_bytes())
+            );
+            // Twice: the second read is the cache's.
+            assert_eq!(view.get(&Count(k)).unwrap(), Some(i as u64));
+            assert_eq!(
+                StateView::new(&store, 4, &overlay).get(&Count(k)).unwrap(),
+                None
+            );
+        }
+        assert_eq!(view.get(&Count(&"p".repeat(300))).unwrap(), Some(7));
+        assert_eq!(view.get(&Nested(&names[0])).unwrap(), Some(0));
+        assert_eq!(view.get(&Nested(&names[4])).unwrap(), Some(4));
     }
 
     #[test]

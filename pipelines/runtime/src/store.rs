@@ -309,13 +309,25 @@ impl Store {
 
     /// One raw state value.
     pub fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
-        if let Some(hit) = self.cache().get(key) {
-            return Ok(hit.clone());
+        self.with_state(key, |value| value.map(<[u8]>::to_vec))
+    }
+
+    /// One raw state value, lent to `f`: a cache hit is not copied.
+    pub fn with_state<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, rocksdb::Error> {
+        {
+            let cache = self.cache();
+            if let Some(hit) = cache.get(key) {
+                return Ok(f(hit.as_deref()));
+            }
         }
         let value = self.db.get_cf(self.cf(CF_STATE), key)?;
-        self.cache()
-            .remember(key, value.clone(), read_cache_limit());
-        Ok(value)
+        let out = f(value.as_deref());
+        self.cache().remember(key, value, read_cache_limit());
+        Ok(out)
     }
 
     pub(crate) fn cache(&self) -> std::sync::MutexGuard<'_, ReadCache> {

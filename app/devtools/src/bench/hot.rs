@@ -317,7 +317,7 @@ fn policy_requests(
 
 /// Records for the runtime: each partition's offsets count up from 0.
 struct Records {
-    topic: String,
+    topic: std::sync::Arc<str>,
     partitions: i32,
     next: BTreeMap<i32, i64>,
 }

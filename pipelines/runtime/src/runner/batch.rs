@@ -2,7 +2,7 @@
 //! gather state changes, outputs and dead letters, all still uncommitted.
 
 use rustc_hash::FxHashMap;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use mailfleet_events::{
     runtime::{DeadLetter, DeadLetterKind},
@@ -252,7 +252,7 @@ impl<C: Consumer> Decider<'_, C> {
                 self.name,
             ),
             consumer: self.name.to_string(),
-            topic: meta.topic.clone(),
+            topic: meta.topic.to_string(),
             partition: meta.partition,
             offset: meta.offset,
             kind,
@@ -357,7 +357,7 @@ pub(super) fn decide_records<C: Consumer>(
 ) -> Decided {
     // Per input partition, in first-seen order; found by a scan (a batch
     // has a few partitions), so a record costs no key clone or hash.
-    let mut work: Vec<(Tp, PartitionWork)> = Vec::new();
+    let mut work: Vec<(Arc<str>, i32, PartitionWork)> = Vec::new();
     let mut overlays: Vec<(i32, Overlay)> = Vec::new();
     // A partition stops at a stalled record, whichever of its topics the
     // later records come from: they wait to be decided in the same order.
@@ -369,7 +369,7 @@ pub(super) fn decide_records<C: Consumer>(
         if stalled.contains(&partition) {
             // The stalled topic is read again from its stall; the others'
             // records wait in the merge.
-            if work[w].1.stall.is_none() {
+            if work[w].2.stall.is_none() {
                 unhandled.push(rec);
             }
             continue;
@@ -381,7 +381,7 @@ pub(super) fn decide_records<C: Consumer>(
                 overlays.len() - 1
             }
         };
-        let (w, overlay) = (&mut work[w].1, &mut overlays[o].1);
+        let (w, overlay) = (&mut work[w].2, &mut overlays[o].1);
         decider.handle(rec, w, overlay);
         super::fault::while_deciding(decider.earlier.is_some());
         if w.stall.is_some() {
@@ -392,22 +392,24 @@ pub(super) fn decide_records<C: Consumer>(
         // A partition only seen after its stall has no work to commit.
         work: work
             .into_iter()
-            .filter(|(_, w)| w.next_offset.is_some() || w.stall.is_some())
+            .filter(|(_, _, w)| w.next_offset.is_some() || w.stall.is_some())
+            .map(|(topic, partition, w)| ((topic.to_string(), partition), w))
             .collect(),
         overlays: overlays.into_iter().collect(),
         unhandled,
     }
 }
 
-/// The index of `(topic, partition)`'s work, added if new.
-fn slot(work: &mut Vec<(Tp, PartitionWork)>, topic: &str, partition: i32) -> usize {
+/// The index of `(topic, partition)`'s work, added if new. A poll loop
+/// shares one name per topic, so the names compare by pointer first.
+fn slot(work: &mut Vec<(Arc<str>, i32, PartitionWork)>, topic: &Arc<str>, partition: i32) -> usize {
     if let Some(i) = work
         .iter()
-        .position(|((t, p), _)| *p == partition && t == topic)
+        .position(|(t, p, _)| *p == partition && (Arc::ptr_eq(t, topic) || t == topic))
     {
         return i;
     }
-    work.push(((topic.to_string(), partition), PartitionWork::default()));
+    work.push((topic.clone(), partition, PartitionWork::default()));
     work.len() - 1
 }
 

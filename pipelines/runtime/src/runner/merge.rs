@@ -387,7 +387,7 @@ mod tests {
         // were not decided.
         let rest = out.split_off(2);
         m.drop_topic(&("b".into(), 0));
-        m.unrelease(rest.into_iter().filter(|r| r.meta.topic == "a").collect());
+        m.unrelease(rest.into_iter().filter(|r| &*r.meta.topic == "a").collect());
         m.push(vec![rec("b", 0, 0, 20), rec("b", 0, 1, 40)]);
         let again = m.release(0, |_, _| Source::Exhausted);
         assert_eq!(ids(&again), ["b0@0", "a0@1", "b0@1"]);
