@@ -71,7 +71,6 @@ use crate::{
     consumer::{Consumer, RecordMeta},
     error::RuntimeError,
     metrics as m,
-    producer::EventProducer,
     shutdown::Shutdown,
     store::Store,
 };
@@ -179,7 +178,8 @@ impl<C: Consumer> Runner<C> {
         let pipeline = Pipeline::start(Committer {
             name: name.clone(),
             store: store.clone(),
-            producer: EventProducer::new(&spec.kafka, &format!("mailfleet-{name}-out"))?,
+            producer: None,
+            kafka: spec.kafka.clone(),
             tokio: tokio.clone(),
             faults,
             shutdown: shutdown.clone(),

@@ -49,7 +49,11 @@ impl Batch {
 pub(super) struct Committer {
     pub name: String,
     pub store: Arc<Store>,
-    pub producer: EventProducer,
+    /// Made at the first output, so that a run that sends nothing (a
+    /// replay, a consumer without outputs) has none to stop: stopping a
+    /// producer waits out its polling thread's 100 ms poll.
+    pub producer: Option<EventProducer>,
+    pub kafka: crate::config::KafkaConfig,
     pub tokio: tokio::runtime::Handle,
     pub faults: fault::Armed,
     pub shutdown: Shutdown,
@@ -84,7 +88,7 @@ pub(super) struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn start(committer: Committer) -> Result<Self, RuntimeError> {
+    pub fn start(mut committer: Committer) -> Result<Self, RuntimeError> {
         let (jobs, inbox) = mpsc::sync_channel::<Arc<Batch>>(1);
         let (outbox, done) = mpsc::sync_channel(1);
         let name = committer.name.clone();
@@ -158,7 +162,7 @@ impl Committer {
     /// Produce every output and dead letter; return once Kafka acked all.
     /// A failed send is retried with backoff; nothing is committed until
     /// all succeed, and a shutdown during retries commits nothing.
-    fn send(&self, work: &FxHashMap<Tp, PartitionWork>) -> Result<(), RuntimeError> {
+    fn send(&mut self, work: &FxHashMap<Tp, PartitionWork>) -> Result<(), RuntimeError> {
         let mut pending: Vec<&super::batch::Outgoing> =
             work.values().flat_map(|w| &w.outputs).collect();
         if let Some(capture) = &self.settings.capture {
@@ -166,15 +170,22 @@ impl Committer {
                 (capture.0)(&o.topic, &o.key, &o.payload);
             }
         }
-        if !self.settings.produce {
+        if !self.settings.produce || pending.is_empty() {
             return Ok(());
         }
+        if self.producer.is_none() {
+            let client_id = format!("mailfleet-{}-out", self.name);
+            self.producer = Some(EventProducer::new(&self.kafka, &client_id)?);
+        }
+        let Some(producer) = self.producer.as_ref() else {
+            return Ok(()); // made just above
+        };
         let outputs = pending.len();
         let mut backoff = Duration::from_millis(self.settings.retry_initial_ms);
         while !pending.is_empty() {
             let sends = pending
                 .iter()
-                .map(|o| self.producer.send_raw(&o.topic, &o.key, &o.payload));
+                .map(|o| producer.send_raw(&o.topic, &o.key, &o.payload));
             let results = self
                 .tokio
                 .block_on(self.acknowledged(join_all(sends), pending.len()));
