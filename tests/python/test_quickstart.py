@@ -16,6 +16,7 @@ what the demo sent. Needs the built binary (`cargo build --workspace
 
 import datetime
 import os
+import random
 import re
 import shutil
 import socket
@@ -35,6 +36,32 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_run(n):
+    """The first of `n` consecutive ports all free now (the demo's fleet
+    takes `--metrics-port` and the ports after it). Picked below the
+    ephemeral range: a port after a free ephemeral one can be taken at any
+    moment by an outgoing connection (a Kafka client's), which failed a
+    run with "Address already in use"."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(10000, ephemeral_low - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports below {ephemeral_low}")
 
 
 def ops(script, action, env=None):
@@ -117,7 +144,7 @@ def test_quickstart_report_matches_what_the_demo_sent(kafka):
     first = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m")
     demo = subprocess.run(
         [MAILFLEET, "--config", "ops/mailfleet.toml", "demo", "--events", EVENTS,
-         "--metrics-port", str(free_port())],
+         "--metrics-port", str(free_port_run(5))],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
     )
     log = os.path.join(scratch, "fleet.log")
