@@ -220,7 +220,7 @@ impl<'a> StateView<'a> {
     /// Decode bytes read with [`StateView::get_raw`] as `K`'s value; the
     /// error names the key, as [`StateView::get`]'s does.
     pub fn decode<K: StateKey>(key: &K, bytes: &[u8]) -> Result<K::Value, StateError> {
-        decode_value::<K>(&key.to_key_bytes(), bytes)
+        with_key_bytes(key, |raw| decode_value::<K>(raw, bytes))
     }
 
     /// Every entry of one table in this partition, as (key body, value),
