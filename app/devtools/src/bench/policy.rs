@@ -139,6 +139,8 @@ pub async fn run(cfg: &Config, load: PolicyLoad) -> anyhow::Result<()> {
             String::new()
         }
     );
+    // Every round restarts postgrey; it must not outlive the bench.
+    let _postgrey = StopPostgrey;
     let (mut pg, mut mf) = (Vec::new(), Vec::new());
     for round in 1..=load.rounds {
         // Alternate which goes first, so neither always meets a warmer box.
@@ -353,6 +355,23 @@ fn fresh_postgrey(delay: Option<u64>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Stops postgrey when the bench ends, however it ends: the rounds start
+/// it, and nothing else would stop it.
+struct StopPostgrey;
+
+impl Drop for StopPostgrey {
+    fn drop(&mut self) {
+        match Command::new("ops/postgrey").arg("stop").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "ops/postgrey stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("running ops/postgrey stop (run from the repository root): {e}"),
+        }
+    }
 }
 
 /// Start the mailfleet side in this process on fresh topics and state;
