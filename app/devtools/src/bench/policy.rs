@@ -341,19 +341,23 @@ fn config_path() -> Option<PathBuf> {
 fn fresh_postgrey(delay: Option<u64>) -> anyhow::Result<()> {
     let args = delay.map(|d| format!("--delay={d}")).unwrap_or_default();
     for step in ["reset", "start"] {
-        let out = Command::new("ops/postgrey")
-            .arg(step)
-            .env("MAILFLEET_POSTGREY_ARGS", &args)
-            .output()
-            .with_context(|| {
-                format!("running ops/postgrey {step} (run from the repository root)")
-            })?;
-        anyhow::ensure!(
-            out.status.success(),
-            "ops/postgrey {step} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ops_postgrey(step, &args)?;
     }
+    Ok(())
+}
+
+/// `ops/postgrey STEP`, with `args` for the daemon.
+fn ops_postgrey(step: &str, args: &str) -> anyhow::Result<()> {
+    let out = Command::new("ops/postgrey")
+        .arg(step)
+        .env("MAILFLEET_POSTGREY_ARGS", args)
+        .output()
+        .with_context(|| format!("running ops/postgrey {step} (run from the repository root)"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ops/postgrey {step} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -363,13 +367,8 @@ struct StopPostgrey;
 
 impl Drop for StopPostgrey {
     fn drop(&mut self) {
-        match Command::new("ops/postgrey").arg("stop").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "ops/postgrey stop failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("running ops/postgrey stop (run from the repository root): {e}"),
+        if let Err(e) = ops_postgrey("stop", "") {
+            eprintln!("{e:#}");
         }
     }
 }
