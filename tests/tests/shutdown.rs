@@ -216,6 +216,7 @@ async fn sigterm_during_rebalances_exits_cleanly_every_time() -> anyhow::Result<
         "no member logged its SIGTERM: see {}",
         m.log.display()
     );
+    no_errors(&text, &m.log)?;
     eprintln!("slowest stop: {slowest:?} over {CYCLES} cycles of {MEMBERS} members");
     Ok(())
 }
@@ -250,6 +251,7 @@ async fn sigterm_while_the_group_waits_for_a_killed_member_exits_cleanly() -> an
         "a close was abandoned instead of completing: see {}",
         m.log.display()
     );
+    no_errors(&text, &m.log)?;
     eprintln!("slowest stop: {slowest:?} over {CYCLES} cycles");
     Ok(())
 }
@@ -322,5 +324,19 @@ async fn sigterm_as_soon_as_the_process_runs_exits_cleanly() -> anyhow::Result<(
         let mut member = [(child, signalled, format!("round {round}"))];
         tokio::task::block_in_place(|| wait_all(&mut member))?;
     }
+    no_errors(&std::fs::read_to_string(&m.log)?, &m.log)
+}
+
+/// A clean stop logs no error. (Every stop used to log one: rdkafka's
+/// drop closing the consumer the runtime had already closed.)
+fn no_errors(text: &str, log: &Path) -> anyhow::Result<()> {
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
+    anyhow::ensure!(
+        errors.is_empty(),
+        "clean stops logged {} error lines, the first: {}; see {}",
+        errors.len(),
+        errors[0],
+        log.display()
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@
 mod account;
 mod index;
 mod lmtp;
+mod logging;
 mod migrate;
 mod policy;
 mod report;
@@ -51,7 +52,7 @@ use mailfleet_fleet::{
 use mailfleet_runtime::{admin, metrics, Shutdown};
 use mailfleet_scheduler::{clock, emitter, postfix_install, ProcessConfig};
 
-use config::{Config, LogFormat};
+use config::Config;
 
 /// mailfleet: the event-sourced mail service pipeline on Kafka.
 #[derive(Parser)]
@@ -176,7 +177,7 @@ fn main() -> ExitCode {
         }
     };
     let (arenas, mmap) = cfg.runtime.apply_malloc_arenas();
-    init_logging(&cfg);
+    logging::init(&cfg);
     if let Some(n) = arenas {
         tracing::debug!(malloc_arena_max = n, "glibc malloc arenas bounded");
     }
@@ -372,17 +373,4 @@ async fn run(names: Vec<ConsumerName>, cfg: Config, shutdown: Shutdown) -> anyho
         tracing::info!(consumer = %name, ?stats, "stopped");
     }
     Ok(())
-}
-
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }

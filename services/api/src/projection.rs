@@ -195,7 +195,8 @@ impl Projection {
             .name("api-snapshot".into())
             .spawn(move || {
                 if let Err(e) = view.start(&kafka, &topic, from_snapshot, shutdown) {
-                    tracing::error!(error = %e, %topic, "cannot follow the account events;                         answering 503 until restarted");
+                    tracing::error!(error = %e, %topic,
+                        "cannot follow the account events; answering 503 until restarted");
                 }
             })
             .map_err(|e| RuntimeError::Thread {
