@@ -196,7 +196,10 @@ def test_every_unit_runs_the_binary_hardened_and_stops_in_time():
         "mailfleet-policy.service": cfg["policy"]["drain_timeout_s"],
         "mailfleet-api.service": cfg["api"]["ack_timeout_ms"] / 1000,
         "mailfleet-scheduler.service": close_s,
-        "mailfleet-submission.service": cfg["consumers"]["scanner"]["clamd"]["scan_timeout_ms"] / 1000,
+        "mailfleet-submission.service": max(
+            cfg["consumers"]["scanner"]["clamd"]["scan_timeout_ms"] / 1000,
+            cfg["submission"]["drain_timeout_s"],
+        ),
     }
     problems = []
     for path in unit_files():

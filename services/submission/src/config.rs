@@ -28,6 +28,13 @@ pub struct SubmissionConfig {
     /// before answering `451 4.7.1`. With clamd's `scan_timeout_ms` it must
     /// stay under Postfix's `milter_content_timeout` (300 s).
     pub ack_timeout_ms: u64,
+    /// On SIGTERM, the longest wait, s, for the messages being scanned to
+    /// be answered (connections waiting for Postfix's next packet close at
+    /// once). What still runs then is cut unanswered, and Postfix answers
+    /// that session with `milter_default_action` (tempfail: the client
+    /// retries). 140: one clamd scan may take its `scan_timeout_ms`
+    /// (130 s). The unit's `TimeoutStopSec=` must exceed it.
+    pub drain_timeout_s: u64,
     /// Topic the `MessageSubmitted` events go to, keyed by account.
     pub topic: String,
     /// This host's name, in the events' `producer` (`submission@<name>`).
@@ -43,6 +50,7 @@ impl Default for SubmissionConfig {
             max_connections: 200,
             idle_timeout_s: 600,
             ack_timeout_ms: 30_000,
+            drain_timeout_s: 140,
             topic: "mail.submitted".into(),
             hostname: "localhost".into(),
         }
@@ -68,6 +76,7 @@ impl SubmissionConfig {
             ("max_connections", self.max_connections as u64),
             ("idle_timeout_s", self.idle_timeout_s),
             ("ack_timeout_ms", self.ack_timeout_ms),
+            ("drain_timeout_s", self.drain_timeout_s),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -109,6 +118,7 @@ mod tests {
             allow: vec!["10.0.0.1/8".into()],
             max_message_bytes: 0,
             ack_timeout_ms: 600_000,
+            drain_timeout_s: 0,
             topic: " ".into(),
             ..SubmissionConfig::default()
         };
@@ -118,6 +128,7 @@ mod tests {
             "submission.allow[0] = \"10.0.0.1/8\"",
             "submission.max_message_bytes = 0",
             "submission.ack_timeout_ms = 600000",
+            "submission.drain_timeout_s = 0",
             "submission.topic = \" \"",
         ] {
             assert!(problems.contains(expected), "{expected} in {problems}");

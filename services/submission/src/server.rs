@@ -5,7 +5,8 @@
 //! Shutdown: no new connections; a connection waiting for its next packet
 //! is closed (Postfix answers that SMTP session 4xx and the client
 //! retries); a message being scanned is finished and answered first.
-//! `serve` returns once every connection is gone.
+//! `serve` returns once every connection is gone, or after
+//! `submission.drain_timeout_s` with the rest cut unanswered.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -75,9 +76,10 @@ pub async fn serve(
     m::init();
     tracing::info!(listen = %milter.cfg.listen, "submission milter listening");
     let max = milter.cfg.max_connections;
+    let drain = Duration::from_secs(milter.cfg.drain_timeout_s);
     let slots = listen::accept_loop(listener, &allow, max, milter, shutdown).await;
-    // Every slot back: each connection has answered its message and closed.
-    slots.drain().await;
+    // Each connection answers the message it is scanning and closes.
+    slots.drain_within(drain, "submission").await;
     tracing::info!("submission milter stopped");
     Ok(())
 }
