@@ -202,6 +202,59 @@ async fn a_kill_during_a_message_records_nothing_and_the_retry_records_it_once(
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cuts_a_scan_still_running_at_the_drain_timeout() -> anyhow::Result<()> {
+    require_clamd()?;
+    let keys = "drain_timeout_s = 2";
+    let milter = Milter::new(
+        "submission-drain",
+        0,
+        keys,
+        &kafka().brokers,
+        &clamd_address(),
+    )
+    .await?;
+    // Each message is held 60 s at its end: far past the 2 s drain.
+    let hold = [(mailfleet_submission::HOLD_ENV, "60000")];
+    let mut children = Children(vec![milter.spawn(&hold).await?]);
+    let mail = simple_message("drain", "cut at the drain");
+    let pending = {
+        let milter_port = milter.port;
+        tokio::spawn(async move {
+            let mut mta = MtaClient::connect(("127.0.0.1", milter_port), POSTFIX_OFFER).await?;
+            let env = Envelope {
+                login: Some("alice@example.test"),
+                queue_id: "Q1",
+                sender: "alice@example.test",
+                recipients: &["bob@example.net"],
+                client_ip: "127.0.0.1",
+            };
+            mta.submit(&env, mail.as_bytes()).await
+        })
+    };
+    milter.wait_log("holding the message").await?;
+    let started = std::time::Instant::now();
+    let mut held = children.0.pop().expect("the held milter");
+    terminate(&mut held)?; // SIGTERM, and a clean exit
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the milter stopped after {took:?}, not at its 2 s drain"
+    );
+    let cut = pending.await?;
+    assert!(
+        cut.is_err(),
+        "Postfix sees the connection cut (and tempfails): {cut:?}"
+    );
+    let log = milter.log_text();
+    assert!(
+        log.contains("drain timeout: closing the sessions still in flight unanswered"),
+        "the cut is logged: {log}"
+    );
+    assert!(milter.events(1, Duration::from_secs(3))?.is_empty());
+    Ok(())
+}
+
 /// The submitted events for the message whose subject is `subject`.
 fn events_for(milter: &Milter, subject: &str) -> anyhow::Result<Vec<MessageSubmitted>> {
     let id = format!("<{subject}@example.net>");
