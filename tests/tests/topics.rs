@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, process::Command};
 
 use mailfleet_runtime::{
     admin::{apply, TopicChange},
-    topology::{CleanupPolicy, TopicSpec},
-    Topology,
+    topology::{CleanupPolicy, Route, TopicSpec},
+    RuntimeError, Topology,
 };
 use mailfleet_tests::*;
 
@@ -60,6 +60,49 @@ async fn apply_creates_then_converges_idempotently() -> anyhow::Result<()> {
             actual: 4,
             declared: 3
         }
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_refuses_more_partitions_for_a_read_topic_with_records() -> anyhow::Result<()> {
+    let name = unique("topics-keyed");
+    let read = |partitions: i32| {
+        let mut t = topology(&name, partitions, 3_600_000);
+        let route = Route {
+            group: format!("{name}-counter"),
+            reads: vec![name.clone()],
+            writes: vec![],
+        };
+        t.consumers.insert("counter".into(), route);
+        t
+    };
+    assert_eq!(apply(&kafka(), &read(2)).await?[0].1, TopicChange::Created);
+    // Empty, it is raised: no key has state anywhere yet.
+    assert_eq!(
+        apply(&kafka(), &read(3)).await?[0].1,
+        TopicChange::PartitionsRaised { from: 2, to: 3 }
+    );
+    produce_events(&name, &name, 0, 10, 5).await?;
+    let err = match apply(&kafka(), &read(4)).await {
+        Err(RuntimeError::InvalidConfig(problems)) => problems.join("\n"),
+        other => anyhow::bail!("raising a read topic with records: {other:?}"),
+    };
+    assert!(
+        err.contains(&format!(
+            "topics.{name}.partitions = 4: the topic has 3 partitions"
+        )) && err.contains("counter keep(s) state by partition"),
+        "{err}"
+    );
+    assert_eq!(
+        apply(&kafka(), &read(3)).await?[0].1,
+        TopicChange::Unchanged,
+        "nothing was changed"
+    );
+    // A topic no consumer of the topology reads is raised.
+    assert_eq!(
+        apply(&kafka(), &topology(&name, 4, 3_600_000)).await?[0].1,
+        TopicChange::PartitionsRaised { from: 3, to: 4 }
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `mailfleet topics apply`: make the broker's topics match the topology,
 //! idempotently. Missing topics are created, partitions are raised (never
-//! lowered), and retention, clean-up policy and min ISR are set. A
+//! lowered; not at all for a topic a consumer reads that holds records),
+//! and retention, clean-up policy and min ISR are set. A
 //! replication factor is set at creation and only checked afterwards: a
 //! declaration below what a topic has, or above the brokers the cluster
 //! has, is refused before anything changes ([`crate::replication`]).
@@ -97,7 +98,8 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
 
 /// Create or update every topic of the topology. Refuses (an
 /// [`RuntimeError::InvalidConfig`] naming each key and value, before any
-/// change) a replication the cluster cannot or must not get.
+/// change) a replication the cluster cannot or must not get, and more
+/// partitions for a topic whose records a consumer keeps state by.
 pub async fn apply(
     kafka: &KafkaConfig,
     topology: &Topology,
@@ -121,6 +123,7 @@ pub async fn apply(
         .map(|(name, spec)| (name, spec, Replication::of(name, spec, kafka)))
         .collect();
     refuse_bad_replication(&declared, &existing, kafka)?;
+    refuse_moving_keys(topology, &existing, kafka)?;
     let mut report = Vec::new();
     for (name, spec, rep) in &declared {
         let change = match existing.topic(name) {
@@ -166,6 +169,67 @@ fn refuse_bad_replication(
     }
     let mut seen = std::collections::BTreeSet::new();
     problems.retain(|p| seen.insert(p.clone()));
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(RuntimeError::InvalidConfig(problems)),
+    }
+}
+
+/// Refuse (before any change) to raise the partitions of a topic that a
+/// consumer of the topology reads and that has ever held a record. A
+/// producer places a record by its key's hash modulo the count, so more
+/// partitions send a key's new records to another partition than the one
+/// whose state its history built (docs/deployment.md, "Partitions"); the
+/// consumer would decide them without that state. An empty topic, or one
+/// no consumer reads, is raised.
+fn refuse_moving_keys(
+    topology: &Topology,
+    existing: &Layout,
+    kafka: &KafkaConfig,
+) -> Result<(), RuntimeError> {
+    let raised: Vec<(&String, i32, i32)> = topology
+        .topics
+        .iter()
+        .filter_map(|(name, spec)| {
+            let actual = existing.topic(name)?.partitions;
+            (actual < spec.partitions).then_some((name, actual, spec.partitions))
+        })
+        .collect();
+    if raised.is_empty() {
+        return Ok(());
+    }
+    let client: rdkafka::consumer::BaseConsumer =
+        client_config(kafka)
+            .create()
+            .map_err(|source| RuntimeError::CreateClient {
+                what: "consumer",
+                source,
+            })?;
+    let mut problems = Vec::new();
+    for (name, actual, declared) in raised {
+        let readers: Vec<&str> = topology
+            .consumers
+            .iter()
+            .filter(|(_, route)| route.reads.contains(name))
+            .map(|(consumer, _)| consumer.as_str())
+            .collect();
+        if readers.is_empty() {
+            continue;
+        }
+        // Records that retention has since deleted built state too.
+        let written = watermarks(&client, name, Duration::from_secs(10))?
+            .iter()
+            .any(|&(_, _, high)| high > 0);
+        if written {
+            problems.push(format!(
+                "topics.{name}.partitions = {declared}: the topic has {actual} partitions \
+                 holding records, and {} keep(s) state by partition; more partitions would \
+                 send each key's new records away from its state (docs/deployment.md, \
+                 \"Partitions\"): keep {actual}, or move to new topics",
+                readers.join(", ")
+            ));
+        }
+    }
     match problems.is_empty() {
         true => Ok(()),
         false => Err(RuntimeError::InvalidConfig(problems)),
