@@ -87,13 +87,36 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
         .map_err(|e| kafka("fetch metadata", e))?;
     let mut out = Vec::new();
     for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), timeout)
-            .map_err(|e| kafka("fetch watermarks", e))?;
+        // A partition just created or raised can be listed with its leader
+        // before that broker leads it: it answers "not leader" for a
+        // moment. Asked again until `timeout`.
+        let started = std::time::Instant::now();
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(topic, p.id(), timeout) {
+                Ok(wm) => break wm,
+                Err(e) if leader_moving(&e) && started.elapsed() < timeout => {
+                    std::thread::sleep(LEADER_RETRY);
+                }
+                Err(e) => return Err(kafka("fetch watermarks", e)),
+            }
+        };
         out.push((p.id(), low, high));
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// How long [`watermarks`] waits before asking a partition again.
+const LEADER_RETRY: Duration = Duration::from_millis(100);
+
+/// A partition's leadership is being settled (a new partition, a broker
+/// restarted): the same request succeeds shortly.
+fn leader_moving(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(Code::NotLeaderForPartition | Code::LeaderNotAvailable)
+    )
 }
 
 /// Create or update every topic of the topology. Refuses (an
@@ -495,4 +518,30 @@ async fn config_differs(
     Ok(cfgs
         .iter()
         .any(|(k, v)| resource.get(k).and_then(|e| e.value.as_deref()) != Some(v.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::{error::KafkaError, types::RDKafkaErrorCode as Code};
+
+    use super::leader_moving;
+
+    #[test]
+    fn only_a_moving_leader_is_asked_again() {
+        // What a broker answered a watermark query on a partition raised a
+        // moment before (the API's start failed on it once).
+        assert!(leader_moving(&KafkaError::MetadataFetch(
+            Code::NotLeaderForPartition
+        )));
+        assert!(leader_moving(&KafkaError::MetadataFetch(
+            Code::LeaderNotAvailable
+        )));
+        for lasting in [
+            Code::UnknownTopicOrPartition,
+            Code::TopicAuthorizationFailed,
+            Code::BrokerTransportFailure,
+        ] {
+            assert!(!leader_moving(&KafkaError::MetadataFetch(lasting)));
+        }
+    }
 }
