@@ -164,21 +164,7 @@ async fn a_kill_during_a_message_records_nothing_and_the_retry_records_it_once(
     let mut children = Children(vec![milter.spawn(&hold).await?]);
     let mail = simple_message("kill", "sent once");
     let login = Some("alice@example.test");
-    let pending = {
-        let milter_port = milter.port;
-        let mail = mail.clone();
-        tokio::spawn(async move {
-            let mut mta = MtaClient::connect(("127.0.0.1", milter_port), POSTFIX_OFFER).await?;
-            let env = Envelope {
-                login,
-                queue_id: "Q1",
-                sender: "alice@example.test",
-                recipients: &["bob@example.net"],
-                client_ip: "127.0.0.1",
-            };
-            mta.submit(&env, mail.as_bytes()).await
-        })
-    };
+    let pending = submit_in_background(milter.port, mail.clone());
     milter.wait_log("holding the message").await?;
     let held = children.0.last_mut().expect("the held milter");
     held.kill()?; // SIGKILL
@@ -218,20 +204,7 @@ async fn sigterm_cuts_a_scan_still_running_at_the_drain_timeout() -> anyhow::Res
     let hold = [(mailfleet_submission::HOLD_ENV, "60000")];
     let mut children = Children(vec![milter.spawn(&hold).await?]);
     let mail = simple_message("drain", "cut at the drain");
-    let pending = {
-        let milter_port = milter.port;
-        tokio::spawn(async move {
-            let mut mta = MtaClient::connect(("127.0.0.1", milter_port), POSTFIX_OFFER).await?;
-            let env = Envelope {
-                login: Some("alice@example.test"),
-                queue_id: "Q1",
-                sender: "alice@example.test",
-                recipients: &["bob@example.net"],
-                client_ip: "127.0.0.1",
-            };
-            mta.submit(&env, mail.as_bytes()).await
-        })
-    };
+    let pending = submit_in_background(milter.port, mail);
     milter.wait_log("holding the message").await?;
     let started = std::time::Instant::now();
     let mut held = children.0.pop().expect("the held milter");
@@ -253,6 +226,25 @@ async fn sigterm_cuts_a_scan_still_running_at_the_drain_timeout() -> anyhow::Res
     );
     assert!(milter.events(1, Duration::from_secs(3))?.is_empty());
     Ok(())
+}
+
+/// Alice's message `mail` (queue id Q1) submitted to the milter on `port`
+/// as Postfix does, on a task of its own: the reply, or how it was cut.
+fn submit_in_background(
+    port: u16,
+    mail: String,
+) -> tokio::task::JoinHandle<Result<Reply, mailfleet_submission::milter::client::ClientError>> {
+    tokio::spawn(async move {
+        let mut mta = MtaClient::connect(("127.0.0.1", port), POSTFIX_OFFER).await?;
+        let env = Envelope {
+            login: Some("alice@example.test"),
+            queue_id: "Q1",
+            sender: "alice@example.test",
+            recipients: &["bob@example.net"],
+            client_ip: "127.0.0.1",
+        };
+        mta.submit(&env, mail.as_bytes()).await
+    })
 }
 
 /// The submitted events for the message whose subject is `subject`.
