@@ -48,8 +48,8 @@ pub fn run(args: ReportArgs, cfg: &Config) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
-    let (counts, snapshots) = read_store(&store)?;
-    let text = render::render(&report(&counts, &snapshots, month, args.months), format);
+    let stored = read_store(&store)?;
+    let text = render::render(&report(&stored, month, args.months), format);
     match args.out {
         None => print!("{text}"),
         Some(path) => {

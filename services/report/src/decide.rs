@@ -17,12 +17,12 @@ use mailfleet_events::{
     runtime::DeadLetter,
     submission::{LimitAction, MessageSubmitted, SubmissionDecided, SubmitAction},
 };
-use mailfleet_runtime::{dedup, Decision, Decode, StateError, StateView};
+use mailfleet_runtime::{dedup, Decision, Decode, StateError, StateKey, StateView};
 
 use crate::{
     month::Month,
     names as n,
-    state::{AccountKey, AccountRow, CountKey, LevelKey, SnapshotKey},
+    state::{AccountKey, AccountRow, ChangeKey, CountKey},
 };
 
 mailfleet_runtime::inputs! {
@@ -92,7 +92,7 @@ impl<'s, 'v> Tx<'s, 'v> {
     }
 
     fn count(&mut self, name: &str, label: &str, by: i64) -> Result<(), StateError> {
-        let slot = (b'c', name.to_string(), label.to_string());
+        let slot = (CountKey::PREFIX, name.to_string(), label.to_string());
         let now = match self.values.get(&slot) {
             Some(v) => *v,
             None => self
@@ -116,25 +116,23 @@ impl<'s, 'v> Tx<'s, 'v> {
         Ok(())
     }
 
+    /// Move a level by `delta` in this event's month.
     fn level(&mut self, name: &str, label: &str, delta: i64) -> Result<(), StateError> {
         if delta == 0 {
             return Ok(());
         }
-        let slot = (b'v', name.to_string(), label.to_string());
+        let key = ChangeKey {
+            month: self.month,
+            name,
+            label,
+        };
+        let slot = (ChangeKey::PREFIX, name.to_string(), label.to_string());
         let now = match self.values.get(&slot) {
             Some(v) => *v,
-            None => self.state.get(&LevelKey { name, label })?.unwrap_or(0),
+            None => self.state.get(&key)?.unwrap_or(0),
         } + delta;
         self.values.insert(slot, now);
-        self.decision.put(&LevelKey { name, label }, &now);
-        self.decision.put(
-            &SnapshotKey {
-                month: self.month,
-                name,
-                label,
-            },
-            &now,
-        );
+        self.decision.put(&key, &now);
         Ok(())
     }
 }
@@ -357,7 +355,7 @@ mod tests {
         mail::{QuarantineReason, RejectReason, ScanVerdict},
         Envelope,
     };
-    use mailfleet_runtime::{Overlay, StateKey};
+    use mailfleet_runtime::{Overlay, StateValue};
 
     use super::*;
 
@@ -408,7 +406,8 @@ mod tests {
         let level = |label| {
             value(
                 &o,
-                LevelKey {
+                ChangeKey {
+                    month: Month::of_ms(OCT),
                     name: n::ACCOUNTS,
                     label,
                 },
@@ -419,6 +418,63 @@ mod tests {
             (0, 0, 1)
         );
         assert_eq!(count(&o, "2026-10", n::STATUS_CHANGES, "active"), 2);
+    }
+
+    /// The figures an in-memory state holds, as a store would give them.
+    fn stored(o: &Overlay) -> crate::Stored {
+        let mut out = crate::Stored::default();
+        for (key, value) in o {
+            let (Some((&prefix, body)), Some(value)) = (key.split_first(), value) else {
+                continue;
+            };
+            let table = match prefix {
+                CountKey::PREFIX => &mut out.counts,
+                ChangeKey::PREFIX => &mut out.changes,
+                _ => continue,
+            };
+            let [month, name, label] = crate::state::parts(body).try_into().unwrap();
+            let v = i64::from_bytes(value).unwrap();
+            table.push((0, Month::parse(&month).unwrap(), name, label, v));
+        }
+        out
+    }
+
+    fn status_of(id: &str, account: &str, at: i64, to: AccountStatus) -> ReporterInput {
+        ReporterInput::Status(AccountStatusChanged {
+            envelope: env(id, at),
+            account: account.into(),
+            from: AccountStatus::Unknown,
+            to,
+            reason: "test".into(),
+            settings_hash: None,
+        })
+    }
+
+    #[test]
+    fn an_event_of_an_earlier_month_that_arrives_late_revises_that_month_and_the_ones_after() {
+        const SEP: i64 = OCT - 30 * 86_400_000;
+        const NOV: i64 = OCT + 31 * 86_400_000;
+        let event = |i: usize| match i {
+            0 => status_of("b1", "b@x.test", SEP, AccountStatus::Active),
+            1 => status_of("a1", "a@x.test", OCT, AccountStatus::Active),
+            _ => status_of("b2", "b@x.test", NOV, AccountStatus::Inactive),
+        };
+        let nov = Month::of_ms(NOV);
+        // In event time, then b's September change arriving after a's October one.
+        for order in [[0, 1, 2], [1, 0, 2]] {
+            let r = crate::report(&stored(&apply(order.map(event).into())), nov, 3);
+            let by_month: Vec<(i64, i64)> = r
+                .months
+                .iter()
+                .map(|f| {
+                    (
+                        f.level(n::ACCOUNTS, "active"),
+                        f.level(n::ACCOUNTS, "inactive"),
+                    )
+                })
+                .collect();
+            assert_eq!(by_month, [(1, 0), (2, 0), (1, 1)]);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     month::Month,
     names as n,
-    state::{parts, CountKey, SnapshotKey},
+    state::{parts, ChangeKey, CountKey, SnapshotKey},
 };
 
 /// `name -> label -> value`.
@@ -240,9 +240,29 @@ impl Report {
 /// One stored figure: (partition, month, name, label, value).
 pub type Entry = (i32, Month, String, String, i64);
 
-/// The report for `month` and the `trend - 1` months before it, from the
-/// reporter's count and level-snapshot entries.
-pub fn report(counts: &[Entry], snapshots: &[Entry], month: Month, trend: usize) -> Report {
+/// What a reporter store holds, by table ([`crate::state`]).
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// Counts by month.
+    pub counts: Vec<Entry>,
+    /// How much each level moved by month.
+    pub changes: Vec<Entry>,
+    /// Levels at a month's end, from a store written before the changes
+    /// were kept.
+    pub snapshots: Vec<Entry>,
+}
+
+/// The report for `month` and the `trend - 1` months before it.
+///
+/// A level at a month's end is every change up to that month, added to the
+/// last snapshot at or before it (none in a store written since the
+/// changes were kept).
+pub fn report(stored: &Stored, month: Month, trend: usize) -> Report {
+    let Stored {
+        counts,
+        changes,
+        snapshots,
+    } = stored;
     let months = month.trailing(trend.max(1));
     let figures = months
         .iter()
@@ -267,7 +287,12 @@ pub fn report(counts: &[Entry], snapshots: &[Entry], month: Month, trend: usize)
                     *slot = (*em, *v);
                 }
             }
-            for ((_, name, label), (_, v)) in latest {
+            let upto = changes.iter().filter(|e| e.1 <= m);
+            let summed = latest
+                .into_iter()
+                .map(|((_, name, label), (_, v))| (name, label, v))
+                .chain(upto.map(|(_, _, name, label, v)| (name.as_str(), label.as_str(), *v)));
+            for (name, label, v) in summed {
                 *f.levels
                     .entry(name.to_string())
                     .or_default()
@@ -311,8 +336,8 @@ pub enum ReadError {
     },
 }
 
-/// The count and snapshot entries of a reporter store.
-pub fn read_store(store: &Store) -> Result<(Vec<Entry>, Vec<Entry>), ReadError> {
+/// The figures of a reporter store.
+pub fn read_store(store: &Store) -> Result<Stored, ReadError> {
     let table = |prefix: u8| -> Result<Vec<Entry>, ReadError> {
         store
             .scan_table(prefix)?
@@ -331,7 +356,11 @@ pub fn read_store(store: &Store) -> Result<(Vec<Entry>, Vec<Entry>), ReadError> 
             })
             .collect()
     };
-    Ok((table(CountKey::PREFIX)?, table(SnapshotKey::PREFIX)?))
+    Ok(Stored {
+        counts: table(CountKey::PREFIX)?,
+        changes: table(ChangeKey::PREFIX)?,
+        snapshots: table(SnapshotKey::PREFIX)?,
+    })
 }
 
 #[cfg(test)]
@@ -342,6 +371,18 @@ mod tests {
         (p, Month::parse(m).unwrap(), name.into(), label.into(), v)
     }
 
+    /// Accounts active in partition `p`, month `m`.
+    fn act(p: i32, m: &str, v: i64) -> Entry {
+        e(p, m, n::ACCOUNTS, "active", v)
+    }
+
+    fn active(r: &Report) -> Vec<i64> {
+        r.months
+            .iter()
+            .map(|f| f.level(n::ACCOUNTS, "active"))
+            .collect()
+    }
+
     #[test]
     fn counts_add_up_over_partitions_within_their_month() {
         let counts = vec![
@@ -350,7 +391,11 @@ mod tests {
             e(1, "2026-10", n::LOGINS, "webmail", 1),
             e(0, "2026-09", n::LOGINS, "imap", 100),
         ];
-        let r = report(&counts, &[], Month::parse("2026-10").unwrap(), 2);
+        let stored = Stored {
+            counts,
+            ..Stored::default()
+        };
+        let r = report(&stored, Month::parse("2026-10").unwrap(), 2);
         assert_eq!(r.this().count(n::LOGINS, "imap"), 7);
         assert_eq!(r.this().count_total(n::LOGINS), 8);
         assert_eq!(r.last().unwrap().count_total(n::LOGINS), 100);
@@ -358,22 +403,38 @@ mod tests {
     }
 
     #[test]
-    fn a_level_carries_over_months_without_events() {
-        let snaps = vec![
-            e(0, "2026-08", n::ACCOUNTS, "active", 5),
-            e(0, "2026-10", n::ACCOUNTS, "active", 7),
-            e(1, "2026-08", n::ACCOUNTS, "active", 2),
-        ];
-        let r = report(&[], &snaps, Month::parse("2026-10").unwrap(), 3);
-        let active: Vec<i64> = r
-            .months
-            .iter()
-            .map(|f| f.level(n::ACCOUNTS, "active"))
-            .collect();
-        // August 5 + 2; September carries both; October: 7 + 2.
-        assert_eq!(active, [7, 7, 9]);
-        // A later month's snapshot does not leak into an earlier one.
-        let r = report(&[], &snaps, Month::parse("2026-07").unwrap(), 1);
-        assert_eq!(r.this().level(n::ACCOUNTS, "active"), 0);
+    fn a_level_is_every_change_up_to_the_month_over_partitions() {
+        let stored = Stored {
+            changes: vec![
+                act(0, "2026-08", 5),
+                act(0, "2026-10", 2),
+                act(1, "2026-08", 2),
+                act(1, "2026-11", -1),
+            ],
+            ..Stored::default()
+        };
+        let r = report(&stored, Month::parse("2026-10").unwrap(), 4);
+        // July none; August 5 + 2; September carries it; October + 2. A
+        // later month's change does not leak into an earlier one.
+        assert_eq!(active(&r), [0, 7, 7, 9]);
+        let r = report(&stored, Month::parse("2026-11").unwrap(), 1);
+        assert_eq!(active(&r), [8]);
+    }
+
+    #[test]
+    fn a_store_from_before_the_changes_carries_its_snapshots_and_adds_the_changes_since() {
+        // Snapshots up to September, written by the reporter before it kept
+        // changes; then a change in October and a late one in August.
+        let stored = Stored {
+            snapshots: vec![
+                act(0, "2026-08", 5),
+                act(0, "2026-09", 6),
+                act(1, "2026-08", 2),
+            ],
+            changes: vec![act(0, "2026-10", 3), act(1, "2026-08", -1)],
+            ..Stored::default()
+        };
+        let r = report(&stored, Month::parse("2026-10").unwrap(), 4);
+        assert_eq!(active(&r), [0, 5 + 2 - 1, 6 + 2 - 1, 6 + 3 + 2 - 1]);
     }
 }

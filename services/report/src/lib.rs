@@ -10,8 +10,9 @@
 //! A month is the UTC calendar month of each event's `event_time`, so a
 //! replay of the log gives the same report. Counts (logins, deferrals,
 //! purges) are what happened in the month; levels (accounts by status,
-//! storage by plan) are as the month's last event left them, carried over
-//! months without events.
+//! storage by plan) are every change up to the month's end, in event time,
+//! so an event that arrives late still moves its own month and each one
+//! after it.
 
 pub mod decide;
 pub mod figures;
@@ -22,7 +23,7 @@ pub mod state;
 use mailfleet_runtime::{Consumer, Decision, Input, StateError, StateView};
 
 pub use decide::ReporterInput;
-pub use figures::{read_store, report, Figures, Report};
+pub use figures::{read_store, report, Figures, Report, Stored};
 pub use month::Month;
 
 /// The consumer's name.

@@ -2,9 +2,17 @@
 //! summed over partitions when a report is made.
 //!
 //! - `c` month, name, label: a count of what happened in the month;
-//! - `v` name, label: a level now (accounts by status, bytes by plan);
-//! - `l` month, name, label: the level as the month's last event left it;
+//! - `d` month, name, label: how much a level (accounts by status, bytes
+//!   by plan) moved in the month's events. A month's level is the sum of
+//!   its own changes and every earlier month's, so an event that arrives
+//!   after later months' events still lands in its own month and moves
+//!   every month after it;
 //! - `a` account: what the levels need of one account.
+//!
+//! Stores written before the changes were kept also hold `l` month, name,
+//! label (the level as the month's last event to arrive left it) and `v`
+//! name, label (the level then). Nothing writes them now; the report still
+//! reads `l`, and adds the changes since to it.
 
 use mailfleet_runtime::{StateKey, StateValue, ValueError};
 
@@ -44,22 +52,12 @@ impl<const P: u8> StateKey for MonthKey<'_, P> {
 /// A count of one month.
 pub type CountKey<'a> = MonthKey<'a, b'c'>;
 
-/// A level at the end of a month (as far as this partition's events go).
+/// How much a level moved in one month's events.
+pub type ChangeKey<'a> = MonthKey<'a, b'd'>;
+
+/// A level at the end of a month, in a store written before the changes
+/// were kept (read, never written).
 pub type SnapshotKey<'a> = MonthKey<'a, b'l'>;
-
-/// A level now.
-pub struct LevelKey<'a> {
-    pub name: &'a str,
-    pub label: &'a str,
-}
-
-impl StateKey for LevelKey<'_> {
-    type Value = i64;
-    const PREFIX: u8 = b'v';
-    fn encode_key(&self, out: &mut Vec<u8>) {
-        push_parts(out, &[self.name, self.label]);
-    }
-}
 
 /// One account, as the levels see it.
 pub struct AccountKey<'a>(pub &'a str);

@@ -8,13 +8,10 @@
 use std::{path::PathBuf, time::Duration};
 
 use mailfleet_fleet::config::Config;
-use mailfleet_report::{read_store, render, report, Month};
+use mailfleet_report::{read_store, render, report, Month, Stored};
 use mailfleet_runtime::{time::now_ms, Store};
 
 use super::fleet::{by_label, scrape, Fleet};
-
-/// A reporter table row, as `read_store` gives it.
-type Entry = (i32, Month, String, String, i64);
 
 /// Wait for the fleet's reporter to catch up with everything the demo (and
 /// earlier runs) wrote, show what the fleet did, stop it, then write this
@@ -61,26 +58,25 @@ pub async fn run(
     fleet.stop()?;
     let month = Month::of_ms(now_ms());
     let store = Store::open_read_only(&cfg.runtime.data_dir.join(mailfleet_report::NAME))?;
-    let (counts, snapshots) = read_store(&store)?;
+    let stored = read_store(&store)?;
     std::fs::create_dir_all(out_dir)?;
     let season = Month::of_ms(season_end);
     if season != month {
         println!("== the month the season ended in (compressed time), {season}:");
-        write_month(out_dir, &counts, &snapshots, season)?;
+        write_month(out_dir, &stored, season)?;
         println!("== this month, {month}:");
     }
-    write_month(out_dir, &counts, &snapshots, month)
+    write_month(out_dir, &stored, month)
 }
 
 /// Write `month`'s report as HTML and Markdown into `out_dir` and show its
 /// headline figures; returns both paths.
 fn write_month(
     out_dir: &std::path::Path,
-    counts: &[Entry],
-    snapshots: &[Entry],
+    stored: &Stored,
     month: Month,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let r = report(counts, snapshots, month, 12);
+    let r = report(stored, month, 12);
     let html = out_dir.join(format!("{month}.html"));
     let md = out_dir.join(format!("{month}.md"));
     std::fs::write(&html, render::render(&r, render::Format::Html))?;

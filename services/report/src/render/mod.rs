@@ -239,7 +239,11 @@ mod tests {
             e(n::BLOCKS, "abuse", 1),
             e(n::BLOCKS, "virus", 2),
         ];
-        let r = report(&counts, &[], crate::Month::parse("2026-10").unwrap(), 1);
+        let stored = crate::Stored {
+            counts,
+            ..Default::default()
+        };
+        let r = report(&stored, crate::Month::parse("2026-10").unwrap(), 1);
         let md = render(&r, Format::Markdown);
         for line in [
             "| Mails submitted by users | 1,203 | 0 | +1,203 (new) |",
