@@ -8,7 +8,9 @@
 //!   more replicas than the cluster has brokers, or a min ISR above the
 //!   factor, is refused naming the key and value (and the topic);
 //! - a running consumer goes on through `kill -9` of one node and its
-//!   restart, and counts every input exactly once.
+//!   restart, and counts every input exactly once;
+//! - with that node down (its address still the first bootstrap address),
+//!   a topic is read to its end, as audits and restores read it.
 //!
 //! One test, in phases: the cluster takes half a minute to start on two
 //! busy cores, and three more JVMs side by side would not help.
@@ -199,6 +201,7 @@ async fn a_consumer_survives_a_node_killed(cluster: &Cluster, world: &World) -> 
             .is_ok_and(|ps| ps.iter().all(|p| p.isr.len() == 2 && !p.isr.contains(&1)))
     })
     .await?;
+    reads_to_the_end_with_a_node_down(&kafka, &w.input, 2 * BATCH).await?;
 
     let restart = cluster.node(1, "start")?;
     produce_events_to(&kafka, &w.input, &w.name, 2 * BATCH..3 * BATCH, KEYS).await?;
@@ -227,5 +230,24 @@ async fn a_consumer_survives_a_node_killed(cluster: &Cluster, world: &World) -> 
     );
     assert_eq!(pairs.len(), (3 * BATCH) as usize, "distinct outputs");
     assert_eq!(pairs, want, "every count once");
+    Ok(())
+}
+
+/// `read_to_end` of `topic` (audits, a replay's bounds) with node 1 down,
+/// several times: each reader meets the refused connection to node 1's
+/// bootstrap address as an error its poll serves, and must read past it.
+async fn reads_to_the_end_with_a_node_down(
+    kafka: &mailfleet_runtime::config::KafkaConfig,
+    topic: &str,
+    want: u64,
+) -> anyhow::Result<()> {
+    for _ in 0..6 {
+        let (kafka, topic) = (kafka.clone(), topic.to_string());
+        let read = tokio::task::spawn_blocking(move || {
+            mailfleet_runtime::read::read_to_end(&kafka, &topic, "kafka-cluster")
+        })
+        .await??;
+        assert_eq!(read.len() as u64, want, "records read with node 1 down");
+    }
     Ok(())
 }

@@ -29,6 +29,29 @@ use crate::{
 /// How long a read may see no record before it is called stalled.
 pub const STALL: Duration = Duration::from_secs(30);
 
+/// An error a reader's poll serves that librdkafka recovers from by itself:
+/// a broker it cannot reach (one node of a cluster down: its address is
+/// still a bootstrap address, and every reconnect to it fails), a request
+/// timed out, a partition's leadership moving. The read goes on, and
+/// [`STALL`] still ends a read that gets nothing; anything else (a topic
+/// deleted, an authorization refused) fails it.
+pub(crate) fn passing(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::Resolve
+                | Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::NetworkException
+                | Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+        )
+    )
+}
+
 /// One record as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -179,8 +202,15 @@ fn read(
             }
             continue;
         };
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) if passing(&e) => {
+                tracing::warn!(%topic, error = %e, "reading on past a broker error");
+                continue;
+            }
+            Err(e) => return Err(kafka("read a record", e)),
+        };
         last_seen = Instant::now();
-        let msg = msg.map_err(|e| kafka("read a record", e))?;
         if ends
             .get(&msg.partition())
             .is_some_and(|end| msg.offset() + 1 >= *end)
@@ -228,4 +258,27 @@ pub fn end_offsets(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::{error::KafkaError, types::RDKafkaErrorCode as Code};
+
+    use super::passing;
+
+    #[test]
+    fn a_broker_out_of_reach_is_read_past_and_a_lasting_error_is_not() {
+        // What a reader's poll served with one node of three down: its
+        // address is still a bootstrap address (an audit failed on it).
+        for passes in [Code::BrokerTransportFailure, Code::AllBrokersDown] {
+            assert!(passing(&KafkaError::MessageConsumption(passes)));
+        }
+        for lasting in [
+            Code::UnknownTopicOrPartition,
+            Code::TopicAuthorizationFailed,
+            Code::OffsetOutOfRange,
+        ] {
+            assert!(!passing(&KafkaError::MessageConsumption(lasting)));
+        }
+    }
 }

@@ -37,7 +37,11 @@ use rdkafka::{
 };
 
 use super::{outbox::Item, Changelog, OFFSETS_PREFIX};
-use crate::{error::RuntimeError, read::STALL, runner::context::Tp};
+use crate::{
+    error::RuntimeError,
+    read::{passing, STALL},
+    runner::context::Tp,
+};
 
 /// State records written to the store in one batch during a restore.
 const CHUNK: usize = 10_000;
@@ -173,7 +177,14 @@ impl Changelog {
                 }
                 continue;
             };
-            let msg = polled.map_err(|e| kafka("read the changelog", e))?;
+            let msg = match polled {
+                Ok(msg) => msg,
+                Err(e) if passing(&e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "restoring on past a broker error");
+                    continue;
+                }
+                Err(e) => return Err(kafka("read the changelog", e)),
+            };
             last_seen = Instant::now();
             out.records += 1;
             let key = msg.key().unwrap_or_default();
