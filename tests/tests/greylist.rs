@@ -514,6 +514,13 @@ async fn every_limit_closes_the_offending_connection_and_nothing_else() -> anyho
     {
         assert!(has_metric(&text, name), "{name} was never emitted:\n{text}");
     }
+    // Each decided answer's wait, in its two stages.
+    let wait = format!("{}_count", mailfleet_runtime::metrics::POLICY_WAIT);
+    for stage in ["acknowledged", "decided"] {
+        let label = format!("stage=\"{stage}\"");
+        let n = metric_sum(&text, &wait, &[&label]);
+        assert!(n >= 1.0, "{stage}: {n}\n{text}");
+    }
     let malformed = metric_sum(&text, mailfleet_runtime::metrics::POLICY_MALFORMED, &[]);
     assert!(malformed >= 5.0, "{text}");
     let refused = metric_sum(

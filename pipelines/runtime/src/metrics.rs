@@ -49,6 +49,10 @@ pub const LIFECYCLE_TRANSITIONS: &str = "mailfleet_lifecycle_transitions_total";
 pub const POLICY_REQUESTS: &str = "mailfleet_policy_requests_total";
 /// Time from an RCPT request to its answer.
 pub const POLICY_REQUEST_DURATION: &str = "mailfleet_policy_request_duration_seconds";
+/// Where an answer's time went, by `stage`: `acknowledged` (the attempt
+/// produced until Kafka acknowledged it), `decided` (from then until its
+/// decision was read back from the decisions topic).
+pub const POLICY_WAIT: &str = "mailfleet_policy_wait_seconds";
 /// Requests refused as malformed, oversized or too slow (connection closed).
 pub const POLICY_MALFORMED: &str = "mailfleet_policy_malformed_total";
 /// Open Postfix connections.
@@ -62,6 +66,7 @@ pub const POLICY_CONNECTIONS_DENIED: &str = "mailfleet_policy_connections_denied
 pub const POLICY_ALL: &[&str] = &[
     POLICY_REQUESTS,
     POLICY_REQUEST_DURATION,
+    POLICY_WAIT,
     POLICY_MALFORMED,
     POLICY_CONNECTIONS,
     POLICY_CONNECTIONS_REFUSED,

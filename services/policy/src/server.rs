@@ -303,6 +303,7 @@ impl Server {
         metrics::histogram!(m::POLICY_REQUEST_DURATION).record(started.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(_)) => {
+                waited("acknowledged", started.elapsed());
                 metrics::counter!(m::POLICY_REQUESTS, "result" => "repeat").increment(1);
                 PASS.into()
             }
@@ -335,7 +336,11 @@ impl Server {
         let reply = waiters.register(id);
         let round_trip = async {
             self.producer.send(topic, key, event).await.ok()?;
-            reply.await.ok()
+            let acked = started.elapsed();
+            waited("acknowledged", acked);
+            let answer = reply.await.ok()?;
+            waited("decided", started.elapsed().saturating_sub(acked));
+            Some(answer)
         };
         let limit = Duration::from_millis(self.cfg.timeout_ms);
         let answer = timeout(limit, round_trip).await.ok().flatten();
@@ -389,4 +394,11 @@ impl Server {
 /// Whether a read found bytes: the first of a request.
 fn has_bytes(read: std::io::Result<&[u8]>) -> bool {
     read.is_ok_and(|buf| !buf.is_empty())
+}
+
+/// One stage of an answer's wait (`mailfleet_policy_wait_seconds`): which
+/// of Kafka's acknowledgement and the decision's way back a slow answer
+/// waited on.
+fn waited(stage: &'static str, took: Duration) {
+    metrics::histogram!(m::POLICY_WAIT, "stage" => stage).record(took.as_secs_f64());
 }
