@@ -22,7 +22,7 @@ use mailfleet_runtime::{dedup, Decision, Decode, StateError, StateKey, StateView
 use crate::{
     month::Month,
     names as n,
-    state::{AccountKey, AccountRow, ChangeKey, CountKey},
+    state::{AccountKey, AccountRow, ChangeKey, CountKey, MonthKey},
 };
 
 mailfleet_runtime::inputs! {
@@ -91,29 +91,9 @@ impl<'s, 'v> Tx<'s, 'v> {
         }
     }
 
+    /// Count `by` in this event's month.
     fn count(&mut self, name: &str, label: &str, by: i64) -> Result<(), StateError> {
-        let slot = (CountKey::PREFIX, name.to_string(), label.to_string());
-        let now = match self.values.get(&slot) {
-            Some(v) => *v,
-            None => self
-                .state
-                .get(&CountKey {
-                    month: self.month,
-                    name,
-                    label,
-                })?
-                .unwrap_or(0),
-        } + by;
-        self.values.insert(slot, now);
-        self.decision.put(
-            &CountKey {
-                month: self.month,
-                name,
-                label,
-            },
-            &now,
-        );
-        Ok(())
+        self.add::<{ CountKey::PREFIX }>(name, label, by)
     }
 
     /// Move a level by `delta` in this event's month.
@@ -121,16 +101,22 @@ impl<'s, 'v> Tx<'s, 'v> {
         if delta == 0 {
             return Ok(());
         }
-        let key = ChangeKey {
+        self.add::<{ ChangeKey::PREFIX }>(name, label, delta)
+    }
+
+    /// Add `by` to the month's figure in table `P`, read through this
+    /// event's earlier changes.
+    fn add<const P: u8>(&mut self, name: &str, label: &str, by: i64) -> Result<(), StateError> {
+        let key = MonthKey::<P> {
             month: self.month,
             name,
             label,
         };
-        let slot = (ChangeKey::PREFIX, name.to_string(), label.to_string());
+        let slot = (P, name.to_string(), label.to_string());
         let now = match self.values.get(&slot) {
             Some(v) => *v,
             None => self.state.get(&key)?.unwrap_or(0),
-        } + delta;
+        } + by;
         self.values.insert(slot, now);
         self.decision.put(&key, &now);
         Ok(())
